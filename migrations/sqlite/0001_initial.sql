@@ -1,0 +1,45 @@
+-- SMTP events per local mailbox: one row per counted fact (a delivery
+-- status, an expiry, an authenticated submission, a refusal).
+-- Times are integer microseconds since the Unix epoch (UTC); `day` is the
+-- local day of that instant in the configured zone, as YYYYMMDD.
+CREATE TABLE smtp_events (
+    id        INTEGER PRIMARY KEY,
+    -- Identity of the source line: a line read twice gives the same key.
+    key       INTEGER NOT NULL,
+    day       INTEGER NOT NULL,
+    time_us   INTEGER NOT NULL,
+    mailbox   TEXT    NOT NULL,
+    -- 1 sent, 2 bounced, 3 deferred, 4 expired, 5 auth_rcv, 6 auth_blk
+    kind      INTEGER NOT NULL,
+    host      TEXT    NOT NULL,
+    queue_id  TEXT,
+    sender_ip TEXT,
+    relay     TEXT,
+    recipient TEXT,
+    dsn       TEXT,
+    response  TEXT
+);
+-- Day first: ingest writes mostly today's rows, so the index grows at one
+-- end instead of everywhere.
+CREATE UNIQUE INDEX smtp_events_day_key ON smtp_events (day, key);
+-- Every per-mailbox question is answered from this index.
+CREATE INDEX smtp_events_mailbox_day ON smtp_events (mailbox, day, time_us);
+
+-- How far each input has been read. A source is known by a fingerprint of
+-- its first line, so a renamed (rotated) or compressed file keeps its
+-- checkpoint. Written in the same transaction as the rows it covers.
+CREATE TABLE ingest_sources (
+    fingerprint INTEGER PRIMARY KEY,
+    path        TEXT    NOT NULL,
+    offset_bytes INTEGER NOT NULL,
+    year_state  TEXT,
+    updated_us  INTEGER NOT NULL
+);
+
+-- What the correlator remembers between lines (messages in flight),
+-- saved with every checkpoint so a resumed ingest continues exactly.
+CREATE TABLE ingest_state (
+    agent      TEXT PRIMARY KEY,
+    state      BLOB    NOT NULL,
+    updated_us INTEGER NOT NULL
+);

@@ -1,0 +1,224 @@
+//! The command line: parse, load the config, call the library, map errors
+//! to exit codes (0 done, 1 failed, 2 the user's input was wrong).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::domain::{DateRange, Day, InputError, Mailbox};
+use crate::history::{self, Format};
+use crate::ingest::{self, correlate::Settings, source::SourceSpec};
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "mailtrail", version, about = "Per-mailbox paper trail of Postfix and Dovecot logs")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Database URL; overrides `database_url` from the config.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read Postfix/Dovecot logs (plain, rotated, .gz; `-` for stdin) and store what they say.
+    Ingest {
+        /// Log files, in order (oldest first); `-` reads stdin.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+    },
+    /// A mailbox's SMTP sending history: daily table and details.
+    History {
+        /// The mailbox (address, or bare user name in the default domain).
+        #[arg(long)]
+        mailbox: String,
+        /// First day, YYYY-MM-DD (default: the start of the retention window).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Create or update the database schema.
+    Migrate,
+    /// Validate the configuration file and say what it sets.
+    CheckConfig,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mailtrail: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailtrail: {e:#}");
+            if e.chain().any(|c| c.is::<InputError>() || c.is::<UsageError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// A wrong argument that is not a bad value (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(&cli.config)?;
+    if let Some(url) = &cli.database {
+        config.database_url = url.clone();
+        config.validate().context("--database")?;
+    }
+    Ok(config)
+}
+
+/// Today in the configured zone.
+fn today(config: &Config) -> anyhow::Result<Day> {
+    Ok(Day::from_date(
+        chrono::Utc::now().with_timezone(&config.tz()?).date_naive(),
+    ))
+}
+
+/// The range from `--from`/`--to`, defaulting to the retention window
+/// ending today.
+fn date_range(config: &Config, from: Option<&str>, to: Option<&str>) -> anyhow::Result<DateRange> {
+    let to = match to {
+        Some(t) => Day::parse(t)?,
+        None => today(config)?,
+    };
+    let from = match from {
+        Some(f) => Day::parse(f)?,
+        None => {
+            let mut d = to;
+            for _ in 1..config.retention_days {
+                d = d.pred();
+            }
+            d
+        }
+    };
+    Ok(DateRange::new(from, to)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::CheckConfig => {
+            let c = load_config(&cli)?;
+            println!("{}: valid", cli.config.display());
+            println!("  timezone        {}", c.timezone);
+            println!("  local_domains   {}", c.local_domains.join(", "));
+            println!("  default_domain  {}", c.default_domain);
+            println!("  database_url    {}", redact_url(&c.database_url));
+            println!("  retention_days  {}", c.retention_days);
+            for p in &c.ingest.paths {
+                let ok = crate::ingest::source::readable(p);
+                println!(
+                    "  ingest path     {}{}",
+                    p.display(),
+                    if ok { "" } else { "  (not readable now)" }
+                );
+            }
+            Ok(())
+        }
+        Command::Migrate => {
+            let c = load_config(&cli)?;
+            let store = Store::open(&c.database_url).await?;
+            store.close().await;
+            println!("database schema is up to date");
+            Ok(())
+        }
+        Command::Ingest { paths } => {
+            let c = load_config(&cli)?;
+            let specs: Vec<SourceSpec> = paths.iter().map(|p| SourceSpec::parse(p)).collect();
+            if specs.iter().filter(|s| **s == SourceSpec::Stdin).count() > 1 {
+                return Err(UsageError("`-` (stdin) can be given only once".into()).into());
+            }
+            for s in &specs {
+                s.check().map_err(|e| UsageError(format!("{e:#}")))?;
+            }
+            let store = Store::open(&c.database_url).await?;
+            let report = ingest::run(
+                &store,
+                Settings::from_config(&c)?,
+                &specs,
+                c.ingest.batch_lines,
+            )
+            .await;
+            store.close().await;
+            print!("{}", report?.render());
+            Ok(())
+        }
+        Command::History {
+            mailbox,
+            from,
+            to,
+            format,
+        } => {
+            let c = load_config(&cli)?;
+            let mailbox = Mailbox::parse(mailbox, &c.default_domain)?;
+            let range = date_range(&c, from.as_deref(), to.as_deref())?;
+            let store = Store::open(&c.database_url).await?;
+            let h = history::load(&store, &mailbox, range, c.tz()?).await;
+            store.close().await;
+            print!("{}", h?.render(*format));
+            Ok(())
+        }
+    }
+}
+
+/// A database URL without its password, for printing.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            redact_url("postgres://mt:s3cret@db/mailtrail"),
+            "postgres://mt:***@db/mailtrail"
+        );
+        assert_eq!(redact_url("sqlite://var/m.db"), "sqlite://var/m.db");
+    }
+}

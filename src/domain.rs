@@ -1,0 +1,311 @@
+//! Values parsed once at the edge: mailboxes, local domains, days and ranges.
+//!
+//! Once a value has one of these types it is valid; code further in does not
+//! check again.
+
+use std::fmt;
+
+use chrono::{Datelike, NaiveDate};
+use thiserror::Error;
+
+/// A user's mistake in a value given on the command line or in a request.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InputError {
+    #[error("{0:?} is not a mail address (expected local@domain or a bare user name)")]
+    BadMailbox(String),
+    #[error("{0:?} is not a date (expected YYYY-MM-DD)")]
+    BadDate(String),
+    #[error("the range {from} .. {to} ends before it starts")]
+    BadRange { from: Day, to: Day },
+}
+
+/// True for a plausible DNS domain: dot-separated labels of letters, digits
+/// and hyphens, none empty, none starting or ending with a hyphen.
+pub fn is_valid_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A mailbox address, lowercased, always with a domain.
+///
+/// Mail systems like the ones mailtrail serves treat local parts
+/// case-insensitively, and users type their address in any case, so the whole
+/// address is lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mailbox(String);
+
+impl Mailbox {
+    /// Parses an address typed by a person (command line, web form, mail).
+    ///
+    /// Accepts `local@domain`, `<local@domain>` and a bare user name, which
+    /// takes `default_domain`. Returns `Err` for anything else: spaces,
+    /// several `@`, an empty part, or a domain that is not a domain name.
+    pub fn parse(input: &str, default_domain: &str) -> Result<Mailbox, InputError> {
+        let bad = || InputError::BadMailbox(input.to_owned());
+        let s = input.trim();
+        let s = s
+            .strip_prefix('<')
+            .and_then(|s| s.strip_suffix('>'))
+            .unwrap_or(s);
+        let (local, domain) = match s.split_once('@') {
+            Some((l, d)) => (l, d),
+            None => (s, default_domain),
+        };
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && local
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b))
+            && !local.starts_with('.')
+            && !local.ends_with('.');
+        if !local_ok || domain.contains('@') || !is_valid_domain(domain) {
+            return Err(bad());
+        }
+        Ok(Mailbox(format!(
+            "{}@{}",
+            local.to_ascii_lowercase(),
+            domain.to_ascii_lowercase()
+        )))
+    }
+
+    /// The address as stored and shown.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after `@`.
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Normalises an address as Postfix logs it (the inside of `from=<...>`),
+/// leniently: logs hold quoted local parts, SMTPUTF8 and old unbracketed
+/// forms that a person would never type. Returns `None` for the null sender.
+pub fn normalize_logged_address(raw: &[u8], default_domain: &str) -> Option<String> {
+    let raw = raw.strip_prefix(b"<").unwrap_or(raw);
+    let raw = raw.strip_suffix(b">").unwrap_or(raw);
+    if raw.is_empty() {
+        return None;
+    }
+    let mut s = String::from_utf8_lossy(raw).to_lowercase();
+    if !s.contains('@') {
+        s.push('@');
+        s.push_str(default_domain);
+    }
+    Some(s)
+}
+
+/// The configured local domains, ready for matching.
+#[derive(Debug, Clone)]
+pub struct LocalDomains {
+    /// Domains matched exactly.
+    exact: Vec<String>,
+    /// Domains matched with all their subdomains (from `.example.edu`).
+    suffixes: Vec<String>,
+    /// For bare user names.
+    pub default_domain: String,
+}
+
+impl LocalDomains {
+    pub fn new(entries: &[String], default_domain: &str) -> LocalDomains {
+        let mut exact = Vec::new();
+        let mut suffixes = Vec::new();
+        for e in entries {
+            let e = e.to_ascii_lowercase();
+            match e.strip_prefix('.') {
+                Some(bare) => suffixes.push(bare.to_owned()),
+                None => exact.push(e),
+            }
+        }
+        LocalDomains {
+            exact,
+            suffixes,
+            default_domain: default_domain.to_ascii_lowercase(),
+        }
+    }
+
+    /// True when `domain` (lowercase) is one of ours. `.example.edu` matches
+    /// `example.edu` itself and any name ending in `.example.edu`.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.exact.iter().any(|d| d == domain)
+            || self.suffixes.iter().any(|s| {
+                domain == s
+                    || (domain.len() > s.len()
+                        && domain.ends_with(s.as_str())
+                        && domain.as_bytes()[domain.len() - s.len() - 1] == b'.')
+            })
+    }
+
+    /// True when a normalised address belongs to a local domain.
+    pub fn is_local_address(&self, addr: &str) -> bool {
+        addr.rsplit_once('@')
+            .is_some_and(|(_, d)| self.is_local_domain(d))
+    }
+}
+
+/// A calendar day in the configured zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(NaiveDate);
+
+impl Day {
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse(s: &str) -> Result<Day, InputError> {
+        let t = s.trim();
+        if t.len() != 10 {
+            return Err(InputError::BadDate(s.to_owned()));
+        }
+        NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            .map(Day)
+            .map_err(|_| InputError::BadDate(s.to_owned()))
+    }
+
+    pub fn from_date(d: NaiveDate) -> Day {
+        Day(d)
+    }
+
+    pub fn date(self) -> NaiveDate {
+        self.0
+    }
+
+    /// The stored form: the integer `YYYYMMDD`, which sorts like the date.
+    pub fn key(self) -> i32 {
+        self.0.year() * 10_000 + self.0.month() as i32 * 100 + self.0.day() as i32
+    }
+
+    /// Inverse of [`Day::key`].
+    pub fn from_key(k: i32) -> Option<Day> {
+        NaiveDate::from_ymd_opt(k / 10_000, (k / 100 % 100) as u32, (k % 100) as u32).map(Day)
+    }
+
+    pub fn succ(self) -> Day {
+        Day(self.0.succ_opt().unwrap_or(self.0))
+    }
+
+    pub fn pred(self) -> Day {
+        Day(self.0.pred_opt().unwrap_or(self.0))
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
+/// An inclusive range of days, `from <= to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateRange {
+    pub from: Day,
+    pub to: Day,
+}
+
+impl DateRange {
+    pub fn new(from: Day, to: Day) -> Result<DateRange, InputError> {
+        if to < from {
+            return Err(InputError::BadRange { from, to });
+        }
+        Ok(DateRange { from, to })
+    }
+
+    /// Every day of the range, in order.
+    pub fn days(&self) -> impl Iterator<Item = Day> + '_ {
+        let mut d = Some(self.from);
+        std::iter::from_fn(move || {
+            let cur = d?;
+            d = if cur < self.to { Some(cur.succ()) } else { None };
+            Some(cur)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_parsing() {
+        let m = Mailbox::parse(" Alice@Example.EDU ", "example.edu").unwrap();
+        assert_eq!(m.as_str(), "alice@example.edu");
+        assert_eq!(
+            Mailbox::parse("bob", "example.edu").unwrap().as_str(),
+            "bob@example.edu"
+        );
+        assert_eq!(
+            Mailbox::parse("<c.d@cs.example.edu>", "x.y")
+                .unwrap()
+                .as_str(),
+            "c.d@cs.example.edu"
+        );
+        for bad in [
+            "",
+            "@example.edu",
+            "a@",
+            "a b@example.edu",
+            "a@b@example.edu",
+            "a@exa mple.edu",
+            "a@-x.edu",
+            "a@x..edu",
+            "<script>@x.edu",
+            ".a@x.edu",
+        ] {
+            assert!(Mailbox::parse(bad, "example.edu").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn local_domain_matching() {
+        let ld = LocalDomains::new(&[".example.edu".into(), "other.org".into()], "example.edu");
+        assert!(ld.is_local_domain("example.edu"));
+        assert!(ld.is_local_domain("cs.example.edu"));
+        assert!(ld.is_local_domain("a.b.example.edu"));
+        assert!(!ld.is_local_domain("badexample.edu"));
+        assert!(!ld.is_local_domain("example.edu.evil.com"));
+        assert!(ld.is_local_domain("other.org"));
+        assert!(!ld.is_local_domain("sub.other.org"));
+        assert!(ld.is_local_address("x@cs.example.edu"));
+        assert!(!ld.is_local_address("x@gmail.com"));
+    }
+
+    #[test]
+    fn logged_addresses() {
+        assert_eq!(normalize_logged_address(b"<>", "e.edu"), None);
+        assert_eq!(normalize_logged_address(b"", "e.edu"), None);
+        assert_eq!(
+            normalize_logged_address(b"<Bob@E.edu>", "e.edu").as_deref(),
+            Some("bob@e.edu")
+        );
+        assert_eq!(
+            normalize_logged_address(b"www-data", "e.edu").as_deref(),
+            Some("www-data@e.edu")
+        );
+    }
+
+    #[test]
+    fn days_and_ranges() {
+        let d = Day::parse("2026-11-23").unwrap();
+        assert_eq!(d.key(), 20261123);
+        assert_eq!(Day::from_key(20261123), Some(d));
+        assert!(Day::parse("2026-13-01").is_err());
+        assert!(Day::parse("2026-1-1").is_err());
+        assert!(Day::parse("yesterday").is_err());
+        let r = DateRange::new(Day::parse("2026-12-30").unwrap(), Day::parse("2027-01-02").unwrap())
+            .unwrap();
+        let days: Vec<String> = r.days().map(|d| d.to_string()).collect();
+        assert_eq!(days, ["2026-12-30", "2026-12-31", "2027-01-01", "2027-01-02"]);
+        assert!(DateRange::new(Day::parse("2026-01-02").unwrap(), Day::parse("2026-01-01").unwrap()).is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! A mailbox's SMTP sending history: the daily table and the details, as
+//! text, JSON or CSV.
+//!
+//! Everything in the details came from a log line, which an attacker can
+//! shape (a remote server's reply, an address): text output replaces
+//! control characters so nothing reaches the terminal as an escape
+//! sequence, and CSV output neutralises cells a spreadsheet would run as a
+//! formula.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::domain::{DateRange, Day, Mailbox};
+use crate::ingest::correlate::Kind;
+use crate::store::{EventRow, Store};
+
+/// One line of the daily table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub sum: i64,
+    pub auth_blk: i64,
+    pub auth_rcv: i64,
+    pub bounced: i64,
+    pub deferred: i64,
+    pub expired: i64,
+    pub sent: i64,
+}
+
+impl Counts {
+    fn add(&mut self, kind: Kind, n: i64) {
+        match kind {
+            Kind::AuthBlk => self.auth_blk += n,
+            Kind::AuthRcv => self.auth_rcv += n,
+            Kind::Bounced => self.bounced += n,
+            Kind::Deferred => self.deferred += n,
+            Kind::Expired => self.expired += n,
+            Kind::Sent => self.sent += n,
+        }
+        self.sum += n;
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DayRow {
+    pub date: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TotalRow {
+    /// Always null: the total covers the whole range. Present so the total
+    /// has the same keys as a day.
+    pub date: Option<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Detail {
+    pub time: String,
+    pub sender_ip: Option<String>,
+    pub relay: Option<String>,
+    pub queue_id: Option<String>,
+    pub recipient: Option<String>,
+    pub status: &'static str,
+    pub response: Option<String>,
+}
+
+/// The whole answer, in the shape of the JSON output.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub mailbox: String,
+    pub from: String,
+    pub to: String,
+    pub days: Vec<DayRow>,
+    pub total: TotalRow,
+    pub details: Vec<Detail>,
+}
+
+/// Output formats of `history`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
+/// An instant as RFC 3339 in the configured zone.
+pub fn format_time(time_us: i64, tz: Tz) -> String {
+    DateTime::from_timestamp_micros(time_us)
+        .map(|t| {
+            t.with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::Secs, false)
+        })
+        .unwrap_or_default()
+}
+
+/// Reads a mailbox's history for a range of days.
+pub async fn load(store: &Store, mailbox: &Mailbox, range: DateRange, tz: Tz) -> anyhow::Result<History> {
+    let (from, to) = (range.from.key(), range.to.key());
+    let counts = store.daily_counts(mailbox.as_str(), from, to).await?;
+    let mut days: Vec<DayRow> = range
+        .days()
+        .map(|d| DayRow {
+            date: d.to_string(),
+            counts: Counts::default(),
+        })
+        .collect();
+    let mut total = Counts::default();
+    for (day, kind, n) in counts {
+        if let Some(d) = Day::from_key(day)
+            && let Some(row) = days.iter_mut().find(|r| r.date == d.to_string())
+        {
+            row.counts.add(kind, n);
+        }
+        total.add(kind, n);
+    }
+    let details = store
+        .events(mailbox.as_str(), from, to)
+        .await?
+        .into_iter()
+        .map(|e: EventRow| Detail {
+            time: format_time(e.time_us, tz),
+            sender_ip: e.sender_ip,
+            relay: e.relay,
+            queue_id: e.queue_id,
+            recipient: e.recipient,
+            status: e.kind.as_str(),
+            response: e.response,
+        })
+        .collect();
+    Ok(History {
+        mailbox: mailbox.to_string(),
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        days,
+        total: TotalRow {
+            date: None,
+            counts: total,
+        },
+        details,
+    })
+}
+
+const COLUMNS: [&str; 8] = [
+    "Date", "Sum", "Auth_blk", "Auth_rcv", "Bounced", "Deferred", "Expired", "Sent",
+];
+
+fn count_cells(c: &Counts) -> [i64; 7] {
+    [c.sum, c.auth_blk, c.auth_rcv, c.bounced, c.deferred, c.expired, c.sent]
+}
+
+/// Replaces control characters, so log text cannot drive the terminal.
+fn safe_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+impl History {
+    pub fn is_empty(&self) -> bool {
+        self.total.counts.sum == 0 && self.details.is_empty()
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Text => self.to_text(),
+            Format::Json => {
+                let mut s = serde_json::to_string_pretty(self).expect("plain data serialises");
+                s.push('\n');
+                s
+            }
+            Format::Csv => self.to_csv(),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "SMTP sending history of {} from {} to {}\n",
+            self.mailbox, self.from, self.to
+        );
+        let _ = writeln!(
+            o,
+            "{:<10} {:>7} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7}",
+            COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], COLUMNS[4], COLUMNS[5], COLUMNS[6], COLUMNS[7]
+        );
+        let line = |o: &mut String, label: &str, c: &Counts| {
+            let v = count_cells(c);
+            let _ = writeln!(
+                o,
+                "{:<10} {:>7} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7}",
+                label, v[0], v[1], v[2], v[3], v[4], v[5], v[6]
+            );
+        };
+        for d in &self.days {
+            line(&mut o, &d.date, &d.counts);
+        }
+        line(&mut o, "Total", &self.total.counts);
+        if self.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nNo records for {} from {} to {}.",
+                self.mailbox, self.from, self.to
+            );
+            return o;
+        }
+        let _ = writeln!(o, "\nDetails ({}):", self.details.len());
+        let _ = writeln!(
+            o,
+            "{:<25} {:<15} {:<9} {:<16} {:<30} {:<36} Response",
+            "Time", "Sender IP", "Status", "Queue ID", "Recipient", "Relay"
+        );
+        for d in &self.details {
+            let _ = writeln!(
+                o,
+                "{:<25} {:<15} {:<9} {:<16} {:<30} {:<36} {}",
+                d.time,
+                safe_text(d.sender_ip.as_deref().unwrap_or("-")),
+                d.status,
+                safe_text(d.queue_id.as_deref().unwrap_or("-")),
+                safe_text(d.recipient.as_deref().unwrap_or("-")),
+                safe_text(d.relay.as_deref().unwrap_or("-")),
+                safe_text(d.response.as_deref().unwrap_or("")),
+            );
+        }
+        o
+    }
+
+    /// Two sections, each with its header row: the daily table (with the
+    /// Total row), an empty line, then the details.
+    fn to_csv(&self) -> String {
+        let mut o = String::new();
+        o.push_str(&COLUMNS.join(","));
+        o.push_str("\r\n");
+        let line = |o: &mut String, label: &str, c: &Counts| {
+            o.push_str(label);
+            for v in count_cells(c) {
+                let _ = write!(o, ",{v}");
+            }
+            o.push_str("\r\n");
+        };
+        for d in &self.days {
+            line(&mut o, &d.date, &d.counts);
+        }
+        line(&mut o, "Total", &self.total.counts);
+        o.push_str("\r\n");
+        o.push_str("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response\r\n");
+        for d in &self.details {
+            let cells = [
+                d.time.as_str(),
+                d.sender_ip.as_deref().unwrap_or(""),
+                d.relay.as_deref().unwrap_or(""),
+                d.queue_id.as_deref().unwrap_or(""),
+                d.recipient.as_deref().unwrap_or(""),
+                d.status,
+                d.response.as_deref().unwrap_or(""),
+            ];
+            let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+            o.push_str(&row.join(","));
+            o.push_str("\r\n");
+        }
+        o
+    }
+}
+
+/// One CSV cell: quoted when needed, and with a leading `'` when a
+/// spreadsheet would take it for a formula.
+pub fn csv_cell(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_safe() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_cell("-1"), "'-1");
+    }
+
+    #[test]
+    fn text_hides_control_characters() {
+        assert_eq!(safe_text("ok\x1b[2Jbad\n"), "ok\u{FFFD}[2Jbad\u{FFFD}");
+    }
+
+    #[test]
+    fn times_use_the_configured_zone() {
+        assert_eq!(
+            format_time(1_795_398_077_000_000, chrono_tz::Asia::Taipei),
+            "2026-11-23T09:41:17+08:00"
+        );
+    }
+}

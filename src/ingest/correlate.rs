@@ -1,0 +1,1074 @@
+//! Correlation: from parsed lines to per-mailbox rows.
+//!
+//! Postfix writes one line per step of a message's life, from several
+//! processes, interleaved with other messages and other hosts. Lines are
+//! joined by `(host, queue ID)`, never by adjacency:
+//!
+//! * a lifecycle starts at the first line naming a queue ID and ends at
+//!   `removed`; the same ID may then start a new, unrelated lifecycle;
+//! * smtpd's `client=` gives the client address and the SMTP AUTH user (one
+//!   Auth_rcv), qmgr's `from=` or pickup's gives the envelope sender;
+//! * each `status=` line is one Sent, Bounced or Deferred for the recipient;
+//!   qmgr's `status=expired` turns every recipient still deferred into one
+//!   Expired;
+//! * a `status=sent (... queued as NEW)` to an internal relay is a hand-off
+//!   to a content filter, not a delivery: the message is followed to NEW,
+//!   whose deliveries count for the original sender, once;
+//! * rejects and failed SMTP AUTH are Auth_blk for the sender or user named.
+//!
+//! An event whose mailbox is not known yet (lines out of order, or a message
+//! that may be a filter's re-injection) is held in its lifecycle until it is,
+//! and released in the order it arrived.
+//!
+//! Rows are produced only for mailboxes in the local domains. Each row has a
+//! key derived from the line it came from (host, second, program, pid and
+//! text), so a line read twice, from the same file or an overlapping one,
+//! yields the same key and the store keeps one row.
+//!
+//! Everything the correlator remembers between lines is in [`State`], which
+//! the ingest saves with each checkpoint, so an ingest stopped at any point
+//! and resumed continues exactly as an uninterrupted one.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use memchr::memmem;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use super::dovecot;
+use super::envelope::{Clock, LocalDays};
+use super::postfix::{self, Event, Parsed, Status};
+use crate::domain::{LocalDomains, normalize_logged_address};
+
+/// How long (log time) a hand-off waits for its new queue ID to appear, and
+/// a possible re-injection for the hand-off that names it. Content filters
+/// answer within seconds; a minute leaves room for a slow one.
+const LINK_WINDOW_US: i64 = 60 * 1_000_000;
+/// How far apart Dovecot's password verdict and Postfix's `SASL ...
+/// authentication failed` for the same attempt may be. Dovecot delays a
+/// failure reply by `auth_failure_delay` (2 s by default) before Postfix sees
+/// and logs it.
+const SASL_JOIN_BEFORE_US: i64 = 15 * 1_000_000;
+const SASL_JOIN_AFTER_US: i64 = 2 * 1_000_000;
+/// A lifecycle with no line for this long is dropped: Postfix's
+/// `maximal_queue_lifetime` is 5 days by default, so nothing legitimate is
+/// silent longer. Keeps memory bounded when `removed` was never logged.
+const STALE_US: i64 = 10 * 86_400 * 1_000_000;
+/// Housekeeping runs when log time has moved on by this much.
+const SWEEP_EVERY_US: i64 = 10 * 1_000_000;
+/// How many unrecognised lines are kept as examples for the summary.
+const MAX_EXAMPLES: usize = 5;
+/// Longest example shown, in bytes.
+const EXAMPLE_BYTES: usize = 200;
+
+/// What a row counts as; the stored integer is stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum Kind {
+    Sent = 1,
+    Bounced = 2,
+    Deferred = 3,
+    Expired = 4,
+    AuthRcv = 5,
+    AuthBlk = 6,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::AuthBlk,
+        Kind::AuthRcv,
+        Kind::Bounced,
+        Kind::Deferred,
+        Kind::Expired,
+        Kind::Sent,
+    ];
+
+    pub fn from_i64(v: i64) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Sent,
+            2 => Kind::Bounced,
+            3 => Kind::Deferred,
+            4 => Kind::Expired,
+            5 => Kind::AuthRcv,
+            6 => Kind::AuthBlk,
+            _ => return None,
+        })
+    }
+
+    /// The name users see in the status column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sent => "sent",
+            Kind::Bounced => "bounced",
+            Kind::Deferred => "deferred",
+            Kind::Expired => "expired",
+            Kind::AuthRcv => "auth_rcv",
+            Kind::AuthBlk => "auth_blk",
+        }
+    }
+}
+
+/// One stored fact about one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Identity of the source line (and recipient, and role): the store
+    /// keeps one row per key.
+    pub key: i64,
+    /// The line's instant, µs since the epoch.
+    pub time_us: i64,
+    /// The local day of that instant, `YYYYMMDD`.
+    pub day: i32,
+    pub mailbox: String,
+    pub kind: Kind,
+    pub host: String,
+    pub queue_id: Option<String>,
+    /// The submitting client's address (or `local (uid N)` for sendmail).
+    pub sender_ip: Option<String>,
+    pub relay: Option<String>,
+    pub recipient: Option<String>,
+    pub dsn: Option<String>,
+    /// The remote server's answer or Postfix's reason, whole.
+    pub response: Option<String>,
+}
+
+/// Correlation settings taken from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub local: LocalDomains,
+    pub internal_relays: Vec<IpNet>,
+    pub tz: chrono_tz::Tz,
+}
+
+impl Settings {
+    pub fn from_config(c: &crate::config::Config) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            local: c.local_domains(),
+            internal_relays: c.ingest.internal_relays.clone(),
+            tz: c.tz()?,
+        })
+    }
+}
+
+/// Counters for the summary an ingest prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub lines_read: u64,
+    /// Lines that were part of a message, a reject or a failed login.
+    pub lines_used: u64,
+    /// Lines of known shapes that count for nothing (connects, TLS, other
+    /// programs' lines...).
+    pub lines_noise: u64,
+    /// Of the noise: lines from programs other than Postfix and Dovecot.
+    pub lines_other_programs: u64,
+    /// Lines with no envelope, or a Postfix line of an unknown shape.
+    pub lines_unrecognised: u64,
+    /// Rows produced for local mailboxes.
+    pub rows: u64,
+    /// Events that could not be given to a mailbox (a lifecycle that began
+    /// before the first line read, a failed AUTH with no user name).
+    pub events_unattributed: u64,
+    /// The first few unrecognised lines (secrets cut off).
+    pub examples: Vec<String>,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.lines_read += o.lines_read;
+        self.lines_used += o.lines_used;
+        self.lines_noise += o.lines_noise;
+        self.lines_other_programs += o.lines_other_programs;
+        self.lines_unrecognised += o.lines_unrecognised;
+        self.rows += o.rows;
+        self.events_unattributed += o.events_unattributed;
+        for e in &o.examples {
+            if self.examples.len() < MAX_EXAMPLES {
+                self.examples.push(e.clone());
+            }
+        }
+    }
+}
+
+/// A queue ID, inline so map lookups need no allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Qid {
+    len: u8,
+    bytes: [u8; 24],
+}
+
+impl Qid {
+    fn new(s: &[u8]) -> Qid {
+        let mut bytes = [0u8; 24];
+        let n = s.len().min(24);
+        bytes[..n].copy_from_slice(&s[..n]);
+        Qid { len: n as u8, bytes }
+    }
+    fn as_str(&self) -> &str {
+        // Queue IDs are checked to be ASCII alphanumerics before they get here.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
+    }
+}
+
+impl std::fmt::Debug for Qid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Qid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Qid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Qid, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Qid::new(s.as_bytes()))
+    }
+}
+
+/// (host number, queue ID): queue IDs are unique per host only.
+type MsgKey = (u32, Qid);
+
+/// The envelope sender as far as it is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+enum Sender {
+    /// No `from=` seen yet.
+    #[default]
+    Unknown,
+    /// `from=<>`: a bounce or notification, which counts for nobody.
+    Null,
+    Addr(String),
+}
+
+/// Who a message's events count for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Origin {
+    sender: Sender,
+    sasl_user: Option<String>,
+    client_ip: Option<String>,
+}
+
+/// An event waiting for its mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Pending {
+    key: i64,
+    time_us: i64,
+    kind: Kind,
+    relay: Option<String>,
+    recipient: Option<String>,
+    dsn: Option<String>,
+    response: Option<String>,
+}
+
+/// One queue-ID lifecycle.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Msg {
+    /// Time of the latest line, for dropping lifecycles that never end.
+    last_us: i64,
+    /// What this message's own lines say.
+    own: Origin,
+    /// Set when the message is a content filter's re-injection of another:
+    /// then the events count for the original's sender, user and client.
+    origin: Option<Origin>,
+    /// Came from an internal relay without AUTH: may be a re-injection
+    /// whose hand-off line has not been read yet, so its events wait.
+    awaiting_link: bool,
+    /// The `client=` line of an authenticated submission whose envelope
+    /// sender was not known yet: (key, time), for the sender's Auth_rcv.
+    auth_line: Option<(i64, i64)>,
+    /// Recipients whose latest status is `deferred`: qmgr's `expired` line
+    /// names none, so this is how it is known who expired.
+    deferred: Vec<String>,
+    /// Events waiting for the sender or the link.
+    held: Vec<Pending>,
+}
+
+impl Msg {
+    /// Whom the events count for, once that is settled.
+    fn attribution(&self) -> Option<&Origin> {
+        if let Some(o) = &self.origin {
+            return Some(o);
+        }
+        (!self.awaiting_link && self.own.sender != Sender::Unknown).then_some(&self.own)
+    }
+
+    /// This message as the origin of a re-injected copy.
+    fn as_origin(&self) -> Origin {
+        self.origin.clone().unwrap_or_else(|| self.own.clone())
+    }
+}
+
+/// A hand-off to a content filter whose new queue ID has not shown up yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Handoff {
+    origin: Origin,
+    old_qid: Qid,
+    /// If the new ID never appears, the hand-off was a delivery after all.
+    fallback: Pending,
+    deadline_us: i64,
+}
+
+/// A re-injection candidate that ended before any hand-off named it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Orphan {
+    msg: Msg,
+    deadline_us: i64,
+}
+
+/// A Postfix SASL failure without a user name, waiting for Dovecot's line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SaslFail {
+    host: u32,
+    ip: String,
+    key: i64,
+    time_us: i64,
+    what: String,
+}
+
+/// A Dovecot password failure, waiting for Postfix's line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AuthFail {
+    host: u32,
+    ip: String,
+    user: String,
+    time_us: i64,
+}
+
+/// Everything remembered between lines; saved with each checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Host names, numbered in order of appearance.
+    hosts: Vec<String>,
+    #[serde(with = "as_pairs")]
+    messages: FxHashMap<MsgKey, Msg>,
+    #[serde(with = "as_pairs")]
+    handoffs: FxHashMap<MsgKey, Handoff>,
+    #[serde(with = "as_pairs")]
+    orphans: FxHashMap<MsgKey, Orphan>,
+    sasl_fails: Vec<SaslFail>,
+    auth_fails: Vec<AuthFail>,
+    /// Latest log time seen, µs.
+    now_us: i64,
+    last_sweep_us: i64,
+}
+
+/// Maps with tuple keys are stored as lists of pairs, in key order so the
+/// same state always serialises the same way.
+mod as_pairs {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<V: Serialize, S: Serializer>(
+        m: &FxHashMap<MsgKey, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(u32, &Qid, &V)> = m.iter().map(|((h, q), v)| (*h, q, v)).collect();
+        v.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<FxHashMap<MsgKey, V>, D::Error> {
+        let v: Vec<(u32, Qid, V)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(h, q, v)| ((h, q), v)).collect())
+    }
+}
+
+/// The line being handled, for keys and rows.
+struct LineCtx<'a> {
+    host: u32,
+    time_us: i64,
+    program: &'a [u8],
+    pid: Option<u32>,
+    message: &'a [u8],
+}
+
+/// Turns lines into rows.
+pub struct Correlator {
+    settings: Settings,
+    days: LocalDays,
+    state: State,
+    /// Hashes of host names (same order as `state.hosts`), for line keys.
+    host_hashes: Vec<u64>,
+    /// The last host looked up: consecutive lines usually share it.
+    last_host: Option<(Vec<u8>, u32)>,
+    pub stats: Stats,
+}
+
+impl Correlator {
+    pub fn new(settings: Settings) -> Correlator {
+        Correlator::with_state(settings, State::default())
+    }
+
+    pub fn with_state(settings: Settings, state: State) -> Correlator {
+        let days = LocalDays::new(settings.tz);
+        let host_hashes = state.hosts.iter().map(|h| xxh3_64(h.as_bytes())).collect();
+        Correlator {
+            settings,
+            days,
+            state,
+            host_hashes,
+            last_host: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The state to save with a checkpoint.
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.state).expect("state serialises: plain data with string keys")
+    }
+
+    /// Restores a saved state.
+    pub fn restore(settings: Settings, bytes: &[u8]) -> anyhow::Result<Correlator> {
+        let state: State = serde_json::from_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("saved ingest state is unreadable: {e}"))?;
+        Ok(Correlator::with_state(settings, state))
+    }
+
+    /// Lifecycles in memory now (for the memory benchmark and tests).
+    pub fn in_flight(&self) -> usize {
+        self.state.messages.len() + self.state.handoffs.len() + self.state.orphans.len()
+    }
+
+    fn host_id(&mut self, host: &[u8]) -> u32 {
+        if let Some((h, id)) = &self.last_host
+            && h == host
+        {
+            return *id;
+        }
+        let id = match self.state.hosts.iter().position(|h| h.as_bytes() == host) {
+            Some(i) => i as u32,
+            None => {
+                self.state
+                    .hosts
+                    .push(String::from_utf8_lossy(host).into_owned());
+                self.host_hashes.push(xxh3_64(host));
+                (self.state.hosts.len() - 1) as u32
+            }
+        };
+        self.last_host = Some((host.to_vec(), id));
+        id
+    }
+
+    /// Reads one line (without its newline). Rows it completes are pushed to
+    /// `out`.
+    pub fn feed(&mut self, clock: &mut Clock, line: &[u8], out: &mut Vec<Row>) {
+        self.stats.lines_read += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let env = match clock.split(line) {
+            Ok(e) => e,
+            Err(_) => {
+                if line.iter().all(|b| b.is_ascii_whitespace()) {
+                    self.stats.lines_noise += 1;
+                } else {
+                    self.unrecognised(line);
+                }
+                return;
+            }
+        };
+        if env.time_us > self.state.now_us {
+            self.state.now_us = env.time_us;
+            if env.time_us - self.state.last_sweep_us >= SWEEP_EVERY_US {
+                self.state.last_sweep_us = env.time_us;
+                self.sweep(false, out);
+            }
+        }
+        if let Some(daemon) = postfix::daemon(env.program) {
+            match postfix::parse(daemon, env.message) {
+                Parsed::Event(ev) => {
+                    self.stats.lines_used += 1;
+                    let ctx = LineCtx {
+                        host: self.host_id(env.host),
+                        time_us: env.time_us,
+                        program: env.program,
+                        pid: env.pid,
+                        message: env.message,
+                    };
+                    self.postfix_event(&ctx, ev, out);
+                }
+                Parsed::Noise => self.stats.lines_noise += 1,
+                Parsed::Unknown => self.unrecognised(line),
+            }
+        } else if dovecot::is_dovecot(env.program, env.host) {
+            match dovecot::auth_failure(env.program, env.message) {
+                Some(f) => {
+                    self.stats.lines_used += 1;
+                    let host = self.host_id(env.host);
+                    self.dovecot_auth_failure(host, env.time_us, f, out);
+                }
+                None => self.stats.lines_noise += 1,
+            }
+        } else {
+            self.stats.lines_noise += 1;
+            self.stats.lines_other_programs += 1;
+        }
+    }
+
+    /// End of input for a one-shot ingest: hand-offs whose new ID never
+    /// appeared are deliveries, re-injection candidates nobody claimed count
+    /// as they are. (A follower does not call this: more lines may come.)
+    pub fn finish(&mut self, out: &mut Vec<Row>) {
+        self.sweep(true, out);
+    }
+
+    fn unrecognised(&mut self, line: &[u8]) {
+        self.stats.lines_unrecognised += 1;
+        if self.stats.examples.len() < MAX_EXAMPLES {
+            self.stats.examples.push(example_text(line));
+        }
+    }
+
+    fn line_key(&self, ctx: &LineCtx<'_>) -> i64 {
+        // Whole seconds: the same line written by two envelopes (a classic
+        // file and an RFC 3339 one) has the same key.
+        let secs = ctx.time_us.div_euclid(1_000_000) as u64;
+        let seed = self.host_hashes[ctx.host as usize]
+            ^ secs.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (ctx.pid.unwrap_or(0) as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ xxh3_64(ctx.program);
+        xxh3_64_with_seed(ctx.message, seed) as i64
+    }
+
+    fn msg(&mut self, key: MsgKey, time_us: i64) -> &mut Msg {
+        let handoffs = &mut self.state.handoffs;
+        let m = self.state.messages.entry(key).or_insert_with(|| {
+            // A hand-off already named this ID: it is a re-injection.
+            let origin = handoffs.remove(&key).map(|h| h.origin);
+            Msg {
+                origin,
+                ..Msg::default()
+            }
+        });
+        m.last_us = m.last_us.max(time_us);
+        m
+    }
+
+    fn postfix_event(&mut self, ctx: &LineCtx<'_>, ev: Event<'_>, out: &mut Vec<Row>) {
+        let dd = self.settings.local.default_domain.clone();
+        match ev {
+            Event::Client {
+                qid,
+                client_ip,
+                sasl_user,
+                orig_queue_id,
+            } => {
+                let key = (ctx.host, Qid::new(qid));
+                let line_key = self.line_key(ctx);
+                // XFORWARD names the original: link now.
+                let linked = orig_queue_id
+                    .filter(|o| postfix::is_qid(o))
+                    .and_then(|o| self.state.messages.get(&(ctx.host, Qid::new(o))))
+                    .map(Msg::as_origin);
+                let internal = self.is_internal(client_ip);
+                let m = self.msg(key, ctx.time_us);
+                m.own.client_ip = Some(lossy(client_ip));
+                m.own.sasl_user = sasl_user.and_then(|u| normalize_logged_address(u, &dd));
+                if linked.is_some() && m.origin.is_none() {
+                    m.origin = linked;
+                }
+                m.awaiting_link = m.origin.is_none() && internal && m.own.sasl_user.is_none();
+                if m.own.sasl_user.is_some() {
+                    m.auth_line = Some((line_key, ctx.time_us));
+                }
+                self.auth_rcv(key, true, out);
+                self.release(key, out);
+            }
+            Event::Pickup { qid, uid, from } => {
+                let key = (ctx.host, Qid::new(qid));
+                let m = self.msg(key, ctx.time_us);
+                m.own.client_ip = Some(format!("local (uid {})", lossy(uid)));
+                set_sender(&mut m.own.sender, from, &dd);
+                self.auth_rcv(key, false, out);
+                self.release(key, out);
+            }
+            Event::QueueActive { qid, from } => {
+                let key = (ctx.host, Qid::new(qid));
+                let m = self.msg(key, ctx.time_us);
+                set_sender(&mut m.own.sender, from, &dd);
+                self.auth_rcv(key, false, out);
+                self.release(key, out);
+            }
+            Event::Expired { qid, from } => {
+                let key = (ctx.host, Qid::new(qid));
+                let line_key = self.line_key(ctx);
+                let m = self.msg(key, ctx.time_us);
+                set_sender(&mut m.own.sender, from, &dd);
+                for rcpt in std::mem::take(&mut m.deferred) {
+                    m.held.push(Pending {
+                        key: mix(line_key, xxh3_64(rcpt.as_bytes())),
+                        time_us: ctx.time_us,
+                        kind: Kind::Expired,
+                        relay: None,
+                        recipient: Some(rcpt),
+                        dsn: None,
+                        response: Some("expired, returned to sender".to_owned()),
+                    });
+                }
+                self.release(key, out);
+            }
+            Event::Removed { qid } => {
+                let key = (ctx.host, Qid::new(qid));
+                self.release(key, out);
+                if let Some(m) = self.state.messages.remove(&key) {
+                    if m.held.is_empty() {
+                        return;
+                    }
+                    if m.awaiting_link {
+                        self.state.orphans.insert(
+                            key,
+                            Orphan {
+                                msg: m,
+                                deadline_us: ctx.time_us + LINK_WINDOW_US,
+                            },
+                        );
+                    } else {
+                        self.stats.events_unattributed += m.held.len() as u64;
+                    }
+                }
+            }
+            Event::Delivery {
+                qid,
+                to,
+                relay,
+                dsn,
+                status,
+                response,
+            } => {
+                let key = (ctx.host, Qid::new(qid));
+                let line_key = self.line_key(ctx);
+                let rcpt = normalize_logged_address(to, &dd);
+                let pending = Pending {
+                    key: line_key,
+                    time_us: ctx.time_us,
+                    kind: match status {
+                        Status::Sent => Kind::Sent,
+                        Status::Bounced => Kind::Bounced,
+                        Status::Deferred => Kind::Deferred,
+                    },
+                    relay: Some(lossy(relay)),
+                    recipient: rcpt.clone(),
+                    dsn: Some(lossy(dsn)),
+                    response: Some(lossy(response)),
+                };
+                let handoff_to = if status == Status::Sent {
+                    self.handoff_target(relay, response)
+                } else {
+                    None
+                };
+                let m = self.msg(key, ctx.time_us);
+                if let Some(r) = &rcpt {
+                    match status {
+                        Status::Deferred => {
+                            if !m.deferred.contains(r) {
+                                m.deferred.push(r.clone());
+                            }
+                        }
+                        Status::Sent | Status::Bounced => m.deferred.retain(|d| d != r),
+                    }
+                }
+                match handoff_to {
+                    Some(new) => {
+                        let origin = m.as_origin();
+                        self.handoff(ctx.host, key.1, new, origin, pending, out);
+                    }
+                    None => {
+                        m.held.push(pending);
+                        self.release(key, out);
+                    }
+                }
+            }
+            Event::Reject {
+                qid,
+                client_ip,
+                reply,
+                from,
+                to,
+                sasl_user,
+            } => {
+                let origin = Origin {
+                    sender: match from {
+                        Some(f) => match normalize_logged_address(f, &dd) {
+                            Some(a) => Sender::Addr(a),
+                            None => Sender::Null,
+                        },
+                        None => Sender::Null,
+                    },
+                    sasl_user: sasl_user.and_then(|u| normalize_logged_address(u, &dd)),
+                    client_ip: client_ip.map(lossy),
+                };
+                let p = Pending {
+                    key: self.line_key(ctx),
+                    time_us: ctx.time_us,
+                    kind: Kind::AuthBlk,
+                    relay: None,
+                    recipient: to.and_then(|t| normalize_logged_address(t, &dd)),
+                    dsn: None,
+                    response: Some(lossy(reply)),
+                };
+                let qid = Some(qid.map_or_else(|| "NOQUEUE".to_owned(), lossy));
+                if !self.emit(ctx.host, qid, &origin, p, out) {
+                    self.stats.events_unattributed += 1;
+                }
+            }
+            Event::SaslFailed {
+                client_ip,
+                what,
+                sasl_user,
+            } => {
+                let fail = SaslFail {
+                    host: ctx.host,
+                    ip: lossy(client_ip),
+                    key: self.line_key(ctx),
+                    time_us: ctx.time_us,
+                    what: lossy(what),
+                };
+                match sasl_user.and_then(|u| normalize_logged_address(u, &dd)) {
+                    Some(user) => self.emit_sasl_failure(fail, user, out),
+                    None => {
+                        // Dovecot's verdict on the same attempt names the user.
+                        let found = self.state.auth_fails.iter().position(|a| {
+                            a.host == fail.host
+                                && a.ip == fail.ip
+                                && a.time_us >= fail.time_us - SASL_JOIN_BEFORE_US
+                                && a.time_us <= fail.time_us + SASL_JOIN_AFTER_US
+                        });
+                        match found {
+                            Some(i) => {
+                                let a = self.state.auth_fails.remove(i);
+                                self.emit_sasl_failure(fail, a.user, out);
+                            }
+                            None => self.state.sasl_fails.push(fail),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn dovecot_auth_failure(
+        &mut self,
+        host: u32,
+        time_us: i64,
+        f: dovecot::AuthFailure<'_>,
+        out: &mut Vec<Row>,
+    ) {
+        let Some(user) = normalize_logged_address(f.user, &self.settings.local.default_domain)
+        else {
+            return;
+        };
+        let ip = lossy(f.ip);
+        let found = self.state.sasl_fails.iter().position(|s| {
+            s.ip == ip
+                && (s.host == host || self.state.hosts[host as usize].is_empty())
+                && time_us >= s.time_us - SASL_JOIN_BEFORE_US
+                && time_us <= s.time_us + SASL_JOIN_AFTER_US
+        });
+        match found {
+            Some(i) => {
+                let s = self.state.sasl_fails.remove(i);
+                self.emit_sasl_failure(s, user, out);
+            }
+            None => self.state.auth_fails.push(AuthFail {
+                host,
+                ip,
+                user,
+                time_us,
+            }),
+        }
+    }
+
+    fn emit_sasl_failure(&mut self, f: SaslFail, user: String, out: &mut Vec<Row>) {
+        let origin = Origin {
+            sender: Sender::Addr(user),
+            sasl_user: None,
+            client_ip: Some(f.ip),
+        };
+        let p = Pending {
+            key: f.key,
+            time_us: f.time_us,
+            kind: Kind::AuthBlk,
+            relay: None,
+            recipient: None,
+            dsn: None,
+            response: Some(f.what),
+        };
+        self.emit(f.host, Some("NOQUEUE".to_owned()), &origin, p, out);
+    }
+
+    /// `status=sent (... queued as NEW)` to an internal relay names NEW.
+    fn handoff_target(&self, relay: &[u8], response: &[u8]) -> Option<Qid> {
+        let open = memchr::memchr(b'[', relay)?;
+        let close = open + memchr::memchr(b']', &relay[open..])?;
+        let ip: IpAddr = std::str::from_utf8(&relay[open + 1..close]).ok()?.parse().ok()?;
+        if !self.settings.internal_relays.iter().any(|n| n.contains(&ip)) {
+            return None;
+        }
+        let at = memmem::rfind(response, b"queued as ")? + 10;
+        let id = &response[at..];
+        let end = id
+            .iter()
+            .position(|b| !b.is_ascii_alphanumeric())
+            .unwrap_or(id.len());
+        postfix::is_qid(&id[..end]).then(|| Qid::new(&id[..end]))
+    }
+
+    fn is_internal(&self, ip: &[u8]) -> bool {
+        std::str::from_utf8(ip)
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .is_some_and(|ip| self.settings.internal_relays.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// A message went to a content filter that re-queued it as `new`.
+    fn handoff(
+        &mut self,
+        host: u32,
+        old: Qid,
+        new: Qid,
+        origin: Origin,
+        fallback: Pending,
+        out: &mut Vec<Row>,
+    ) {
+        let key = (host, new);
+        if let Some(m) = self.state.messages.get_mut(&key) {
+            if m.origin.is_none() {
+                m.origin = Some(origin);
+            }
+            m.awaiting_link = false;
+            self.release(key, out);
+        } else if let Some(mut o) = self.state.orphans.remove(&key) {
+            o.msg.origin = Some(origin);
+            o.msg.awaiting_link = false;
+            self.release_msg(key, &mut o.msg, out);
+        } else {
+            self.state.handoffs.insert(
+                key,
+                Handoff {
+                    origin,
+                    old_qid: old,
+                    deadline_us: fallback.time_us + LINK_WINDOW_US,
+                    fallback,
+                },
+            );
+        }
+    }
+
+    /// Counts Auth_rcv for an authenticated submission: for the user when its
+    /// `client=` line is read (`at_client_line`), and for the envelope sender,
+    /// when that is another mailbox, as soon as the sender is known. Both rows
+    /// carry the time of the `client=` line.
+    fn auth_rcv(&mut self, key: MsgKey, at_client_line: bool, out: &mut Vec<Row>) {
+        let Some(m) = self.state.messages.get_mut(&key) else {
+            return;
+        };
+        let (Some((line_key, time_us)), Some(user)) = (m.auth_line, m.own.sasl_user.clone())
+        else {
+            return;
+        };
+        let sender = m.own.sender.clone();
+        if sender != Sender::Unknown {
+            m.auth_line = None;
+        }
+        let ip = m.own.client_ip.clone();
+        let p = Pending {
+            key: line_key,
+            time_us,
+            kind: Kind::AuthRcv,
+            relay: None,
+            recipient: None,
+            dsn: None,
+            response: None,
+        };
+        let qid = Some(key.1.as_str().to_owned());
+        if at_client_line {
+            let as_user = Origin {
+                sender: Sender::Addr(user.clone()),
+                sasl_user: None,
+                client_ip: ip.clone(),
+            };
+            self.emit(key.0, qid.clone(), &as_user, p.clone(), out);
+        }
+        if let Sender::Addr(s) = &sender
+            && *s != user
+        {
+            let as_sender = Origin {
+                sender: sender.clone(),
+                sasl_user: None,
+                client_ip: ip,
+            };
+            let p = Pending {
+                key: mix(line_key, 1),
+                ..p
+            };
+            self.emit(key.0, qid, &as_sender, p, out);
+        }
+    }
+
+    /// Emits what a lifecycle holds, if its mailbox is settled.
+    fn release(&mut self, key: MsgKey, out: &mut Vec<Row>) {
+        let Some(mut m) = self.state.messages.remove(&key) else {
+            return;
+        };
+        self.release_msg(key, &mut m, out);
+        self.state.messages.insert(key, m);
+    }
+
+    fn release_msg(&mut self, key: MsgKey, m: &mut Msg, out: &mut Vec<Row>) {
+        if m.held.is_empty() {
+            return;
+        }
+        let Some(origin) = m.attribution().cloned() else {
+            return;
+        };
+        let qid = key.1.as_str().to_owned();
+        for p in std::mem::take(&mut m.held) {
+            self.emit(key.0, Some(qid.clone()), &origin, p, out);
+        }
+    }
+
+    /// Turns one event into rows: one for the envelope sender and one for
+    /// the SMTP AUTH user when that is another local mailbox. Returns false
+    /// when the event belongs to no local mailbox.
+    fn emit(
+        &mut self,
+        host: u32,
+        queue_id: Option<String>,
+        origin: &Origin,
+        p: Pending,
+        out: &mut Vec<Row>,
+    ) -> bool {
+        let day = self.days.day_key(p.time_us);
+        let sender = match &origin.sender {
+            Sender::Addr(s) if self.settings.local.is_local_address(s) => Some(s.as_str()),
+            _ => None,
+        };
+        let user = origin
+            .sasl_user
+            .as_deref()
+            .filter(|u| Some(*u) != sender && self.settings.local.is_local_address(u));
+        let mut any = false;
+        for (role, mailbox) in [(0u64, sender), (1u64, user)] {
+            let Some(mailbox) = mailbox else { continue };
+            any = true;
+            self.stats.rows += 1;
+            out.push(Row {
+                key: if role == 0 { p.key } else { mix(p.key, 1) },
+                time_us: p.time_us,
+                day,
+                mailbox: mailbox.to_owned(),
+                kind: p.kind,
+                host: self.state.hosts[host as usize].clone(),
+                queue_id: queue_id.clone(),
+                sender_ip: origin.client_ip.clone(),
+                relay: p.relay.clone(),
+                recipient: p.recipient.clone(),
+                dsn: p.dsn.clone(),
+                response: p.response.clone(),
+            });
+        }
+        any
+    }
+
+    /// Deadlines and stale lifecycles. `all` settles everything pending
+    /// (end of a one-shot ingest).
+    fn sweep(&mut self, all: bool, out: &mut Vec<Row>) {
+        let now = self.state.now_us;
+        let due = |deadline: i64| all || deadline <= now;
+
+        let mut keys: Vec<MsgKey> = self
+            .state
+            .handoffs
+            .iter()
+            .filter(|(_, h)| due(h.deadline_us))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+        for k in keys {
+            if let Some(h) = self.state.handoffs.remove(&k) {
+                // The new ID never appeared: the relay was the destination.
+                let qid = Some(h.old_qid.as_str().to_owned());
+                self.emit(k.0, qid, &h.origin, h.fallback, out);
+            }
+        }
+
+        let mut keys: Vec<MsgKey> = self
+            .state
+            .orphans
+            .iter()
+            .filter(|(_, o)| due(o.deadline_us))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+        for k in keys {
+            if let Some(mut o) = self.state.orphans.remove(&k) {
+                // No hand-off named it: it was a submission of its own.
+                o.msg.awaiting_link = false;
+                if o.msg.attribution().is_none() {
+                    self.stats.events_unattributed += o.msg.held.len() as u64;
+                    continue;
+                }
+                self.release_msg(k, &mut o.msg, out);
+            }
+        }
+
+        let before = self.state.sasl_fails.len();
+        self.state
+            .sasl_fails
+            .retain(|s| !all && s.time_us + SASL_JOIN_BEFORE_US > now);
+        self.stats.events_unattributed += (before - self.state.sasl_fails.len()) as u64;
+        self.state
+            .auth_fails
+            .retain(|a| !all && a.time_us + SASL_JOIN_BEFORE_US > now);
+
+        if !all {
+            let stale: Vec<MsgKey> = self
+                .state
+                .messages
+                .iter()
+                .filter(|(_, m)| m.last_us + STALE_US < now)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in stale {
+                if let Some(m) = self.state.messages.remove(&k) {
+                    self.stats.events_unattributed += m.held.len() as u64;
+                }
+            }
+        }
+    }
+}
+
+fn set_sender(s: &mut Sender, from: &[u8], default_domain: &str) {
+    if *s == Sender::Unknown {
+        *s = match normalize_logged_address(from, default_domain) {
+            Some(a) => Sender::Addr(a),
+            None => Sender::Null,
+        };
+    }
+}
+
+/// Combines a key with a discriminator (recipient hash, role).
+fn mix(key: i64, extra: u64) -> i64 {
+    xxh3_64_with_seed(&key.to_le_bytes(), extra) as i64
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// An unrecognised line as shown in the summary: lossy text, cut short, and
+/// never a password Dovecot may have logged.
+fn example_text(line: &[u8]) -> String {
+    let cut = memmem::find(line, b"given password").unwrap_or(line.len());
+    let mut end = cut.min(EXAMPLE_BYTES);
+    while end < line.len() && end > 0 && (line[end] & 0xC0) == 0x80 && end > cut.min(EXAMPLE_BYTES) - 4 {
+        end -= 1;
+    }
+    let mut s = String::from_utf8_lossy(&line[..end]).into_owned();
+    if end < line.len() {
+        s.push_str(" [...]");
+    }
+    s
+}

@@ -1,0 +1,599 @@
+//! The syslog envelope: splitting a line into time, host, program, pid and
+//! message.
+//!
+//! Accepted envelopes, possibly mixed in one file:
+//!
+//! * classic syslog, no year, local time, day padded with a space, a zero or
+//!   nothing: `Nov  3 10:40:57 mail postfix/smtpd[9708]: ...`
+//!   (also Postfix's own `maillog_file` and journalctl `-o short`);
+//! * RFC 3339 from rsyslog, any precision, `Z` or an offset that may change
+//!   from line to line: `2026-11-23T09:41:17.336189+08:00 mail postfix/...`;
+//! * journalctl `-o short-iso`, offset without a colon:
+//!   `2026-11-23T09:41:17+0800 mail postfix/...`;
+//! * Dovecot's own `log_path` file, which has no host:
+//!   `Nov 23 00:41:17 imap-login: Info: ...`;
+//! * any of these behind a `<PRI>` prefix.
+//!
+//! Year-less stamps take their year from [`Clock`], which starts from a
+//! reference date (a file's modification time) and steps the year forward
+//! when the months wrap from December to January.
+
+use chrono::{LocalResult, NaiveDate, Offset, TimeZone};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// One line's envelope. Slices borrow from the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The line's instant, microseconds since the Unix epoch (UTC).
+    pub time_us: i64,
+    /// The host that wrote the line; empty for Dovecot's own log file.
+    pub host: &'a [u8],
+    /// The syslog tag without the pid: `postfix/submission/smtpd`, `dovecot`.
+    pub program: &'a [u8],
+    /// The pid in `tag[pid]:`, when present.
+    pub pid: Option<u32>,
+    /// Everything after `tag[pid]: `.
+    pub message: &'a [u8],
+}
+
+/// Why a line has no envelope (it is then counted as unrecognised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// No timestamp in a known form at the start.
+    Timestamp,
+    /// A timestamp, but no `host tag: ` after it.
+    Tag,
+}
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// Days from 1970-01-01 to the given civil date (proleptic Gregorian).
+pub fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y } as i64;
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Inverse of [`days_from_civil`].
+pub fn civil_from_days(z: i64) -> (i32, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+}
+
+#[inline]
+fn digit(b: u8) -> Option<u32> {
+    b.is_ascii_digit().then(|| (b - b'0') as u32)
+}
+
+#[inline]
+fn two(s: &[u8], at: usize) -> Option<u32> {
+    Some(digit(*s.get(at)?)? * 10 + digit(*s.get(at + 1)?)?)
+}
+
+/// `HH:MM:SS` at `at`, as seconds of the day.
+#[inline]
+fn hms(s: &[u8], at: usize) -> Option<u32> {
+    if s.get(at + 2) != Some(&b':') || s.get(at + 5) != Some(&b':') {
+        return None;
+    }
+    let (h, m, sec) = (two(s, at)?, two(s, at + 3)?, two(s, at + 6)?);
+    (h < 24 && m < 60 && sec <= 60).then_some(h * 3600 + m * 60 + sec.min(59))
+}
+
+/// Optional `.fraction` at `at`: returns (microseconds, bytes used).
+#[inline]
+fn fraction(s: &[u8], at: usize) -> (u32, usize) {
+    if s.get(at) != Some(&b'.') {
+        return (0, 0);
+    }
+    let mut us = 0u32;
+    let mut n = 0usize;
+    while let Some(d) = s.get(at + 1 + n).and_then(|&b| digit(b)) {
+        if n < 6 {
+            us = us * 10 + d;
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return (0, 0);
+    }
+    for _ in n..6 {
+        us *= 10;
+    }
+    (us, n + 1)
+}
+
+/// Year inference for one source, saved with the source's checkpoint so a
+/// resumed ingest infers exactly what an uninterrupted one would.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct YearState {
+    /// The year given to the last year-less stamp.
+    pub year: i32,
+    /// The month of the last year-less stamp (1-12).
+    pub month: u32,
+}
+
+/// Converts stamps to instants for one source.
+///
+/// Keeps small caches keyed by the hour, because consecutive lines almost
+/// always share it: the zone lookup then runs once an hour of log, not once a
+/// line.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    tz: Tz,
+    /// Date the first year-less stamp is assumed not to be after (the file's
+    /// modification time, or today for stdin).
+    reference: NaiveDate,
+    /// The year inference so far; `None` until the first year-less stamp.
+    pub year: Option<YearState>,
+    /// (days since epoch, hour) of local time → the zone's possible offsets
+    /// then, in seconds (two in the repeated hour of autumn).
+    local_cache: Option<((i64, u32), (i32, i32))>,
+    /// The last instant produced, to choose inside a repeated hour.
+    last_utc: i64,
+}
+
+impl Clock {
+    pub fn new(tz: Tz, reference: NaiveDate, year: Option<YearState>) -> Clock {
+        Clock {
+            tz,
+            reference,
+            year,
+            local_cache: None,
+            last_utc: i64::MIN,
+        }
+    }
+
+    /// The year for a year-less stamp in `month` (1-12), updating the
+    /// inference: a jump back of six months or more is a new year (logs run
+    /// forward; the December → January wrap is the only big backward step),
+    /// a jump forward of six months or more is a late line from the year
+    /// before.
+    fn year_for(&mut self, month: u32, day: u32) -> i32 {
+        use chrono::Datelike;
+        match self.year {
+            None => {
+                let r = self.reference;
+                let year = if (month, day) > (r.month(), r.day()) {
+                    r.year() - 1
+                } else {
+                    r.year()
+                };
+                self.year = Some(YearState { year, month });
+                year
+            }
+            Some(ref mut st) => {
+                if month + 6 <= st.month {
+                    st.year += 1;
+                    st.month = month;
+                    st.year
+                } else if month >= st.month + 6 {
+                    st.year - 1
+                } else {
+                    st.month = st.month.max(month);
+                    st.year
+                }
+            }
+        }
+    }
+
+    /// Local civil time in the configured zone → UTC seconds.
+    fn local_to_utc(&mut self, days: i64, secs_of_day: u32) -> i64 {
+        let hour = secs_of_day / 3600;
+        let offsets = match self.local_cache {
+            Some((k, o)) if k == (days, hour) => o,
+            _ => {
+                let o = self.zone_offsets(days, hour);
+                self.local_cache = Some(((days, hour), o));
+                o
+            }
+        };
+        let local = days * 86_400 + secs_of_day as i64;
+        let early = local - offsets.0 as i64;
+        let late = local - offsets.1 as i64;
+        // In the repeated autumn hour, prefer the earlier instant unless that
+        // would step back more than half an hour from the previous line: then
+        // the clock has already gone round the second time.
+        let utc = if early != late && early < self.last_utc.saturating_sub(1800) {
+            late
+        } else {
+            early
+        };
+        self.last_utc = utc;
+        utc
+    }
+
+    fn zone_offsets(&self, days: i64, hour: u32) -> (i32, i32) {
+        let (y, m, d) = civil_from_days(days);
+        let Some(naive) = NaiveDate::from_ymd_opt(y, m, d).and_then(|d| d.and_hms_opt(hour, 30, 0))
+        else {
+            return (0, 0);
+        };
+        match self.tz.from_local_datetime(&naive) {
+            LocalResult::Single(t) => {
+                let o = t.offset().fix().local_minus_utc();
+                (o, o)
+            }
+            LocalResult::Ambiguous(a, b) => (
+                a.offset().fix().local_minus_utc(),
+                b.offset().fix().local_minus_utc(),
+            ),
+            // The hour skipped in spring: the stamp cannot exist; read it with
+            // the offset from before the change (so it lands an hour later).
+            LocalResult::None => {
+                let before = naive - chrono::Duration::hours(1);
+                let o = self
+                    .tz
+                    .from_local_datetime(&before)
+                    .earliest()
+                    .map(|t| t.offset().fix().local_minus_utc())
+                    .unwrap_or(0);
+                (o, o)
+            }
+        }
+    }
+
+    /// Splits a line into its envelope.
+    pub fn split<'a>(&mut self, line: &'a [u8]) -> Result<Envelope<'a>, EnvelopeError> {
+        let mut s = line;
+        // `<PRI>` from network syslog.
+        if s.first() == Some(&b'<')
+            && let Some(end) = s.iter().take(5).position(|&b| b == b'>')
+            && end > 1
+            && s[1..end].iter().all(u8::is_ascii_digit)
+        {
+            s = &s[end + 1..];
+        }
+        let (time_us, rest) = if s.first().is_some_and(u8::is_ascii_digit) {
+            self.iso_stamp(s)?
+        } else {
+            self.classic_stamp(s)?
+        };
+        split_tag(rest).map(|(host, program, pid, message)| Envelope {
+            time_us,
+            host,
+            program,
+            pid,
+            message,
+        })
+    }
+
+    /// `Nov  3 10:40:57 rest` → (instant, rest).
+    fn classic_stamp<'a>(&mut self, s: &'a [u8]) -> Result<(i64, &'a [u8]), EnvelopeError> {
+        let err = EnvelopeError::Timestamp;
+        let mon = s.get(..3).ok_or(err)?;
+        let month = MONTHS.iter().position(|m| m[..] == *mon).ok_or(err)? as u32 + 1;
+        let mut i = 3;
+        while s.get(i) == Some(&b' ') && i < 5 {
+            i += 1;
+        }
+        if i == 3 {
+            return Err(err);
+        }
+        let mut day = digit(*s.get(i).ok_or(err)?).ok_or(err)?;
+        i += 1;
+        if let Some(d) = s.get(i).and_then(|&b| digit(b)) {
+            day = day * 10 + d;
+            i += 1;
+        }
+        if s.get(i) != Some(&b' ') || day == 0 || day > 31 {
+            return Err(err);
+        }
+        let secs = hms(s, i + 1).ok_or(err)?;
+        let (us, flen) = fraction(s, i + 9);
+        let after = i + 9 + flen;
+        if s.get(after) != Some(&b' ') {
+            return Err(err);
+        }
+        let year = self.year_for(month, day);
+        if NaiveDate::from_ymd_opt(year, month, day).is_none() {
+            return Err(err);
+        }
+        let days = days_from_civil(year, month, day);
+        let utc = self.local_to_utc(days, secs);
+        Ok((utc * 1_000_000 + us as i64, &s[after + 1..]))
+    }
+
+    /// `2026-11-23T09:41:17[.ffffff](Z|+08:00|+0800) rest` → (instant, rest).
+    fn iso_stamp<'a>(&mut self, s: &'a [u8]) -> Result<(i64, &'a [u8]), EnvelopeError> {
+        let err = EnvelopeError::Timestamp;
+        if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || !(s[10] == b'T' || s[10] == b' ') {
+            return Err(err);
+        }
+        let year = (two(s, 0).ok_or(err)? * 100 + two(s, 2).ok_or(err)?) as i32;
+        let (month, day) = (two(s, 5).ok_or(err)?, two(s, 8).ok_or(err)?);
+        if NaiveDate::from_ymd_opt(year, month, day).is_none() {
+            return Err(err);
+        }
+        let secs = hms(s, 11).ok_or(err)?;
+        let (us, flen) = fraction(s, 19);
+        let mut i = 19 + flen;
+        let offset: i64 = match s.get(i) {
+            Some(b'Z') => {
+                i += 1;
+                0
+            }
+            Some(&sign @ (b'+' | b'-')) => {
+                let h = two(s, i + 1).ok_or(err)?;
+                let (m, len) = if s.get(i + 3) == Some(&b':') {
+                    (two(s, i + 4).ok_or(err)?, 6)
+                } else {
+                    (two(s, i + 3).ok_or(err)?, 5)
+                };
+                i += len;
+                let o = (h * 3600 + m * 60) as i64;
+                if sign == b'-' { -o } else { o }
+            }
+            _ => return Err(err),
+        };
+        if s.get(i) != Some(&b' ') {
+            return Err(err);
+        }
+        let local = days_from_civil(year, month, day) * 86_400 + secs as i64;
+        let utc = local - offset;
+        self.last_utc = utc;
+        Ok((utc * 1_000_000 + us as i64, &s[i + 1..]))
+    }
+}
+
+/// Maps instants to local days (`YYYYMMDD`) in the configured zone.
+///
+/// Caches the zone's offset per UTC hour: offsets change at most a few times a
+/// year, and consecutive events share the hour.
+#[derive(Debug, Clone)]
+pub struct LocalDays {
+    tz: Tz,
+    /// UTC hour number → offset in seconds.
+    cache: Option<(i64, i64)>,
+    /// Last (local day number, `YYYYMMDD`).
+    day_cache: Option<(i64, i32)>,
+}
+
+impl LocalDays {
+    pub fn new(tz: Tz) -> LocalDays {
+        LocalDays {
+            tz,
+            cache: None,
+            day_cache: None,
+        }
+    }
+
+    /// The offset of the zone at `utc_secs`, in seconds.
+    pub fn offset_at(&mut self, utc_secs: i64) -> i64 {
+        let hour = utc_secs.div_euclid(3600);
+        match self.cache {
+            Some((h, o)) if h == hour => o,
+            _ => {
+                let o = chrono::DateTime::from_timestamp(utc_secs, 0)
+                    .map(|t| {
+                        self.tz
+                            .offset_from_utc_datetime(&t.naive_utc())
+                            .fix()
+                            .local_minus_utc() as i64
+                    })
+                    .unwrap_or(0);
+                self.cache = Some((hour, o));
+                o
+            }
+        }
+    }
+
+    /// The local day of an instant given in microseconds, as `YYYYMMDD`.
+    pub fn day_key(&mut self, time_us: i64) -> i32 {
+        let secs = time_us.div_euclid(1_000_000);
+        let local_day = (secs + self.offset_at(secs)).div_euclid(86_400);
+        match self.day_cache {
+            Some((d, k)) if d == local_day => k,
+            _ => {
+                let (y, m, d) = civil_from_days(local_day);
+                let k = y * 10_000 + m as i32 * 100 + d as i32;
+                self.day_cache = Some((local_day, k));
+                k
+            }
+        }
+    }
+}
+
+/// `host tag[pid]: message` (or `tag: message` with no host) →
+/// (host, program, pid, message).
+#[allow(clippy::type_complexity)]
+fn split_tag(s: &[u8]) -> Result<(&[u8], &[u8], Option<u32>, &[u8]), EnvelopeError> {
+    let err = EnvelopeError::Tag;
+    let sp = memchr::memchr(b' ', s).ok_or(err)?;
+    let first = &s[..sp];
+    if first.is_empty() {
+        return Err(err);
+    }
+    // A first word ending in ':' is a tag with no host before it (Dovecot's
+    // log_path file); hostnames never end in ':'.
+    let (host, tag, message) = if first.ends_with(b":") {
+        (&s[..0], &first[..first.len() - 1], &s[sp + 1..])
+    } else {
+        let rest = &s[sp + 1..];
+        let colon = memchr::memmem::find(rest, b": ").ok_or(err)?;
+        let tag = &rest[..colon];
+        if tag.is_empty() || memchr::memchr(b' ', tag).is_some() {
+            return Err(err);
+        }
+        (first, tag, &rest[colon + 2..])
+    };
+    let (program, pid) = match tag.split_last() {
+        Some((b']', inner)) => match memchr::memrchr(b'[', inner) {
+            Some(open) => {
+                let digits = &inner[open + 1..];
+                let pid = std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok());
+                (&inner[..open], pid)
+            }
+            None => (tag, None),
+        },
+        _ => (tag, None),
+    };
+    if program.is_empty() {
+        return Err(err);
+    }
+    Ok((host, program, pid, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn clock(reference: &str) -> Clock {
+        Clock::new(
+            chrono_tz::Asia::Taipei,
+            NaiveDate::parse_from_str(reference, "%Y-%m-%d").unwrap(),
+            None,
+        )
+    }
+
+    fn iso(us: i64) -> String {
+        DateTime::<Utc>::from_timestamp_micros(us)
+            .unwrap()
+            .to_rfc3339()
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for z in [-1_000_000i64, -1, 0, 1, 10_957, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn classic_padding_variants() {
+        let mut c = clock("2026-11-23");
+        for line in [
+            "Nov  3 10:40:57 mail postfix/smtpd[9708]: connect from x[1.2.3.4]",
+            "Nov 03 10:40:57 mail postfix/smtpd[9708]: connect from x[1.2.3.4]",
+            "Nov 3 10:40:57 mail postfix/smtpd[9708]: connect from x[1.2.3.4]",
+        ] {
+            let e = c.split(line.as_bytes()).unwrap();
+            assert_eq!(iso(e.time_us), "2026-11-03T02:40:57+00:00", "{line}");
+            assert_eq!(e.host, b"mail");
+            assert_eq!(e.program, b"postfix/smtpd");
+            assert_eq!(e.pid, Some(9708));
+            assert_eq!(e.message, b"connect from x[1.2.3.4]");
+        }
+    }
+
+    #[test]
+    fn year_is_inferred_from_reference_and_rolls_over() {
+        // A file written until early January holds December lines of the
+        // year before, then January lines.
+        let mut c = clock("2027-01-02");
+        let a = c
+            .split(b"Dec 31 23:59:59 mail postfix/qmgr[1]: X: removed")
+            .unwrap();
+        assert_eq!(iso(a.time_us), "2026-12-31T15:59:59+00:00");
+        let b = c
+            .split(b"Jan  1 00:00:01 mail postfix/qmgr[1]: X: removed")
+            .unwrap();
+        assert_eq!(iso(b.time_us), "2026-12-31T16:00:01+00:00");
+        // A December line a second late stays in the old year.
+        let late = c
+            .split(b"Dec 31 23:59:58 mail postfix/qmgr[1]: X: removed")
+            .unwrap();
+        assert_eq!(iso(late.time_us), "2026-12-31T15:59:58+00:00");
+        let d = c
+            .split(b"Jan  1 00:00:02 mail postfix/qmgr[1]: X: removed")
+            .unwrap();
+        assert_eq!(iso(d.time_us), "2026-12-31T16:00:02+00:00");
+        assert_eq!(c.year, Some(YearState { year: 2027, month: 1 }));
+    }
+
+    #[test]
+    fn rfc3339_with_changing_offsets() {
+        let mut c = clock("2026-11-23");
+        let lines = [
+            ("2023-06-23T14:26:29.336189+02:00 pmg1 postfix/smtpd[1181]: 520C9C0192: client=a[192.168.1.1]", "2023-06-23T12:26:29.336189+00:00"),
+            ("2023-06-23T14:27:40.550799Z pmg1 postfix/smtpd[1181]: 866B7C0192: client=a[192.168.1.1]", "2023-06-23T14:27:40.550799+00:00"),
+            ("2023-06-23T14:28:23.806755-02:00 pmg1 postfix/smtpd[1181]: C4EC9C0192: client=a[192.168.1.1]", "2023-06-23T16:28:23.806755+00:00"),
+            ("2023-09-08T17:20:30+0200 host postfix/qmgr[5]: X: removed", "2023-09-08T15:20:30+00:00"),
+            ("2026-11-23T09:41:17.123+08:00 mail postfix/qmgr[5]: X: removed", "2026-11-23T01:41:17.123+00:00"),
+        ];
+        for (line, want) in lines {
+            let e = c.split(line.as_bytes()).unwrap();
+            assert_eq!(iso(e.time_us), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn dovecot_own_file_has_no_host() {
+        let mut c = clock("2026-11-23");
+        let e = c
+            .split(b"Jan 29 09:33:58 pop3-login: Info: Aborted login (auth failed, 1 attempts in 2 secs): user=<grace>")
+            .unwrap();
+        assert_eq!(e.host, b"");
+        assert_eq!(e.program, b"pop3-login");
+        assert_eq!(e.pid, None);
+        assert!(e.message.starts_with(b"Info: Aborted"));
+    }
+
+    #[test]
+    fn pri_prefix_and_garbage() {
+        let mut c = clock("2026-11-23");
+        let e = c
+            .split(b"<22>Feb  2 09:47:12 mail dovecot: imap-login: Login: user=<a>")
+            .unwrap();
+        assert_eq!(e.program, b"dovecot");
+        for bad in [
+            &b""[..],
+            b"\x00\xff\xfe garbage",
+            b"Foo  2 09:47:12 mail x: y",
+            b"Nov 32 09:47:12 mail x: y",
+            b"Nov  2 25:47:12 mail x: y",
+            b"Nov  2 09:47:12",
+            b"Nov  2 09:47:12 mail",
+            b"Feb 30 09:47:12 mail x: y",
+            b"2026-13-01T00:00:00Z mail x: y",
+            b"2026-11-01T00:00:00 mail x: y",
+        ] {
+            assert!(c.split(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn dst_in_a_zone_that_has_it() {
+        // Europe/Berlin falls back on 2026-10-25: 02:30 happens twice.
+        let mut c = Clock::new(
+            chrono_tz::Europe::Berlin,
+            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            None,
+        );
+        let t = |c: &mut Clock, s: &str| iso(c.split(s.as_bytes()).unwrap().time_us);
+        assert_eq!(t(&mut c, "Oct 25 02:10:00 h p: m"), "2026-10-25T00:10:00+00:00");
+        assert_eq!(t(&mut c, "Oct 25 02:50:00 h p: m"), "2026-10-25T00:50:00+00:00");
+        // The clock went back: 02:10 again is the later instant.
+        assert_eq!(t(&mut c, "Oct 25 02:10:00 h p: m"), "2026-10-25T01:10:00+00:00");
+        assert_eq!(t(&mut c, "Oct 25 03:00:00 h p: m"), "2026-10-25T02:00:00+00:00");
+        // Spring forward 2026-03-29: 02:30 does not exist.
+        let mut c = Clock::new(
+            chrono_tz::Europe::Berlin,
+            NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+            None,
+        );
+        assert_eq!(t(&mut c, "Mar 29 01:59:00 h p: m"), "2026-03-29T00:59:00+00:00");
+        assert_eq!(t(&mut c, "Mar 29 03:00:00 h p: m"), "2026-03-29T01:00:00+00:00");
+    }
+}

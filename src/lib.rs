@@ -1,0 +1,25 @@
+//! mailtrail: the paper trail of a mail service, per mailbox.
+//!
+//! It reads the logs Postfix (and Dovecot) already write, joins their lines
+//! into messages and deliveries, keeps them in a database, and answers one
+//! mailbox owner's question: what happened to the mail I sent?
+//!
+//! Module map, in the order data flows:
+//!
+//! * [`config`]: `config.toml`, validated at load, unknown keys rejected.
+//! * [`domain`]: values parsed once at the edge: [`domain::Mailbox`],
+//!   [`domain::Day`], [`domain::DateRange`], local domains.
+//! * [`ingest`]: sources (files, `.gz`, stdin) → syslog envelope → Postfix /
+//!   Dovecot message shapes → correlation into per-mailbox rows, committed
+//!   in batches with the checkpoints and state that make it crash-safe.
+//! * [`store`]: the database (SQLite by default, PostgreSQL for large
+//!   sites): migrations, inserts, queries.
+//! * [`history`]: a mailbox's SMTP sending history as text, JSON or CSV.
+//! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod history;
+pub mod ingest;
+pub mod store;

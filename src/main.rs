@@ -1,0 +1,5 @@
+//! The `mailtrail` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    mailtrail::cli::main()
+}

@@ -1,0 +1,369 @@
+//! The database: SQLite (one file, the default) or PostgreSQL.
+//!
+//! Every query is written once, in SQL both dialects accept (`$1`
+//! placeholders, `ON CONFLICT ... DO NOTHING`, integer times), and run on
+//! whichever pool the URL chose: the [`on_pool!`] macro expands the same body
+//! for each backend, so the two cannot drift apart.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row as _;
+
+use crate::ingest::correlate::{Kind, Row};
+
+/// Rows per multi-row `INSERT`: large enough that per-statement overhead
+/// vanishes, small enough to stay under both backends' parameter limits
+/// (12 columns x 256 = 3,072 parameters).
+const INSERT_CHUNK: usize = 256;
+
+/// A connection pool to either backend.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's own pool type.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Where an input has been read to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub fingerprint: i64,
+    pub path: String,
+    pub offset: u64,
+    /// The source's year inference (JSON), for year-less stamps.
+    pub year_state: Option<String>,
+}
+
+/// One unit of ingest work, committed whole or not at all.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    /// The checkpoint of the source these rows came from, if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// The correlator's state after the last line of this batch.
+    pub state: Option<Vec<u8>>,
+}
+
+/// A detail row of a mailbox's SMTP history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub time_us: i64,
+    pub day: i32,
+    pub kind: Kind,
+    pub host: String,
+    pub queue_id: Option<String>,
+    pub sender_ip: Option<String>,
+    pub relay: Option<String>,
+    pub recipient: Option<String>,
+    pub dsn: Option<String>,
+    pub response: Option<String>,
+}
+
+/// The multi-row insert statement, built once from constant text.
+fn insert_chunk_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| insert_sql(INSERT_CHUNK))
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut s = String::from(
+        "INSERT INTO smtp_events (key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..12 {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("${}", r * 12 + c + 1));
+        }
+        s.push(')');
+    }
+    s.push_str(" ON CONFLICT (day, key) DO NOTHING");
+    s
+}
+
+const INSERT_ONE: &str = "INSERT INTO smtp_events (key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (day, key) DO NOTHING";
+
+/// Binds one row's twelve values, in the column order of [`insert_sql`].
+macro_rules! bind_row {
+    ($q:expr, $r:expr) => {{
+        let r = $r;
+        $q.bind(r.key)
+            .bind(r.day)
+            .bind(r.time_us)
+            .bind(r.mailbox)
+            .bind(r.kind as i32)
+            .bind(r.host)
+            .bind(r.queue_id)
+            .bind(r.sender_ip)
+            .bind(r.relay)
+            .bind(r.recipient)
+            .bind(r.dsn)
+            .bind(r.response)
+    }};
+}
+
+/// Inserts rows on a transaction's connection in chunks; evaluates to the
+/// number of rows that were new.
+macro_rules! insert_rows {
+    ($conn:expr, $rows:expr) => {{
+        let mut rows = $rows.into_iter();
+        let mut inserted: u64 = 0;
+        loop {
+            let chunk: Vec<Row> = rows.by_ref().take(INSERT_CHUNK).collect();
+            if chunk.len() == INSERT_CHUNK {
+                let mut q = sqlx::query(insert_chunk_sql());
+                for r in chunk {
+                    q = bind_row!(q, r);
+                }
+                inserted += q.execute($conn).await?.rows_affected();
+            } else {
+                // The tail: one cached single-row statement rather than a
+                // new statement text for every tail length.
+                for r in chunk {
+                    let q = bind_row!(sqlx::query(INSERT_ONE), r);
+                    inserted += q.execute($conn).await?.rows_affected();
+                }
+                break;
+            }
+        }
+        inserted
+    }};
+}
+impl Store {
+    /// Opens the database at `url` and brings its schema up to date.
+    ///
+    /// For SQLite, creates the file and its directory when missing, and uses
+    /// WAL so readers (reports, the web form) never wait for the ingest.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        let store = Store::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the database without touching its schema.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("bad SQLite URL {url:?}"))?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .pragma("cache_size", "-65536");
+            if let Some(dir) = Path::new(opts.get_filename()).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the database directory {}", dir.display())
+                })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot open the SQLite database {url}"))?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await
+                .context("cannot connect to the PostgreSQL database")?;
+            Ok(Store::Postgres(pool))
+        }
+    }
+
+    /// Applies the migrations the database has not seen yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
+            Store::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+
+    /// Where the source with this fingerprint has been read to.
+    pub async fn checkpoint(&self, fingerprint: i64) -> anyhow::Result<Option<Checkpoint>> {
+        const SQL: &str = "SELECT path, offset_bytes, year_state FROM ingest_sources WHERE fingerprint = $1";
+        let row = on_pool!(self, p => sqlx::query(SQL).bind(fingerprint).fetch_optional(p).await?
+            .map(|r| -> Result<_, sqlx::Error> { Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?, r.try_get::<Option<String>, _>(2)?)) })
+            .transpose()?);
+        Ok(row.map(|(path, offset, year_state)| Checkpoint {
+            fingerprint,
+            path,
+            offset: offset.max(0) as u64,
+            year_state,
+        }))
+    }
+
+    /// The correlator state saved by the last committed batch of `agent`.
+    pub async fn load_state(&self, agent: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        const SQL: &str = "SELECT state FROM ingest_state WHERE agent = $1";
+        let v = on_pool!(self, p => sqlx::query_scalar::<_, Vec<u8>>(SQL).bind(agent).fetch_optional(p).await?);
+        Ok(v)
+    }
+
+    /// Commits a batch: its rows (a row whose key is already stored is
+    /// skipped), its checkpoint and the correlator state, in one transaction.
+    /// Returns how many rows were new.
+    pub async fn commit(&self, agent: &str, batch: Batch) -> anyhow::Result<u64> {
+        const SAVE_CP: &str = "INSERT INTO ingest_sources (fingerprint, path, offset_bytes, year_state, updated_us) VALUES ($1, $2, $3, $4, $5) \
+            ON CONFLICT (fingerprint) DO UPDATE SET path = excluded.path, offset_bytes = excluded.offset_bytes, year_state = excluded.year_state, updated_us = excluded.updated_us";
+        const SAVE_STATE: &str = "INSERT INTO ingest_state (agent, state, updated_us) VALUES ($1, $2, $3) \
+            ON CONFLICT (agent) DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us";
+        let now = chrono::Utc::now().timestamp_micros();
+        let Batch {
+            rows,
+            checkpoint,
+            state,
+        } = batch;
+        let inserted = match self {
+            Store::Sqlite(p) => {
+                // IMMEDIATE takes the write lock up front: a deferred BEGIN
+                // that reads then writes fails with SQLITE_BUSY under a
+                // concurrent writer instead of waiting.
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let n = insert_rows!(&mut *tx, rows);
+                if let Some(cp) = checkpoint {
+                    sqlx::query(SAVE_CP)
+                        .bind(cp.fingerprint)
+                        .bind(cp.path)
+                        .bind(cp.offset as i64)
+                        .bind(cp.year_state)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(st) = state {
+                    sqlx::query(SAVE_STATE)
+                        .bind(agent)
+                        .bind(st)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                n
+            }
+            Store::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                let n = insert_rows!(&mut *tx, rows);
+                if let Some(cp) = checkpoint {
+                    sqlx::query(SAVE_CP)
+                        .bind(cp.fingerprint)
+                        .bind(cp.path)
+                        .bind(cp.offset as i64)
+                        .bind(cp.year_state)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(st) = state {
+                    sqlx::query(SAVE_STATE)
+                        .bind(agent)
+                        .bind(st)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                n
+            }
+        };
+        Ok(inserted)
+    }
+
+    /// Per-day counts of each kind for one mailbox: (day, kind, count).
+    pub async fn daily_counts(
+        &self,
+        mailbox: &str,
+        from_day: i32,
+        to_day: i32,
+    ) -> anyhow::Result<Vec<(i32, Kind, i64)>> {
+        const SQL: &str = "SELECT day, kind, COUNT(*) FROM smtp_events \
+            WHERE mailbox = $1 AND day >= $2 AND day <= $3 GROUP BY day, kind ORDER BY day, kind";
+        let rows: Vec<(i32, i32, i64)> = on_pool!(self, p => sqlx::query_as(SQL)
+            .bind(mailbox).bind(from_day).bind(to_day).fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(d, k, n)| Kind::from_i64(k as i64).map(|k| (d, k, n)))
+            .collect())
+    }
+
+    /// Every event of one mailbox in a day range, by time.
+    pub async fn events(
+        &self,
+        mailbox: &str,
+        from_day: i32,
+        to_day: i32,
+    ) -> anyhow::Result<Vec<EventRow>> {
+        const SQL: &str = "SELECT time_us, day, kind, host, queue_id, sender_ip, relay, recipient, dsn, response \
+            FROM smtp_events WHERE mailbox = $1 AND day >= $2 AND day <= $3 ORDER BY time_us, id";
+        type Tuple = (
+            i64,
+            i32,
+            i32,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Tuple> = on_pool!(self, p => sqlx::query_as(SQL)
+            .bind(mailbox).bind(from_day).bind(to_day).fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|t| {
+                Some(EventRow {
+                    time_us: t.0,
+                    day: t.1,
+                    kind: Kind::from_i64(t.2 as i64)?,
+                    host: t.3,
+                    queue_id: t.4,
+                    sender_ip: t.5,
+                    relay: t.6,
+                    recipient: t.7,
+                    dsn: t.8,
+                    response: t.9,
+                })
+            })
+            .collect())
+    }
+
+    /// Number of stored SMTP events (for tests and the ingest summary).
+    pub async fn count_events(&self) -> anyhow::Result<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM smtp_events";
+        Ok(on_pool!(self, p => sqlx::query_scalar::<_, i64>(SQL).fetch_one(p).await?))
+    }
+}
+
+
+
