@@ -14,7 +14,11 @@ use crate::ingest::{self, correlate::Settings, source::SourceSpec};
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "mailtrail", version, about = "Per-mailbox paper trail of Postfix and Dovecot logs")]
+#[command(
+    name = "mailtrail",
+    version,
+    about = "Per-mailbox paper trail of Postfix and Dovecot logs"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
@@ -79,7 +83,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailtrail: {e:#}");
-            if e.chain().any(|c| c.is::<InputError>() || c.is::<UsageError>()) {
+            if e.chain()
+                .any(|c| c.is::<InputError>() || c.is::<UsageError>())
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -29,7 +29,9 @@ pub fn is_valid_domain(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -226,7 +228,11 @@ impl DateRange {
         let mut d = Some(self.from);
         std::iter::from_fn(move || {
             let cur = d?;
-            d = if cur < self.to { Some(cur.succ()) } else { None };
+            d = if cur < self.to {
+                Some(cur.succ())
+            } else {
+                None
+            };
             Some(cur)
         })
     }
@@ -302,10 +308,22 @@ mod tests {
         assert!(Day::parse("2026-13-01").is_err());
         assert!(Day::parse("2026-1-1").is_err());
         assert!(Day::parse("yesterday").is_err());
-        let r = DateRange::new(Day::parse("2026-12-30").unwrap(), Day::parse("2027-01-02").unwrap())
-            .unwrap();
+        let r = DateRange::new(
+            Day::parse("2026-12-30").unwrap(),
+            Day::parse("2027-01-02").unwrap(),
+        )
+        .unwrap();
         let days: Vec<String> = r.days().map(|d| d.to_string()).collect();
-        assert_eq!(days, ["2026-12-30", "2026-12-31", "2027-01-01", "2027-01-02"]);
-        assert!(DateRange::new(Day::parse("2026-01-02").unwrap(), Day::parse("2026-01-01").unwrap()).is_err());
+        assert_eq!(
+            days,
+            ["2026-12-30", "2026-12-31", "2027-01-01", "2027-01-02"]
+        );
+        assert!(
+            DateRange::new(
+                Day::parse("2026-01-02").unwrap(),
+                Day::parse("2026-01-01").unwrap()
+            )
+            .is_err()
+        );
     }
 }

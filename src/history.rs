@@ -100,7 +100,12 @@ pub fn format_time(time_us: i64, tz: Tz) -> String {
 }
 
 /// Reads a mailbox's history for a range of days.
-pub async fn load(store: &Store, mailbox: &Mailbox, range: DateRange, tz: Tz) -> anyhow::Result<History> {
+pub async fn load(
+    store: &Store,
+    mailbox: &Mailbox,
+    range: DateRange,
+    tz: Tz,
+) -> anyhow::Result<History> {
     let (from, to) = (range.from.key(), range.to.key());
     let counts = store.daily_counts(mailbox.as_str(), from, to).await?;
     let mut days: Vec<DayRow> = range
@@ -151,7 +156,9 @@ const COLUMNS: [&str; 8] = [
 ];
 
 fn count_cells(c: &Counts) -> [i64; 7] {
-    [c.sum, c.auth_blk, c.auth_rcv, c.bounced, c.deferred, c.expired, c.sent]
+    [
+        c.sum, c.auth_blk, c.auth_rcv, c.bounced, c.deferred, c.expired, c.sent,
+    ]
 }
 
 /// Replaces control characters, so log text cannot drive the terminal.
@@ -188,7 +195,14 @@ impl History {
         let _ = writeln!(
             o,
             "{:<10} {:>7} {:>9} {:>9} {:>8} {:>9} {:>8} {:>7}",
-            COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], COLUMNS[4], COLUMNS[5], COLUMNS[6], COLUMNS[7]
+            COLUMNS[0],
+            COLUMNS[1],
+            COLUMNS[2],
+            COLUMNS[3],
+            COLUMNS[4],
+            COLUMNS[5],
+            COLUMNS[6],
+            COLUMNS[7]
         );
         let line = |o: &mut String, label: &str, c: &Counts| {
             let v = count_cells(c);

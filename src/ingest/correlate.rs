@@ -201,7 +201,10 @@ impl Qid {
         let mut bytes = [0u8; 24];
         let n = s.len().min(24);
         bytes[..n].copy_from_slice(&s[..n]);
-        Qid { len: n as u8, bytes }
+        Qid {
+            len: n as u8,
+            bytes,
+        }
     }
     fn as_str(&self) -> &str {
         // Queue IDs are checked to be ASCII alphanumerics before they get here.
@@ -725,24 +728,21 @@ impl Correlator {
                     time_us: ctx.time_us,
                     what: lossy(what),
                 };
-                match sasl_user.and_then(|u| normalize_logged_address(u, &dd)) {
+                let named = sasl_user.and_then(|u| normalize_logged_address(u, &dd));
+                // Dovecot's verdict on the same attempt names the user; when
+                // Postfix names it too, the verdict is used up all the same,
+                // so it cannot name a later, nameless failure.
+                let found = self.state.auth_fails.iter().position(|a| {
+                    a.host == fail.host
+                        && a.ip == fail.ip
+                        && a.time_us >= fail.time_us - SASL_JOIN_BEFORE_US
+                        && a.time_us <= fail.time_us + SASL_JOIN_AFTER_US
+                        && named.as_ref().is_none_or(|n| *n == a.user)
+                });
+                let verdict = found.map(|i| self.state.auth_fails.remove(i));
+                match named.or(verdict.map(|a| a.user)) {
                     Some(user) => self.emit_sasl_failure(fail, user, out),
-                    None => {
-                        // Dovecot's verdict on the same attempt names the user.
-                        let found = self.state.auth_fails.iter().position(|a| {
-                            a.host == fail.host
-                                && a.ip == fail.ip
-                                && a.time_us >= fail.time_us - SASL_JOIN_BEFORE_US
-                                && a.time_us <= fail.time_us + SASL_JOIN_AFTER_US
-                        });
-                        match found {
-                            Some(i) => {
-                                let a = self.state.auth_fails.remove(i);
-                                self.emit_sasl_failure(fail, a.user, out);
-                            }
-                            None => self.state.sasl_fails.push(fail),
-                        }
-                    }
+                    None => self.state.sasl_fails.push(fail),
                 }
             }
         }
@@ -802,8 +802,16 @@ impl Correlator {
     fn handoff_target(&self, relay: &[u8], response: &[u8]) -> Option<Qid> {
         let open = memchr::memchr(b'[', relay)?;
         let close = open + memchr::memchr(b']', &relay[open..])?;
-        let ip: IpAddr = std::str::from_utf8(&relay[open + 1..close]).ok()?.parse().ok()?;
-        if !self.settings.internal_relays.iter().any(|n| n.contains(&ip)) {
+        let ip: IpAddr = std::str::from_utf8(&relay[open + 1..close])
+            .ok()?
+            .parse()
+            .ok()?;
+        if !self
+            .settings
+            .internal_relays
+            .iter()
+            .any(|n| n.contains(&ip))
+        {
             return None;
         }
         let at = memmem::rfind(response, b"queued as ")? + 10;
@@ -819,7 +827,12 @@ impl Correlator {
         std::str::from_utf8(ip)
             .ok()
             .and_then(|s| s.parse::<IpAddr>().ok())
-            .is_some_and(|ip| self.settings.internal_relays.iter().any(|n| n.contains(&ip)))
+            .is_some_and(|ip| {
+                self.settings
+                    .internal_relays
+                    .iter()
+                    .any(|n| n.contains(&ip))
+            })
     }
 
     /// A message went to a content filter that re-queued it as `new`.
@@ -864,8 +877,7 @@ impl Correlator {
         let Some(m) = self.state.messages.get_mut(&key) else {
             return;
         };
-        let (Some((line_key, time_us)), Some(user)) = (m.auth_line, m.own.sasl_user.clone())
-        else {
+        let (Some((line_key, time_us)), Some(user)) = (m.auth_line, m.own.sasl_user.clone()) else {
             return;
         };
         let sender = m.own.sender.clone();
@@ -1063,7 +1075,11 @@ fn lossy(b: &[u8]) -> String {
 fn example_text(line: &[u8]) -> String {
     let cut = memmem::find(line, b"given password").unwrap_or(line.len());
     let mut end = cut.min(EXAMPLE_BYTES);
-    while end < line.len() && end > 0 && (line[end] & 0xC0) == 0x80 && end > cut.min(EXAMPLE_BYTES) - 4 {
+    while end < line.len()
+        && end > 0
+        && (line[end] & 0xC0) == 0x80
+        && end > cut.min(EXAMPLE_BYTES) - 4
+    {
         end -= 1;
     }
     let mut s = String::from_utf8_lossy(&line[..end]).into_owned();
@@ -1071,4 +1087,293 @@ fn example_text(line: &[u8]) -> String {
         s.push_str(" [...]");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn settings() -> Settings {
+        Settings {
+            local: LocalDomains::new(&[".example.edu".into()], "example.edu"),
+            internal_relays: vec!["127.0.0.0/8".parse().unwrap()],
+            tz: chrono_tz::Asia::Taipei,
+        }
+    }
+
+    fn clock() -> Clock {
+        Clock::new(
+            chrono_tz::Asia::Taipei,
+            NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+            None,
+        )
+    }
+
+    /// Feeds lines (and the end of input); returns (mailbox, kind, recipient) per row.
+    fn run(lines: &str) -> (Vec<(String, Kind, Option<String>)>, Correlator) {
+        let mut c = Correlator::new(settings());
+        let mut clk = clock();
+        let mut out = Vec::new();
+        for l in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            c.feed(&mut clk, l.as_bytes(), &mut out);
+        }
+        c.finish(&mut out);
+        let v = out
+            .iter()
+            .map(|r| (r.mailbox.clone(), r.kind, r.recipient.clone()))
+            .collect();
+        (v, c)
+    }
+
+    fn count(rows: &[(String, Kind, Option<String>)], mailbox: &str, kind: Kind) -> usize {
+        rows.iter()
+            .filter(|r| r.0 == mailbox && r.1 == kind)
+            .count()
+    }
+
+    const BOUNCE: &str = "
+        Nov  3 10:40:57 mail postfix/submission/smtpd[9708]: connect from some.domain.name[1.2.3.4]
+        Nov  3 10:40:57 mail postfix/submission/smtpd[9708]: 776E41855DB2: client=some.domain.name[1.2.3.4], sasl_method=PLAIN, sasl_username=alice@example.edu
+        Nov  3 10:40:57 mail postfix/cleanup[9716]: 776E41855DB2: message-id=<ca10035e@mail.example.edu>
+        Nov  3 10:40:57 mail postfix/qmgr[1005]: 776E41855DB2: from=<alice@example.edu>, size=391, nrcpt=2 (queue active)
+        Nov  3 10:40:57 mail postfix/submission/smtpd[9708]: disconnect from some.domain.name[1.2.3.4] ehlo=2 auth=1 mail=1 rcpt=2 data=1 quit=1 commands=8
+        Nov  3 10:40:59 mail postfix/smtp[9890]: 776E41855DB2: to=<invalid.email@example.com>, relay=mx.example.com[11.22.33.44]:25, delay=1.9, delays=0/0/1.5/0.37, dsn=5.1.1, status=bounced (host mx.example.com[11.22.33.44] said: 550 5.1.1 <invalid.email@example.com> User unknown (in reply to RCPT TO command))
+        Nov  3 10:40:59 mail postfix/smtp[9891]: 776E41855DB2: to=<ok@example.com>, relay=mx.example.com[11.22.33.44]:25, delay=1.9, delays=0/0/1.5/0.37, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4F00)
+        Nov  3 10:40:59 mail postfix/cleanup[9716]: A48191855DA0: message-id=<20261103104059.A48191855DA0@mail.example.edu>
+        Nov  3 10:40:59 mail postfix/qmgr[1005]: A48191855DA0: from=<>, size=3147, nrcpt=1 (queue active)
+        Nov  3 10:40:59 mail postfix/bounce[9719]: 776E41855DB2: sender non-delivery notification: A48191855DA0
+        Nov  3 10:40:59 mail postfix/qmgr[1005]: 776E41855DB2: removed
+        Nov  3 10:40:59 mail postfix/local[9720]: A48191855DA0: to=<alice@example.edu>, relay=local, delay=0.03, delays=0.01/0/0/0.02, dsn=2.0.0, status=sent (delivered to mailbox)
+        Nov  3 10:40:59 mail postfix/qmgr[1005]: A48191855DA0: removed
+    ";
+
+    #[test]
+    fn bounce_and_its_notice() {
+        let (rows, c) = run(BOUNCE);
+        let a = "alice@example.edu";
+        assert_eq!(count(&rows, a, Kind::AuthRcv), 1);
+        assert_eq!(count(&rows, a, Kind::Bounced), 1);
+        assert_eq!(
+            count(&rows, a, Kind::Sent),
+            1,
+            "the notice (from=<>) counts for nobody"
+        );
+        assert_eq!(rows.len(), 3);
+        assert_eq!(c.stats.lines_unrecognised, 0);
+        assert_eq!(c.stats.lines_read, 13);
+        assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn response_and_client_are_kept() {
+        let mut c = Correlator::new(settings());
+        let mut clk = clock();
+        let mut out = Vec::new();
+        for l in BOUNCE.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            c.feed(&mut clk, l.as_bytes(), &mut out);
+        }
+        let b = out.iter().find(|r| r.kind == Kind::Bounced).unwrap();
+        assert_eq!(
+            b.response.as_deref(),
+            Some(
+                "host mx.example.com[11.22.33.44] said: 550 5.1.1 <invalid.email@example.com> User unknown (in reply to RCPT TO command)"
+            )
+        );
+        assert_eq!(b.sender_ip.as_deref(), Some("1.2.3.4"));
+        assert_eq!(b.queue_id.as_deref(), Some("776E41855DB2"));
+        assert_eq!(b.relay.as_deref(), Some("mx.example.com[11.22.33.44]:25"));
+        assert_eq!(b.day, 20261103);
+        assert_eq!(b.host, "mail");
+    }
+
+    #[test]
+    fn deferred_then_sent_and_expired() {
+        let (rows, _) = run("
+            Nov  3 10:00:00 mail postfix/pickup[1]: AAAA1: uid=0 from=<bob>
+            Nov  3 10:00:00 mail postfix/qmgr[2]: AAAA1: from=<bob@example.edu>, size=300, nrcpt=3 (queue active)
+            Nov  3 10:00:01 mail postfix/smtp[3]: AAAA1: to=<a@slow.test>, relay=none, delay=1, delays=1/0/0/0, dsn=4.4.1, status=deferred (connect to slow.test[192.0.2.1]:25: Connection refused)
+            Nov  3 10:00:01 mail postfix/smtp[4]: AAAA1: to=<b@slow.test>, relay=none, delay=1, delays=1/0/0/0, dsn=4.4.1, status=deferred (connect to slow.test[192.0.2.1]:25: Connection refused)
+            Nov  3 10:00:01 mail postfix/smtp[5]: AAAA1: to=<c@fine.test>, relay=fine.test[192.0.2.2]:25, delay=1, delays=1/0/0/0, dsn=2.0.0, status=sent (250 ok)
+            Nov  3 10:10:00 mail postfix/qmgr[2]: AAAA1: from=<bob@example.edu>, size=300, nrcpt=3 (queue active)
+            Nov  3 10:10:01 mail postfix/smtp[3]: AAAA1: to=<a@slow.test>, relay=slow.test[192.0.2.1]:25, delay=601, delays=600/0/0/1, dsn=2.0.0, status=sent (250 finally)
+            Nov  3 10:10:01 mail postfix/smtp[4]: AAAA1: to=<b@slow.test>, relay=none, delay=601, delays=601/0/0/0, dsn=4.4.1, status=deferred (connect to slow.test[192.0.2.1]:25: Connection refused)
+            Nov  4 10:00:00 mail postfix/qmgr[2]: AAAA1: from=<bob@example.edu>, status=expired, returned to sender
+            Nov  4 10:00:00 mail postfix/qmgr[2]: AAAA1: removed
+        ");
+        let b = "bob@example.edu";
+        assert_eq!(count(&rows, b, Kind::Deferred), 3);
+        assert_eq!(count(&rows, b, Kind::Sent), 2);
+        assert_eq!(count(&rows, b, Kind::AuthRcv), 0);
+        let expired: Vec<_> = rows.iter().filter(|r| r.1 == Kind::Expired).collect();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].2.as_deref(), Some("b@slow.test"));
+    }
+
+    #[test]
+    fn content_filter_is_followed_and_counted_once() {
+        // The re-injected NEW logs client= before OLD logs its hand-off.
+        let (rows, c) = run("
+            Nov  3 11:00:00 mail postfix/submission/smtpd[10]: BBBB1: client=pc[192.0.2.7], sasl_method=PLAIN, sasl_username=carol@example.edu
+            Nov  3 11:00:00 mail postfix/qmgr[2]: BBBB1: from=<carol@example.edu>, size=300, nrcpt=1 (queue active)
+            Nov  3 11:00:01 mail postfix/smtpd[11]: CCCC2: client=localhost[127.0.0.1]
+            Nov  3 11:00:01 mail postfix/qmgr[2]: CCCC2: from=<carol@example.edu>, size=400, nrcpt=1 (queue active)
+            Nov  3 11:00:01 mail postfix/smtp[12]: BBBB1: to=<x@remote.test>, relay=127.0.0.1[127.0.0.1]:10025, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as CCCC2)
+            Nov  3 11:00:01 mail postfix/qmgr[2]: BBBB1: removed
+            Nov  3 11:00:02 mail postfix/smtp[13]: CCCC2: to=<x@remote.test>, relay=mx.remote.test[192.0.2.9]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 accepted)
+            Nov  3 11:00:02 mail postfix/qmgr[2]: CCCC2: removed
+        ");
+        let m = "carol@example.edu";
+        assert_eq!(count(&rows, m, Kind::Sent), 1);
+        assert_eq!(count(&rows, m, Kind::AuthRcv), 1);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn content_filter_with_handoff_first_and_origin_kept() {
+        let mut c = Correlator::new(settings());
+        let mut clk = clock();
+        let mut out = Vec::new();
+        for l in "
+            Nov  3 11:00:00 mail postfix/smtpd[10]: BBBB1: client=pc[192.0.2.7], sasl_method=PLAIN, sasl_username=alice@example.edu
+            Nov  3 11:00:00 mail postfix/qmgr[2]: BBBB1: from=<carol@example.edu>, size=300, nrcpt=1 (queue active)
+            Nov  3 11:00:01 mail postfix/smtp[12]: BBBB1: to=<x@remote.test>, relay=127.0.0.1[127.0.0.1]:10025, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 from MTA(smtp:[127.0.0.1]:10026): 250 2.0.0 Ok: queued as CCCC2)
+            Nov  3 11:00:01 mail postfix/smtpd[11]: CCCC2: client=localhost[127.0.0.1]
+            Nov  3 11:00:01 mail postfix/qmgr[2]: CCCC2: from=<carol@example.edu>, size=400, nrcpt=1 (queue active)
+            Nov  3 11:00:02 mail postfix/smtp[13]: CCCC2: to=<x@remote.test>, relay=mx.remote.test[192.0.2.9]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 accepted)
+        ".lines().map(str::trim).filter(|l| !l.is_empty()) {
+            c.feed(&mut clk, l.as_bytes(), &mut out);
+        }
+        // Sent for the sender and for the authenticated user, from the
+        // original client, without waiting for the end of input.
+        let sent: Vec<_> = out.iter().filter(|r| r.kind == Kind::Sent).collect();
+        assert_eq!(sent.len(), 2);
+        assert!(
+            sent.iter()
+                .all(|r| r.sender_ip.as_deref() == Some("192.0.2.7"))
+        );
+        let mut who: Vec<_> = sent.iter().map(|r| r.mailbox.as_str()).collect();
+        who.sort();
+        assert_eq!(who, ["alice@example.edu", "carol@example.edu"]);
+        assert_ne!(sent[0].key, sent[1].key);
+        assert_eq!(out.iter().filter(|r| r.kind == Kind::AuthRcv).count(), 2);
+    }
+
+    #[test]
+    fn handoff_whose_id_never_appears_is_a_delivery() {
+        let (rows, _) = run("
+            Nov  3 11:00:00 mail postfix/smtpd[10]: BBBB1: client=pc[192.0.2.7], sasl_method=PLAIN, sasl_username=alice@example.edu
+            Nov  3 11:00:00 mail postfix/qmgr[2]: BBBB1: from=<alice@example.edu>, size=300, nrcpt=1 (queue active)
+            Nov  3 11:00:01 mail postfix/smtp[12]: BBBB1: to=<x@remote.test>, relay=127.0.0.1[127.0.0.1]:2525, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 9999ABCD)
+            Nov  3 11:00:01 mail postfix/qmgr[2]: BBBB1: removed
+        ");
+        assert_eq!(count(&rows, "alice@example.edu", Kind::Sent), 1);
+    }
+
+    #[test]
+    fn queue_id_reuse_and_hosts() {
+        let (rows, _) = run("
+            Nov  3 12:00:00 mx1 postfix/qmgr[2]: BABABABABA: from=<alice@example.edu>, size=1, nrcpt=1 (queue active)
+            Nov  3 12:00:00 mx2 postfix/qmgr[2]: BABABABABA: from=<bob@example.edu>, size=1, nrcpt=1 (queue active)
+            Nov  3 12:00:01 mx1 postfix/smtp[3]: BABABABABA: to=<x@r.test>, relay=r.test[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)
+            Nov  3 12:00:01 mx1 postfix/qmgr[2]: BABABABABA: removed
+            Nov  3 12:01:00 mx1 postfix/qmgr[2]: BABABABABA: from=<carol@example.edu>, size=1, nrcpt=1 (queue active)
+            Nov  3 12:01:01 mx1 postfix/smtp[3]: BABABABABA: to=<y@r.test>, relay=r.test[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=5.0.0, status=bounced (550 no)
+            Nov  3 12:01:02 mx2 postfix/smtp[3]: BABABABABA: to=<z@r.test>, relay=r.test[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)
+        ");
+        assert_eq!(count(&rows, "alice@example.edu", Kind::Sent), 1);
+        assert_eq!(count(&rows, "carol@example.edu", Kind::Bounced), 1);
+        assert_eq!(count(&rows, "bob@example.edu", Kind::Sent), 1);
+        assert_eq!(rows.len(), 3);
+    }
+
+    #[test]
+    fn lines_out_of_order_wait_for_the_sender() {
+        let (rows, _) = run("
+            Nov  3 12:00:01 mail postfix/smtp[3]: DDDD1: to=<x@r.test>, relay=r.test[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)
+            Nov  3 12:00:00 mail postfix/qmgr[2]: DDDD1: from=<alice@example.edu>, size=1, nrcpt=1 (queue active)
+            Nov  3 12:00:00 mail postfix/smtpd[1]: DDDD1: client=pc[192.0.2.5]
+            Nov  3 12:00:02 mail postfix/qmgr[2]: DDDD1: removed
+        ");
+        assert_eq!(count(&rows, "alice@example.edu", Kind::Sent), 1);
+    }
+
+    #[test]
+    fn rejects_and_failed_auth() {
+        let (rows, c) = run("
+            Nov  3 13:00:00 mail postfix/smtpd[8]: NOQUEUE: reject: RCPT from x[192.0.2.8]: 454 4.7.1 <a@r.test>: Relay access denied; from=<dave@cs.example.edu> to=<a@r.test> proto=ESMTP helo=<x>
+            Nov  3 13:00:00 mail postfix/smtpd[8]: NOQUEUE: reject: RCPT from x[192.0.2.8]: 454 4.7.1 <b@r.test>: Relay access denied; from=<dave@cs.example.edu> to=<b@r.test> proto=ESMTP helo=<x>
+            Nov  3 13:00:00 mail postfix/smtpd[8]: NOQUEUE: reject: RCPT from x[192.0.2.8]: 454 4.7.1 <b@r.test>: Relay access denied; from=<spam@elsewhere.test> to=<b@r.test> proto=ESMTP helo=<x>
+            Nov  3 13:00:00 mail postfix/smtpd[8]: NOQUEUE: reject_warning: RCPT from x[192.0.2.8]: 454 4.7.1 test; from=<dave@cs.example.edu> to=<c@r.test> proto=ESMTP helo=<x>
+            Nov  3 13:00:05 mail dovecot: auth: passwd-file(carol@example.edu,192.0.2.9): Password mismatch
+            Nov  3 13:00:07 mail postfix/submission/smtpd[9]: warning: unknown[192.0.2.9]: SASL PLAIN authentication failed: authentication failure
+            Nov  3 13:00:08 mail postfix/smtpd[9]: warning: unknown[192.0.2.10]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=bob
+            Nov  3 13:00:09 mail postfix/smtpd[9]: warning: unknown[192.0.2.11]: SASL LOGIN authentication failed: UGFzc3dvcmQ6
+        ");
+        assert_eq!(count(&rows, "dave@cs.example.edu", Kind::AuthBlk), 2);
+        assert_eq!(count(&rows, "carol@example.edu", Kind::AuthBlk), 1);
+        assert_eq!(count(&rows, "bob@example.edu", Kind::AuthBlk), 1);
+        assert_eq!(rows.len(), 4);
+        // The non-local sender's reject and the nameless failure count for nobody.
+        assert_eq!(c.stats.events_unattributed, 2);
+    }
+
+    #[test]
+    fn interrupted_run_resumes_exactly() {
+        let lines: Vec<&str> = BOUNCE
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let (whole, _) = run(BOUNCE);
+        for cut in 0..lines.len() {
+            let mut c = Correlator::new(settings());
+            let mut clk = clock();
+            let mut out = Vec::new();
+            for l in &lines[..cut] {
+                c.feed(&mut clk, l.as_bytes(), &mut out);
+            }
+            let saved = c.snapshot();
+            let year = clk.year;
+            let mut c = Correlator::restore(settings(), &saved).unwrap();
+            let mut clk = Clock::new(
+                chrono_tz::Asia::Taipei,
+                NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+                year,
+            );
+            for l in &lines[cut..] {
+                c.feed(&mut clk, l.as_bytes(), &mut out);
+            }
+            c.finish(&mut out);
+            let got: Vec<_> = out
+                .iter()
+                .map(|r| (r.mailbox.clone(), r.kind, r.recipient.clone()))
+                .collect();
+            assert_eq!(got, whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_counted_not_fatal() {
+        let mut c = Correlator::new(settings());
+        let mut clk = clock();
+        let mut out = Vec::new();
+        let garbage: [&[u8]; 6] = [
+            b"\x00\x01\x02\xff\xfe binary",
+            b"Nov  3 13:00:00 mail postfix/smtp[3]: EEEE1: to=<a@b.test>, relay=none, del",
+            b"Nov  3 13:00:00 mail postfix/smtp[3]: EEEE1: to=<a@b.test>, relay=none, delay=1, delays=1/0/0/0, dsn=4.4.1, status=deferred (connect to b.test[192.0.2.1]:25: Connection re",
+            b"Nov  3 13:00:00 mail postfix/qmgr[2]: STATISTICS1: x",
+            b"Nov  3 13:00:00 mail opendkim[289]: 8BD903012026: DKIM-Signature field added",
+            b"Nov  3 13:00:00 mail postfix/smtpd[1]: \xe4\xb8\xad\xff\xfe weird",
+        ];
+        for g in garbage {
+            c.feed(&mut clk, g, &mut out);
+        }
+        assert_eq!(c.stats.lines_read, 6);
+        assert_eq!(c.stats.lines_unrecognised, 4);
+        assert_eq!(c.stats.lines_used, 1);
+        assert_eq!(c.stats.lines_other_programs, 1);
+        assert_eq!(c.stats.examples.len(), 4);
+    }
 }

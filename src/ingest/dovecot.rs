@@ -43,7 +43,12 @@ pub fn auth_failure<'a>(program: &[u8], msg: &'a [u8]) -> Option<AuthFailure<'a>
     }
     m = m.strip_prefix(b"Info: ").unwrap_or(m);
     let open = memchr::memchr(b'(', m)?;
-    if open == 0 || open > 20 || !m[..open].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') {
+    if open == 0
+        || open > 20
+        || !m[..open]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    {
         return None;
     }
     let close = open + memmem::find(&m[open..], b"): ")?;
@@ -68,8 +73,14 @@ mod tests {
     #[test]
     fn auth_failures() {
         assert_eq!(
-            auth_failure(b"dovecot", b"auth: passwd-file(carol@example.edu,127.0.0.5): Password mismatch"),
-            Some(AuthFailure { user: b"carol@example.edu", ip: b"127.0.0.5" })
+            auth_failure(
+                b"dovecot",
+                b"auth: passwd-file(carol@example.edu,127.0.0.5): Password mismatch"
+            ),
+            Some(AuthFailure {
+                user: b"carol@example.edu",
+                ip: b"127.0.0.5"
+            })
         );
         assert_eq!(
             auth_failure(b"dovecot", b"auth-worker(304): pam(username,1.2.3.4): pam_authenticate() failed: Authentication failure (password mismatch?)"),
@@ -80,10 +91,22 @@ mod tests {
             Some(AuthFailure { user: b"admin@example.ru", ip: b"192.168.144.226" })
         );
         assert_eq!(
-            auth_failure(b"auth-worker(22401)", b"Info: sql(admin@example.de,192.0.2.5,<n4JLdHNVngZGpV2j>): unknown user"),
-            Some(AuthFailure { user: b"admin@example.de", ip: b"192.0.2.5" })
+            auth_failure(
+                b"auth-worker(22401)",
+                b"Info: sql(admin@example.de,192.0.2.5,<n4JLdHNVngZGpV2j>): unknown user"
+            ),
+            Some(AuthFailure {
+                user: b"admin@example.de",
+                ip: b"192.0.2.5"
+            })
         );
-        assert_eq!(auth_failure(b"dovecot", b"imap-login: Login: user=<a>, method=PLAIN"), None);
-        assert_eq!(auth_failure(b"dovecot", b"auth: passwd-file(a,1.2.3.4): unknown"), None);
+        assert_eq!(
+            auth_failure(b"dovecot", b"imap-login: Login: user=<a>, method=PLAIN"),
+            None
+        );
+        assert_eq!(
+            auth_failure(b"dovecot", b"auth: passwd-file(a,1.2.3.4): unknown"),
+            None
+        );
     }
 }

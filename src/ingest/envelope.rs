@@ -519,18 +519,39 @@ mod tests {
             .split(b"Jan  1 00:00:02 mail postfix/qmgr[1]: X: removed")
             .unwrap();
         assert_eq!(iso(d.time_us), "2026-12-31T16:00:02+00:00");
-        assert_eq!(c.year, Some(YearState { year: 2027, month: 1 }));
+        assert_eq!(
+            c.year,
+            Some(YearState {
+                year: 2027,
+                month: 1
+            })
+        );
     }
 
     #[test]
     fn rfc3339_with_changing_offsets() {
         let mut c = clock("2026-11-23");
         let lines = [
-            ("2023-06-23T14:26:29.336189+02:00 pmg1 postfix/smtpd[1181]: 520C9C0192: client=a[192.168.1.1]", "2023-06-23T12:26:29.336189+00:00"),
-            ("2023-06-23T14:27:40.550799Z pmg1 postfix/smtpd[1181]: 866B7C0192: client=a[192.168.1.1]", "2023-06-23T14:27:40.550799+00:00"),
-            ("2023-06-23T14:28:23.806755-02:00 pmg1 postfix/smtpd[1181]: C4EC9C0192: client=a[192.168.1.1]", "2023-06-23T16:28:23.806755+00:00"),
-            ("2023-09-08T17:20:30+0200 host postfix/qmgr[5]: X: removed", "2023-09-08T15:20:30+00:00"),
-            ("2026-11-23T09:41:17.123+08:00 mail postfix/qmgr[5]: X: removed", "2026-11-23T01:41:17.123+00:00"),
+            (
+                "2023-06-23T14:26:29.336189+02:00 pmg1 postfix/smtpd[1181]: 520C9C0192: client=a[192.168.1.1]",
+                "2023-06-23T12:26:29.336189+00:00",
+            ),
+            (
+                "2023-06-23T14:27:40.550799Z pmg1 postfix/smtpd[1181]: 866B7C0192: client=a[192.168.1.1]",
+                "2023-06-23T14:27:40.550799+00:00",
+            ),
+            (
+                "2023-06-23T14:28:23.806755-02:00 pmg1 postfix/smtpd[1181]: C4EC9C0192: client=a[192.168.1.1]",
+                "2023-06-23T16:28:23.806755+00:00",
+            ),
+            (
+                "2023-09-08T17:20:30+0200 host postfix/qmgr[5]: X: removed",
+                "2023-09-08T15:20:30+00:00",
+            ),
+            (
+                "2026-11-23T09:41:17.123+08:00 mail postfix/qmgr[5]: X: removed",
+                "2026-11-23T01:41:17.123+00:00",
+            ),
         ];
         for (line, want) in lines {
             let e = c.split(line.as_bytes()).unwrap();
@@ -582,18 +603,36 @@ mod tests {
             None,
         );
         let t = |c: &mut Clock, s: &str| iso(c.split(s.as_bytes()).unwrap().time_us);
-        assert_eq!(t(&mut c, "Oct 25 02:10:00 h p: m"), "2026-10-25T00:10:00+00:00");
-        assert_eq!(t(&mut c, "Oct 25 02:50:00 h p: m"), "2026-10-25T00:50:00+00:00");
+        assert_eq!(
+            t(&mut c, "Oct 25 02:10:00 h p: m"),
+            "2026-10-25T00:10:00+00:00"
+        );
+        assert_eq!(
+            t(&mut c, "Oct 25 02:50:00 h p: m"),
+            "2026-10-25T00:50:00+00:00"
+        );
         // The clock went back: 02:10 again is the later instant.
-        assert_eq!(t(&mut c, "Oct 25 02:10:00 h p: m"), "2026-10-25T01:10:00+00:00");
-        assert_eq!(t(&mut c, "Oct 25 03:00:00 h p: m"), "2026-10-25T02:00:00+00:00");
+        assert_eq!(
+            t(&mut c, "Oct 25 02:10:00 h p: m"),
+            "2026-10-25T01:10:00+00:00"
+        );
+        assert_eq!(
+            t(&mut c, "Oct 25 03:00:00 h p: m"),
+            "2026-10-25T02:00:00+00:00"
+        );
         // Spring forward 2026-03-29: 02:30 does not exist.
         let mut c = Clock::new(
             chrono_tz::Europe::Berlin,
             NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
             None,
         );
-        assert_eq!(t(&mut c, "Mar 29 01:59:00 h p: m"), "2026-03-29T00:59:00+00:00");
-        assert_eq!(t(&mut c, "Mar 29 03:00:00 h p: m"), "2026-03-29T01:00:00+00:00");
+        assert_eq!(
+            t(&mut c, "Mar 29 01:59:00 h p: m"),
+            "2026-03-29T00:59:00+00:00"
+        );
+        assert_eq!(
+            t(&mut c, "Mar 29 03:00:00 h p: m"),
+            "2026-03-29T01:00:00+00:00"
+        );
     }
 }

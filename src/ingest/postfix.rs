@@ -96,7 +96,9 @@ pub fn is_qid(s: &[u8]) -> bool {
     if s.len() < 5 || s.len() > 24 {
         return false;
     }
-    if s.iter().all(|&b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+    if s.iter()
+        .all(|&b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
         return true;
     }
     let long_alpha = |b: u8| b.is_ascii_alphanumeric() && !b"AEIOUaeiouz".contains(&b);
@@ -134,8 +136,9 @@ pub fn parse<'a>(daemon: &[u8], msg: &'a [u8]) -> Parsed<'a> {
     match daemon {
         b"smtpd" => smtpd(msg),
         b"qmgr" => qmgr(msg),
-        b"smtp" | b"lmtp" | b"local" | b"virtual" | b"pipe" | b"error" | b"retry"
-        | b"discard" => agent(msg),
+        b"smtp" | b"lmtp" | b"local" | b"virtual" | b"pipe" | b"error" | b"retry" | b"discard" => {
+            agent(msg)
+        }
         b"cleanup" => cleanup(msg),
         b"pickup" => pickup(msg),
         b"postscreen" => postscreen(msg),
@@ -282,10 +285,11 @@ fn reject<'a>(qid: Option<&'a [u8]>, s: &'a [u8]) -> Option<Parsed<'a>> {
     // The client and the reply: `STAGE from NAME[ADDR]: REPLY` (smtpd),
     // `RCPT from [ADDR]:PORT: REPLY` (postscreen); cleanup's
     // `header ... from NAME[ADDR]` keeps its whole text as the reply.
-    let (client_ip, reply) = match memmem::find(head, b" from ").and_then(|i| bracketed(&head[i + 6..])) {
-        Some((ip, rest)) => (Some(ip), rest.strip_prefix(b": ").unwrap_or(head)),
-        None => (None, head),
-    };
+    let (client_ip, reply) =
+        match memmem::find(head, b" from ").and_then(|i| bracketed(&head[i + 6..])) {
+            Some((ip, rest)) => (Some(ip), rest.strip_prefix(b": ").unwrap_or(head)),
+            None => (None, head),
+        };
     Some(Parsed::Event(Event::Reject {
         qid,
         client_ip,
@@ -407,7 +411,9 @@ fn agent(msg: &[u8]) -> Parsed<'_> {
                 _ => return Parsed::Unknown,
             };
             let reason = &st[word_end..];
-            let reason = reason.strip_prefix(b" (").unwrap_or(reason.trim_ascii_start());
+            let reason = reason
+                .strip_prefix(b" (")
+                .unwrap_or(reason.trim_ascii_start());
             // A line cut at 2000 bytes loses its `)`; keep what is there.
             let response = reason.strip_suffix(b")").unwrap_or(reason);
             return Parsed::Event(Event::Delivery {
@@ -498,10 +504,23 @@ mod tests {
 
     #[test]
     fn queue_ids() {
-        for ok in ["4AA091855DA0", "3AA60B752", "3mPVKl0Mhjz7sXv", "44JCRG5tYPzCqt2", "48rT2v1hQrz1J0N"] {
+        for ok in [
+            "4AA091855DA0",
+            "3AA60B752",
+            "3mPVKl0Mhjz7sXv",
+            "44JCRG5tYPzCqt2",
+            "48rT2v1hQrz1J0N",
+        ] {
             assert!(is_qid(ok.as_bytes()), "{ok}");
         }
-        for bad in ["NOQUEUE", "STATISTICS1", "warning", "123", "hello world", "aeiouaeiouzx"] {
+        for bad in [
+            "NOQUEUE",
+            "STATISTICS1",
+            "warning",
+            "123",
+            "hello world",
+            "aeiouaeiouzx",
+        ] {
             assert!(!is_qid(bad.as_bytes()), "{bad}");
         }
         assert_eq!(daemon(b"postfix/submission/smtpd"), Some(&b"smtpd"[..]));
@@ -512,16 +531,40 @@ mod tests {
     #[test]
     fn smtpd_client_lines() {
         assert_eq!(
-            ev("smtpd", "4AA091855DA0: client=some.domain.name[1.2.3.4], sasl_method=PLAIN, sasl_username=user@sender.com"),
-            Event::Client { qid: b"4AA091855DA0", client_ip: b"1.2.3.4", sasl_user: Some(b"user@sender.com"), orig_queue_id: None }
+            ev(
+                "smtpd",
+                "4AA091855DA0: client=some.domain.name[1.2.3.4], sasl_method=PLAIN, sasl_username=user@sender.com"
+            ),
+            Event::Client {
+                qid: b"4AA091855DA0",
+                client_ip: b"1.2.3.4",
+                sasl_user: Some(b"user@sender.com"),
+                orig_queue_id: None
+            }
         );
         assert_eq!(
-            ev("smtpd", "ED01244770: client=localhost[127.0.0.1], orig_queue_id=4F5C64474F, orig_client=unknown[28.55.140.112]"),
-            Event::Client { qid: b"ED01244770", client_ip: b"127.0.0.1", sasl_user: None, orig_queue_id: Some(b"4F5C64474F") }
+            ev(
+                "smtpd",
+                "ED01244770: client=localhost[127.0.0.1], orig_queue_id=4F5C64474F, orig_client=unknown[28.55.140.112]"
+            ),
+            Event::Client {
+                qid: b"ED01244770",
+                client_ip: b"127.0.0.1",
+                sasl_user: None,
+                orig_queue_id: Some(b"4F5C64474F")
+            }
         );
         assert_eq!(
-            ev("smtpd", "3mPVKl0Mhjz7sXv: client=unknown[2a02:168:636a::15e2]:55729"),
-            Event::Client { qid: b"3mPVKl0Mhjz7sXv", client_ip: b"2a02:168:636a::15e2", sasl_user: None, orig_queue_id: None }
+            ev(
+                "smtpd",
+                "3mPVKl0Mhjz7sXv: client=unknown[2a02:168:636a::15e2]:55729"
+            ),
+            Event::Client {
+                qid: b"3mPVKl0Mhjz7sXv",
+                client_ip: b"2a02:168:636a::15e2",
+                sasl_user: None,
+                orig_queue_id: None
+            }
         );
         for noise in [
             "connect from localhost[127.0.0.1]",
@@ -550,39 +593,156 @@ mod tests {
                 sasl_user: None,
             }
         );
-        let Event::Reject { qid, from, sasl_user, .. } = ev("smtpd", "D155CDC24C3: reject: RCPT from unknown[30.207.11.100]: 450 4.7.1 <>: Sender address rejected: You are sending too many emails; from=<> to=<h@x.com> proto=ESMTP helo=<localhost> sasl_method=LOGIN sasl_username=u@x.com") else { panic!() };
-        assert_eq!((qid, from, sasl_user), (Some(&b"D155CDC24C3"[..]), Some(&b""[..]), Some(&b"u@x.com"[..])));
-        let Event::Reject { client_ip, reply, from, to, .. } = ev("postscreen", "NOQUEUE: reject: RCPT from [192.0.2.213]:12641: 550 5.7.1 Service unavailable; client [192.0.2.213] blocked using zen.spamhaus.org; from=<contact@spammer1.example>, to=<list1@listserv.domain.example>, proto=ESMTP, helo=<spammer1.example>") else { panic!() };
+        let Event::Reject {
+            qid,
+            from,
+            sasl_user,
+            ..
+        } = ev(
+            "smtpd",
+            "D155CDC24C3: reject: RCPT from unknown[30.207.11.100]: 450 4.7.1 <>: Sender address rejected: You are sending too many emails; from=<> to=<h@x.com> proto=ESMTP helo=<localhost> sasl_method=LOGIN sasl_username=u@x.com",
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (qid, from, sasl_user),
+            (
+                Some(&b"D155CDC24C3"[..]),
+                Some(&b""[..]),
+                Some(&b"u@x.com"[..])
+            )
+        );
+        let Event::Reject {
+            client_ip,
+            reply,
+            from,
+            to,
+            ..
+        } = ev(
+            "postscreen",
+            "NOQUEUE: reject: RCPT from [192.0.2.213]:12641: 550 5.7.1 Service unavailable; client [192.0.2.213] blocked using zen.spamhaus.org; from=<contact@spammer1.example>, to=<list1@listserv.domain.example>, proto=ESMTP, helo=<spammer1.example>",
+        )
+        else {
+            panic!()
+        };
         assert_eq!(client_ip, Some(&b"192.0.2.213"[..]));
-        assert!(reply.starts_with(b"550 5.7.1 Service unavailable"), "{}", String::from_utf8_lossy(reply));
-        assert_eq!((from, to), (Some(&b"contact@spammer1.example"[..]), Some(&b"list1@listserv.domain.example"[..])));
-        let Event::Reject { from, .. } = ev("cleanup", "906F418067A: reject: header Subject: Yusuf from mail-yb1-f174.google.com[209.85.219.174]; from=<testmaili34@gmail.com> to=<ugur@u.com.tr> proto=ESMTP helo=<mail-yb1-f174.google.com>: 5.7.1 message content rejected") else { panic!() };
+        assert!(
+            reply.starts_with(b"550 5.7.1 Service unavailable"),
+            "{}",
+            String::from_utf8_lossy(reply)
+        );
+        assert_eq!(
+            (from, to),
+            (
+                Some(&b"contact@spammer1.example"[..]),
+                Some(&b"list1@listserv.domain.example"[..])
+            )
+        );
+        let Event::Reject { from, .. } = ev(
+            "cleanup",
+            "906F418067A: reject: header Subject: Yusuf from mail-yb1-f174.google.com[209.85.219.174]; from=<testmaili34@gmail.com> to=<ugur@u.com.tr> proto=ESMTP helo=<mail-yb1-f174.google.com>: 5.7.1 message content rejected",
+        ) else {
+            panic!()
+        };
         assert_eq!(from, Some(&b"testmaili34@gmail.com"[..]));
-        assert!(matches!(ev("smtpd", "proxy-reject: END-OF-MESSAGE: 554 5.7.1 Rejected for policy reasons (381C4E5DFA31DF9E90F); from=<a@localhost.localdomain> to=<b@localhost.localdomain> proto=ESMTP helo=<localhost.localdomain>"), Event::Reject { from: Some(b"a@localhost.localdomain"), .. }));
+        assert!(matches!(
+            ev(
+                "smtpd",
+                "proxy-reject: END-OF-MESSAGE: 554 5.7.1 Rejected for policy reasons (381C4E5DFA31DF9E90F); from=<a@localhost.localdomain> to=<b@localhost.localdomain> proto=ESMTP helo=<localhost.localdomain>"
+            ),
+            Event::Reject {
+                from: Some(b"a@localhost.localdomain"),
+                ..
+            }
+        ));
     }
 
     #[test]
     fn sasl_failures() {
         assert_eq!(
-            ev("smtpd", "warning: unknown[82.221.106.233]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"),
-            Event::SaslFailed { client_ip: b"82.221.106.233", what: b"SASL LOGIN authentication failed: UGFzc3dvcmQ6", sasl_user: None }
+            ev(
+                "smtpd",
+                "warning: unknown[82.221.106.233]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"
+            ),
+            Event::SaslFailed {
+                client_ip: b"82.221.106.233",
+                what: b"SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+                sasl_user: None
+            }
         );
         assert_eq!(
-            ev("smtpd", "warning: unknown[192.0.2.152]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=admin"),
-            Event::SaslFailed { client_ip: b"192.0.2.152", what: b"SASL LOGIN authentication failed: (reason unavailable)", sasl_user: Some(b"admin") }
+            ev(
+                "smtpd",
+                "warning: unknown[192.0.2.152]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=admin"
+            ),
+            Event::SaslFailed {
+                client_ip: b"192.0.2.152",
+                what: b"SASL LOGIN authentication failed: (reason unavailable)",
+                sasl_user: Some(b"admin")
+            }
         );
-        assert!(matches!(ev("smtpd", "warning: unknown[192.0.2.237]:55729: SASL PLAIN authentication failed: authentication failure"), Event::SaslFailed { client_ip: b"192.0.2.237", .. }));
+        assert!(matches!(
+            ev(
+                "smtpd",
+                "warning: unknown[192.0.2.237]:55729: SASL PLAIN authentication failed: authentication failure"
+            ),
+            Event::SaslFailed {
+                client_ip: b"192.0.2.237",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn qmgr_lines() {
-        assert_eq!(ev("qmgr", "4AA091855DA0: from=<user@sender.com>, size=391, nrcpt=1 (queue active)"), Event::QueueActive { qid: b"4AA091855DA0", from: b"user@sender.com" });
-        assert_eq!(ev("qmgr", "A48191855DA0: from=<>, size=3147, nrcpt=1 (queue active)"), Event::QueueActive { qid: b"A48191855DA0", from: b"" });
-        assert_eq!(ev("qmgr", "23EBE3D5C0: from=<h-498b@h-5e67.com>, status=expired, returned to sender"), Event::Expired { qid: b"23EBE3D5C0", from: b"h-498b@h-5e67.com" });
-        assert_eq!(ev("qmgr", "4AA091855DA0: removed"), Event::Removed { qid: b"4AA091855DA0" });
-        assert_eq!(p("qmgr", "4AA091855DA0: skipped, still being delivered"), Parsed::Noise);
+        assert_eq!(
+            ev(
+                "qmgr",
+                "4AA091855DA0: from=<user@sender.com>, size=391, nrcpt=1 (queue active)"
+            ),
+            Event::QueueActive {
+                qid: b"4AA091855DA0",
+                from: b"user@sender.com"
+            }
+        );
+        assert_eq!(
+            ev(
+                "qmgr",
+                "A48191855DA0: from=<>, size=3147, nrcpt=1 (queue active)"
+            ),
+            Event::QueueActive {
+                qid: b"A48191855DA0",
+                from: b""
+            }
+        );
+        assert_eq!(
+            ev(
+                "qmgr",
+                "23EBE3D5C0: from=<h-498b@h-5e67.com>, status=expired, returned to sender"
+            ),
+            Event::Expired {
+                qid: b"23EBE3D5C0",
+                from: b"h-498b@h-5e67.com"
+            }
+        );
+        assert_eq!(
+            ev("qmgr", "4AA091855DA0: removed"),
+            Event::Removed {
+                qid: b"4AA091855DA0"
+            }
+        );
+        assert_eq!(
+            p("qmgr", "4AA091855DA0: skipped, still being delivered"),
+            Parsed::Noise
+        );
         assert_eq!(p("qmgr", "STATISTICS1: whatever"), Parsed::Unknown);
-        assert_eq!(p("postsuper", "3nsRhm5bH5z306M: removed"), Parsed::Event(Event::Removed { qid: b"3nsRhm5bH5z306M" }));
+        assert_eq!(
+            p("postsuper", "3nsRhm5bH5z306M: removed"),
+            Parsed::Event(Event::Removed {
+                qid: b"3nsRhm5bH5z306M"
+            })
+        );
     }
 
     #[test]
@@ -599,28 +759,70 @@ mod tests {
             }
         );
         assert!(matches!(
-            ev("local", "95154657C: to=<h-493@h-ea3.com>, orig_to=<h-195@h-20b.com>, relay=local, delay=0.1, delays=0.09/0/0/0.01, dsn=2.0.0, status=sent (delivered to command: procmail -a \"$EXTENSION\" DEFAULT=$HOME/Maildir/)"),
-            Event::Delivery { to: b"h-493@h-ea3.com", relay: b"local", status: Status::Sent, .. }
+            ev(
+                "local",
+                "95154657C: to=<h-493@h-ea3.com>, orig_to=<h-195@h-20b.com>, relay=local, delay=0.1, delays=0.09/0/0/0.01, dsn=2.0.0, status=sent (delivered to command: procmail -a \"$EXTENSION\" DEFAULT=$HOME/Maildir/)"
+            ),
+            Event::Delivery {
+                to: b"h-493@h-ea3.com",
+                relay: b"local",
+                status: Status::Sent,
+                ..
+            }
         ));
         assert!(matches!(
-            ev("smtp", "BABABABABA: to=<h-629@h-05c.com>, relay=170.55.103.23[170.55.103.23]:2501, conn_use=5, delay=0.95, delays=0.17/0.75/0/0.03, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as CACACACACACA)"),
-            Event::Delivery { relay: b"170.55.103.23[170.55.103.23]:2501", response: b"250 2.0.0 Ok: queued as CACACACACACA", .. }
+            ev(
+                "smtp",
+                "BABABABABA: to=<h-629@h-05c.com>, relay=170.55.103.23[170.55.103.23]:2501, conn_use=5, delay=0.95, delays=0.17/0.75/0/0.03, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as CACACACACACA)"
+            ),
+            Event::Delivery {
+                relay: b"170.55.103.23[170.55.103.23]:2501",
+                response: b"250 2.0.0 Ok: queued as CACACACACACA",
+                ..
+            }
         ));
         assert!(matches!(
-            ev("local", "892A0205B6: to=ghdsgfhdslfh@localhost, relay=local, delay=0.05, delays=0.02/0/0/0.02, dsn=5.1.1, status=bounced (unknown user: \"ghdsgfhdslfh\")"),
-            Event::Delivery { to: b"ghdsgfhdslfh@localhost", status: Status::Bounced, .. }
+            ev(
+                "local",
+                "892A0205B6: to=ghdsgfhdslfh@localhost, relay=local, delay=0.05, delays=0.02/0/0/0.02, dsn=5.1.1, status=bounced (unknown user: \"ghdsgfhdslfh\")"
+            ),
+            Event::Delivery {
+                to: b"ghdsgfhdslfh@localhost",
+                status: Status::Bounced,
+                ..
+            }
         ));
         assert!(matches!(
-            ev("smtp", "7EE668039: to=<user@example.com>, relay=mail.example.com[1.2.3.4]:25, delay=3.6, delays=0.08/0.02/0.85/0.14, tls=dane/requiretls, dsn=2.1.5, status=sent (250 2.0.0 Ok: queued as 153053D)"),
-            Event::Delivery { dsn: b"2.1.5", status: Status::Sent, .. }
+            ev(
+                "smtp",
+                "7EE668039: to=<user@example.com>, relay=mail.example.com[1.2.3.4]:25, delay=3.6, delays=0.08/0.02/0.85/0.14, tls=dane/requiretls, dsn=2.1.5, status=sent (250 2.0.0 Ok: queued as 153053D)"
+            ),
+            Event::Delivery {
+                dsn: b"2.1.5",
+                status: Status::Sent,
+                ..
+            }
         ));
         // Cut short: the closing `)` is missing; the text is kept.
         assert!(matches!(
-            ev("smtp", "2DC5552A34: to=<user@yahoo.com>, relay=none, delay=63495, delays=63350/144/0/0, dsn=4.4.2, status=deferred (delivery temporarily suspended: lost connection with mta7"),
-            Event::Delivery { status: Status::Deferred, response: b"delivery temporarily suspended: lost connection with mta7", .. }
+            ev(
+                "smtp",
+                "2DC5552A34: to=<user@yahoo.com>, relay=none, delay=63495, delays=63350/144/0/0, dsn=4.4.2, status=deferred (delivery temporarily suspended: lost connection with mta7"
+            ),
+            Event::Delivery {
+                status: Status::Deferred,
+                response: b"delivery temporarily suspended: lost connection with mta7",
+                ..
+            }
         ));
         // Cut before the status: nothing to count.
-        assert_eq!(p("smtp", "2DC5552A34: to=<user@yahoo.com>, relay=none, delay=63495, del"), Parsed::Unknown);
+        assert_eq!(
+            p(
+                "smtp",
+                "2DC5552A34: to=<user@yahoo.com>, relay=none, delay=63495, del"
+            ),
+            Parsed::Unknown
+        );
         for noise in [
             "A17F830001CA: host mailin5.zih.example.com[11.22.33.44] said: 451-You have been greylisted (in reply to RCPT TO command)",
             "connect to michaela.com[176.74.176.167]:25: Connection refused",
@@ -632,22 +834,65 @@ mod tests {
 
     #[test]
     fn pickup_and_unknown_daemons() {
-        assert_eq!(ev("pickup", "69EADD0808B: uid=300 from=<triceratops@dinos.test>"), Event::Pickup { qid: b"69EADD0808B", uid: b"300", from: b"triceratops@dinos.test" });
-        assert_eq!(p("bounce", "776E41855DB2: sender non-delivery notification: A48191855DA0"), Parsed::Noise);
+        assert_eq!(
+            ev(
+                "pickup",
+                "69EADD0808B: uid=300 from=<triceratops@dinos.test>"
+            ),
+            Event::Pickup {
+                qid: b"69EADD0808B",
+                uid: b"300",
+                from: b"triceratops@dinos.test"
+            }
+        );
+        assert_eq!(
+            p(
+                "bounce",
+                "776E41855DB2: sender non-delivery notification: A48191855DA0"
+            ),
+            Parsed::Noise
+        );
         assert_eq!(p("frobnicator", "x"), Parsed::Unknown);
-        assert_eq!(p("cleanup", "776E41855DB2: message-id=<ca10035e@mail.sender.com>"), Parsed::Noise);
+        assert_eq!(
+            p(
+                "cleanup",
+                "776E41855DB2: message-id=<ca10035e@mail.sender.com>"
+            ),
+            Parsed::Noise
+        );
     }
 
     #[test]
     fn never_panics_on_prefixes_of_real_lines() {
         let lines = [
-            ("smtp", "776E41855DB2: to=<invalid.email@example.com>, relay=mx.example.com[11.22.33.44]:25, delay=1.9, delays=0/0/1.5/0.37, dsn=5.1.1, status=bounced (host said: 550)"),
-            ("smtpd", "NOQUEUE: reject: RCPT from a[1.2.3.4]: 554 5.7.1 <a@b>: Relay access denied; from=<j@e.com> to=<a@b> proto=SMTP helo=<x>"),
-            ("smtpd", "4AA091855DA0: client=some.domain.name[1.2.3.4], sasl_method=PLAIN, sasl_username=user@sender.com"),
-            ("smtpd", "warning: unknown[192.0.2.152]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=admin"),
-            ("qmgr", "23EBE3D5C0: from=<h-498b@h-5e67.com>, status=expired, returned to sender"),
-            ("pickup", "69EADD0808B: uid=300 from=<triceratops@dinos.test>"),
-            ("postscreen", "NOQUEUE: reject: RCPT from [192.0.2.213]:12641: 550 5.7.1 x; from=<c@s.example>, to=<l@d.example>, proto=ESMTP, helo=<s>"),
+            (
+                "smtp",
+                "776E41855DB2: to=<invalid.email@example.com>, relay=mx.example.com[11.22.33.44]:25, delay=1.9, delays=0/0/1.5/0.37, dsn=5.1.1, status=bounced (host said: 550)",
+            ),
+            (
+                "smtpd",
+                "NOQUEUE: reject: RCPT from a[1.2.3.4]: 554 5.7.1 <a@b>: Relay access denied; from=<j@e.com> to=<a@b> proto=SMTP helo=<x>",
+            ),
+            (
+                "smtpd",
+                "4AA091855DA0: client=some.domain.name[1.2.3.4], sasl_method=PLAIN, sasl_username=user@sender.com",
+            ),
+            (
+                "smtpd",
+                "warning: unknown[192.0.2.152]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=admin",
+            ),
+            (
+                "qmgr",
+                "23EBE3D5C0: from=<h-498b@h-5e67.com>, status=expired, returned to sender",
+            ),
+            (
+                "pickup",
+                "69EADD0808B: uid=300 from=<triceratops@dinos.test>",
+            ),
+            (
+                "postscreen",
+                "NOQUEUE: reject: RCPT from [192.0.2.213]:12641: 550 5.7.1 x; from=<c@s.example>, to=<l@d.example>, proto=ESMTP, helo=<s>",
+            ),
         ];
         for (d, l) in lines {
             for cut in 0..=l.len() {

@@ -54,7 +54,8 @@ impl SourceSpec {
     /// or cannot be read.
     pub fn check(&self) -> anyhow::Result<()> {
         if let SourceSpec::File(p) = self {
-            let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+            let meta =
+                std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
             if meta.is_dir() {
                 anyhow::bail!("cannot read {}: it is a directory", p.display());
             }

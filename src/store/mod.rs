@@ -11,11 +11,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row as _;
 
 use crate::ingest::correlate::{Kind, Row};
 
@@ -76,16 +76,28 @@ pub struct EventRow {
     pub response: Option<String>,
 }
 
-/// The multi-row insert statement, built once from constant text.
-fn insert_chunk_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| insert_sql(INSERT_CHUNK))
+/// The multi-row insert statements, built once from constant text.
+///
+/// SQLite gets anonymous `?` placeholders: its lookup of a numbered
+/// parameter's name walks a list, which made a 3,072-parameter statement
+/// spend most of its time binding. PostgreSQL needs `$N`.
+fn insert_chunk_sql(numbered: bool) -> &'static str {
+    static SQLITE: OnceLock<String> = OnceLock::new();
+    static PG: OnceLock<String> = OnceLock::new();
+    let cell = if numbered { &PG } else { &SQLITE };
+    cell.get_or_init(|| insert_sql(INSERT_CHUNK, numbered))
 }
 
-fn insert_sql(rows: usize) -> String {
-    let mut s = String::from(
-        "INSERT INTO smtp_events (key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES ",
-    );
+fn insert_sql(rows: usize, numbered: bool) -> String {
+    // SQLite: `OR IGNORE` makes every constraint's conflict action IGNORE,
+    // so no statement can abort half-way and SQLite keeps no statement
+    // journal (a copy of each page a statement touches). PostgreSQL skips
+    // rows already stored with `ON CONFLICT DO NOTHING`.
+    let mut s = String::from(if numbered {
+        "INSERT INTO smtp_events (key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES "
+    } else {
+        "INSERT OR IGNORE INTO smtp_events (key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES "
+    });
     for r in 0..rows {
         if r > 0 {
             s.push_str(", ");
@@ -95,15 +107,26 @@ fn insert_sql(rows: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push_str(&format!("${}", r * 12 + c + 1));
+            if numbered {
+                s.push_str(&format!("${}", r * 12 + c + 1));
+            } else {
+                s.push('?');
+            }
         }
         s.push(')');
     }
-    s.push_str(" ON CONFLICT (day, key) DO NOTHING");
+    if numbered {
+        s.push_str(" ON CONFLICT (mailbox, day, key) DO NOTHING");
+    }
     s
 }
 
-const INSERT_ONE: &str = "INSERT INTO smtp_events (key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (day, key) DO NOTHING";
+fn insert_one_sql(numbered: bool) -> &'static str {
+    static SQLITE: OnceLock<String> = OnceLock::new();
+    static PG: OnceLock<String> = OnceLock::new();
+    let cell = if numbered { &PG } else { &SQLITE };
+    cell.get_or_init(|| insert_sql(1, numbered))
+}
 
 /// Binds one row's twelve values, in the column order of [`insert_sql`].
 macro_rules! bind_row {
@@ -127,13 +150,13 @@ macro_rules! bind_row {
 /// Inserts rows on a transaction's connection in chunks; evaluates to the
 /// number of rows that were new.
 macro_rules! insert_rows {
-    ($conn:expr, $rows:expr) => {{
+    ($conn:expr, $rows:expr, $numbered:expr) => {{
         let mut rows = $rows.into_iter();
         let mut inserted: u64 = 0;
         loop {
             let chunk: Vec<Row> = rows.by_ref().take(INSERT_CHUNK).collect();
             if chunk.len() == INSERT_CHUNK {
-                let mut q = sqlx::query(insert_chunk_sql());
+                let mut q = sqlx::query(insert_chunk_sql($numbered));
                 for r in chunk {
                     q = bind_row!(q, r);
                 }
@@ -142,7 +165,7 @@ macro_rules! insert_rows {
                 // The tail: one cached single-row statement rather than a
                 // new statement text for every tail length.
                 for r in chunk {
-                    let q = bind_row!(sqlx::query(INSERT_ONE), r);
+                    let q = bind_row!(sqlx::query(insert_one_sql($numbered)), r);
                     inserted += q.execute($conn).await?.rows_affected();
                 }
                 break;
@@ -170,7 +193,9 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
-                .pragma("cache_size", "-65536");
+                .page_size(8192)
+                .pragma("cache_size", "-65536")
+                .pragma("temp_store", "memory");
             if let Some(dir) = Path::new(opts.get_filename()).parent()
                 && !dir.as_os_str().is_empty()
             {
@@ -210,7 +235,8 @@ impl Store {
 
     /// Where the source with this fingerprint has been read to.
     pub async fn checkpoint(&self, fingerprint: i64) -> anyhow::Result<Option<Checkpoint>> {
-        const SQL: &str = "SELECT path, offset_bytes, year_state FROM ingest_sources WHERE fingerprint = $1";
+        const SQL: &str =
+            "SELECT path, offset_bytes, year_state FROM ingest_sources WHERE fingerprint = $1";
         let row = on_pool!(self, p => sqlx::query(SQL).bind(fingerprint).fetch_optional(p).await?
             .map(|r| -> Result<_, sqlx::Error> { Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?, r.try_get::<Option<String>, _>(2)?)) })
             .transpose()?);
@@ -249,7 +275,7 @@ impl Store {
                 // that reads then writes fails with SQLITE_BUSY under a
                 // concurrent writer instead of waiting.
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let n = insert_rows!(&mut *tx, rows);
+                let n = insert_rows!(&mut *tx, rows, false);
                 if let Some(cp) = checkpoint {
                     sqlx::query(SAVE_CP)
                         .bind(cp.fingerprint)
@@ -273,7 +299,7 @@ impl Store {
             }
             Store::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                let n = insert_rows!(&mut *tx, rows);
+                let n = insert_rows!(&mut *tx, rows, true);
                 if let Some(cp) = checkpoint {
                     sqlx::query(SAVE_CP)
                         .bind(cp.fingerprint)
@@ -324,7 +350,7 @@ impl Store {
         to_day: i32,
     ) -> anyhow::Result<Vec<EventRow>> {
         const SQL: &str = "SELECT time_us, day, kind, host, queue_id, sender_ip, relay, recipient, dsn, response \
-            FROM smtp_events WHERE mailbox = $1 AND day >= $2 AND day <= $3 ORDER BY time_us, id";
+            FROM smtp_events WHERE mailbox = $1 AND day >= $2 AND day <= $3 ORDER BY time_us, key";
         type Tuple = (
             i64,
             i32,
@@ -364,6 +390,3 @@ impl Store {
         Ok(on_pool!(self, p => sqlx::query_scalar::<_, i64>(SQL).fetch_one(p).await?))
     }
 }
-
-
-

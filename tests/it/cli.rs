@@ -1,0 +1,262 @@
+//! The command line as an operator uses it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::{config_text, fixture};
+
+struct Cli {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, config_text(&dir.path().join("cli.db"), 1000)).unwrap();
+        Cli { _dir: dir, config }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn ingest_prints_its_summary_and_history_answers() {
+    let cli = Cli::new();
+    let log = fixture("mail.log");
+    let out = cli.ok(&["ingest", path(&log)]);
+    let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    let read: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("lines read"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(read, lines);
+    for label in [
+        "lines used",
+        "lines ignored",
+        "lines unrecognised",
+        "rows stored",
+    ] {
+        assert!(out.contains(label), "{out}");
+    }
+
+    let text = cli.ok(&[
+        "history",
+        "--mailbox",
+        "alice@example.edu",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
+    ]);
+    assert!(
+        text.contains("Date") && text.contains("Auth_blk") && text.contains("Total"),
+        "{text}"
+    );
+    assert!(text.contains("Details ("), "{text}");
+
+    let json = cli.ok(&[
+        "history",
+        "--mailbox",
+        "ALICE",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let keys = |o: &serde_json::Value| {
+        let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&v),
+        ["days", "details", "from", "mailbox", "to", "total"]
+    );
+    assert_eq!(v["mailbox"], "alice@example.edu");
+    assert_eq!(v["days"].as_array().unwrap().len(), 30);
+    let day_keys = [
+        "auth_blk", "auth_rcv", "bounced", "date", "deferred", "expired", "sent", "sum",
+    ];
+    assert_eq!(keys(&v["days"][0]), day_keys);
+    assert_eq!(keys(&v["total"]), day_keys);
+    let d = &v["details"][0];
+    assert_eq!(
+        keys(d),
+        [
+            "queue_id",
+            "recipient",
+            "relay",
+            "response",
+            "sender_ip",
+            "status",
+            "time"
+        ]
+    );
+    assert!(d["time"].as_str().unwrap().ends_with("+08:00"));
+
+    let csv = cli.ok(&[
+        "history",
+        "--mailbox",
+        "alice",
+        "--from",
+        "2026-11-23",
+        "--to",
+        "2026-11-23",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        csv.starts_with("Date,Sum,Auth_blk,Auth_rcv,Bounced,Deferred,Expired,Sent\r\n2026-11-23,"),
+        "{csv}"
+    );
+    assert!(csv.contains("\r\nTotal,"));
+    assert!(csv.contains("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response\r\n"));
+}
+
+#[test]
+fn a_mailbox_without_records_gets_an_empty_table() {
+    let cli = Cli::new();
+    cli.ok(&["ingest", path(&fixture("mail.log"))]);
+    let text = cli.ok(&[
+        "history",
+        "--mailbox",
+        "nobody@example.edu",
+        "--from",
+        "2026-11-22",
+        "--to",
+        "2026-11-23",
+    ]);
+    assert!(text.contains("No records for nobody@example.edu"), "{text}");
+    assert!(text.contains("Total"));
+    let json = cli.ok(&[
+        "history",
+        "--mailbox",
+        "nobody@example.edu",
+        "--from",
+        "2026-11-22",
+        "--to",
+        "2026-11-23",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["total"]["sum"], 0);
+    assert_eq!(v["details"].as_array().unwrap().len(), 0);
+    assert_eq!(v["days"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn bad_arguments_exit_with_code_2() {
+    let cli = Cli::new();
+    for args in [
+        &["history", "--mailbox", "not an address"][..],
+        &["history", "--mailbox", "a@b@c"],
+        &["history", "--mailbox", "alice", "--from", "2026-13-01"],
+        &["history", "--mailbox", "alice", "--to", "yesterday"],
+        &[
+            "history",
+            "--mailbox",
+            "alice",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-01",
+        ],
+        &["history", "--mailbox", "alice", "--format", "xml"],
+        &["ingest", "/nonexistent/mail.log"],
+    ] {
+        let out = cli.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.is_empty(), "{args:?} says why");
+        if args[0] == "ingest" {
+            assert!(err.contains("/nonexistent/mail.log"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn check_config_validates() {
+    let cli = Cli::new();
+    let out = cli.ok(&["check-config"]);
+    assert!(out.contains("valid"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "timezone = \"UTC\"\nlocal_domains = [\"x.edu\"]\ndefault_domain = \"x.edu\"\nretention = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+        .args(["--config", path(&bad), "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention"));
+}
+
+#[test]
+fn database_flag_overrides_the_config() {
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.db");
+    let url = format!("sqlite://{}?mode=rwc", other.display());
+    cli.ok(&["--database", &url, "ingest", path(&fixture("mail.log"))]);
+    assert!(other.exists());
+}
+
+#[test]
+fn stdin_is_a_source() {
+    let cli = Cli::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+        .arg("--config")
+        .arg(&cli.config)
+        .args(["ingest", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data = std::fs::read(fixture("mail.log")).unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rows stored"), "{text}");
+    let h = cli.ok(&[
+        "history",
+        "--mailbox",
+        "alice",
+        "--from",
+        "2026-11-23",
+        "--to",
+        "2026-11-23",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&h).unwrap();
+    assert!(v["total"]["sum"].as_i64().unwrap() > 0);
+}

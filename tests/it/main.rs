@@ -1,0 +1,13 @@
+//! Integration tests: one binary, one module per story.
+//!
+//! Fixtures under `tests/fixtures/postfix/` were captured from a real
+//! Postfix by `tests/fixtures/postfix/generate.sh`; the expected numbers
+//! come from that script's manifest (what it sent and what its test servers
+//! answered), never from this program's output.
+
+mod bad_input;
+mod cli;
+mod fixtures;
+mod idempotence;
+mod resume;
+mod support;

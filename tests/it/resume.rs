@@ -1,0 +1,100 @@
+//! An ingest killed half-way and run again stores exactly what one clean
+//! run stores.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{TestDb, config_text, generated_log};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_ingest_resumes_exactly() {
+    let clean = TestDb::with_batch(2_000).await;
+    let log = generated_log(clean.dir.path(), 300_000, 7);
+    clean.ingest(std::slice::from_ref(&log)).await.unwrap();
+    let want = clean.dump().await;
+    assert!(want.len() > 10_000, "{} rows", want.len());
+
+    // The same ingest as a separate process, killed with SIGKILL once it
+    // has committed some batches but before it is done.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("killed.db");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(&db, 2_000)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_mailtrail");
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .arg("ingest")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let total = std::fs::metadata(&log).unwrap().len() as i64;
+    let mut killed_at = None;
+    while started.elapsed() < Duration::from_secs(120) {
+        if let Some(off) = read_offset(&db).await
+            && off > 0
+            && off < total / 2
+        {
+            child.kill().unwrap();
+            killed_at = Some(off);
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = child.wait().unwrap();
+    let killed_at = killed_at.expect("the ingest was stopped before it finished");
+    assert!(!status.success(), "it was killed, not finished");
+    let after_kill = read_offset(&db).await.unwrap();
+    assert!(
+        after_kill >= killed_at && after_kill < total,
+        "{after_kill} of {total}"
+    );
+
+    // Run it again to the end.
+    let out = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .arg("ingest")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("resumed from checkpoint"), "{text}");
+
+    let resumed = TestDb {
+        config: mailtrail::config::Config::from_toml(&config_text(&db, 2_000)).unwrap(),
+        store: mailtrail::store::Store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap(),
+        dir,
+    };
+    let got = resumed.dump().await;
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+}
+
+/// The committed offset of the (only) source, if any batch is committed.
+async fn read_offset(db: &std::path::Path) -> Option<i64> {
+    if !db.exists() {
+        return None;
+    }
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.ok()?;
+    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(offset_bytes) FROM ingest_sources")
+        .fetch_one(&pool)
+        .await
+        .ok()
+        .flatten();
+    pool.close().await;
+    v
+}
