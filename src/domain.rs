@@ -103,7 +103,12 @@ pub fn normalize_logged_address(raw: &[u8], default_domain: &str) -> Option<Stri
     if raw.is_empty() {
         return None;
     }
-    let mut s = String::from_utf8_lossy(raw).to_lowercase();
+    let mut s = if raw.is_ascii() {
+        // ASCII (nearly every address): lowercase bytes, no decoding.
+        String::from_utf8(raw.to_ascii_lowercase()).unwrap_or_default()
+    } else {
+        String::from_utf8_lossy(raw).to_lowercase()
+    };
     if !s.contains('@') {
         s.push('@');
         s.push_str(default_domain);

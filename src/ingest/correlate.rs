@@ -30,6 +30,7 @@
 //! and resumed continues exactly as an uninterrupted one.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use memchr::memmem;
@@ -62,6 +63,10 @@ const SWEEP_EVERY_US: i64 = 10 * 1_000_000;
 const MAX_EXAMPLES: usize = 5;
 /// Longest example shown, in bytes.
 const EXAMPLE_BYTES: usize = 200;
+
+/// Text shared by many rows (a mailbox, a host, a queue ID): cloning it
+/// copies a pointer, and the store binds it without copying.
+pub type Text = Arc<str>;
 
 /// What a row counts as; the stored integer is stable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -119,12 +124,12 @@ pub struct Row {
     pub time_us: i64,
     /// The local day of that instant, `YYYYMMDD`.
     pub day: i32,
-    pub mailbox: String,
+    pub mailbox: Text,
     pub kind: Kind,
-    pub host: String,
-    pub queue_id: Option<String>,
+    pub host: Text,
+    pub queue_id: Option<Text>,
     /// The submitting client's address (or `local (uid N)` for sendmail).
-    pub sender_ip: Option<String>,
+    pub sender_ip: Option<Text>,
     pub relay: Option<String>,
     pub recipient: Option<String>,
     pub dsn: Option<String>,
@@ -242,15 +247,15 @@ enum Sender {
     Unknown,
     /// `from=<>`: a bounce or notification, which counts for nobody.
     Null,
-    Addr(String),
+    Addr(Text),
 }
 
 /// Who a message's events count for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Origin {
     sender: Sender,
-    sasl_user: Option<String>,
-    client_ip: Option<String>,
+    sasl_user: Option<Text>,
+    client_ip: Option<Text>,
 }
 
 /// An event waiting for its mailbox.
@@ -265,9 +270,25 @@ struct Pending {
     response: Option<String>,
 }
 
+impl Pending {
+    fn new(key: i64, time_us: i64, kind: Kind) -> Pending {
+        Pending {
+            key,
+            time_us,
+            kind,
+            relay: None,
+            recipient: None,
+            dsn: None,
+            response: None,
+        }
+    }
+}
+
 /// One queue-ID lifecycle.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Msg {
+    /// The queue ID as text, made once for all the rows of the message.
+    qid: Text,
     /// Time of the latest line, for dropping lifecycles that never end.
     last_us: i64,
     /// What this message's own lines say.
@@ -284,7 +305,7 @@ struct Msg {
     /// Recipients whose latest status is `deferred`: qmgr's `expired` line
     /// names none, so this is how it is known who expired.
     deferred: Vec<String>,
-    /// Events waiting for the sender or the link.
+    /// Events waiting for the sender or the link, in arrival order.
     held: Vec<Pending>,
 }
 
@@ -307,7 +328,7 @@ impl Msg {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Handoff {
     origin: Origin,
-    old_qid: Qid,
+    old_qid: Text,
     /// If the new ID never appears, the hand-off was a delivery after all.
     fallback: Pending,
     deadline_us: i64,
@@ -324,7 +345,7 @@ struct Orphan {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SaslFail {
     host: u32,
-    ip: String,
+    ip: Text,
     key: i64,
     time_us: i64,
     what: String,
@@ -334,8 +355,8 @@ struct SaslFail {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AuthFail {
     host: u32,
-    ip: String,
-    user: String,
+    ip: Text,
+    user: Text,
     time_us: i64,
 }
 
@@ -343,7 +364,7 @@ struct AuthFail {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
     /// Host names, numbered in order of appearance.
-    hosts: Vec<String>,
+    hosts: Vec<Text>,
     #[serde(with = "as_pairs")]
     messages: FxHashMap<MsgKey, Msg>,
     #[serde(with = "as_pairs")]
@@ -389,11 +410,90 @@ struct LineCtx<'a> {
     message: &'a [u8],
 }
 
-/// Turns lines into rows.
-pub struct Correlator {
+/// Makes rows; kept apart from [`State`] so a lifecycle can be read while
+/// its events are turned into rows.
+struct Emitter {
     settings: Settings,
     days: LocalDays,
+    /// `NOQUEUE`, shared by every reject's row.
+    noqueue: Text,
+    /// Events with no mailbox since the caller last looked.
+    unattributed: u64,
+}
+
+impl Emitter {
+    /// Turns one event into rows: one for the envelope sender and one for
+    /// the SMTP AUTH user when that is another local mailbox. Mailboxes
+    /// outside the local domains get none.
+    fn emit(
+        &mut self,
+        host: &Text,
+        queue_id: Option<&Text>,
+        origin: &Origin,
+        p: Pending,
+        out: &mut Vec<Row>,
+    ) {
+        let local = &self.settings.local;
+        let sender = match &origin.sender {
+            Sender::Addr(s) if local.is_local_address(s) => Some(s),
+            _ => None,
+        };
+        let user = origin
+            .sasl_user
+            .as_ref()
+            .filter(|u| Some(*u) != sender && local.is_local_address(u));
+        if sender.is_none() && user.is_none() {
+            return;
+        }
+        let day = self.days.day_key(p.time_us);
+        let row = |mailbox: &Text, key: i64, p: Pending| Row {
+            key,
+            time_us: p.time_us,
+            day,
+            mailbox: mailbox.clone(),
+            kind: p.kind,
+            host: host.clone(),
+            queue_id: queue_id.cloned(),
+            sender_ip: origin.client_ip.clone(),
+            relay: p.relay,
+            recipient: p.recipient,
+            dsn: p.dsn,
+            response: p.response,
+        };
+        match (sender, user) {
+            (Some(s), Some(u)) => {
+                out.push(row(u, mix(p.key, 1), p.clone()));
+                out.push(row(s, p.key, p));
+            }
+            (Some(s), None) => out.push(row(s, p.key, p)),
+            (None, Some(u)) => out.push(row(u, mix(p.key, 1), p)),
+            (None, None) => {}
+        }
+    }
+
+    /// Emits what a lifecycle holds, if its mailbox is settled.
+    fn release(&mut self, host: &Text, m: &mut Msg, out: &mut Vec<Row>) {
+        if m.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut m.held);
+        match m.attribution() {
+            Some(origin) => {
+                for p in held {
+                    self.emit(host, Some(&m.qid), origin, p, out);
+                }
+            }
+            None => m.held = held,
+        }
+    }
+}
+
+/// Turns lines into rows.
+pub struct Correlator {
+    em: Emitter,
     state: State,
+    /// The default domain, for bare user names in addresses.
+    default_domain: Text,
     /// Hashes of host names (same order as `state.hosts`), for line keys.
     host_hashes: Vec<u64>,
     /// The last host looked up: consecutive lines usually share it.
@@ -407,11 +507,15 @@ impl Correlator {
     }
 
     pub fn with_state(settings: Settings, state: State) -> Correlator {
-        let days = LocalDays::new(settings.tz);
         let host_hashes = state.hosts.iter().map(|h| xxh3_64(h.as_bytes())).collect();
         Correlator {
-            settings,
-            days,
+            default_domain: settings.local.default_domain.as_str().into(),
+            em: Emitter {
+                days: LocalDays::new(settings.tz),
+                settings,
+                noqueue: "NOQUEUE".into(),
+                unattributed: 0,
+            },
             state,
             host_hashes,
             last_host: None,
@@ -447,7 +551,7 @@ impl Correlator {
             None => {
                 self.state
                     .hosts
-                    .push(String::from_utf8_lossy(host).into_owned());
+                    .push(String::from_utf8_lossy(host).as_ref().into());
                 self.host_hashes.push(xxh3_64(host));
                 (self.state.hosts.len() - 1) as u32
             }
@@ -459,6 +563,26 @@ impl Correlator {
     /// Reads one line (without its newline). Rows it completes are pushed to
     /// `out`.
     pub fn feed(&mut self, clock: &mut Clock, line: &[u8], out: &mut Vec<Row>) {
+        let before = out.len();
+        self.feed_line(clock, line, out);
+        self.count(before, out);
+    }
+
+    /// End of input for a one-shot ingest: hand-offs whose new ID never
+    /// appeared are deliveries, re-injection candidates nobody claimed count
+    /// as they are. (A follower does not call this: more lines may come.)
+    pub fn finish(&mut self, out: &mut Vec<Row>) {
+        let before = out.len();
+        self.sweep(true, out);
+        self.count(before, out);
+    }
+
+    fn count(&mut self, before: usize, out: &[Row]) {
+        self.stats.rows += (out.len() - before) as u64;
+        self.stats.events_unattributed += std::mem::take(&mut self.em.unattributed);
+    }
+
+    fn feed_line(&mut self, clock: &mut Clock, line: &[u8], out: &mut Vec<Row>) {
         self.stats.lines_read += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let env = match clock.split(line) {
@@ -510,13 +634,6 @@ impl Correlator {
         }
     }
 
-    /// End of input for a one-shot ingest: hand-offs whose new ID never
-    /// appeared are deliveries, re-injection candidates nobody claimed count
-    /// as they are. (A follower does not call this: more lines may come.)
-    pub fn finish(&mut self, out: &mut Vec<Row>) {
-        self.sweep(true, out);
-    }
-
     fn unrecognised(&mut self, line: &[u8]) {
         self.stats.lines_unrecognised += 1;
         if self.stats.examples.len() < MAX_EXAMPLES {
@@ -535,22 +652,31 @@ impl Correlator {
         xxh3_64_with_seed(ctx.message, seed) as i64
     }
 
+    /// The lifecycle of `key`, created at its first line.
     fn msg(&mut self, key: MsgKey, time_us: i64) -> &mut Msg {
         let handoffs = &mut self.state.handoffs;
-        let m = self.state.messages.entry(key).or_insert_with(|| {
+        let m = self.state.messages.entry(key).or_insert_with(|| Msg {
+            qid: key.1.as_str().into(),
             // A hand-off already named this ID: it is a re-injection.
-            let origin = handoffs.remove(&key).map(|h| h.origin);
-            Msg {
-                origin,
-                ..Msg::default()
-            }
+            origin: handoffs.remove(&key).map(|h| h.origin),
+            ..Msg::default()
         });
         m.last_us = m.last_us.max(time_us);
         m
     }
 
+    /// Emits what the lifecycle of `key` holds, if its mailbox is settled.
+    fn release(&mut self, key: MsgKey, out: &mut Vec<Row>) {
+        if let Some(m) = self.state.messages.get_mut(&key) {
+            self.em.release(&self.state.hosts[key.0 as usize], m, out);
+        }
+    }
+
+    fn address(&self, raw: &[u8]) -> Option<Text> {
+        normalize_logged_address(raw, &self.default_domain).map(Text::from)
+    }
+
     fn postfix_event(&mut self, ctx: &LineCtx<'_>, ev: Event<'_>, out: &mut Vec<Row>) {
-        let dd = self.settings.local.default_domain.clone();
         match ev {
             Event::Client {
                 qid,
@@ -566,9 +692,10 @@ impl Correlator {
                     .and_then(|o| self.state.messages.get(&(ctx.host, Qid::new(o))))
                     .map(Msg::as_origin);
                 let internal = self.is_internal(client_ip);
+                let user = sasl_user.and_then(|u| self.address(u));
                 let m = self.msg(key, ctx.time_us);
-                m.own.client_ip = Some(lossy(client_ip));
-                m.own.sasl_user = sasl_user.and_then(|u| normalize_logged_address(u, &dd));
+                m.own.client_ip = Some(lossy_text(client_ip));
+                m.own.sasl_user = user;
                 if linked.is_some() && m.origin.is_none() {
                     m.origin = linked;
                 }
@@ -581,33 +708,36 @@ impl Correlator {
             }
             Event::Pickup { qid, uid, from } => {
                 let key = (ctx.host, Qid::new(qid));
+                let sender = self.sender(from);
                 let m = self.msg(key, ctx.time_us);
-                m.own.client_ip = Some(format!("local (uid {})", lossy(uid)));
-                set_sender(&mut m.own.sender, from, &dd);
+                m.own.client_ip = Some(format!("local (uid {})", lossy(uid)).into());
+                set_sender(&mut m.own.sender, sender);
                 self.auth_rcv(key, false, out);
                 self.release(key, out);
             }
             Event::QueueActive { qid, from } => {
                 let key = (ctx.host, Qid::new(qid));
+                let sender = self.sender(from);
                 let m = self.msg(key, ctx.time_us);
-                set_sender(&mut m.own.sender, from, &dd);
+                set_sender(&mut m.own.sender, sender);
                 self.auth_rcv(key, false, out);
                 self.release(key, out);
             }
             Event::Expired { qid, from } => {
                 let key = (ctx.host, Qid::new(qid));
                 let line_key = self.line_key(ctx);
+                let sender = self.sender(from);
                 let m = self.msg(key, ctx.time_us);
-                set_sender(&mut m.own.sender, from, &dd);
+                set_sender(&mut m.own.sender, sender);
                 for rcpt in std::mem::take(&mut m.deferred) {
                     m.held.push(Pending {
-                        key: mix(line_key, xxh3_64(rcpt.as_bytes())),
-                        time_us: ctx.time_us,
-                        kind: Kind::Expired,
-                        relay: None,
-                        recipient: Some(rcpt),
-                        dsn: None,
                         response: Some("expired, returned to sender".to_owned()),
+                        recipient: Some(rcpt.clone()),
+                        ..Pending::new(
+                            mix(line_key, xxh3_64(rcpt.as_bytes())),
+                            ctx.time_us,
+                            Kind::Expired,
+                        )
                     });
                 }
                 self.release(key, out);
@@ -628,7 +758,7 @@ impl Correlator {
                             },
                         );
                     } else {
-                        self.stats.events_unattributed += m.held.len() as u64;
+                        self.em.unattributed += m.held.len() as u64;
                     }
                 }
             }
@@ -641,20 +771,21 @@ impl Correlator {
                 response,
             } => {
                 let key = (ctx.host, Qid::new(qid));
-                let line_key = self.line_key(ctx);
-                let rcpt = normalize_logged_address(to, &dd);
+                let rcpt = normalize_logged_address(to, &self.default_domain);
                 let pending = Pending {
-                    key: line_key,
-                    time_us: ctx.time_us,
-                    kind: match status {
-                        Status::Sent => Kind::Sent,
-                        Status::Bounced => Kind::Bounced,
-                        Status::Deferred => Kind::Deferred,
-                    },
                     relay: Some(lossy(relay)),
                     recipient: rcpt.clone(),
                     dsn: Some(lossy(dsn)),
                     response: Some(lossy(response)),
+                    ..Pending::new(
+                        self.line_key(ctx),
+                        ctx.time_us,
+                        match status {
+                            Status::Sent => Kind::Sent,
+                            Status::Bounced => Kind::Bounced,
+                            Status::Deferred => Kind::Deferred,
+                        },
+                    )
                 };
                 let handoff_to = if status == Status::Sent {
                     self.handoff_target(relay, response)
@@ -662,20 +793,21 @@ impl Correlator {
                     None
                 };
                 let m = self.msg(key, ctx.time_us);
-                if let Some(r) = &rcpt {
+                if let Some(r) = rcpt {
                     match status {
                         Status::Deferred => {
-                            if !m.deferred.contains(r) {
-                                m.deferred.push(r.clone());
+                            if !m.deferred.contains(&r) {
+                                m.deferred.push(r);
                             }
                         }
-                        Status::Sent | Status::Bounced => m.deferred.retain(|d| d != r),
+                        Status::Sent | Status::Bounced => m.deferred.retain(|d| *d != r),
                     }
                 }
                 match handoff_to {
                     Some(new) => {
                         let origin = m.as_origin();
-                        self.handoff(ctx.host, key.1, new, origin, pending, out);
+                        let old = m.qid.clone();
+                        self.handoff(ctx.host, old, new, origin, pending, out);
                     }
                     None => {
                         m.held.push(pending);
@@ -692,29 +824,23 @@ impl Correlator {
                 sasl_user,
             } => {
                 let origin = Origin {
-                    sender: match from {
-                        Some(f) => match normalize_logged_address(f, &dd) {
-                            Some(a) => Sender::Addr(a),
-                            None => Sender::Null,
-                        },
-                        None => Sender::Null,
-                    },
-                    sasl_user: sasl_user.and_then(|u| normalize_logged_address(u, &dd)),
-                    client_ip: client_ip.map(lossy),
+                    sender: from.map_or(Sender::Null, |f| self.sender(f)),
+                    sasl_user: sasl_user.and_then(|u| self.address(u)),
+                    client_ip: client_ip.map(lossy_text),
                 };
                 let p = Pending {
-                    key: self.line_key(ctx),
-                    time_us: ctx.time_us,
-                    kind: Kind::AuthBlk,
-                    relay: None,
-                    recipient: to.and_then(|t| normalize_logged_address(t, &dd)),
-                    dsn: None,
+                    recipient: to.and_then(|t| normalize_logged_address(t, &self.default_domain)),
                     response: Some(lossy(reply)),
+                    ..Pending::new(self.line_key(ctx), ctx.time_us, Kind::AuthBlk)
                 };
-                let qid = Some(qid.map_or_else(|| "NOQUEUE".to_owned(), lossy));
-                if !self.emit(ctx.host, qid, &origin, p, out) {
-                    self.stats.events_unattributed += 1;
-                }
+                let qid: Text = qid.map_or_else(|| self.em.noqueue.clone(), |q| lossy(q).into());
+                self.em.emit(
+                    &self.state.hosts[ctx.host as usize],
+                    Some(&qid),
+                    &origin,
+                    p,
+                    out,
+                );
             }
             Event::SaslFailed {
                 client_ip,
@@ -723,12 +849,12 @@ impl Correlator {
             } => {
                 let fail = SaslFail {
                     host: ctx.host,
-                    ip: lossy(client_ip),
+                    ip: lossy_text(client_ip),
                     key: self.line_key(ctx),
                     time_us: ctx.time_us,
                     what: lossy(what),
                 };
-                let named = sasl_user.and_then(|u| normalize_logged_address(u, &dd));
+                let named = sasl_user.and_then(|u| self.address(u));
                 // Dovecot's verdict on the same attempt names the user; when
                 // Postfix names it too, the verdict is used up all the same,
                 // so it cannot name a later, nameless failure.
@@ -748,6 +874,14 @@ impl Correlator {
         }
     }
 
+    /// An envelope sender from `from=<...>`.
+    fn sender(&self, from: &[u8]) -> Sender {
+        match self.address(from) {
+            Some(a) => Sender::Addr(a),
+            None => Sender::Null,
+        }
+    }
+
     fn dovecot_auth_failure(
         &mut self,
         host: u32,
@@ -755,14 +889,14 @@ impl Correlator {
         f: dovecot::AuthFailure<'_>,
         out: &mut Vec<Row>,
     ) {
-        let Some(user) = normalize_logged_address(f.user, &self.settings.local.default_domain)
-        else {
+        let Some(user) = self.address(f.user) else {
             return;
         };
-        let ip = lossy(f.ip);
+        let ip = lossy_text(f.ip);
+        let own_file = self.state.hosts[host as usize].is_empty();
         let found = self.state.sasl_fails.iter().position(|s| {
             s.ip == ip
-                && (s.host == host || self.state.hosts[host as usize].is_empty())
+                && (s.host == host || own_file)
                 && time_us >= s.time_us - SASL_JOIN_BEFORE_US
                 && time_us <= s.time_us + SASL_JOIN_AFTER_US
         });
@@ -780,38 +914,26 @@ impl Correlator {
         }
     }
 
-    fn emit_sasl_failure(&mut self, f: SaslFail, user: String, out: &mut Vec<Row>) {
+    fn emit_sasl_failure(&mut self, f: SaslFail, user: Text, out: &mut Vec<Row>) {
         let origin = Origin {
             sender: Sender::Addr(user),
             sasl_user: None,
             client_ip: Some(f.ip),
         };
         let p = Pending {
-            key: f.key,
-            time_us: f.time_us,
-            kind: Kind::AuthBlk,
-            relay: None,
-            recipient: None,
-            dsn: None,
             response: Some(f.what),
+            ..Pending::new(f.key, f.time_us, Kind::AuthBlk)
         };
-        self.emit(f.host, Some("NOQUEUE".to_owned()), &origin, p, out);
+        let host = &self.state.hosts[f.host as usize];
+        self.em
+            .emit(host, Some(&self.em.noqueue.clone()), &origin, p, out);
     }
 
     /// `status=sent (... queued as NEW)` to an internal relay names NEW.
     fn handoff_target(&self, relay: &[u8], response: &[u8]) -> Option<Qid> {
         let open = memchr::memchr(b'[', relay)?;
         let close = open + memchr::memchr(b']', &relay[open..])?;
-        let ip: IpAddr = std::str::from_utf8(&relay[open + 1..close])
-            .ok()?
-            .parse()
-            .ok()?;
-        if !self
-            .settings
-            .internal_relays
-            .iter()
-            .any(|n| n.contains(&ip))
-        {
+        if !self.is_internal(&relay[open + 1..close]) {
             return None;
         }
         let at = memmem::rfind(response, b"queued as ")? + 10;
@@ -828,7 +950,8 @@ impl Correlator {
             .ok()
             .and_then(|s| s.parse::<IpAddr>().ok())
             .is_some_and(|ip| {
-                self.settings
+                self.em
+                    .settings
                     .internal_relays
                     .iter()
                     .any(|n| n.contains(&ip))
@@ -839,23 +962,24 @@ impl Correlator {
     fn handoff(
         &mut self,
         host: u32,
-        old: Qid,
+        old: Text,
         new: Qid,
         origin: Origin,
         fallback: Pending,
         out: &mut Vec<Row>,
     ) {
         let key = (host, new);
+        let host_name = &self.state.hosts[host as usize];
         if let Some(m) = self.state.messages.get_mut(&key) {
             if m.origin.is_none() {
                 m.origin = Some(origin);
             }
             m.awaiting_link = false;
-            self.release(key, out);
+            self.em.release(host_name, m, out);
         } else if let Some(mut o) = self.state.orphans.remove(&key) {
             o.msg.origin = Some(origin);
             o.msg.awaiting_link = false;
-            self.release_msg(key, &mut o.msg, out);
+            self.em.release(host_name, &mut o.msg, out);
         } else {
             self.state.handoffs.insert(
                 key,
@@ -880,108 +1004,33 @@ impl Correlator {
         let (Some((line_key, time_us)), Some(user)) = (m.auth_line, m.own.sasl_user.clone()) else {
             return;
         };
-        let sender = m.own.sender.clone();
-        if sender != Sender::Unknown {
+        if m.own.sender != Sender::Unknown {
             m.auth_line = None;
         }
-        let ip = m.own.client_ip.clone();
-        let p = Pending {
-            key: line_key,
-            time_us,
-            kind: Kind::AuthRcv,
-            relay: None,
-            recipient: None,
-            dsn: None,
-            response: None,
-        };
-        let qid = Some(key.1.as_str().to_owned());
+        let host = &self.state.hosts[key.0 as usize];
+        let p = Pending::new(line_key, time_us, Kind::AuthRcv);
         if at_client_line {
             let as_user = Origin {
                 sender: Sender::Addr(user.clone()),
                 sasl_user: None,
-                client_ip: ip.clone(),
+                client_ip: m.own.client_ip.clone(),
             };
-            self.emit(key.0, qid.clone(), &as_user, p.clone(), out);
+            self.em.emit(host, Some(&m.qid), &as_user, p.clone(), out);
         }
-        if let Sender::Addr(s) = &sender
+        if let Sender::Addr(s) = &m.own.sender
             && *s != user
         {
             let as_sender = Origin {
-                sender: sender.clone(),
+                sender: m.own.sender.clone(),
                 sasl_user: None,
-                client_ip: ip,
+                client_ip: m.own.client_ip.clone(),
             };
             let p = Pending {
                 key: mix(line_key, 1),
                 ..p
             };
-            self.emit(key.0, qid, &as_sender, p, out);
+            self.em.emit(host, Some(&m.qid), &as_sender, p, out);
         }
-    }
-
-    /// Emits what a lifecycle holds, if its mailbox is settled.
-    fn release(&mut self, key: MsgKey, out: &mut Vec<Row>) {
-        let Some(mut m) = self.state.messages.remove(&key) else {
-            return;
-        };
-        self.release_msg(key, &mut m, out);
-        self.state.messages.insert(key, m);
-    }
-
-    fn release_msg(&mut self, key: MsgKey, m: &mut Msg, out: &mut Vec<Row>) {
-        if m.held.is_empty() {
-            return;
-        }
-        let Some(origin) = m.attribution().cloned() else {
-            return;
-        };
-        let qid = key.1.as_str().to_owned();
-        for p in std::mem::take(&mut m.held) {
-            self.emit(key.0, Some(qid.clone()), &origin, p, out);
-        }
-    }
-
-    /// Turns one event into rows: one for the envelope sender and one for
-    /// the SMTP AUTH user when that is another local mailbox. Returns false
-    /// when the event belongs to no local mailbox.
-    fn emit(
-        &mut self,
-        host: u32,
-        queue_id: Option<String>,
-        origin: &Origin,
-        p: Pending,
-        out: &mut Vec<Row>,
-    ) -> bool {
-        let day = self.days.day_key(p.time_us);
-        let sender = match &origin.sender {
-            Sender::Addr(s) if self.settings.local.is_local_address(s) => Some(s.as_str()),
-            _ => None,
-        };
-        let user = origin
-            .sasl_user
-            .as_deref()
-            .filter(|u| Some(*u) != sender && self.settings.local.is_local_address(u));
-        let mut any = false;
-        for (role, mailbox) in [(0u64, sender), (1u64, user)] {
-            let Some(mailbox) = mailbox else { continue };
-            any = true;
-            self.stats.rows += 1;
-            out.push(Row {
-                key: if role == 0 { p.key } else { mix(p.key, 1) },
-                time_us: p.time_us,
-                day,
-                mailbox: mailbox.to_owned(),
-                kind: p.kind,
-                host: self.state.hosts[host as usize].clone(),
-                queue_id: queue_id.clone(),
-                sender_ip: origin.client_ip.clone(),
-                relay: p.relay.clone(),
-                recipient: p.recipient.clone(),
-                dsn: p.dsn.clone(),
-                response: p.response.clone(),
-            });
-        }
-        any
     }
 
     /// Deadlines and stale lifecycles. `all` settles everything pending
@@ -989,40 +1038,46 @@ impl Correlator {
     fn sweep(&mut self, all: bool, out: &mut Vec<Row>) {
         let now = self.state.now_us;
         let due = |deadline: i64| all || deadline <= now;
+        let sorted = |mut keys: Vec<MsgKey>| {
+            keys.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+            keys
+        };
 
-        let mut keys: Vec<MsgKey> = self
-            .state
-            .handoffs
-            .iter()
-            .filter(|(_, h)| due(h.deadline_us))
-            .map(|(k, _)| *k)
-            .collect();
-        keys.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+        let keys = sorted(
+            self.state
+                .handoffs
+                .iter()
+                .filter(|(_, h)| due(h.deadline_us))
+                .map(|(k, _)| *k)
+                .collect(),
+        );
         for k in keys {
             if let Some(h) = self.state.handoffs.remove(&k) {
                 // The new ID never appeared: the relay was the destination.
-                let qid = Some(h.old_qid.as_str().to_owned());
-                self.emit(k.0, qid, &h.origin, h.fallback, out);
+                let host = &self.state.hosts[k.0 as usize];
+                self.em
+                    .emit(host, Some(&h.old_qid), &h.origin, h.fallback, out);
             }
         }
 
-        let mut keys: Vec<MsgKey> = self
-            .state
-            .orphans
-            .iter()
-            .filter(|(_, o)| due(o.deadline_us))
-            .map(|(k, _)| *k)
-            .collect();
-        keys.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+        let keys = sorted(
+            self.state
+                .orphans
+                .iter()
+                .filter(|(_, o)| due(o.deadline_us))
+                .map(|(k, _)| *k)
+                .collect(),
+        );
         for k in keys {
             if let Some(mut o) = self.state.orphans.remove(&k) {
                 // No hand-off named it: it was a submission of its own.
                 o.msg.awaiting_link = false;
                 if o.msg.attribution().is_none() {
-                    self.stats.events_unattributed += o.msg.held.len() as u64;
+                    self.em.unattributed += o.msg.held.len() as u64;
                     continue;
                 }
-                self.release_msg(k, &mut o.msg, out);
+                self.em
+                    .release(&self.state.hosts[k.0 as usize], &mut o.msg, out);
             }
         }
 
@@ -1030,7 +1085,7 @@ impl Correlator {
         self.state
             .sasl_fails
             .retain(|s| !all && s.time_us + SASL_JOIN_BEFORE_US > now);
-        self.stats.events_unattributed += (before - self.state.sasl_fails.len()) as u64;
+        self.em.unattributed += (before - self.state.sasl_fails.len()) as u64;
         self.state
             .auth_fails
             .retain(|a| !all && a.time_us + SASL_JOIN_BEFORE_US > now);
@@ -1045,19 +1100,16 @@ impl Correlator {
                 .collect();
             for k in stale {
                 if let Some(m) = self.state.messages.remove(&k) {
-                    self.stats.events_unattributed += m.held.len() as u64;
+                    self.em.unattributed += m.held.len() as u64;
                 }
             }
         }
     }
 }
 
-fn set_sender(s: &mut Sender, from: &[u8], default_domain: &str) {
+fn set_sender(s: &mut Sender, from: Sender) {
     if *s == Sender::Unknown {
-        *s = match normalize_logged_address(from, default_domain) {
-            Some(a) => Sender::Addr(a),
-            None => Sender::Null,
-        };
+        *s = from;
     }
 }
 
@@ -1066,22 +1118,28 @@ fn mix(key: i64, extra: u64) -> i64 {
     xxh3_64_with_seed(&key.to_le_bytes(), extra) as i64
 }
 
+/// Log bytes as text; invalid UTF-8 becomes U+FFFD. (Checking first is
+/// much faster than the lossy decoder on the valid text that is the rule.)
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+/// Like [`lossy`], straight into shared text (one allocation, not two).
+fn lossy_text(b: &[u8]) -> Text {
+    match std::str::from_utf8(b) {
+        Ok(s) => Text::from(s),
+        Err(_) => Text::from(String::from_utf8_lossy(b).as_ref()),
+    }
 }
 
 /// An unrecognised line as shown in the summary: lossy text, cut short, and
 /// never a password Dovecot may have logged.
 fn example_text(line: &[u8]) -> String {
     let cut = memmem::find(line, b"given password").unwrap_or(line.len());
-    let mut end = cut.min(EXAMPLE_BYTES);
-    while end < line.len()
-        && end > 0
-        && (line[end] & 0xC0) == 0x80
-        && end > cut.min(EXAMPLE_BYTES) - 4
-    {
-        end -= 1;
-    }
+    let end = cut.min(EXAMPLE_BYTES);
     let mut s = String::from_utf8_lossy(&line[..end]).into_owned();
     if end < line.len() {
         s.push_str(" [...]");
@@ -1121,7 +1179,7 @@ mod tests {
         c.finish(&mut out);
         let v = out
             .iter()
-            .map(|r| (r.mailbox.clone(), r.kind, r.recipient.clone()))
+            .map(|r| (r.mailbox.to_string(), r.kind, r.recipient.clone()))
             .collect();
         (v, c)
     }
@@ -1184,7 +1242,7 @@ mod tests {
         assert_eq!(b.queue_id.as_deref(), Some("776E41855DB2"));
         assert_eq!(b.relay.as_deref(), Some("mx.example.com[11.22.33.44]:25"));
         assert_eq!(b.day, 20261103);
-        assert_eq!(b.host, "mail");
+        assert_eq!(&*b.host, "mail");
     }
 
     #[test]
@@ -1253,7 +1311,7 @@ mod tests {
             sent.iter()
                 .all(|r| r.sender_ip.as_deref() == Some("192.0.2.7"))
         );
-        let mut who: Vec<_> = sent.iter().map(|r| r.mailbox.as_str()).collect();
+        let mut who: Vec<_> = sent.iter().map(|r| &*r.mailbox).collect();
         who.sort();
         assert_eq!(who, ["alice@example.edu", "carol@example.edu"]);
         assert_ne!(sent[0].key, sent[1].key);
@@ -1315,8 +1373,9 @@ mod tests {
         assert_eq!(count(&rows, "carol@example.edu", Kind::AuthBlk), 1);
         assert_eq!(count(&rows, "bob@example.edu", Kind::AuthBlk), 1);
         assert_eq!(rows.len(), 4);
-        // The non-local sender's reject and the nameless failure count for nobody.
-        assert_eq!(c.stats.events_unattributed, 2);
+        // The non-local sender's reject is not ours; the nameless failure
+        // has no mailbox.
+        assert_eq!(c.stats.events_unattributed, 1);
     }
 
     #[test]
@@ -1348,7 +1407,7 @@ mod tests {
             c.finish(&mut out);
             let got: Vec<_> = out
                 .iter()
-                .map(|r| (r.mailbox.clone(), r.kind, r.recipient.clone()))
+                .map(|r| (r.mailbox.to_string(), r.kind, r.recipient.clone()))
                 .collect();
             assert_eq!(got, whole, "cut at {cut}");
         }

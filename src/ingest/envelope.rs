@@ -146,6 +146,8 @@ pub struct Clock {
     local_cache: Option<((i64, u32), (i32, i32))>,
     /// The last instant produced, to choose inside a repeated hour.
     last_utc: i64,
+    /// The last valid date seen and its day number.
+    date_cache: Option<(i32, u32, u32, i64)>,
 }
 
 impl Clock {
@@ -156,6 +158,7 @@ impl Clock {
             year,
             local_cache: None,
             last_utc: i64::MIN,
+            date_cache: None,
         }
     }
 
@@ -301,10 +304,17 @@ impl Clock {
             return Err(err);
         }
         let year = self.year_for(month, day);
-        if NaiveDate::from_ymd_opt(year, month, day).is_none() {
-            return Err(err);
-        }
-        let days = days_from_civil(year, month, day);
+        let days = match self.date_cache {
+            Some((y, m, d, days)) if (y, m, d) == (year, month, day) => days,
+            _ => {
+                if NaiveDate::from_ymd_opt(year, month, day).is_none() {
+                    return Err(err);
+                }
+                let days = days_from_civil(year, month, day);
+                self.date_cache = Some((year, month, day, days));
+                days
+            }
+        };
         let utc = self.local_to_utc(days, secs);
         Ok((utc * 1_000_000 + us as i64, &s[after + 1..]))
     }
@@ -425,7 +435,7 @@ fn split_tag(s: &[u8]) -> Result<(&[u8], &[u8], Option<u32>, &[u8]), EnvelopeErr
         (&s[..0], &first[..first.len() - 1], &s[sp + 1..])
     } else {
         let rest = &s[sp + 1..];
-        let colon = memchr::memmem::find(rest, b": ").ok_or(err)?;
+        let colon = super::postfix::find_pair(rest, b':', b' ').ok_or(err)?;
         let tag = &rest[..colon];
         if tag.is_empty() || memchr::memchr(b' ', tag).is_some() {
             return Err(err);
@@ -436,9 +446,13 @@ fn split_tag(s: &[u8]) -> Result<(&[u8], &[u8], Option<u32>, &[u8]), EnvelopeErr
         Some((b']', inner)) => match memchr::memrchr(b'[', inner) {
             Some(open) => {
                 let digits = &inner[open + 1..];
-                let pid = std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| d.parse().ok());
+                let pid = (!digits.is_empty() && digits.len() <= 9)
+                    .then(|| {
+                        digits.iter().try_fold(0u32, |n, &b| {
+                            b.is_ascii_digit().then(|| n * 10 + (b - b'0') as u32)
+                        })
+                    })
+                    .flatten();
                 (&inner[..open], pid)
             }
             None => (tag, None),

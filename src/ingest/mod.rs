@@ -25,7 +25,7 @@ pub mod source;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use crate::store::{Batch, Checkpoint, Store};
+use crate::store::{Batch, Checkpoint, Store, Writer};
 use correlate::{Correlator, Settings, Stats};
 use envelope::{Clock, YearState};
 use source::{LineReader, SourceSpec};
@@ -135,6 +135,7 @@ pub async fn run(
         parse_all(correlator, tz, &specs, batch_lines, &cp_req_tx, &batch_tx)
     });
 
+    let mut writer = Writer::new(store, DEFAULT_AGENT).await?;
     let mut rows_new = 0;
     let mut cp_open = true;
     let mut batches_open = true;
@@ -147,7 +148,7 @@ pub async fn run(
                 None => cp_open = false,
             },
             batch = batch_rx.recv(), if batches_open => match batch {
-                Some(b) => rows_new += store.commit(DEFAULT_AGENT, b).await?,
+                Some(b) => rows_new += writer.commit(b).await?,
                 None => batches_open = false,
             },
         }
@@ -218,8 +219,9 @@ fn parse_all(
             correlator.feed(&mut clock, line, &mut rows);
             in_batch += 1;
             if in_batch >= batch_lines {
+                let cap = rows.len();
                 send(Batch {
-                    rows: std::mem::take(&mut rows),
+                    rows: std::mem::replace(&mut rows, Vec::with_capacity(cap)),
                     checkpoint: Some(checkpoint(&reader, &clock)),
                     state: Some(correlator.snapshot()),
                 })?;

@@ -17,7 +17,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::ingest::correlate::{Kind, Row};
+use std::collections::HashMap;
+
+use crate::ingest::correlate::{Kind, Row, Text};
 
 /// Rows per multi-row `INSERT`: large enough that per-statement overhead
 /// vanishes, small enough to stay under both backends' parameter limits
@@ -94,9 +96,9 @@ fn insert_sql(rows: usize, numbered: bool) -> String {
     // journal (a copy of each page a statement touches). PostgreSQL skips
     // rows already stored with `ON CONFLICT DO NOTHING`.
     let mut s = String::from(if numbered {
-        "INSERT INTO smtp_events (key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES "
+        "INSERT INTO smtp_events (key, day, time_us, mailbox_id, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES "
     } else {
-        "INSERT OR IGNORE INTO smtp_events (key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES "
+        "INSERT OR IGNORE INTO smtp_events (key, day, time_us, mailbox_id, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES "
     });
     for r in 0..rows {
         if r > 0 {
@@ -116,7 +118,7 @@ fn insert_sql(rows: usize, numbered: bool) -> String {
         s.push(')');
     }
     if numbered {
-        s.push_str(" ON CONFLICT (mailbox, day, key) DO NOTHING");
+        s.push_str(" ON CONFLICT (day, key) DO NOTHING");
     }
     s
 }
@@ -130,12 +132,12 @@ fn insert_one_sql(numbered: bool) -> &'static str {
 
 /// Binds one row's twelve values, in the column order of [`insert_sql`].
 macro_rules! bind_row {
-    ($q:expr, $r:expr) => {{
+    ($q:expr, $r:expr, $mailbox_id:expr) => {{
         let r = $r;
         $q.bind(r.key)
             .bind(r.day)
             .bind(r.time_us)
-            .bind(r.mailbox)
+            .bind($mailbox_id)
             .bind(r.kind as i32)
             .bind(r.host)
             .bind(r.queue_id)
@@ -150,7 +152,7 @@ macro_rules! bind_row {
 /// Inserts rows on a transaction's connection in chunks; evaluates to the
 /// number of rows that were new.
 macro_rules! insert_rows {
-    ($conn:expr, $rows:expr, $numbered:expr) => {{
+    ($conn:expr, $rows:expr, $numbered:expr, $id_of:expr) => {{
         let mut rows = $rows.into_iter();
         let mut inserted: u64 = 0;
         loop {
@@ -158,14 +160,16 @@ macro_rules! insert_rows {
             if chunk.len() == INSERT_CHUNK {
                 let mut q = sqlx::query(insert_chunk_sql($numbered));
                 for r in chunk {
-                    q = bind_row!(q, r);
+                    let id = $id_of(&r.mailbox);
+                    q = bind_row!(q, r, id);
                 }
                 inserted += q.execute($conn).await?.rows_affected();
             } else {
                 // The tail: one cached single-row statement rather than a
                 // new statement text for every tail length.
                 for r in chunk {
-                    let q = bind_row!(sqlx::query(insert_one_sql($numbered)), r);
+                    let id = $id_of(&r.mailbox);
+                    let q = bind_row!(sqlx::query(insert_one_sql($numbered)), r, id);
                     inserted += q.execute($conn).await?.rows_affected();
                 }
                 break;
@@ -174,6 +178,152 @@ macro_rules! insert_rows {
         inserted
     }};
 }
+/// Writes ingest batches; remembers the numbers of the mailboxes it has
+/// seen so that only new mailboxes cost a query.
+pub struct Writer {
+    store: Store,
+    agent: String,
+    ids: HashMap<Text, i64>,
+}
+
+/// Mailboxes created per statement when a batch brings new ones.
+const MAILBOX_CHUNK: usize = 256;
+
+/// Resolves, in the open transaction, the numbers of the mailboxes of
+/// `rows` not in `known`, creating the missing ones in multi-row inserts.
+macro_rules! new_mailbox_ids {
+    ($conn:expr, $rows:expr, $known:expr, $numbered:expr) => {{
+        const GET: &str = "SELECT id FROM mailboxes WHERE address = $1";
+        let mut new: Vec<&Text> = $rows
+            .iter()
+            .map(|r: &Row| &r.mailbox)
+            .filter(|m| !$known.contains_key(*m))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        let mut fresh: HashMap<Text, i64> = HashMap::with_capacity(new.len());
+        for chunk in new.chunks(MAILBOX_CHUNK) {
+            let sql = add_mailboxes_sql(chunk.len(), $numbered);
+            let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
+            for m in chunk {
+                q = q.bind(&***m);
+            }
+            for (id, address) in q.fetch_all(&mut *$conn).await? {
+                fresh.insert(Text::from(address), id);
+            }
+            // Another writer may have created some of them meanwhile.
+            for m in chunk {
+                if !fresh.contains_key(*m) {
+                    let id: i64 = sqlx::query_scalar(GET)
+                        .bind(&***m)
+                        .fetch_one(&mut *$conn)
+                        .await?;
+                    fresh.insert((*m).clone(), id);
+                }
+            }
+        }
+        fresh
+    }};
+}
+
+/// `INSERT ... RETURNING` for `n` new mailboxes; built from constant text
+/// and placeholders only.
+fn add_mailboxes_sql(n: usize, numbered: bool) -> String {
+    let mut s = String::from("INSERT INTO mailboxes (address) VALUES ");
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        if numbered {
+            s.push_str(&format!("(${})", i + 1));
+        } else {
+            s.push_str("(?)");
+        }
+    }
+    s.push_str(" ON CONFLICT (address) DO NOTHING RETURNING id, address");
+    s
+}
+
+/// The body of [`Writer::commit`], the same for both backends.
+macro_rules! commit_in {
+    ($tx:expr, $self:expr, $batch:expr, $numbered:expr) => {{
+        const SAVE_CP: &str = "INSERT INTO ingest_sources (fingerprint, path, offset_bytes, year_state, updated_us) VALUES ($1, $2, $3, $4, $5) \
+            ON CONFLICT (fingerprint) DO UPDATE SET path = excluded.path, offset_bytes = excluded.offset_bytes, year_state = excluded.year_state, updated_us = excluded.updated_us";
+        const SAVE_STATE: &str = "INSERT INTO ingest_state (agent, state, updated_us) VALUES ($1, $2, $3) \
+            ON CONFLICT (agent) DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us";
+        let now = chrono::Utc::now().timestamp_micros();
+        let Batch { rows, checkpoint, state } = $batch;
+        let tx = &mut $tx;
+        let fresh = new_mailbox_ids!(&mut **tx, rows, $self.ids, $numbered);
+        let id_of = |m: &Text| -> i64 {
+            $self.ids.get(m).or_else(|| fresh.get(m)).copied().unwrap_or_default()
+        };
+        let n = insert_rows!(&mut **tx, rows, $numbered, id_of);
+        if let Some(cp) = checkpoint {
+            sqlx::query(SAVE_CP)
+                .bind(cp.fingerprint)
+                .bind(cp.path)
+                .bind(cp.offset as i64)
+                .bind(cp.year_state)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if let Some(st) = state {
+            sqlx::query(SAVE_STATE)
+                .bind(&$self.agent)
+                .bind(st)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+        (n, fresh)
+    }};
+}
+
+impl Writer {
+    /// A writer for `agent`, knowing every mailbox already stored.
+    pub async fn new(store: &Store, agent: &str) -> anyhow::Result<Writer> {
+        const ALL: &str = "SELECT id, address FROM mailboxes";
+        let known: Vec<(i64, String)> =
+            on_pool!(store, p => sqlx::query_as(ALL).fetch_all(p).await?);
+        Ok(Writer {
+            store: store.clone(),
+            agent: agent.to_owned(),
+            ids: known
+                .into_iter()
+                .map(|(id, a)| (Text::from(a), id))
+                .collect(),
+        })
+    }
+
+    /// Commits a batch: its rows (a row whose key is already stored is
+    /// skipped), its checkpoint and the correlator state, in one
+    /// transaction. Returns how many rows were new.
+    pub async fn commit(&mut self, batch: Batch) -> anyhow::Result<u64> {
+        let (n, fresh) = match &self.store {
+            Store::Sqlite(p) => {
+                // IMMEDIATE takes the write lock up front: a deferred BEGIN
+                // that reads then writes fails with SQLITE_BUSY under a
+                // concurrent writer instead of waiting.
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let r = commit_in!(tx, self, batch, false);
+                tx.commit().await?;
+                r
+            }
+            Store::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                let r = commit_in!(tx, self, batch, true);
+                tx.commit().await?;
+                r
+            }
+        };
+        // Only now are the new numbers certain to exist.
+        self.ids.extend(fresh);
+        Ok(n)
+    }
+}
+
 impl Store {
     /// Opens the database at `url` and brings its schema up to date.
     ///
@@ -194,8 +344,9 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
                 .page_size(8192)
-                .pragma("cache_size", "-65536")
-                .pragma("temp_store", "memory");
+                .pragma("cache_size", "-262144")
+                .pragma("temp_store", "memory")
+                .pragma("wal_autocheckpoint", "16384");
             if let Some(dir) = Path::new(opts.get_filename()).parent()
                 && !dir.as_os_str().is_empty()
             {
@@ -255,76 +406,6 @@ impl Store {
         Ok(v)
     }
 
-    /// Commits a batch: its rows (a row whose key is already stored is
-    /// skipped), its checkpoint and the correlator state, in one transaction.
-    /// Returns how many rows were new.
-    pub async fn commit(&self, agent: &str, batch: Batch) -> anyhow::Result<u64> {
-        const SAVE_CP: &str = "INSERT INTO ingest_sources (fingerprint, path, offset_bytes, year_state, updated_us) VALUES ($1, $2, $3, $4, $5) \
-            ON CONFLICT (fingerprint) DO UPDATE SET path = excluded.path, offset_bytes = excluded.offset_bytes, year_state = excluded.year_state, updated_us = excluded.updated_us";
-        const SAVE_STATE: &str = "INSERT INTO ingest_state (agent, state, updated_us) VALUES ($1, $2, $3) \
-            ON CONFLICT (agent) DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us";
-        let now = chrono::Utc::now().timestamp_micros();
-        let Batch {
-            rows,
-            checkpoint,
-            state,
-        } = batch;
-        let inserted = match self {
-            Store::Sqlite(p) => {
-                // IMMEDIATE takes the write lock up front: a deferred BEGIN
-                // that reads then writes fails with SQLITE_BUSY under a
-                // concurrent writer instead of waiting.
-                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let n = insert_rows!(&mut *tx, rows, false);
-                if let Some(cp) = checkpoint {
-                    sqlx::query(SAVE_CP)
-                        .bind(cp.fingerprint)
-                        .bind(cp.path)
-                        .bind(cp.offset as i64)
-                        .bind(cp.year_state)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if let Some(st) = state {
-                    sqlx::query(SAVE_STATE)
-                        .bind(agent)
-                        .bind(st)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                n
-            }
-            Store::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                let n = insert_rows!(&mut *tx, rows, true);
-                if let Some(cp) = checkpoint {
-                    sqlx::query(SAVE_CP)
-                        .bind(cp.fingerprint)
-                        .bind(cp.path)
-                        .bind(cp.offset as i64)
-                        .bind(cp.year_state)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if let Some(st) = state {
-                    sqlx::query(SAVE_STATE)
-                        .bind(agent)
-                        .bind(st)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                n
-            }
-        };
-        Ok(inserted)
-    }
-
     /// Per-day counts of each kind for one mailbox: (day, kind, count).
     pub async fn daily_counts(
         &self,
@@ -332,8 +413,8 @@ impl Store {
         from_day: i32,
         to_day: i32,
     ) -> anyhow::Result<Vec<(i32, Kind, i64)>> {
-        const SQL: &str = "SELECT day, kind, COUNT(*) FROM smtp_events \
-            WHERE mailbox = $1 AND day >= $2 AND day <= $3 GROUP BY day, kind ORDER BY day, kind";
+        const SQL: &str = "SELECT e.day, e.kind, COUNT(*) FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id \
+            WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 GROUP BY e.day, e.kind ORDER BY e.day, e.kind";
         let rows: Vec<(i32, i32, i64)> = on_pool!(self, p => sqlx::query_as(SQL)
             .bind(mailbox).bind(from_day).bind(to_day).fetch_all(p).await?);
         Ok(rows
@@ -349,8 +430,9 @@ impl Store {
         from_day: i32,
         to_day: i32,
     ) -> anyhow::Result<Vec<EventRow>> {
-        const SQL: &str = "SELECT time_us, day, kind, host, queue_id, sender_ip, relay, recipient, dsn, response \
-            FROM smtp_events WHERE mailbox = $1 AND day >= $2 AND day <= $3 ORDER BY time_us, key";
+        const SQL: &str = "SELECT e.time_us, e.day, e.kind, e.host, e.queue_id, e.sender_ip, e.relay, e.recipient, e.dsn, e.response \
+            FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id \
+            WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 ORDER BY e.time_us, e.id";
         type Tuple = (
             i64,
             i32,

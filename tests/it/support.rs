@@ -101,7 +101,7 @@ impl TestDb {
             panic!("tests use SQLite")
         };
         let rows: Vec<DumpRow> =
-            sqlx::query_as("SELECT key, day, time_us, mailbox, kind, host, queue_id, sender_ip, relay, recipient, dsn, response FROM smtp_events ORDER BY day, key")
+            sqlx::query_as("SELECT e.key, e.day, e.time_us, m.address, e.kind, e.host, e.queue_id, e.sender_ip, e.relay, e.recipient, e.dsn, e.response FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id ORDER BY e.day, e.key")
                 .fetch_all(pool)
                 .await
                 .unwrap();
