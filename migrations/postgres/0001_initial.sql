@@ -19,8 +19,7 @@ CREATE TABLE smtp_events (
     dsn        TEXT,
     response   TEXT
 );
-CREATE UNIQUE INDEX smtp_events_key ON smtp_events (day, key);
-CREATE INDEX smtp_events_mailbox ON smtp_events (mailbox_id, day);
+CREATE UNIQUE INDEX smtp_events_mailbox ON smtp_events (mailbox_id, day, key);
 
 CREATE TABLE ingest_sources (
     fingerprint  BIGINT PRIMARY KEY,

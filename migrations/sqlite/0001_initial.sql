@@ -30,11 +30,11 @@ CREATE TABLE smtp_events (
     dsn        TEXT,
     response   TEXT
 );
--- Day first: ingest writes mostly the current day, so this index grows at
--- one end instead of everywhere.
-CREATE UNIQUE INDEX smtp_events_key ON smtp_events (day, key);
--- Every per-mailbox question is answered from this index.
-CREATE INDEX smtp_events_mailbox ON smtp_events (mailbox_id, day);
+-- Every per-mailbox question is answered from this index, and it keeps one
+-- row per key: a line always yields the same mailbox and day, so (mailbox,
+-- day, key) is unique exactly when the key is. One index does both jobs,
+-- which spares every insert a third B-tree.
+CREATE UNIQUE INDEX smtp_events_mailbox ON smtp_events (mailbox_id, day, key);
 
 -- How far each input has been read. A source is known by a fingerprint of
 -- its first line, so a renamed (rotated) or compressed file keeps its

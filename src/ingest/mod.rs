@@ -140,16 +140,19 @@ pub async fn run(
     let mut cp_open = true;
     let mut batches_open = true;
     while cp_open || batches_open {
+        // Batches first: a checkpoint asked for after a batch was sent must
+        // see that batch committed (the same file given twice, say).
         tokio::select! {
+            biased;
+            batch = batch_rx.recv(), if batches_open => match batch {
+                Some(b) => rows_new += writer.commit(b).await?,
+                None => batches_open = false,
+            },
             req = cp_req_rx.recv(), if cp_open => match req {
                 Some((fp, reply)) => {
                     let _ = reply.send(store.checkpoint(fp).await);
                 }
                 None => cp_open = false,
-            },
-            batch = batch_rx.recv(), if batches_open => match batch {
-                Some(b) => rows_new += writer.commit(b).await?,
-                None => batches_open = false,
             },
         }
     }

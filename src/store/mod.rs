@@ -118,7 +118,7 @@ fn insert_sql(rows: usize, numbered: bool) -> String {
         s.push(')');
     }
     if numbered {
-        s.push_str(" ON CONFLICT (day, key) DO NOTHING");
+        s.push_str(" ON CONFLICT (mailbox_id, day, key) DO NOTHING");
     }
     s
 }
@@ -343,10 +343,10 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
-                .page_size(8192)
-                .pragma("cache_size", "-262144")
+                .page_size(16384)
+                .pragma("cache_size", "-65536")
                 .pragma("temp_store", "memory")
-                .pragma("wal_autocheckpoint", "16384");
+                .pragma("wal_autocheckpoint", "8192");
             if let Some(dir) = Path::new(opts.get_filename()).parent()
                 && !dir.as_os_str().is_empty()
             {

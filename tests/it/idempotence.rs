@@ -97,3 +97,17 @@ async fn growing_file_is_read_on_from_its_checkpoint() {
     // steps stores what one run stores.
     assert_eq!(db.dump().await, whole.dump().await);
 }
+
+#[tokio::test]
+async fn same_file_twice_in_one_run() {
+    let once = TestDb::new().await;
+    once.ingest(&[fixture("mail.log")]).await.unwrap();
+    let db = TestDb::new().await;
+    let r = db
+        .ingest(&[fixture("mail.log"), fixture("mail.log")])
+        .await
+        .unwrap();
+    // The second mention finds the first one's checkpoint at the end.
+    assert_eq!(r.sources[1].resumed_at, r.sources[0].ended_at);
+    assert_eq!(db.dump().await, once.dump().await);
+}
