@@ -21,6 +21,8 @@ use std::collections::HashMap;
 
 use crate::ingest::correlate::{Kind, Row, Text};
 
+mod sqlite_bulk;
+
 /// Rows per multi-row `INSERT`: large enough that per-statement overhead
 /// vanishes, small enough to stay under both backends' parameter limits
 /// (12 columns x 256 = 3,072 parameters).
@@ -149,28 +151,35 @@ macro_rules! bind_row {
     }};
 }
 
-/// Inserts rows on a transaction's connection in chunks; evaluates to the
-/// number of rows that were new.
+/// Inserts rows on a transaction's connection; evaluates to the number of
+/// rows that were new. SQLite takes the raw bulk path ([`sqlite_bulk`]);
+/// PostgreSQL multi-row statements.
 macro_rules! insert_rows {
-    ($conn:expr, $rows:expr, $numbered:expr, $id_of:expr) => {{
+    (@sqlite $tx:expr, $rows:expr, $id_of:expr) => {{
+        let mut handle = $tx.lock_handle().await?;
+        // SAFETY: the handle lock gives this thread the connection alone,
+        // and the transaction opened by `begin_with` is still open.
+        unsafe { sqlite_bulk::insert_rows(handle.as_raw_handle(), &$rows, &$id_of)? }
+    }};
+    (@chunks $tx:expr, $rows:expr, $id_of:expr) => {{
         let mut rows = $rows.into_iter();
         let mut inserted: u64 = 0;
         loop {
             let chunk: Vec<Row> = rows.by_ref().take(INSERT_CHUNK).collect();
             if chunk.len() == INSERT_CHUNK {
-                let mut q = sqlx::query(insert_chunk_sql($numbered));
+                let mut q = sqlx::query(insert_chunk_sql(true));
                 for r in chunk {
                     let id = $id_of(&r.mailbox);
                     q = bind_row!(q, r, id);
                 }
-                inserted += q.execute($conn).await?.rows_affected();
+                inserted += q.execute(&mut **$tx).await?.rows_affected();
             } else {
                 // The tail: one cached single-row statement rather than a
                 // new statement text for every tail length.
                 for r in chunk {
                     let id = $id_of(&r.mailbox);
-                    let q = bind_row!(sqlx::query(insert_one_sql($numbered)), r, id);
-                    inserted += q.execute($conn).await?.rows_affected();
+                    let q = bind_row!(sqlx::query(insert_one_sql(true)), r, id);
+                    inserted += q.execute(&mut **$tx).await?.rows_affected();
                 }
                 break;
             }
@@ -178,6 +187,7 @@ macro_rules! insert_rows {
         inserted
     }};
 }
+
 /// Writes ingest batches; remembers the numbers of the mailboxes it has
 /// seen so that only new mailboxes cost a query.
 pub struct Writer {
@@ -246,7 +256,7 @@ fn add_mailboxes_sql(n: usize, numbered: bool) -> String {
 
 /// The body of [`Writer::commit`], the same for both backends.
 macro_rules! commit_in {
-    ($tx:expr, $self:expr, $batch:expr, $numbered:expr) => {{
+    ($tx:expr, $self:expr, $batch:expr, $numbered:expr, $insert:tt) => {{
         const SAVE_CP: &str = "INSERT INTO ingest_sources (fingerprint, path, offset_bytes, year_state, updated_us) VALUES ($1, $2, $3, $4, $5) \
             ON CONFLICT (fingerprint) DO UPDATE SET path = excluded.path, offset_bytes = excluded.offset_bytes, year_state = excluded.year_state, updated_us = excluded.updated_us";
         const SAVE_STATE: &str = "INSERT INTO ingest_state (agent, state, updated_us) VALUES ($1, $2, $3) \
@@ -258,7 +268,7 @@ macro_rules! commit_in {
         let id_of = |m: &Text| -> i64 {
             $self.ids.get(m).or_else(|| fresh.get(m)).copied().unwrap_or_default()
         };
-        let n = insert_rows!(&mut **tx, rows, $numbered, id_of);
+        let n = insert_rows!(@ $insert tx, rows, id_of);
         if let Some(cp) = checkpoint {
             sqlx::query(SAVE_CP)
                 .bind(cp.fingerprint)
@@ -307,13 +317,13 @@ impl Writer {
                 // that reads then writes fails with SQLITE_BUSY under a
                 // concurrent writer instead of waiting.
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let r = commit_in!(tx, self, batch, false);
+                let r = commit_in!(tx, self, batch, false, sqlite);
                 tx.commit().await?;
                 r
             }
             Store::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                let r = commit_in!(tx, self, batch, true);
+                let r = commit_in!(tx, self, batch, true, chunks);
                 tx.commit().await?;
                 r
             }

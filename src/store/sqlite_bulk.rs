@@ -1,0 +1,113 @@
+//! Bulk insert of event rows into SQLite through the raw connection handle.
+//!
+//! Ingest writes hundreds of thousands of rows a second. Through sqlx each
+//! value is boxed, sent to the connection's worker thread and copied again
+//! by SQLite; here one prepared statement is bound straight from the rows
+//! (text by pointer, without a copy) and stepped once per row, on the
+//! calling thread, inside the transaction sqlx has opened on the same
+//! connection. The statement and all bindings are released before the
+//! handle goes back to sqlx.
+
+use std::ffi::{CStr, c_int};
+use std::ptr::{self, NonNull};
+
+use libsqlite3_sys as ffi;
+
+use crate::ingest::correlate::{Row, Text};
+
+const INSERT: &CStr = c"INSERT OR IGNORE INTO smtp_events (key, day, time_us, mailbox_id, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// A prepared statement, finalized when dropped (also on early return).
+struct Stmt(*mut ffi::sqlite3_stmt);
+
+impl Drop for Stmt {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from sqlite3_prepare_v2 and is finalized
+        // exactly once, here.
+        unsafe { ffi::sqlite3_finalize(self.0) };
+    }
+}
+
+fn error(db: *mut ffi::sqlite3, what: &str) -> anyhow::Error {
+    // SAFETY: `db` is an open connection; sqlite3_errmsg returns a
+    // NUL-terminated string owned by SQLite, copied out at once.
+    let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) };
+    anyhow::anyhow!("SQLite {what}: {}", msg.to_string_lossy())
+}
+
+/// Inserts `rows`, skipping keys already stored; returns how many were new.
+///
+/// # Safety
+///
+/// `db` must be an open connection that no other thread uses for the
+/// duration of the call (the caller holds sqlx's handle lock), with a write
+/// transaction open.
+pub unsafe fn insert_rows(
+    db: NonNull<ffi::sqlite3>,
+    rows: &[Row],
+    mailbox_id: &dyn Fn(&Text) -> i64,
+) -> anyhow::Result<u64> {
+    let db = db.as_ptr();
+    let mut raw = ptr::null_mut();
+    // SAFETY: `db` is valid (caller's contract); INSERT is NUL-terminated.
+    let rc = unsafe { ffi::sqlite3_prepare_v2(db, INSERT.as_ptr(), -1, &mut raw, ptr::null_mut()) };
+    if rc != ffi::SQLITE_OK {
+        return Err(error(db, "prepare"));
+    }
+    let stmt = Stmt(raw);
+    let mut inserted = 0u64;
+    for r in rows {
+        let text = |i: c_int, s: Option<&str>| -> c_int {
+            match s {
+                // SAFETY: the text outlives the step below (it is borrowed
+                // from `rows`), so SQLite may use it without copying
+                // (SQLITE_STATIC); bindings are cleared before the next row.
+                Some(s) => unsafe {
+                    ffi::sqlite3_bind_text(
+                        stmt.0,
+                        i,
+                        s.as_ptr().cast(),
+                        s.len() as c_int,
+                        ffi::SQLITE_STATIC(),
+                    )
+                },
+                // SAFETY: binding NULL to a valid statement.
+                None => unsafe { ffi::sqlite3_bind_null(stmt.0, i) },
+            }
+        };
+        // SAFETY: `stmt.0` is a valid prepared statement with 12 parameters.
+        let rcs = unsafe {
+            [
+                ffi::sqlite3_bind_int64(stmt.0, 1, r.key),
+                ffi::sqlite3_bind_int(stmt.0, 2, r.day),
+                ffi::sqlite3_bind_int64(stmt.0, 3, r.time_us),
+                ffi::sqlite3_bind_int64(stmt.0, 4, mailbox_id(&r.mailbox)),
+                ffi::sqlite3_bind_int(stmt.0, 5, r.kind as c_int),
+                text(6, Some(&r.host)),
+                text(7, r.queue_id.as_deref()),
+                text(8, r.sender_ip.as_deref()),
+                text(9, r.relay.as_deref()),
+                text(10, r.recipient.as_deref()),
+                text(11, r.dsn.as_deref()),
+                text(12, r.response.as_deref()),
+            ]
+        };
+        if rcs.iter().any(|&rc| rc != ffi::SQLITE_OK) {
+            return Err(error(db, "bind"));
+        }
+        // SAFETY: valid statement, bound above; the connection is ours.
+        let rc = unsafe { ffi::sqlite3_step(stmt.0) };
+        // SAFETY: as above; reset and unbind so no pointer into `rows`
+        // stays with the statement.
+        unsafe {
+            ffi::sqlite3_reset(stmt.0);
+            ffi::sqlite3_clear_bindings(stmt.0);
+        }
+        if rc != ffi::SQLITE_DONE {
+            return Err(error(db, "insert"));
+        }
+        // SAFETY: valid connection.
+        inserted += unsafe { ffi::sqlite3_changes(db) } as u64;
+    }
+    Ok(inserted)
+}
