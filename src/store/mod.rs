@@ -1,9 +1,12 @@
 //! The database: SQLite (one file, the default) or PostgreSQL.
 //!
-//! Every query is written once, in SQL both dialects accept (`$1`
+//! Queries are written once, in SQL both dialects accept (`$1`
 //! placeholders, `ON CONFLICT ... DO NOTHING`, integer times), and run on
 //! whichever pool the URL chose: the [`on_pool!`] macro expands the same body
-//! for each backend, so the two cannot drift apart.
+//! for each backend, so the two cannot drift apart. The one exception is the
+//! bulk insert of event rows, the ingest's hot path: SQLite's goes through
+//! the raw connection handle ([`sqlite_bulk`]), PostgreSQL's through
+//! multi-row statements.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -23,8 +26,8 @@ use crate::ingest::correlate::{Kind, Row, Text};
 
 mod sqlite_bulk;
 
-/// Rows per multi-row `INSERT`: large enough that per-statement overhead
-/// vanishes, small enough to stay under both backends' parameter limits
+/// Rows per multi-row `INSERT` on PostgreSQL: large enough that
+/// per-statement overhead vanishes, far below its 65,535-parameter limit
 /// (12 columns x 256 = 3,072 parameters).
 const INSERT_CHUNK: usize = 256;
 
@@ -80,56 +83,35 @@ pub struct EventRow {
     pub response: Option<String>,
 }
 
-/// The multi-row insert statements, built once from constant text.
-///
-/// SQLite gets anonymous `?` placeholders: its lookup of a numbered
-/// parameter's name walks a list, which made a 3,072-parameter statement
-/// spend most of its time binding. PostgreSQL needs `$N`.
-fn insert_chunk_sql(numbered: bool) -> &'static str {
-    static SQLITE: OnceLock<String> = OnceLock::new();
-    static PG: OnceLock<String> = OnceLock::new();
-    let cell = if numbered { &PG } else { &SQLITE };
-    cell.get_or_init(|| insert_sql(INSERT_CHUNK, numbered))
+/// The multi-row insert statement (PostgreSQL), built once from constant
+/// text and placeholders.
+fn insert_chunk_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| insert_sql(INSERT_CHUNK))
 }
 
-fn insert_sql(rows: usize, numbered: bool) -> String {
-    // SQLite: `OR IGNORE` makes every constraint's conflict action IGNORE,
-    // so no statement can abort half-way and SQLite keeps no statement
-    // journal (a copy of each page a statement touches). PostgreSQL skips
-    // rows already stored with `ON CONFLICT DO NOTHING`.
-    let mut s = String::from(if numbered {
-        "INSERT INTO smtp_events (key, day, time_us, mailbox_id, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES "
-    } else {
-        "INSERT OR IGNORE INTO smtp_events (key, day, time_us, mailbox_id, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES "
-    });
+/// The single-row insert statement (PostgreSQL), for a batch's tail.
+fn insert_one_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| insert_sql(1))
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut s = String::from(
+        "INSERT INTO smtp_events (key, day, time_us, mailbox_id, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES ",
+    );
     for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
+        s.push_str(if r > 0 { ", (" } else { "(" });
         for c in 0..12 {
             if c > 0 {
                 s.push_str(", ");
             }
-            if numbered {
-                s.push_str(&format!("${}", r * 12 + c + 1));
-            } else {
-                s.push('?');
-            }
+            s.push_str(&format!("${}", r * 12 + c + 1));
         }
         s.push(')');
     }
-    if numbered {
-        s.push_str(" ON CONFLICT (mailbox_id, day, key) DO NOTHING");
-    }
+    s.push_str(" ON CONFLICT (mailbox_id, day, key) DO NOTHING");
     s
-}
-
-fn insert_one_sql(numbered: bool) -> &'static str {
-    static SQLITE: OnceLock<String> = OnceLock::new();
-    static PG: OnceLock<String> = OnceLock::new();
-    let cell = if numbered { &PG } else { &SQLITE };
-    cell.get_or_init(|| insert_sql(1, numbered))
 }
 
 /// Binds one row's twelve values, in the column order of [`insert_sql`].
@@ -167,7 +149,7 @@ macro_rules! insert_rows {
         loop {
             let chunk: Vec<Row> = rows.by_ref().take(INSERT_CHUNK).collect();
             if chunk.len() == INSERT_CHUNK {
-                let mut q = sqlx::query(insert_chunk_sql(true));
+                let mut q = sqlx::query(insert_chunk_sql());
                 for r in chunk {
                     let id = $id_of(&r.mailbox);
                     q = bind_row!(q, r, id);
@@ -178,7 +160,7 @@ macro_rules! insert_rows {
                 // new statement text for every tail length.
                 for r in chunk {
                     let id = $id_of(&r.mailbox);
-                    let q = bind_row!(sqlx::query(insert_one_sql(true)), r, id);
+                    let q = bind_row!(sqlx::query(insert_one_sql()), r, id);
                     inserted += q.execute(&mut **$tx).await?.rows_affected();
                 }
                 break;
@@ -266,7 +248,13 @@ macro_rules! commit_in {
         let tx = &mut $tx;
         let fresh = new_mailbox_ids!(&mut **tx, rows, $self.ids, $numbered);
         let id_of = |m: &Text| -> i64 {
-            $self.ids.get(m).or_else(|| fresh.get(m)).copied().unwrap_or_default()
+            *$self
+                .ids
+                .get(m)
+                .or_else(|| fresh.get(m))
+                // Every mailbox of `rows` not in `ids` was just resolved
+                // into `fresh` (or the transaction failed with `?`).
+                .expect("mailbox numbers resolved for every row")
         };
         let n = insert_rows!(@ $insert tx, rows, id_of);
         if let Some(cp) = checkpoint {

@@ -15,6 +15,9 @@ use libsqlite3_sys as ffi;
 
 use crate::ingest::correlate::{Row, Text};
 
+/// `OR IGNORE`: a row whose key is stored already is skipped. (It also
+/// makes every constraint's conflict action IGNORE, so SQLite keeps no
+/// statement journal; an upsert clause would.)
 const INSERT: &CStr = c"INSERT OR IGNORE INTO smtp_events (key, day, time_us, mailbox_id, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// A prepared statement, finalized when dropped (also on early return).

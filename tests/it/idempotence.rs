@@ -1,8 +1,20 @@
 //! Reading the same lines twice stores nothing twice.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use crate::support::{TestDb, fixture};
+
+/// Writes a gzip copy of `src` to `dst`, as logrotate's `compress` does.
+fn gzip_copy(src: &Path, dst: &Path) -> PathBuf {
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(dst).unwrap(),
+        flate2::Compression::default(),
+    );
+    enc.write_all(&std::fs::read(src).unwrap()).unwrap();
+    enc.finish().unwrap();
+    dst.to_owned()
+}
 
 #[tokio::test]
 async fn same_file_twice() {
@@ -43,14 +55,7 @@ async fn compressed_copy_of_a_read_file_is_not_read_again() {
     let db = TestDb::new().await;
     db.ingest(&[fixture("mail.log")]).await.unwrap();
     let before = db.dump().await;
-    let gz = db.dir.path().join("mail.log.2.gz");
-    let mut enc = flate2::write::GzEncoder::new(
-        std::fs::File::create(&gz).unwrap(),
-        flate2::Compression::default(),
-    );
-    enc.write_all(&std::fs::read(fixture("mail.log")).unwrap())
-        .unwrap();
-    enc.finish().unwrap();
+    let gz = gzip_copy(&fixture("mail.log"), &db.dir.path().join("mail.log.2.gz"));
     let r = db.ingest(&[gz]).await.unwrap();
     assert_eq!(r.stats.lines_read, 0, "same first line: same source");
     assert_eq!(db.dump().await, before);
@@ -61,14 +66,7 @@ async fn gzip_alone_reads_like_plain() {
     let plain = TestDb::new().await;
     plain.ingest(&[fixture("mail.log")]).await.unwrap();
     let db = TestDb::new().await;
-    let gz = db.dir.path().join("mail.log.1.gz");
-    let mut enc = flate2::write::GzEncoder::new(
-        std::fs::File::create(&gz).unwrap(),
-        flate2::Compression::default(),
-    );
-    enc.write_all(&std::fs::read(fixture("mail.log")).unwrap())
-        .unwrap();
-    enc.finish().unwrap();
+    let gz = gzip_copy(&fixture("mail.log"), &db.dir.path().join("mail.log.1.gz"));
     db.ingest(&[gz]).await.unwrap();
     assert_eq!(db.dump().await, plain.dump().await);
 }
