@@ -1,6 +1,12 @@
-//! Dovecot lines. For now only the auth process's verdicts on a password,
-//! which name the user that Postfix before 3.9 leaves out of its own
-//! `SASL ... authentication failed` line when Dovecot is its SASL server.
+//! Dovecot lines.
+//!
+//! The ingest uses the auth process's verdicts on a password, which name the
+//! user that Postfix before 3.9 leaves out of its own `SASL ...
+//! authentication failed` line when Dovecot is its SASL server.
+//!
+//! [`parse`] also reads the lines of mailbox access (logins, failed logins,
+//! logouts with their counters, `mail_log` deletions, IMAP ID), in the
+//! shapes of Dovecot 2.3 and 2.4; the access history is built on it.
 
 use memchr::memmem;
 
@@ -66,6 +72,395 @@ pub fn auth_failure<'a>(program: &[u8], msg: &'a [u8]) -> Option<AuthFailure<'a>
     Some(AuthFailure { user, ip })
 }
 
+/// The service a line is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Imap,
+    Pop3,
+}
+
+impl Proto {
+    fn from_prefix(s: &[u8]) -> Option<Proto> {
+        match s {
+            b"imap" | b"imap-login" | b"IMAP" => Some(Proto::Imap),
+            b"pop3" | b"pop3-login" | b"POP3" => Some(Proto::Pop3),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Imap => "imap",
+            Proto::Pop3 => "pop3",
+        }
+    }
+}
+
+/// The `key=value` elements of a login-process line, by name (the admin
+/// chooses which appear, and in what order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginFields<'a> {
+    /// `user=<...>`; empty when the client never named one.
+    pub user: &'a [u8],
+    pub method: Option<&'a [u8]>,
+    pub rip: Option<&'a [u8]>,
+    pub lip: Option<&'a [u8]>,
+    pub session: Option<&'a [u8]>,
+    /// `TLS` (possibly with detail) or `secured` was among the elements.
+    pub tls: bool,
+    pub secured: bool,
+}
+
+/// One access-related Dovecot line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// `imap-login: Login: user=<a@b>, method=PLAIN, rip=1.2.3.4, lip=5.6.7.8, mpid=21711, TLS, session=<UXdX/9u52oxbQgr8>`
+    /// (2.4: `Logged in:`).
+    Login {
+        proto: Proto,
+        fields: LoginFields<'a>,
+    },
+    /// `pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<ivo>, ...`,
+    /// `Aborted login (...)`, 2.4 `Login aborted: ... (auth failed, 3 attempts in 16 secs) (auth_failed): ...`,
+    /// `Maximum number of connections from user+IP exceeded (...): user=<...>`.
+    LoginFailed {
+        proto: Proto,
+        fields: LoginFields<'a>,
+        /// From `N attempts`, when given.
+        attempts: Option<u32>,
+        /// The words Dovecot gave, such as `auth failed, 2 attempts in 30 secs`.
+        detail: &'a [u8],
+    },
+    /// `imap-login: ID sent: name=Thunderbird, version=115.0: user=<>, rip=..., session=<S>`
+    /// or, after login, `imap(u)<pid><S>: ID sent: name=...`.
+    ClientId {
+        session: Option<&'a [u8]>,
+        name: Option<&'a [u8]>,
+    },
+    /// A line of a logged-in session: `imap(USER)<PID><SESSION>: REST`.
+    Session {
+        proto: Proto,
+        user: &'a [u8],
+        session: Option<&'a [u8]>,
+        event: SessionEvent<'a>,
+    },
+}
+
+/// What a logged-in session's line says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent<'a> {
+    /// The session ended: `Disconnected: Logged out in=469 out=2105 deleted=0 expunged=0 trashed=0 ...`
+    /// or `Logged out top=0/0, retr=1/10014, del=1/8, size=55676`.
+    Logout {
+        /// `Logged out`, `Connection closed (...)`, `Disconnected for inactivity`...
+        reason: &'a [u8],
+        /// The `key=value` counters that followed.
+        counters: &'a [u8],
+    },
+    /// mail_log: `expunge: box=INBOX, uid=216970, msgid=<MsdID>, size=271290`.
+    Expunge {
+        folder: Option<&'a [u8]>,
+        uid: Option<&'a [u8]>,
+        msgid: Option<&'a [u8]>,
+    },
+    /// mail_log: `delete: box=...` (the \Deleted flag was set).
+    MarkDeleted {
+        folder: Option<&'a [u8]>,
+        uid: Option<&'a [u8]>,
+        msgid: Option<&'a [u8]>,
+    },
+    /// mail_log: `Mailbox deleted: Old`.
+    MailboxDeleted { folder: &'a [u8] },
+    /// Anything else a session logs.
+    Other,
+}
+
+/// Reads an access line. `program` and `msg` are as the envelope split
+/// them: `dovecot` + `imap-login: Login: ...` through syslog, or
+/// `imap-login` + `Info: Login: ...` from Dovecot's own file.
+pub fn parse<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<Access<'a>> {
+    let (prefix, rest) = if program == b"dovecot" {
+        let colon = super::postfix::find_pair(msg, b':', b' ')?;
+        (&msg[..colon], &msg[colon + 2..])
+    } else {
+        (program, msg)
+    };
+    let rest = strip_severity(rest);
+    if let Some(service) = prefix.strip_suffix(b"-login") {
+        let proto = Proto::from_prefix(service)?;
+        return login_line(proto, rest);
+    }
+    // `imap(user)<pid><session>` / `imap(user)` / `IMAP(user)`.
+    let open = memchr::memchr(b'(', prefix)?;
+    let proto = Proto::from_prefix(&prefix[..open])?;
+    let close = open + memchr::memchr(b')', &prefix[open..])?;
+    let user = &prefix[open + 1..close];
+    let session = angle_groups(&prefix[close + 1..]).nth(1);
+    if let Some(id) = rest.strip_prefix(b"ID sent: ") {
+        return Some(Access::ClientId {
+            session,
+            name: comma_value(id, b"name="),
+        });
+    }
+    Some(Access::Session {
+        proto,
+        user,
+        session,
+        event: session_event(rest),
+    })
+}
+
+/// Drops `Info: ` and the like, which Dovecot's own file (and stderr
+/// logging) put after the process prefix.
+fn strip_severity(s: &[u8]) -> &[u8] {
+    for sev in [
+        &b"Info: "[..],
+        b"Warning: ",
+        b"Error: ",
+        b"Debug: ",
+        b"Fatal: ",
+        b"Panic: ",
+    ] {
+        if let Some(r) = s.strip_prefix(sev) {
+            return r;
+        }
+    }
+    s
+}
+
+/// The `<...>` groups at the start of `s`: `<pid><session>`.
+fn angle_groups(mut s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let inner = s.strip_prefix(b"<")?;
+        let end = memchr::memchr(b'>', inner)?;
+        s = &inner[end + 1..];
+        Some(&inner[..end])
+    })
+}
+
+/// The value of `key` in a `k=v, k=v` list (up to the next `, ` or `:`).
+fn comma_value<'a>(s: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let at = memmem::find(s, key)? + key.len();
+    let v = &s[at..];
+    let end = v
+        .iter()
+        .position(|&b| b == b',' || b == b':')
+        .unwrap_or(v.len());
+    Some(&v[..end])
+}
+
+/// A login-process line after `imap-login: `.
+fn login_line(proto: Proto, s: &[u8]) -> Option<Access<'_>> {
+    // The elements follow the last `: user=<` or `: rip=` (failed logins
+    // before a user name have none); the text before is what happened.
+    let split = memmem::rfind(s, b": user=<").or_else(|| memmem::rfind(s, b": rip="))?;
+    let (what, elements) = (&s[..split], &s[split + 2..]);
+    let fields = login_fields(elements);
+    if what == b"Login" || what == b"Logged in" {
+        return Some(Access::Login { proto, fields });
+    }
+    if let Some(id) = what.strip_prefix(b"ID sent: ") {
+        return Some(Access::ClientId {
+            session: fields.session,
+            name: comma_value(id, b"name="),
+        });
+    }
+    // A failed login has no session of its own in the user's sense; it
+    // counts when a user was named and Dovecot says auth failed or refused.
+    let detail = paren_detail(what);
+    let failed = memmem::find(what, b"auth failed").is_some()
+        || memmem::find(what, b"authorization failed").is_some()
+        || memmem::find(what, b"user disabled").is_some()
+        || memmem::find(what, b"password expired").is_some()
+        || what.starts_with(b"Maximum number of connections");
+    if !failed {
+        return None;
+    }
+    let attempts = memmem::find(detail, b" attempts").and_then(|i| {
+        let digits = &detail[..i];
+        let start = digits
+            .iter()
+            .rposition(|b| !b.is_ascii_digit())
+            .map_or(0, |p| p + 1);
+        std::str::from_utf8(&digits[start..]).ok()?.parse().ok()
+    });
+    Some(Access::LoginFailed {
+        proto,
+        fields,
+        attempts,
+        detail,
+    })
+}
+
+/// The words inside the parenthesis that holds the reason: the one with
+/// `auth failed` (2.4 adds a second one with the event reason), else the
+/// first one, else the whole text.
+fn paren_detail(what: &[u8]) -> &[u8] {
+    let mut groups = Vec::new();
+    let mut at = 0;
+    while let Some(open) = memchr::memchr(b'(', &what[at..]) {
+        let start = at + open + 1;
+        let Some(len) = memchr::memchr(b')', &what[start..]) else {
+            break;
+        };
+        groups.push(&what[start..start + len]);
+        at = start + len + 1;
+    }
+    groups
+        .iter()
+        .find(|g| memmem::find(g, b"auth failed").is_some())
+        .or(groups.first())
+        .copied()
+        .unwrap_or(what)
+}
+
+/// `user=<U>, method=M, rip=R, lip=L, mpid=P, TLS, session=<S>`.
+fn login_fields(s: &[u8]) -> LoginFields<'_> {
+    let mut f = LoginFields::default();
+    let mut rest = s;
+    while !rest.is_empty() {
+        // `<...>` values may hold `, `; take them whole.
+        let end = if let Some(eq) = memchr::memchr(b'=', rest)
+            && rest.get(eq + 1) == Some(&b'<')
+            && memchr::memchr(b',', &rest[..eq]).is_none()
+        {
+            memchr::memchr(b'>', &rest[eq..]).map_or(rest.len(), |g| eq + g + 1)
+        } else {
+            super::postfix::find_pair(rest, b',', b' ').unwrap_or(rest.len())
+        };
+        let item = &rest[..end];
+        rest = rest[end..].strip_prefix(b", ").unwrap_or(&rest[end..]);
+        match memchr::memchr(b'=', item) {
+            Some(eq) => {
+                let (k, v) = (&item[..eq], &item[eq + 1..]);
+                match k {
+                    b"user" => f.user = unangle(v),
+                    b"method" => f.method = Some(v),
+                    b"rip" => f.rip = Some(v),
+                    b"lip" => f.lip = Some(v),
+                    b"session" => f.session = Some(unangle(v)),
+                    _ => {}
+                }
+            }
+            None if item.starts_with(b"TLS") => f.tls = true,
+            None if item == b"secured" => f.secured = true,
+            None => {}
+        }
+    }
+    f
+}
+
+/// `<v>` → `v`.
+fn unangle(v: &[u8]) -> &[u8] {
+    v.strip_prefix(b"<")
+        .and_then(|v| v.strip_suffix(b">"))
+        .unwrap_or(v)
+}
+
+/// The folder, uid and Message-ID of a mail_log line.
+#[allow(clippy::type_complexity)]
+fn mail_log(s: &[u8]) -> (Option<&[u8]>, Option<&[u8]>, Option<&[u8]>) {
+    (comma_value(s, b"box="), comma_value(s, b"uid="), msgid(s))
+}
+
+/// The rest of a logged-in session's line.
+fn session_event(s: &[u8]) -> SessionEvent<'_> {
+    if let Some(r) = s
+        .strip_prefix(b"expunge: ")
+        .or_else(|| s.strip_prefix(b"autoexpunge: "))
+    {
+        let (folder, uid, msgid) = mail_log(r);
+        return SessionEvent::Expunge { folder, uid, msgid };
+    }
+    if let Some(r) = s.strip_prefix(b"delete: ") {
+        let (folder, uid, msgid) = mail_log(r);
+        return SessionEvent::MarkDeleted { folder, uid, msgid };
+    }
+    if let Some(r) = s.strip_prefix(b"Mailbox deleted: ") {
+        return SessionEvent::MailboxDeleted { folder: r };
+    }
+    // 2.4 puts the mailbox first: `Mailbox INBOX: expunge: uid=5, ...`.
+    if let Some(r) = s.strip_prefix(b"Mailbox ")
+        && let Some(c) = super::postfix::find_pair(r, b':', b' ')
+    {
+        let folder = &r[..c];
+        let tail = &r[c + 2..];
+        if let Some(t) = tail.strip_prefix(b"expunge: ") {
+            return SessionEvent::Expunge {
+                folder: Some(folder),
+                uid: comma_value(t, b"uid="),
+                msgid: msgid(t),
+            };
+        }
+        if let Some(t) = tail.strip_prefix(b"delete: ") {
+            return SessionEvent::MarkDeleted {
+                folder: Some(folder),
+                uid: comma_value(t, b"uid="),
+                msgid: msgid(t),
+            };
+        }
+        if tail.starts_with(b"Mailbox deleted") {
+            return SessionEvent::MailboxDeleted { folder };
+        }
+    }
+    let s2 = s.strip_prefix(b"Disconnected: ").unwrap_or(s);
+    for start in [&b" in="[..], b" top="] {
+        if let Some(i) = memmem::find(s2, start) {
+            let reason = &s2[..i];
+            if reason.starts_with(b"Logged out")
+                || reason.starts_with(b"Connection closed")
+                || reason.starts_with(b"Disconnected")
+                || reason.starts_with(b"Server shutting down")
+            {
+                return SessionEvent::Logout {
+                    reason,
+                    counters: &s2[i + 1..],
+                };
+            }
+        }
+    }
+    SessionEvent::Other
+}
+
+/// `msgid=<...>` (mail_log cuts it at 80 characters and adds `...`).
+fn msgid(s: &[u8]) -> Option<&[u8]> {
+    let at = memmem::find(s, b"msgid=")? + 6;
+    let v = &s[at..];
+    let end = if v.starts_with(b"<") {
+        memchr::memchr(b'>', v).map_or_else(|| find_comma(v), |e| e + 1)
+    } else {
+        find_comma(v)
+    };
+    Some(&v[..end])
+}
+
+fn find_comma(v: &[u8]) -> usize {
+    super::postfix::find_pair(v, b',', b' ').unwrap_or(v.len())
+}
+
+/// A counter from a logout line: `deleted=3`, or for POP3 `del=D/M` as
+/// (D, M).
+pub fn counter(counters: &[u8], key: &[u8]) -> Option<(u64, Option<u64>)> {
+    let mut at = 0;
+    while let Some(i) = memmem::find(&counters[at..], key) {
+        let p = at + i;
+        let boundary = p == 0 || matches!(counters[p - 1], b' ' | b',');
+        if boundary && counters.get(p + key.len()) == Some(&b'=') {
+            let v = &counters[p + key.len() + 1..];
+            let end = v
+                .iter()
+                .position(|b| !(b.is_ascii_digit() || *b == b'/'))
+                .unwrap_or(v.len());
+            let v = std::str::from_utf8(&v[..end]).ok()?;
+            return Some(match v.split_once('/') {
+                Some((a, b)) => (a.parse().ok()?, b.parse().ok()),
+                None => (v.parse().ok()?, None),
+            });
+        }
+        at = p + key.len();
+    }
+    None
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +503,251 @@ mod tests {
             auth_failure(b"dovecot", b"auth: passwd-file(a,1.2.3.4): unknown"),
             None
         );
+    }
+
+    fn access(line_program: &str, msg: &str) -> Access<'static> {
+        let p: &'static [u8] = Box::leak(line_program.as_bytes().to_vec().into_boxed_slice());
+        let m: &'static [u8] = Box::leak(msg.as_bytes().to_vec().into_boxed_slice());
+        parse(p, m).unwrap_or_else(|| panic!("{msg}"))
+    }
+
+    #[test]
+    fn logins_of_both_versions_and_both_files() {
+        for (prog, msg) in [
+            (
+                "dovecot",
+                "imap-login: Login: user=<h-304@h-ffeb17e38996c.com>, method=LOGIN, rip=224.165.23.115, lip=170.45.1.1, mpid=21711, TLS, session=<UXdX/9u52oxbQgr8>",
+            ),
+            (
+                "dovecot",
+                "imap-login: Logged in: user=<h-304@h-ffeb17e38996c.com>, method=LOGIN, rip=224.165.23.115, lip=170.45.1.1, mpid=21711, TLS, session=<UXdX/9u52oxbQgr8>",
+            ),
+            (
+                "imap-login",
+                "Info: Login: user=<h-304@h-ffeb17e38996c.com>, method=LOGIN, rip=224.165.23.115, lip=170.45.1.1, mpid=21711, TLS, session=<UXdX/9u52oxbQgr8>",
+            ),
+        ] {
+            let Access::Login { proto, fields } = access(prog, msg) else {
+                panic!("{msg}")
+            };
+            assert_eq!(proto, Proto::Imap);
+            assert_eq!(fields.user, b"h-304@h-ffeb17e38996c.com");
+            assert_eq!(fields.rip, Some(&b"224.165.23.115"[..]));
+            assert_eq!(fields.lip, Some(&b"170.45.1.1"[..]));
+            assert_eq!(fields.session, Some(&b"UXdX/9u52oxbQgr8"[..]));
+            assert!(fields.tls);
+        }
+        let Access::Login { proto, fields } = access(
+            "dovecot",
+            "pop3-login: Login: user=<freddie@example.ca>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=18731, secured, session=<5zVFvKxEnAB/AAAB>",
+        ) else {
+            panic!()
+        };
+        assert_eq!(proto, Proto::Pop3);
+        assert!(fields.secured && !fields.tls);
+    }
+
+    #[test]
+    fn failed_logins() {
+        let cases = [
+            (
+                "pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<ivo>, method=PLAIN, rip=1.2.3.4, lip=1.1.2.2, TLS: Disconnected, session=<q454Xu/vMwBZApgg>",
+                Some(1),
+                &b"ivo"[..],
+            ),
+            (
+                "imap-login: Disconnected (auth failed, 2 attempts): user=<username.bob>, method=PLAIN, rip=49.176.98.87, lip=113.212.99.194, TLS",
+                Some(2),
+                b"username.bob",
+            ),
+            (
+                "imap-login: Login aborted: Connection closed (auth failed, 3 attempts in 16 secs) (auth_failed): user=<test>, method=PLAIN, rip=192.0.2.241, lip=203.0.113.104, TLS, session=<9ZHq02g3J8S60fan>",
+                Some(3),
+                b"test",
+            ),
+            (
+                "imap-login: Disconnected: Connection closed: read(size=1003) failed: Connection reset by peer (auth failed, 1 attempts in 0 secs): user=<test@example.com>, rip=192.0.2.4, lip=127.0.0.19, session=<Lsz0Oo7WXti3b7xe>",
+                Some(1),
+                b"test@example.com",
+            ),
+            (
+                "imap-login: Maximum number of connections from user+IP exceeded (mail_max_userip_connections): user=<oviraptor>, PID=12150, method=PLAIN, rip=10.0.0.18, lip=192.168.190.13, TLS",
+                None,
+                b"oviraptor",
+            ),
+        ];
+        for (msg, attempts, user) in cases {
+            let Access::LoginFailed {
+                fields,
+                attempts: a,
+                ..
+            } = access("dovecot", msg)
+            else {
+                panic!("{msg}")
+            };
+            assert_eq!(a, attempts, "{msg}");
+            assert_eq!(fields.user, user, "{msg}");
+            assert!(fields.rip.is_some());
+        }
+        let Access::LoginFailed { detail, .. } = access("dovecot", cases[2].0) else {
+            panic!()
+        };
+        assert_eq!(detail, b"auth failed, 3 attempts in 16 secs");
+        // Not a failed login for anyone: no user, TLS trouble.
+        assert_eq!(
+            parse(b"dovecot", b"imap-login: Disconnected (disconnected before auth was ready, waited 0 secs): user=<>, rip=112.247.97.110, lip=170.45.1.1, TLS handshaking: SSL_accept() failed: error:1408F09C:SSL routines:ssl3_get_record:http request, session=<8aCKAt65etAuZSeU>"),
+            None
+        );
+    }
+
+    #[test]
+    fn session_lines() {
+        let Access::Session {
+            proto,
+            user,
+            session,
+            event,
+        } = access(
+            "dovecot",
+            "imap(nguyen3@project2.nguyenhv.id.vn)<836><e5MLrgYvcMZ/AAAB>: Disconnected: Logged out in=469 out=2105 deleted=0 expunged=2 trashed=0 hdr_count=1 hdr_bytes=391 body_count=1 body_bytes=31",
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (proto, user, session),
+            (
+                Proto::Imap,
+                &b"nguyen3@project2.nguyenhv.id.vn"[..],
+                Some(&b"e5MLrgYvcMZ/AAAB"[..])
+            )
+        );
+        let SessionEvent::Logout { reason, counters } = event else {
+            panic!()
+        };
+        assert_eq!(reason, b"Logged out");
+        assert_eq!(counter(counters, b"in"), Some((469, None)));
+        assert_eq!(counter(counters, b"expunged"), Some((2, None)));
+        assert_eq!(counter(counters, b"deleted"), Some((0, None)));
+
+        let Access::Session { event, .. } = access(
+            "dovecot",
+            "pop3(h-e8fcfa624@h-ffeb17e38996c.com)<22754><QnUBR+a59otNC7am>: Disconnected: Logged out top=0/0, retr=1/10014, del=1/8, size=55676",
+        ) else {
+            panic!()
+        };
+        let SessionEvent::Logout { counters, .. } = event else {
+            panic!()
+        };
+        assert_eq!(counter(counters, b"del"), Some((1, Some(8))));
+        assert_eq!(counter(counters, b"size"), Some((55676, None)));
+
+        let Access::Session { event, .. } = access(
+            "dovecot",
+            "imap(h-aaf4c@h-ffeb17e38996c.com)<18192><0Dq3h925jvG8pNgK>: Connection closed (IDLE running for 0.001 + waiting input for 82.885 secs, 2 B in + 10 B out, state=wait-input) in=276 out=1068 deleted=0 expunged=0 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0",
+        ) else {
+            panic!()
+        };
+        assert!(
+            matches!(event, SessionEvent::Logout { reason, .. } if reason.starts_with(b"Connection closed (IDLE"))
+        );
+
+        let Access::Session { event, .. } = access(
+            "dovecot",
+            "pop3(user@test.ro)<16586><fffff>: expunge: box=INBOX, uid=216970, msgid=<MsdID>, size=271290",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            event,
+            SessionEvent::Expunge {
+                folder: Some(b"INBOX"),
+                uid: Some(b"216970"),
+                msgid: Some(b"<MsdID>")
+            }
+        );
+        let Access::Session { event, .. } = access(
+            "dovecot",
+            "imap(user@test.ro)<51452><fffff>: delete: box=Drafts, uid=2942, msgid=<MsgID>, size=3122",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            event,
+            SessionEvent::MarkDeleted {
+                folder: Some(b"Drafts"),
+                uid: Some(b"2942"),
+                msgid: Some(b"<MsgID>")
+            }
+        );
+        let Access::Session { event, .. } =
+            access("dovecot", "imap(u@x)<1><S>: Mailbox deleted: Old")
+        else {
+            panic!()
+        };
+        assert_eq!(event, SessionEvent::MailboxDeleted { folder: b"Old" });
+        let Access::Session { event, .. } = access(
+            "dovecot",
+            "imap(u@x)<1><S>: Mailbox INBOX: expunge: uid=5, msgid=<a@b>, size=123",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            event,
+            SessionEvent::Expunge {
+                folder: Some(b"INBOX"),
+                uid: Some(b"5"),
+                msgid: Some(b"<a@b>")
+            }
+        );
+        // A Message-ID cut at 80 characters keeps what is there.
+        let Access::Session { event, .. } = access(
+            "dovecot",
+            "imap(me@w.name): expunge: box=INBOX, uid=100, msgid=<1916378978.228657.1422669964925.JavaMail.s605113@s605113nj3cu23.uspswy6.savv..., size=3846",
+        ) else {
+            panic!()
+        };
+        assert!(
+            matches!(event, SessionEvent::Expunge { msgid: Some(m), .. } if m.ends_with(b"savv..."))
+        );
+    }
+
+    #[test]
+    fn client_ids() {
+        assert_eq!(
+            access(
+                "dovecot",
+                "imap-login: ID sent: name=Thunderbird, version=115.0: user=<>, rip=1.2.3.4, lip=5.6.7.8, session=<abc>"
+            ),
+            Access::ClientId {
+                session: Some(b"abc"),
+                name: Some(b"Thunderbird")
+            }
+        );
+        assert_eq!(
+            access(
+                "dovecot",
+                "imap(a@b)<7><xyz>: ID sent: name=K-9 Mail, version=6.4"
+            ),
+            Access::ClientId {
+                session: Some(b"xyz"),
+                name: Some(b"K-9 Mail")
+            }
+        );
+    }
+
+    #[test]
+    fn never_panics_on_prefixes() {
+        let lines = [
+            "imap-login: Login aborted: Connection closed (auth failed, 3 attempts in 16 secs) (auth_failed): user=<test>, method=PLAIN, rip=192.0.2.241, lip=203.0.113.104, TLS, session=<9ZHq02g3J8S60fan>",
+            "pop3(h@x)<22754><QnUBR+a59otNC7am>: Disconnected: Logged out top=0/0, retr=1/10014, del=1/8, size=55676",
+            "imap(u@x)<1><S>: Mailbox INBOX: expunge: uid=5, msgid=<a@b>, size=123",
+        ];
+        for l in lines {
+            for cut in 0..=l.len() {
+                let _ = parse(b"dovecot", &l.as_bytes()[..cut]);
+                let _ = counter(&l.as_bytes()[..cut], b"del");
+            }
+        }
     }
 }
