@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mailtrail::ingest::correlate::{Correlator, Settings};
+use mailtrail::ingest::correlate::{Correlator, Rows, Settings};
 use mailtrail::ingest::envelope::Clock;
 use mailtrail::ingest::source::{LineReader, SourceSpec};
 
@@ -71,6 +71,7 @@ fn settings() -> Settings {
         local: mailtrail::domain::LocalDomains::new(&[".example.edu".into()], "example.edu"),
         internal_relays: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
         tz: chrono_tz::Asia::Taipei,
+        webmail_networks: vec![],
     }
 }
 
@@ -83,7 +84,7 @@ fn parse_correlate(log: &Path) -> (u64, u64, usize, Duration) {
         chrono::NaiveDate::from_ymd_opt(2026, 12, 31).unwrap(),
         None,
     );
-    let mut rows = Vec::with_capacity(1 << 16);
+    let mut rows = Rows::default();
     let mut max_in_flight = 0;
     let mut n_rows = 0u64;
     let t = Instant::now();
@@ -94,7 +95,8 @@ fn parse_correlate(log: &Path) -> (u64, u64, usize, Duration) {
         if rows.len() >= 1 << 16 {
             n_rows += rows.len() as u64;
             black_box(&rows);
-            rows.clear();
+            rows.smtp.clear();
+            rows.access.clear();
         }
         i += 1;
         if i.is_multiple_of(65_536) {

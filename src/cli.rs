@@ -52,6 +52,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// A mailbox's access history (POP3/IMAP logins, logouts, deletions, failed logins).
+    Access {
+        /// The mailbox (address, or bare user name in the default domain).
+        #[arg(long)]
+        mailbox: String,
+        /// First day, YYYY-MM-DD (default: the start of the retention window).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Create or update the database schema.
     Migrate,
     /// Validate the configuration file and say what it sets.
@@ -194,6 +208,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let range = date_range(&c, from.as_deref(), to.as_deref())?;
             let store = Store::open(&c.database_url).await?;
             let h = history::load(&store, &mailbox, range, c.tz()?).await;
+            store.close().await;
+            print!("{}", h?.render(*format));
+            Ok(())
+        }
+        Command::Access {
+            mailbox,
+            from,
+            to,
+            format,
+        } => {
+            let c = load_config(&cli)?;
+            let mailbox = Mailbox::parse(mailbox, &c.default_domain)?;
+            let range = date_range(&c, from.as_deref(), to.as_deref())?;
+            let store = Store::open(&c.database_url).await?;
+            let h = crate::access::load(&store, &mailbox, range, c.tz()?).await;
             store.close().await;
             print!("{}", h?.render(*format));
             Ok(())

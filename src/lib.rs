@@ -10,13 +10,17 @@
 //! * [`domain`]: values parsed once at the edge: [`domain::Mailbox`],
 //!   [`domain::Day`], [`domain::DateRange`], local domains.
 //! * [`ingest`]: sources (files, `.gz`, stdin) → syslog envelope → Postfix /
-//!   Dovecot message shapes → correlation into per-mailbox rows, committed
+//!   Dovecot message shapes → correlation into per-mailbox rows (SMTP
+//!   events, and access events from Dovecot sessions), committed
 //!   in batches with the checkpoints and state that make it crash-safe.
 //! * [`store`]: the database (SQLite by default, PostgreSQL for large
 //!   sites): migrations, inserts, queries.
 //! * [`history`]: a mailbox's SMTP sending history as text, JSON or CSV.
+//! * [`access`]: a mailbox's access history (Dovecot logins, logouts,
+//!   deletions, failed logins) with a per-day summary.
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod domain;

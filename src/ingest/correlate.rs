@@ -38,6 +38,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+use super::access::{AccessRow, AccessSettings, AccessState, Line as AccessLine};
 use super::dovecot;
 use super::envelope::{Clock, LocalDays};
 use super::postfix::{self, Event, Parsed, Status};
@@ -137,12 +138,40 @@ pub struct Row {
     pub response: Option<String>,
 }
 
+/// What lines turn into: SMTP rows and mailbox access rows.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub smtp: Vec<Row>,
+    pub access: Vec<AccessRow>,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.smtp.len() + self.access.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the rows out, leaving room for as many again.
+    pub fn take(&mut self) -> Rows {
+        let (s, a) = (self.smtp.len(), self.access.len());
+        Rows {
+            smtp: std::mem::replace(&mut self.smtp, Vec::with_capacity(s)),
+            access: std::mem::replace(&mut self.access, Vec::with_capacity(a)),
+        }
+    }
+}
+
 /// Correlation settings taken from the config.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub local: LocalDomains,
     pub internal_relays: Vec<IpNet>,
     pub tz: chrono_tz::Tz,
+    /// Clients of the webmail front end (their logins are labelled).
+    pub webmail_networks: Vec<IpNet>,
 }
 
 impl Settings {
@@ -151,6 +180,7 @@ impl Settings {
             local: c.local_domains(),
             internal_relays: c.ingest.internal_relays.clone(),
             tz: c.tz()?,
+            webmail_networks: c.webmail_networks.clone(),
         })
     }
 }
@@ -373,6 +403,8 @@ pub struct State {
     orphans: FxHashMap<MsgKey, Orphan>,
     sasl_fails: Vec<SaslFail>,
     auth_fails: Vec<AuthFail>,
+    /// Dovecot sessions in flight.
+    access: AccessState,
     /// Latest log time seen, µs.
     now_us: i64,
     last_sweep_us: i64,
@@ -491,6 +523,7 @@ impl Emitter {
 /// Turns lines into rows.
 pub struct Correlator {
     em: Emitter,
+    access_settings: AccessSettings,
     state: State,
     /// The default domain, for bare user names in addresses.
     default_domain: Text,
@@ -509,6 +542,10 @@ impl Correlator {
     pub fn with_state(settings: Settings, state: State) -> Correlator {
         let host_hashes = state.hosts.iter().map(|h| xxh3_64(h.as_bytes())).collect();
         Correlator {
+            access_settings: AccessSettings {
+                local: settings.local.clone(),
+                webmail_networks: settings.webmail_networks.clone(),
+            },
             default_domain: settings.local.default_domain.as_str().into(),
             em: Emitter {
                 days: LocalDays::new(settings.tz),
@@ -537,7 +574,10 @@ impl Correlator {
 
     /// Lifecycles in memory now (for the memory benchmark and tests).
     pub fn in_flight(&self) -> usize {
-        self.state.messages.len() + self.state.handoffs.len() + self.state.orphans.len()
+        self.state.messages.len()
+            + self.state.handoffs.len()
+            + self.state.orphans.len()
+            + self.state.access.in_flight()
     }
 
     fn host_id(&mut self, host: &[u8]) -> u32 {
@@ -562,7 +602,7 @@ impl Correlator {
 
     /// Reads one line (without its newline). Rows it completes are pushed to
     /// `out`.
-    pub fn feed(&mut self, clock: &mut Clock, line: &[u8], out: &mut Vec<Row>) {
+    pub fn feed(&mut self, clock: &mut Clock, line: &[u8], out: &mut Rows) {
         let before = out.len();
         self.feed_line(clock, line, out);
         self.count(before, out);
@@ -571,18 +611,18 @@ impl Correlator {
     /// End of input for a one-shot ingest: hand-offs whose new ID never
     /// appeared are deliveries, re-injection candidates nobody claimed count
     /// as they are. (A follower does not call this: more lines may come.)
-    pub fn finish(&mut self, out: &mut Vec<Row>) {
+    pub fn finish(&mut self, out: &mut Rows) {
         let before = out.len();
-        self.sweep(true, out);
+        self.sweep(true, &mut out.smtp);
         self.count(before, out);
     }
 
-    fn count(&mut self, before: usize, out: &[Row]) {
+    fn count(&mut self, before: usize, out: &Rows) {
         self.stats.rows += (out.len() - before) as u64;
         self.stats.events_unattributed += std::mem::take(&mut self.em.unattributed);
     }
 
-    fn feed_line(&mut self, clock: &mut Clock, line: &[u8], out: &mut Vec<Row>) {
+    fn feed_line(&mut self, clock: &mut Clock, line: &[u8], out: &mut Rows) {
         self.stats.lines_read += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let env = match clock.split(line) {
@@ -600,7 +640,7 @@ impl Correlator {
             self.state.now_us = env.time_us;
             if env.time_us - self.state.last_sweep_us >= SWEEP_EVERY_US {
                 self.state.last_sweep_us = env.time_us;
-                self.sweep(false, out);
+                self.sweep(false, &mut out.smtp);
             }
         }
         if let Some(daemon) = postfix::daemon(env.program) {
@@ -614,19 +654,41 @@ impl Correlator {
                         pid: env.pid,
                         message: env.message,
                     };
-                    self.postfix_event(&ctx, ev, out);
+                    self.postfix_event(&ctx, ev, &mut out.smtp);
                 }
                 Parsed::Noise => self.stats.lines_noise += 1,
                 Parsed::Unknown => self.unrecognised(line),
             }
         } else if dovecot::is_dovecot(env.program, env.host) {
-            match dovecot::auth_failure(env.program, env.message) {
-                Some(f) => {
-                    self.stats.lines_used += 1;
-                    let host = self.host_id(env.host);
-                    self.dovecot_auth_failure(host, env.time_us, f, out);
-                }
-                None => self.stats.lines_noise += 1,
+            let host = self.host_id(env.host);
+            let ctx = LineCtx {
+                host,
+                time_us: env.time_us,
+                program: env.program,
+                pid: env.pid,
+                message: env.message,
+            };
+            let line = AccessLine {
+                host_id: host,
+                host: &self.state.hosts[host as usize],
+                key: self.line_key(&ctx),
+                time_us: env.time_us,
+                day: self.em.days.day_key(env.time_us),
+            };
+            if let Some(f) = dovecot::auth_failure(env.program, env.message) {
+                self.stats.lines_used += 1;
+                self.state.access.verdict(&self.access_settings, &line, &f);
+                self.dovecot_auth_failure(host, env.time_us, f, &mut out.smtp);
+            } else if self.state.access.feed(
+                &self.access_settings,
+                &line,
+                env.program,
+                env.message,
+                &mut out.access,
+            ) {
+                self.stats.lines_used += 1;
+            } else {
+                self.stats.lines_noise += 1;
             }
         } else {
             self.stats.lines_noise += 1;
@@ -1081,6 +1143,9 @@ impl Correlator {
             }
         }
 
+        if !all {
+            self.state.access.sweep(now);
+        }
         let before = self.state.sasl_fails.len();
         self.state
             .sasl_fails
@@ -1157,6 +1222,7 @@ mod tests {
             local: LocalDomains::new(&[".example.edu".into()], "example.edu"),
             internal_relays: vec!["127.0.0.0/8".parse().unwrap()],
             tz: chrono_tz::Asia::Taipei,
+            webmail_networks: vec![],
         }
     }
 
@@ -1172,12 +1238,13 @@ mod tests {
     fn run(lines: &str) -> (Vec<(String, Kind, Option<String>)>, Correlator) {
         let mut c = Correlator::new(settings());
         let mut clk = clock();
-        let mut out = Vec::new();
+        let mut out = Rows::default();
         for l in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
             c.feed(&mut clk, l.as_bytes(), &mut out);
         }
         c.finish(&mut out);
         let v = out
+            .smtp
             .iter()
             .map(|r| (r.mailbox.to_string(), r.kind, r.recipient.clone()))
             .collect();
@@ -1227,11 +1294,11 @@ mod tests {
     fn response_and_client_are_kept() {
         let mut c = Correlator::new(settings());
         let mut clk = clock();
-        let mut out = Vec::new();
+        let mut out = Rows::default();
         for l in BOUNCE.lines().map(str::trim).filter(|l| !l.is_empty()) {
             c.feed(&mut clk, l.as_bytes(), &mut out);
         }
-        let b = out.iter().find(|r| r.kind == Kind::Bounced).unwrap();
+        let b = out.smtp.iter().find(|r| r.kind == Kind::Bounced).unwrap();
         assert_eq!(
             b.response.as_deref(),
             Some(
@@ -1292,7 +1359,7 @@ mod tests {
     fn content_filter_with_handoff_first_and_origin_kept() {
         let mut c = Correlator::new(settings());
         let mut clk = clock();
-        let mut out = Vec::new();
+        let mut out = Rows::default();
         for l in "
             Nov  3 11:00:00 mail postfix/smtpd[10]: BBBB1: client=pc[192.0.2.7], sasl_method=PLAIN, sasl_username=alice@example.edu
             Nov  3 11:00:00 mail postfix/qmgr[2]: BBBB1: from=<carol@example.edu>, size=300, nrcpt=1 (queue active)
@@ -1305,7 +1372,7 @@ mod tests {
         }
         // Sent for the sender and for the authenticated user, from the
         // original client, without waiting for the end of input.
-        let sent: Vec<_> = out.iter().filter(|r| r.kind == Kind::Sent).collect();
+        let sent: Vec<_> = out.smtp.iter().filter(|r| r.kind == Kind::Sent).collect();
         assert_eq!(sent.len(), 2);
         assert!(
             sent.iter()
@@ -1315,7 +1382,10 @@ mod tests {
         who.sort();
         assert_eq!(who, ["alice@example.edu", "carol@example.edu"]);
         assert_ne!(sent[0].key, sent[1].key);
-        assert_eq!(out.iter().filter(|r| r.kind == Kind::AuthRcv).count(), 2);
+        assert_eq!(
+            out.smtp.iter().filter(|r| r.kind == Kind::AuthRcv).count(),
+            2
+        );
     }
 
     #[test]
@@ -1389,7 +1459,7 @@ mod tests {
         for cut in 0..lines.len() {
             let mut c = Correlator::new(settings());
             let mut clk = clock();
-            let mut out = Vec::new();
+            let mut out = Rows::default();
             for l in &lines[..cut] {
                 c.feed(&mut clk, l.as_bytes(), &mut out);
             }
@@ -1406,6 +1476,7 @@ mod tests {
             }
             c.finish(&mut out);
             let got: Vec<_> = out
+                .smtp
                 .iter()
                 .map(|r| (r.mailbox.to_string(), r.kind, r.recipient.clone()))
                 .collect();
@@ -1417,7 +1488,7 @@ mod tests {
     fn bad_input_is_counted_not_fatal() {
         let mut c = Correlator::new(settings());
         let mut clk = clock();
-        let mut out = Vec::new();
+        let mut out = Rows::default();
         let garbage: [&[u8]; 6] = [
             b"\x00\x01\x02\xff\xfe binary",
             b"Nov  3 13:00:00 mail postfix/smtp[3]: EEEE1: to=<a@b.test>, relay=none, del",

@@ -22,32 +22,86 @@ pub fn is_dovecot(program: &[u8], host: &[u8]) -> bool {
                 || program.starts_with(b"master")))
 }
 
-/// A failed password check, as the auth process logs it with
-/// `auth_verbose = yes`:
+/// A refused password check, as the auth process logs it with
+/// `auth_verbose = yes` (2.3 and 2.4 shapes):
 ///
 /// `auth: passwd-file(carol@example.edu,127.0.0.5): Password mismatch`
 /// `auth-worker(304): pam(username,1.2.3.4): pam_authenticate() failed: Authentication failure (password mismatch?)`
 /// `auth: sql(admin@example.ru,192.168.144.226,<6rXunFtu493AqJDi>): Password mismatch`
+/// `auth(info@example.com,192.0.2.110,sasl:login)<CvN+E95Uf4e7eEnj>: Info: sql: Password mismatch (given password: ...)`
+///
+/// Nothing after the reason (such as a logged password) is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthFailure<'a> {
     pub user: &'a [u8],
     pub ip: &'a [u8],
+    /// The login session it belongs to, when logged.
+    pub session: Option<&'a [u8]>,
+    /// `password mismatch`, `unknown user`, `disabled user` or
+    /// `address not allowed`.
+    pub reason: &'static str,
+}
+
+/// Classifies the text of an auth verdict; `None` when it is not a refusal.
+fn auth_reason(text: &[u8]) -> Option<&'static str> {
+    let has = |n: &[u8]| memmem::find(text, n).is_some();
+    // With several passdbs, a miss in one is not the verdict.
+    if has(b"trying the next passdb") {
+        return None;
+    }
+    if has(b"assword mismatch") || has(b"pam_authenticate() failed") {
+        Some("password mismatch")
+    } else if has(b"unknown user") {
+        Some("unknown user")
+    } else if has(b"allow_nets") || has(b"not in allowed networks") {
+        Some("address not allowed")
+    } else if has(b"disabled") || has(b"nologin") {
+        Some("disabled user")
+    } else {
+        None
+    }
+}
+
+/// `(USER,IP[,more])` → (user, ip).
+fn user_ip(inside: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut parts = inside.split(|&b| b == b',');
+    let user = parts.next().filter(|u| !u.is_empty() && *u != b"?")?;
+    let ip = parts.next().filter(|i| !i.is_empty())?;
+    Some((user, ip))
 }
 
 /// Recognises [`AuthFailure`] in a Dovecot line (program and message as the
-/// envelope split them). Anything after the reason, such as
-/// `(given password: ...)`, is not looked at.
-pub fn auth_failure<'a>(program: &[u8], msg: &'a [u8]) -> Option<AuthFailure<'a>> {
-    let mut m = msg;
-    if program == b"dovecot" {
-        if !m.starts_with(b"auth") {
+/// envelope split them).
+pub fn auth_failure<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<AuthFailure<'a>> {
+    // The process prefix: `auth`, `auth-worker(304)`, 2.4's
+    // `auth(user,ip,sasl:login)<session>`; from syslog it leads the message.
+    let (prefix, mut m) = if program == b"dovecot" {
+        if !msg.starts_with(b"auth") {
             return None;
         }
-        m = &m[memmem::find(m, b": ")? + 2..];
-    } else if !program.starts_with(b"auth") {
+        let c = super::postfix::find_pair(msg, b':', b' ')?;
+        (&msg[..c], &msg[c + 2..])
+    } else if program.starts_with(b"auth") {
+        (program, msg)
+    } else {
         return None;
-    }
+    };
     m = m.strip_prefix(b"Info: ").unwrap_or(m);
+    // 2.4: the user and address are in the process prefix.
+    if let Some(inner) = prefix.strip_prefix(b"auth(") {
+        let close = memchr::memchr(b')', inner)?;
+        let (user, ip) = user_ip(&inner[..close])?;
+        let session = inner[close + 1..]
+            .strip_prefix(b"<")
+            .and_then(|s| s.strip_suffix(b">"));
+        return Some(AuthFailure {
+            user,
+            ip,
+            session,
+            reason: auth_reason(m)?,
+        });
+    }
+    // 2.3: `driver(user,ip[,<session>]): reason`.
     let open = memchr::memchr(b'(', m)?;
     if open == 0
         || open > 20
@@ -59,17 +113,18 @@ pub fn auth_failure<'a>(program: &[u8], msg: &'a [u8]) -> Option<AuthFailure<'a>
     }
     let close = open + memmem::find(&m[open..], b"): ")?;
     let inside = &m[open + 1..close];
-    let reason = &m[close + 3..];
-    let failed = memmem::find(reason, b"assword mismatch").is_some()
-        || reason.starts_with(b"unknown user")
-        || reason.starts_with(b"pam_authenticate() failed");
-    if !failed {
-        return None;
-    }
-    let mut parts = inside.split(|&b| b == b',');
-    let user = parts.next().filter(|u| !u.is_empty() && *u != b"?")?;
-    let ip = parts.next().filter(|i| !i.is_empty())?;
-    Some(AuthFailure { user, ip })
+    let (user, ip) = user_ip(inside)?;
+    let session = inside
+        .split(|&b| b == b',')
+        .nth(2)
+        .and_then(|s| s.strip_prefix(b"<"))
+        .and_then(|s| s.strip_suffix(b">"));
+    Some(AuthFailure {
+        user,
+        ip,
+        session,
+        reason: auth_reason(&m[close + 3..])?,
+    })
 }
 
 /// The service a line is about.
@@ -474,16 +529,18 @@ mod tests {
             ),
             Some(AuthFailure {
                 user: b"carol@example.edu",
-                ip: b"127.0.0.5"
+                ip: b"127.0.0.5",
+                session: None,
+                reason: "password mismatch"
             })
         );
         assert_eq!(
             auth_failure(b"dovecot", b"auth-worker(304): pam(username,1.2.3.4): pam_authenticate() failed: Authentication failure (password mismatch?)"),
-            Some(AuthFailure { user: b"username", ip: b"1.2.3.4" })
+            Some(AuthFailure { user: b"username", ip: b"1.2.3.4", session: None, reason: "password mismatch" })
         );
         assert_eq!(
             auth_failure(b"dovecot", b"auth: sql(admin@example.ru,192.168.144.226,<6rXunFtu493AqJDi>): Password mismatch"),
-            Some(AuthFailure { user: b"admin@example.ru", ip: b"192.168.144.226" })
+            Some(AuthFailure { user: b"admin@example.ru", ip: b"192.168.144.226", session: Some(b"6rXunFtu493AqJDi"), reason: "password mismatch" })
         );
         assert_eq!(
             auth_failure(
@@ -492,7 +549,9 @@ mod tests {
             ),
             Some(AuthFailure {
                 user: b"admin@example.de",
-                ip: b"192.0.2.5"
+                ip: b"192.0.2.5",
+                session: Some(b"n4JLdHNVngZGpV2j"),
+                reason: "unknown user"
             })
         );
         assert_eq!(
@@ -502,6 +561,14 @@ mod tests {
         assert_eq!(
             auth_failure(b"dovecot", b"auth: passwd-file(a,1.2.3.4): unknown"),
             None
+        );
+        assert_eq!(
+            auth_failure(b"dovecot", b"auth: passwd-file(alice@example.edu,127.0.0.1,<FveXEelgCd9/AAAB>): unknown user (given password: x) - trying the next passdb"),
+            None
+        );
+        assert_eq!(
+            auth_failure(b"dovecot", b"auth(info@example.com,192.0.2.110,sasl:login)<CvN+E95Uf4e7eEnj>: Info: sql: Password mismatch (given password: XxxxXXxx123)"),
+            Some(AuthFailure { user: b"info@example.com", ip: b"192.0.2.110", session: Some(b"CvN+E95Uf4e7eEnj"), reason: "password mismatch" })
         );
     }
 

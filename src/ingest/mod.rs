@@ -16,6 +16,7 @@
 //! Parsing runs on its own thread and hands batches to the writer through a
 //! small channel, so reading and writing overlap.
 
+pub mod access;
 pub mod correlate;
 pub mod dovecot;
 pub mod envelope;
@@ -26,7 +27,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::store::{Batch, Checkpoint, Store, Writer};
-use correlate::{Correlator, Settings, Stats};
+use correlate::{Correlator, Rows, Settings, Stats};
 use envelope::{Clock, YearState};
 use source::{LineReader, SourceSpec};
 
@@ -184,7 +185,7 @@ fn parse_all(
             .map_err(|_| anyhow::anyhow!("the database writer stopped"))
     };
     let mut reports = Vec::new();
-    let mut rows = Vec::new();
+    let mut rows = Rows::default();
     for spec in specs {
         let mut reader = LineReader::open(spec)?;
         let Some(fp) = reader.fingerprint()? else {
@@ -222,9 +223,8 @@ fn parse_all(
             correlator.feed(&mut clock, line, &mut rows);
             in_batch += 1;
             if in_batch >= batch_lines {
-                let cap = rows.len();
                 send(Batch {
-                    rows: std::mem::replace(&mut rows, Vec::with_capacity(cap)),
+                    rows: rows.take(),
                     checkpoint: Some(checkpoint(&reader, &clock)),
                     state: Some(correlator.snapshot()),
                 })?;
@@ -232,7 +232,7 @@ fn parse_all(
             }
         }
         send(Batch {
-            rows: std::mem::take(&mut rows),
+            rows: rows.take(),
             checkpoint: Some(checkpoint(&reader, &clock)),
             state: Some(correlator.snapshot()),
         })?;

@@ -22,7 +22,8 @@ use sqlx::sqlite::{
 
 use std::collections::HashMap;
 
-use crate::ingest::correlate::{Kind, Row, Text};
+use crate::ingest::access::AccessRow;
+use crate::ingest::correlate::{Kind, Row, Rows, Text};
 
 mod sqlite_bulk;
 
@@ -61,7 +62,7 @@ pub struct Checkpoint {
 /// One unit of ingest work, committed whole or not at all.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub rows: Vec<Row>,
+    pub rows: Rows,
     /// The checkpoint of the source these rows came from, if any.
     pub checkpoint: Option<Checkpoint>,
     /// The correlator's state after the last line of this batch.
@@ -170,6 +171,52 @@ macro_rules! insert_rows {
     }};
 }
 
+/// Inserts access rows; evaluates to the number that were new.
+macro_rules! insert_access {
+    (@sqlite $tx:expr, $rows:expr, $id_of:expr) => {{
+        let mut handle = $tx.lock_handle().await?;
+        // SAFETY: as for `insert_rows!`.
+        unsafe { sqlite_bulk::insert_access_rows(handle.as_raw_handle(), &$rows, &$id_of)? }
+    }};
+    (@chunks $tx:expr, $rows:expr, $id_of:expr) => {{
+        const SQL: &str = "INSERT INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, uid, message_id, folder, reason) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) ON CONFLICT (mailbox_id, day, key) DO NOTHING";
+        let mut inserted: u64 = 0;
+        for r in $rows {
+            let id = $id_of(&r.mailbox);
+            inserted += sqlx::query(SQL)
+                .bind(r.key)
+                .bind(r.day)
+                .bind(r.time_us)
+                .bind(id)
+                .bind(r.kind.map(|k| k as i32))
+                .bind(r.host)
+                .bind(r.protocol)
+                .bind(r.remote_ip)
+                .bind(r.local_ip)
+                .bind(r.tls)
+                .bind(r.session)
+                .bind(r.client)
+                .bind(r.deleted)
+                .bind(r.retained)
+                .bind(r.size_bytes)
+                .bind(r.in_bytes)
+                .bind(r.out_bytes)
+                .bind(r.expunged)
+                .bind(r.trashed)
+                .bind(r.downloaded)
+                .bind(r.uid)
+                .bind(r.message_id)
+                .bind(r.folder)
+                .bind(r.reason)
+                .execute(&mut **$tx)
+                .await?
+                .rows_affected();
+        }
+        inserted
+    }};
+}
+
 /// Writes ingest batches; remembers the numbers of the mailboxes it has
 /// seen so that only new mailboxes cost a query.
 pub struct Writer {
@@ -187,8 +234,10 @@ macro_rules! new_mailbox_ids {
     ($conn:expr, $rows:expr, $known:expr, $numbered:expr) => {{
         const GET: &str = "SELECT id FROM mailboxes WHERE address = $1";
         let mut new: Vec<&Text> = $rows
+            .smtp
             .iter()
             .map(|r: &Row| &r.mailbox)
+            .chain($rows.access.iter().map(|r: &AccessRow| &r.mailbox))
             .filter(|m| !$known.contains_key(*m))
             .collect();
         new.sort_unstable();
@@ -256,7 +305,8 @@ macro_rules! commit_in {
                 // into `fresh` (or the transaction failed with `?`).
                 .expect("mailbox numbers resolved for every row")
         };
-        let n = insert_rows!(@ $insert tx, rows, id_of);
+        let Rows { smtp, access } = rows;
+        let n = insert_rows!(@ $insert tx, smtp, id_of) + insert_access!(@ $insert tx, access, id_of);
         if let Some(cp) = checkpoint {
             sqlx::query(SAVE_CP)
                 .bind(cp.fingerprint)
@@ -462,6 +512,71 @@ impl Store {
                 })
             })
             .collect())
+    }
+
+    /// Every access event of one mailbox in a day range, by time.
+    pub async fn access_events(
+        &self,
+        mailbox: &str,
+        from_day: i32,
+        to_day: i32,
+    ) -> anyhow::Result<Vec<AccessRow>> {
+        const SQL: &str = "SELECT e.key, e.day, e.time_us, e.kind, e.host, e.protocol, e.remote_ip, e.local_ip, e.tls, e.session, e.client, \
+            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, e.folder, e.reason \
+            FROM access_events e JOIN mailboxes m ON m.id = e.mailbox_id \
+            WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 ORDER BY e.time_us, e.id";
+        macro_rules! read {
+            ($p:expr) => {{
+                let rows = sqlx::query(SQL)
+                    .bind(mailbox)
+                    .bind(from_day)
+                    .bind(to_day)
+                    .fetch_all($p)
+                    .await?;
+                let mut v = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let text = |i: usize| -> Result<Option<Text>, sqlx::Error> {
+                        Ok(r.try_get::<Option<String>, _>(i)?.map(Text::from))
+                    };
+                    let num = |i: usize| r.try_get::<Option<i64>, _>(i);
+                    let protocol: Option<String> = r.try_get(5)?;
+                    v.push(AccessRow {
+                        key: r.try_get(0)?,
+                        day: r.try_get(1)?,
+                        time_us: r.try_get(2)?,
+                        mailbox: Text::from(mailbox),
+                        kind: crate::ingest::access::AccessKind::from_i64(i64::from(
+                            r.try_get::<i32, _>(3)?,
+                        )),
+                        host: Text::from(r.try_get::<String, _>(4)?),
+                        protocol: match protocol.as_deref() {
+                            Some("imap") => Some("imap"),
+                            Some("pop3") => Some("pop3"),
+                            _ => None,
+                        },
+                        remote_ip: text(6)?,
+                        local_ip: text(7)?,
+                        tls: r.try_get(8)?,
+                        session: text(9)?,
+                        client: r.try_get(10)?,
+                        deleted: num(11)?,
+                        retained: num(12)?,
+                        size_bytes: num(13)?,
+                        in_bytes: num(14)?,
+                        out_bytes: num(15)?,
+                        expunged: num(16)?,
+                        trashed: num(17)?,
+                        downloaded: num(18)?,
+                        uid: num(19)?,
+                        message_id: r.try_get(20)?,
+                        folder: r.try_get(21)?,
+                        reason: r.try_get(22)?,
+                    });
+                }
+                v
+            }};
+        }
+        Ok(on_pool!(self, p => read!(p)))
     }
 
     /// Number of stored SMTP events (for tests and the ingest summary).

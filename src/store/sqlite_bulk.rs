@@ -13,6 +13,7 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
+use crate::ingest::access::AccessRow;
 use crate::ingest::correlate::{Row, Text};
 
 /// `OR IGNORE`: a row whose key is stored already is skipped. (It also
@@ -102,6 +103,102 @@ pub unsafe fn insert_rows(
         let rc = unsafe { ffi::sqlite3_step(stmt.0) };
         // SAFETY: as above; reset and unbind so no pointer into `rows`
         // stays with the statement.
+        unsafe {
+            ffi::sqlite3_reset(stmt.0);
+            ffi::sqlite3_clear_bindings(stmt.0);
+        }
+        if rc != ffi::SQLITE_DONE {
+            return Err(error(db, "insert"));
+        }
+        // SAFETY: valid connection.
+        inserted += unsafe { ffi::sqlite3_changes(db) } as u64;
+    }
+    Ok(inserted)
+}
+
+const INSERT_ACCESS: &CStr = c"INSERT OR IGNORE INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, uid, message_id, folder, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+
+/// Inserts access rows, skipping keys already stored; returns how many were
+/// new.
+///
+/// # Safety
+///
+/// As for [`insert_rows`].
+pub unsafe fn insert_access_rows(
+    db: NonNull<ffi::sqlite3>,
+    rows: &[AccessRow],
+    mailbox_id: &dyn Fn(&Text) -> i64,
+) -> anyhow::Result<u64> {
+    let db = db.as_ptr();
+    let mut raw = ptr::null_mut();
+    // SAFETY: `db` is valid (caller's contract); the SQL is NUL-terminated.
+    let rc = unsafe {
+        ffi::sqlite3_prepare_v2(db, INSERT_ACCESS.as_ptr(), -1, &mut raw, ptr::null_mut())
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(error(db, "prepare"));
+    }
+    let stmt = Stmt(raw);
+    let mut inserted = 0u64;
+    for r in rows {
+        let text = |i: c_int, s: Option<&str>| -> c_int {
+            match s {
+                // SAFETY: as in `insert_rows`: the text outlives the step,
+                // and bindings are cleared right after it.
+                Some(s) => unsafe {
+                    ffi::sqlite3_bind_text(
+                        stmt.0,
+                        i,
+                        s.as_ptr().cast(),
+                        s.len() as c_int,
+                        ffi::SQLITE_STATIC(),
+                    )
+                },
+                // SAFETY: binding NULL to a valid statement.
+                None => unsafe { ffi::sqlite3_bind_null(stmt.0, i) },
+            }
+        };
+        let int = |i: c_int, v: Option<i64>| -> c_int {
+            // SAFETY: binding an integer or NULL to a valid statement.
+            unsafe {
+                match v {
+                    Some(v) => ffi::sqlite3_bind_int64(stmt.0, i, v),
+                    None => ffi::sqlite3_bind_null(stmt.0, i),
+                }
+            }
+        };
+        let rcs = [
+            int(1, Some(r.key)),
+            int(2, Some(i64::from(r.day))),
+            int(3, Some(r.time_us)),
+            int(4, Some(mailbox_id(&r.mailbox))),
+            int(5, r.kind.map(|k| k as i64)),
+            text(6, Some(&r.host)),
+            text(7, r.protocol),
+            text(8, r.remote_ip.as_deref()),
+            text(9, r.local_ip.as_deref()),
+            int(10, r.tls.map(i64::from)),
+            text(11, r.session.as_deref()),
+            text(12, r.client.as_deref()),
+            int(13, r.deleted),
+            int(14, r.retained),
+            int(15, r.size_bytes),
+            int(16, r.in_bytes),
+            int(17, r.out_bytes),
+            int(18, r.expunged),
+            int(19, r.trashed),
+            int(20, r.downloaded),
+            int(21, r.uid),
+            text(22, r.message_id.as_deref()),
+            text(23, r.folder.as_deref()),
+            text(24, r.reason.as_deref()),
+        ];
+        if rcs.iter().any(|&rc| rc != ffi::SQLITE_OK) {
+            return Err(error(db, "bind"));
+        }
+        // SAFETY: valid statement, bound above; the connection is ours.
+        let rc = unsafe { ffi::sqlite3_step(stmt.0) };
+        // SAFETY: as in `insert_rows`.
         unsafe {
             ffi::sqlite3_reset(stmt.0);
             ffi::sqlite3_clear_bindings(stmt.0);

@@ -1,0 +1,333 @@
+//! A mailbox's access history: who logged in, from where, and what was
+//! deleted, with a per-day summary, as text, JSON or CSV.
+//!
+//! The summary answers the question users come with ("my mail
+//! disappears"): when more than one address deleted mail by POP3 on one
+//! day, it says so in plain words.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::domain::{DateRange, Day, Mailbox};
+use crate::history::{Format, csv_cell, format_time};
+use crate::ingest::access::{AccessKind, AccessRow};
+use crate::store::Store;
+
+/// One event, with exactly the keys of the JSON output.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Event {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub protocol: Option<&'static str>,
+    pub remote_ip: Option<String>,
+    pub session: Option<String>,
+    pub client: Option<String>,
+    pub deleted: Option<i64>,
+    pub retained: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub in_bytes: Option<i64>,
+    pub out_bytes: Option<i64>,
+    pub expunged: Option<i64>,
+    pub trashed: Option<i64>,
+    pub message_id: Option<String>,
+    pub folder: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// One day of the summary.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DaySummary {
+    pub date: String,
+    /// Successful logins per protocol.
+    pub logins: BTreeMap<&'static str, i64>,
+    pub failed_logins: i64,
+    pub messages_deleted: i64,
+    /// Remote addresses that downloaded or deleted mail that day.
+    pub addresses: Vec<String>,
+    /// The plain-words warning, when several addresses deleted mail by POP3.
+    pub note: Option<String>,
+}
+
+/// The whole answer, in the shape of the JSON output.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessHistory {
+    pub mailbox: String,
+    pub from: String,
+    pub to: String,
+    pub days: Vec<DaySummary>,
+    pub events: Vec<Event>,
+}
+
+/// Reads a mailbox's access history for a range of days.
+pub async fn load(
+    store: &Store,
+    mailbox: &Mailbox,
+    range: DateRange,
+    tz: Tz,
+) -> anyhow::Result<AccessHistory> {
+    let rows = store
+        .access_events(mailbox.as_str(), range.from.key(), range.to.key())
+        .await?;
+    let days = range.days().map(|d| summarize(d, &rows)).collect();
+    let events = rows
+        .iter()
+        .filter_map(|r| {
+            Some(Event {
+                time: format_time(r.time_us, tz),
+                kind: r.kind?.as_str(),
+                protocol: r.protocol,
+                remote_ip: r.remote_ip.as_deref().map(str::to_owned),
+                session: r.session.as_deref().map(str::to_owned),
+                client: r.client.clone(),
+                deleted: r.deleted,
+                retained: r.retained,
+                size_bytes: r.size_bytes,
+                in_bytes: r.in_bytes,
+                out_bytes: r.out_bytes,
+                expunged: r.expunged,
+                trashed: r.trashed,
+                message_id: r.message_id.clone(),
+                folder: r.folder.clone(),
+                reason: r.reason.clone(),
+            })
+        })
+        .collect();
+    Ok(AccessHistory {
+        mailbox: mailbox.to_string(),
+        from: range.from.to_string(),
+        to: range.to.to_string(),
+        days,
+        events,
+    })
+}
+
+/// The summary of one day from the rows of the range.
+fn summarize(day: Day, rows: &[AccessRow]) -> DaySummary {
+    let today: Vec<&AccessRow> = rows.iter().filter(|r| r.day == day.key()).collect();
+    let mut logins = BTreeMap::new();
+    let mut failed = 0;
+    let mut expunged_rows = 0;
+    let mut logout_deleted = 0;
+    let mut addresses = BTreeSet::new();
+    let mut pop3_deleters = BTreeSet::new();
+    for r in &today {
+        let ip = r.remote_ip.as_deref().map(str::to_owned);
+        match r.kind {
+            Some(AccessKind::Login) => {
+                *logins.entry(r.protocol.unwrap_or("?")).or_insert(0) += 1;
+            }
+            Some(AccessKind::AuthFailed) => failed += 1,
+            Some(AccessKind::MessageDeleted) => {
+                expunged_rows += 1;
+                if let Some(ip) = &ip {
+                    addresses.insert(ip.clone());
+                    if r.protocol == Some("pop3") {
+                        pop3_deleters.insert(ip.clone());
+                    }
+                }
+            }
+            Some(AccessKind::Logout) => {
+                let deleted = match r.protocol {
+                    Some("pop3") => r.deleted.unwrap_or(0),
+                    _ => r.expunged.unwrap_or(0),
+                };
+                logout_deleted += deleted;
+                if let Some(ip) = &ip {
+                    if deleted > 0 || r.downloaded.unwrap_or(0) > 0 {
+                        addresses.insert(ip.clone());
+                    }
+                    if r.protocol == Some("pop3") && deleted > 0 {
+                        pop3_deleters.insert(ip.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // With mail_log each deletion has its own line; without it only the
+    // logout counts tell. Take whichever saw more, never both.
+    let messages_deleted = expunged_rows.max(logout_deleted);
+    let note = (pop3_deleters.len() > 1).then(|| {
+        format!(
+            "On {day}, mail in this mailbox was downloaded and deleted by POP3 from {} different addresses ({}). \
+             If you read your mail on one device only, another device, an old computer, or another person \
+             is taking your mail: check the mail programs that have this mailbox set up, and change your password if you do not recognise an address.",
+            pop3_deleters.len(),
+            pop3_deleters.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    });
+    DaySummary {
+        date: day.to_string(),
+        logins,
+        failed_logins: failed,
+        messages_deleted,
+        addresses: addresses.into_iter().collect(),
+        note,
+    }
+}
+
+/// Replaces control characters, so log text cannot drive the terminal.
+fn safe(s: Option<&str>) -> String {
+    s.unwrap_or("-")
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+fn num(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+impl AccessHistory {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Text => self.to_text(),
+            Format::Json => {
+                let mut s = serde_json::to_string_pretty(self).expect("plain data serialises");
+                s.push('\n');
+                s
+            }
+            Format::Csv => self.to_csv(),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "Mailbox access history of {} from {} to {}\n",
+            self.mailbox, self.from, self.to
+        );
+        let _ = writeln!(
+            o,
+            "{:<10} {:>11} {:>11} {:>13} {:>8}  Addresses that downloaded or deleted mail",
+            "Date", "IMAP logins", "POP3 logins", "Failed logins", "Deleted"
+        );
+        for d in &self.days {
+            let _ = writeln!(
+                o,
+                "{:<10} {:>11} {:>11} {:>13} {:>8}  {}",
+                d.date,
+                d.logins.get("imap").copied().unwrap_or(0),
+                d.logins.get("pop3").copied().unwrap_or(0),
+                d.failed_logins,
+                d.messages_deleted,
+                d.addresses.join(", ")
+            );
+        }
+        for d in &self.days {
+            if let Some(n) = &d.note {
+                let _ = writeln!(o, "\nNote: {n}");
+            }
+        }
+        if self.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nNo records for {} from {} to {}.",
+                self.mailbox, self.from, self.to
+            );
+            return o;
+        }
+        let _ = writeln!(o, "\nEvents ({}):", self.events.len());
+        for e in &self.events {
+            let mut what = String::new();
+            match e.kind {
+                "logout" => {
+                    for (k, v) in [
+                        ("deleted", e.deleted),
+                        ("retained", e.retained),
+                        ("size", e.size_bytes),
+                        ("in", e.in_bytes),
+                        ("out", e.out_bytes),
+                        ("expunged", e.expunged),
+                        ("trashed", e.trashed),
+                    ] {
+                        if v.is_some() {
+                            let _ = write!(what, "{k}={} ", num(v));
+                        }
+                    }
+                    let _ = write!(what, "({})", safe(e.reason.as_deref()));
+                }
+                "message_deleted" | "message_marked_deleted" => {
+                    let _ = write!(
+                        what,
+                        "{} in {}",
+                        safe(e.message_id.as_deref()),
+                        safe(e.folder.as_deref())
+                    );
+                }
+                "mailbox_deleted" => what.push_str(&safe(e.folder.as_deref())),
+                _ => what.push_str(&safe(e.reason.as_deref())),
+            }
+            let _ = writeln!(
+                o,
+                "{:<25} {:<22} {:<4} {:<15} {:<16} {:<14} {}",
+                e.time,
+                e.kind,
+                e.protocol.unwrap_or("-"),
+                safe(e.remote_ip.as_deref()),
+                safe(e.client.as_deref()),
+                safe(e.session.as_deref()),
+                what
+            );
+        }
+        o
+    }
+
+    /// Two sections, each with its header row: the daily summary, an empty
+    /// line, the events.
+    fn to_csv(&self) -> String {
+        let mut o = String::from(
+            "Date,IMAP logins,POP3 logins,Failed logins,Messages deleted,Addresses,Note\r\n",
+        );
+        for d in &self.days {
+            let _ = write!(
+                o,
+                "{},{},{},{},{},",
+                d.date,
+                d.logins.get("imap").copied().unwrap_or(0),
+                d.logins.get("pop3").copied().unwrap_or(0),
+                d.failed_logins,
+                d.messages_deleted
+            );
+            o.push_str(&csv_cell(&d.addresses.join(" ")));
+            o.push(',');
+            o.push_str(&csv_cell(d.note.as_deref().unwrap_or("")));
+            o.push_str("\r\n");
+        }
+        o.push_str("\r\nTime,Type,Protocol,Remote IP,Session,Client,Deleted,Retained,Size bytes,In bytes,Out bytes,Expunged,Trashed,Message-ID,Folder,Reason\r\n");
+        for e in &self.events {
+            let n = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+            let cells = [
+                e.time.clone(),
+                e.kind.to_owned(),
+                e.protocol.unwrap_or("").to_owned(),
+                e.remote_ip.clone().unwrap_or_default(),
+                e.session.clone().unwrap_or_default(),
+                e.client.clone().unwrap_or_default(),
+                n(e.deleted),
+                n(e.retained),
+                n(e.size_bytes),
+                n(e.in_bytes),
+                n(e.out_bytes),
+                n(e.expunged),
+                n(e.trashed),
+                e.message_id.clone().unwrap_or_default(),
+                e.folder.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+            ];
+            let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+            o.push_str(&row.join(","));
+            o.push_str("\r\n");
+        }
+        o
+    }
+}

@@ -1,0 +1,469 @@
+//! Mailbox access: Dovecot's lines joined into per-mailbox access events.
+//!
+//! Dovecot names each login with a session ID (`session=<UXdX/9u52oxbQgr8>`)
+//! that its later lines carry (`imap(user)<pid><UXdX/9u52oxbQgr8>: ...`),
+//! and so do the auth process's verdicts and the pre-login IMAP ID line.
+//! Lines are joined by (host, session), never by order:
+//!
+//! * a login is one `login` event, with the remote and local address, TLS,
+//!   and the client name when IMAP ID gave one before it;
+//! * the session's mail_log lines are `message_deleted` (expunge),
+//!   `message_marked_deleted` (the \Deleted flag) and `mailbox_deleted`,
+//!   and carry the session's remote address;
+//! * its end is one `logout` event with what the session did: POP3's
+//!   `del=D/M` is D deleted and M-D retained (Dovecot 2.3 and older; in 2.4
+//!   M means bytes, so retained is unknown), IMAP's bytes in/out and
+//!   deleted/expunged/trashed counts;
+//! * a failed login is one `auth_failed` event, with the attempts and the
+//!   reason from the auth process's verdict on the same session (or, when
+//!   the verdict names no session, the same user and address just before).
+//!
+//! Nothing of an auth line but the classified reason is kept: Dovecot can
+//! log the password that was tried, and that never leaves this module.
+
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::correlate::Text;
+use super::dovecot::{self, Access, AuthFailure, Proto, SessionEvent};
+use crate::domain::{LocalDomains, normalize_logged_address};
+
+/// How long a verdict waits for its login-process line: a client may take
+/// a while to give up after a refusal.
+const VERDICT_WINDOW_US: i64 = 120 * 1_000_000;
+/// Sessions with no line for this long are forgotten (IMAP IDLE sessions
+/// last hours, so be generous).
+const SESSION_STALE_US: i64 = 3 * 86_400 * 1_000_000;
+
+/// What an access row records; the stored integer is stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AccessKind {
+    Login = 1,
+    Logout = 2,
+    AuthFailed = 3,
+    MessageDeleted = 4,
+    MessageMarkedDeleted = 5,
+    MailboxDeleted = 6,
+}
+
+impl AccessKind {
+    pub fn from_i64(v: i64) -> Option<AccessKind> {
+        Some(match v {
+            1 => AccessKind::Login,
+            2 => AccessKind::Logout,
+            3 => AccessKind::AuthFailed,
+            4 => AccessKind::MessageDeleted,
+            5 => AccessKind::MessageMarkedDeleted,
+            6 => AccessKind::MailboxDeleted,
+            _ => return None,
+        })
+    }
+
+    /// The `type` users see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessKind::Login => "login",
+            AccessKind::Logout => "logout",
+            AccessKind::AuthFailed => "auth_failed",
+            AccessKind::MessageDeleted => "message_deleted",
+            AccessKind::MessageMarkedDeleted => "message_marked_deleted",
+            AccessKind::MailboxDeleted => "mailbox_deleted",
+        }
+    }
+}
+
+/// One stored access fact about one mailbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessRow {
+    /// Identity of the source line: the store keeps one row per key.
+    pub key: i64,
+    pub time_us: i64,
+    pub day: i32,
+    pub mailbox: Text,
+    pub kind: Option<AccessKind>,
+    pub host: Text,
+    pub protocol: Option<&'static str>,
+    pub remote_ip: Option<Text>,
+    pub local_ip: Option<Text>,
+    pub tls: Option<bool>,
+    pub session: Option<Text>,
+    /// The IMAP ID name, and `webmail` for the webmail front end.
+    pub client: Option<String>,
+    pub deleted: Option<i64>,
+    pub retained: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub in_bytes: Option<i64>,
+    pub out_bytes: Option<i64>,
+    pub expunged: Option<i64>,
+    pub trashed: Option<i64>,
+    /// Messages the session downloaded (POP3 RETR, IMAP body fetches).
+    pub downloaded: Option<i64>,
+    pub uid: Option<i64>,
+    pub message_id: Option<String>,
+    pub folder: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Settings the access correlation needs.
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    pub local: LocalDomains,
+    pub webmail_networks: Vec<IpNet>,
+}
+
+/// A logged-in session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    proto: String,
+    user: Text,
+    rip: Option<Text>,
+    /// Logged by Dovecot 2.4 (`Logged in:`): POP3's `del=D/B` is then
+    /// count/bytes, not count/messages.
+    v24: bool,
+    client: Option<String>,
+    last_us: i64,
+}
+
+/// An auth verdict waiting for its login-process line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Verdict {
+    host: u32,
+    session: Option<Text>,
+    user: Text,
+    ip: Text,
+    reason: String,
+    time_us: i64,
+}
+
+/// Everything remembered between Dovecot lines; part of the saved state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AccessState {
+    /// (host, session ID) → session, stored as a list of pairs.
+    #[serde(with = "pairs")]
+    sessions: FxHashMap<(u32, Text), Session>,
+    /// Client names from pre-login IMAP ID lines, by (host, session).
+    #[serde(with = "pairs")]
+    ids: FxHashMap<(u32, Text), (String, i64)>,
+    verdicts: Vec<Verdict>,
+}
+
+mod pairs {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<V: Serialize, S: Serializer>(
+        m: &FxHashMap<(u32, Text), V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(&(u32, Text), &V)> = m.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<FxHashMap<(u32, Text), V>, D::Error> {
+        let v: Vec<((u32, Text), V)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
+}
+
+/// The line being handled.
+pub(crate) struct Line<'a> {
+    pub host_id: u32,
+    pub host: &'a Text,
+    pub key: i64,
+    pub time_us: i64,
+    pub day: i32,
+}
+
+fn text(b: &[u8]) -> Text {
+    Text::from(String::from_utf8_lossy(b).as_ref())
+}
+
+fn string(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl AccessState {
+    /// The local mailbox a logged user name stands for, if any.
+    fn mailbox(cfg: &AccessSettings, user: &[u8]) -> Option<Text> {
+        let m = normalize_logged_address(user, &cfg.local.default_domain)?;
+        cfg.local.is_local_address(&m).then(|| Text::from(m))
+    }
+
+    fn is_webmail(cfg: &AccessSettings, ip: Option<&[u8]>) -> bool {
+        ip.and_then(|ip| std::str::from_utf8(ip).ok())
+            .map(|s| s.trim_start_matches("::ffff:"))
+            .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| cfg.webmail_networks.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// A row with the line's identity filled in.
+    fn row(line: &Line<'_>, mailbox: Text, kind: AccessKind) -> AccessRow {
+        AccessRow {
+            key: line.key,
+            time_us: line.time_us,
+            day: line.day,
+            mailbox,
+            kind: Some(kind),
+            host: line.host.clone(),
+            ..AccessRow::default()
+        }
+    }
+
+    /// An auth verdict: remembered for the failed login it explains.
+    pub(crate) fn verdict(&mut self, cfg: &AccessSettings, line: &Line<'_>, f: &AuthFailure<'_>) {
+        let Some(user) = Self::mailbox(cfg, f.user) else {
+            return;
+        };
+        self.verdicts.push(Verdict {
+            host: line.host_id,
+            session: f.session.map(text),
+            user,
+            ip: text(f.ip),
+            reason: f.reason.to_owned(),
+            time_us: line.time_us,
+        });
+    }
+
+    /// Handles one Dovecot access line; returns false when it was none.
+    pub(crate) fn feed(
+        &mut self,
+        cfg: &AccessSettings,
+        line: &Line<'_>,
+        program: &[u8],
+        msg: &[u8],
+        out: &mut Vec<AccessRow>,
+    ) -> bool {
+        let Some(a) = dovecot::parse(program, msg) else {
+            return false;
+        };
+        match a {
+            Access::Login { proto, fields } => {
+                let Some(mailbox) = Self::mailbox(cfg, fields.user) else {
+                    return true;
+                };
+                let session = fields.session.map(text);
+                let mut client = session
+                    .as_ref()
+                    .and_then(|s| self.ids.remove(&(line.host_id, s.clone())))
+                    .map(|(c, _)| c);
+                if Self::is_webmail(cfg, fields.rip) {
+                    client = Some(match client {
+                        Some(c) => format!("webmail ({c})"),
+                        None => "webmail".to_owned(),
+                    });
+                }
+                let v24 = memchr::memmem::find(msg, b"Logged in: ").is_some();
+                if let Some(s) = &session {
+                    self.sessions.insert(
+                        (line.host_id, s.clone()),
+                        Session {
+                            proto: proto.as_str().to_owned(),
+                            user: mailbox.clone(),
+                            rip: fields.rip.map(text),
+                            v24,
+                            client: client.clone(),
+                            last_us: line.time_us,
+                        },
+                    );
+                }
+                out.push(AccessRow {
+                    protocol: Some(proto.as_str()),
+                    remote_ip: fields.rip.map(text),
+                    local_ip: fields.lip.map(text),
+                    tls: Some(fields.tls),
+                    session,
+                    client,
+                    reason: fields.method.map(|m| format!("method {}", string(m))),
+                    ..Self::row(line, mailbox, AccessKind::Login)
+                });
+            }
+            Access::LoginFailed {
+                proto,
+                fields,
+                attempts,
+                detail,
+            } => {
+                let Some(mailbox) = Self::mailbox(cfg, fields.user) else {
+                    return true;
+                };
+                let session = fields.session.map(text);
+                let rip = fields.rip.map(text);
+                // The latest verdict is the one that counted.
+                let found = self.verdicts.iter().rposition(|v| {
+                    v.host == line.host_id
+                        && match (&v.session, &session) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => {
+                                v.user == mailbox
+                                    && Some(&v.ip) == rip.as_ref()
+                                    && v.time_us >= line.time_us - VERDICT_WINDOW_US
+                            }
+                        }
+                });
+                let verdict = found.map(|i| self.verdicts.remove(i).reason);
+                if let Some(s) = &session {
+                    self.verdicts
+                        .retain(|v| !(v.host == line.host_id && v.session.as_ref() == Some(s)));
+                }
+                let reason = if msg.starts_with(b"Maximum number of connections")
+                    || memchr::memmem::find(msg, b"Maximum number of connections").is_some()
+                {
+                    "too many connections".to_owned()
+                } else if let Some(v) = verdict {
+                    v
+                } else if memchr::memmem::find(detail, b"user disabled").is_some() {
+                    "disabled user".to_owned()
+                } else {
+                    string(detail)
+                };
+                let reason = match attempts {
+                    Some(n) => format!("{reason} ({n} attempt{})", if n == 1 { "" } else { "s" }),
+                    None => reason,
+                };
+                out.push(AccessRow {
+                    protocol: Some(proto.as_str()),
+                    remote_ip: rip,
+                    local_ip: fields.lip.map(text),
+                    tls: Some(fields.tls),
+                    session,
+                    reason: Some(reason),
+                    ..Self::row(line, mailbox, AccessKind::AuthFailed)
+                });
+            }
+            Access::ClientId { session, name } => {
+                let (Some(s), Some(n)) = (session, name) else {
+                    return true;
+                };
+                let key = (line.host_id, text(s));
+                match self.sessions.get_mut(&key) {
+                    Some(sess) => sess.client = Some(string(n)),
+                    None => {
+                        self.ids.insert(key, (string(n), line.time_us));
+                    }
+                }
+            }
+            Access::Session {
+                proto,
+                user,
+                session,
+                event,
+            } => {
+                let sess = session.and_then(|s| {
+                    let k = (line.host_id, text(s));
+                    self.sessions.get_mut(&k).map(|v| {
+                        v.last_us = line.time_us;
+                        v.clone()
+                    })
+                });
+                let mailbox = match &sess {
+                    Some(s) => s.user.clone(),
+                    None => match Self::mailbox(cfg, user) {
+                        Some(m) => m,
+                        None => return true,
+                    },
+                };
+                let base = AccessRow {
+                    protocol: Some(proto.as_str()),
+                    remote_ip: sess.as_ref().and_then(|s| s.rip.clone()),
+                    session: session.map(text),
+                    client: sess.as_ref().and_then(|s| s.client.clone()),
+                    ..AccessRow::default()
+                };
+                let row = |kind| AccessRow {
+                    ..Self::row(line, mailbox.clone(), kind)
+                };
+                match event {
+                    SessionEvent::Logout { reason, counters } => {
+                        if let Some(s) = session {
+                            self.sessions.remove(&(line.host_id, text(s)));
+                        }
+                        let c = |k: &[u8]| dovecot::counter(counters, k);
+                        let num = |v: u64| i64::try_from(v).ok();
+                        let mut r = AccessRow {
+                            reason: Some(string(reason)),
+                            ..merge(row(AccessKind::Logout), &base)
+                        };
+                        match proto {
+                            Proto::Pop3 => {
+                                let v24 = sess.as_ref().is_some_and(|s| s.v24);
+                                if let Some((d, m)) = c(b"del") {
+                                    r.deleted = num(d);
+                                    // Known only when the session's login
+                                    // showed the version (2.3 and older).
+                                    if sess.is_some() && !v24 {
+                                        r.retained = m.and_then(|m| num(m.saturating_sub(d)));
+                                    }
+                                }
+                                r.size_bytes = c(b"size").and_then(|(s, _)| num(s));
+                                r.downloaded = c(b"retr").and_then(|(n, _)| num(n));
+                                r.in_bytes = c(b"in").and_then(|(n, _)| num(n));
+                                r.out_bytes = c(b"out").and_then(|(n, _)| num(n));
+                            }
+                            Proto::Imap => {
+                                r.in_bytes = c(b"in").and_then(|(n, _)| num(n));
+                                r.out_bytes = c(b"out").and_then(|(n, _)| num(n));
+                                r.deleted = c(b"deleted").and_then(|(n, _)| num(n));
+                                r.expunged = c(b"expunged").and_then(|(n, _)| num(n));
+                                r.trashed = c(b"trashed").and_then(|(n, _)| num(n));
+                                r.downloaded = c(b"body_count").and_then(|(n, _)| num(n));
+                            }
+                        }
+                        out.push(r);
+                    }
+                    SessionEvent::Expunge { folder, uid, msgid }
+                    | SessionEvent::MarkDeleted { folder, uid, msgid } => {
+                        let kind = if matches!(event, SessionEvent::Expunge { .. }) {
+                            AccessKind::MessageDeleted
+                        } else {
+                            AccessKind::MessageMarkedDeleted
+                        };
+                        out.push(AccessRow {
+                            folder: folder.map(string),
+                            uid: uid
+                                .and_then(|u| std::str::from_utf8(u).ok())
+                                .and_then(|u| u.parse().ok()),
+                            message_id: msgid.map(string),
+                            ..merge(row(kind), &base)
+                        });
+                    }
+                    SessionEvent::MailboxDeleted { folder } => {
+                        out.push(AccessRow {
+                            folder: Some(string(folder)),
+                            ..merge(row(AccessKind::MailboxDeleted), &base)
+                        });
+                    }
+                    SessionEvent::Other => {}
+                }
+            }
+        }
+        true
+    }
+
+    /// Forgets what waited too long.
+    pub(crate) fn sweep(&mut self, now: i64) {
+        self.verdicts
+            .retain(|v| v.time_us + VERDICT_WINDOW_US > now);
+        self.ids.retain(|_, (_, t)| *t + VERDICT_WINDOW_US > now);
+        self.sessions
+            .retain(|_, s| s.last_us + SESSION_STALE_US > now);
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// `row` with the session's context from `base`.
+fn merge(row: AccessRow, base: &AccessRow) -> AccessRow {
+    AccessRow {
+        protocol: base.protocol,
+        remote_ip: base.remote_ip.clone(),
+        session: base.session.clone(),
+        client: base.client.clone(),
+        ..row
+    }
+}
