@@ -44,6 +44,7 @@ pub struct DaySummary {
     pub date: String,
     /// Successful logins per protocol.
     pub logins: BTreeMap<&'static str, i64>,
+    /// Failed login attempts.
     pub failed_logins: i64,
     pub messages_deleted: i64,
     /// Remote addresses that downloaded or deleted mail that day.
@@ -92,7 +93,14 @@ pub async fn load(
                 trashed: r.trashed,
                 message_id: r.message_id.clone(),
                 folder: r.folder.clone(),
-                reason: r.reason.clone(),
+                reason: match (r.kind, r.attempts) {
+                    (Some(AccessKind::AuthFailed), Some(n)) => Some(format!(
+                        "{} ({n} attempt{})",
+                        r.reason.as_deref().unwrap_or("auth failed"),
+                        if n == 1 { "" } else { "s" }
+                    )),
+                    _ => r.reason.clone(),
+                },
             })
         })
         .collect();
@@ -120,7 +128,7 @@ fn summarize(day: Day, rows: &[AccessRow]) -> DaySummary {
             Some(AccessKind::Login) => {
                 *logins.entry(r.protocol.unwrap_or("?")).or_insert(0) += 1;
             }
-            Some(AccessKind::AuthFailed) => failed += 1,
+            Some(AccessKind::AuthFailed) => failed += r.attempts.unwrap_or(1),
             Some(AccessKind::MessageDeleted) => {
                 expunged_rows += 1;
                 if let Some(ip) = &ip {

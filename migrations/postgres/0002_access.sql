@@ -24,6 +24,8 @@ CREATE TABLE access_events (
     expunged    BIGINT,
     trashed     BIGINT,
     downloaded  BIGINT,
+    -- failed logins: attempts in the refused session
+    attempts    BIGINT,
     uid         BIGINT,
     message_id  TEXT,
     folder      TEXT,

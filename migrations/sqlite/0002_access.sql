@@ -26,6 +26,8 @@ CREATE TABLE access_events (
     expunged    INTEGER,
     trashed     INTEGER,
     downloaded  INTEGER,
+    -- failed logins: attempts in the refused session
+    attempts    INTEGER,
     uid         INTEGER,
     message_id  TEXT,
     folder      TEXT,

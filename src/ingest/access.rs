@@ -99,6 +99,8 @@ pub struct AccessRow {
     pub trashed: Option<i64>,
     /// Messages the session downloaded (POP3 RETR, IMAP body fetches).
     pub downloaded: Option<i64>,
+    /// Attempts in a refused login session.
+    pub attempts: Option<i64>,
     pub uid: Option<i64>,
     pub message_id: Option<String>,
     pub folder: Option<String>,
@@ -320,11 +322,8 @@ impl AccessState {
                 } else {
                     string(detail)
                 };
-                let reason = match attempts {
-                    Some(n) => format!("{reason} ({n} attempt{})", if n == 1 { "" } else { "s" }),
-                    None => reason,
-                };
                 out.push(AccessRow {
+                    attempts: attempts.map(i64::from),
                     protocol: Some(proto.as_str()),
                     remote_ip: rip,
                     local_ip: fields.lip.map(text),

@@ -179,8 +179,8 @@ macro_rules! insert_access {
         unsafe { sqlite_bulk::insert_access_rows(handle.as_raw_handle(), &$rows, &$id_of)? }
     }};
     (@chunks $tx:expr, $rows:expr, $id_of:expr) => {{
-        const SQL: &str = "INSERT INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, uid, message_id, folder, reason) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) ON CONFLICT (mailbox_id, day, key) DO NOTHING";
+        const SQL: &str = "INSERT INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT (mailbox_id, day, key) DO NOTHING";
         let mut inserted: u64 = 0;
         for r in $rows {
             let id = $id_of(&r.mailbox);
@@ -205,6 +205,7 @@ macro_rules! insert_access {
                 .bind(r.expunged)
                 .bind(r.trashed)
                 .bind(r.downloaded)
+                .bind(r.attempts)
                 .bind(r.uid)
                 .bind(r.message_id)
                 .bind(r.folder)
@@ -522,7 +523,7 @@ impl Store {
         to_day: i32,
     ) -> anyhow::Result<Vec<AccessRow>> {
         const SQL: &str = "SELECT e.key, e.day, e.time_us, e.kind, e.host, e.protocol, e.remote_ip, e.local_ip, e.tls, e.session, e.client, \
-            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, e.folder, e.reason \
+            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, e.folder, e.reason, e.attempts \
             FROM access_events e JOIN mailboxes m ON m.id = e.mailbox_id \
             WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 ORDER BY e.time_us, e.id";
         macro_rules! read {
@@ -571,6 +572,7 @@ impl Store {
                         message_id: r.try_get(20)?,
                         folder: r.try_get(21)?,
                         reason: r.try_get(22)?,
+                        attempts: num(23)?,
                     });
                 }
                 v

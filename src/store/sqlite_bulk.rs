@@ -116,7 +116,7 @@ pub unsafe fn insert_rows(
     Ok(inserted)
 }
 
-const INSERT_ACCESS: &CStr = c"INSERT OR IGNORE INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, uid, message_id, folder, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+const INSERT_ACCESS: &CStr = c"INSERT OR IGNORE INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
 
 /// Inserts access rows, skipping keys already stored; returns how many were
 /// new.
@@ -188,10 +188,11 @@ pub unsafe fn insert_access_rows(
             int(18, r.expunged),
             int(19, r.trashed),
             int(20, r.downloaded),
-            int(21, r.uid),
-            text(22, r.message_id.as_deref()),
-            text(23, r.folder.as_deref()),
-            text(24, r.reason.as_deref()),
+            int(21, r.attempts),
+            int(22, r.uid),
+            text(23, r.message_id.as_deref()),
+            text(24, r.folder.as_deref()),
+            text(25, r.reason.as_deref()),
         ];
         if rcs.iter().any(|&rc| rc != ffi::SQLITE_OK) {
             return Err(error(db, "bind"));

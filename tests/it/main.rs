@@ -5,6 +5,7 @@
 //! come from that script's manifest (what it sent and what its test servers
 //! answered), never from this program's output.
 
+mod access;
 mod bad_input;
 mod cli;
 mod fixtures;

@@ -66,6 +66,10 @@ impl TestDb {
         TestDb { dir, config, store }
     }
 
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("t.db")
+    }
+
     pub async fn ingest(&self, paths: &[PathBuf]) -> anyhow::Result<Report> {
         let specs: Vec<SourceSpec> = paths.iter().map(|p| SourceSpec::File(p.clone())).collect();
         ingest::run(

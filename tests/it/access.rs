@@ -1,0 +1,263 @@
+//! The real Dovecot capture, checked against what its driver did.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use mailtrail::access::{self, AccessHistory};
+use mailtrail::config::Config;
+use mailtrail::domain::{DateRange, Day, Mailbox};
+use mailtrail::history::Format;
+use serde_json::Value;
+
+use crate::support::TestDb;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dovecot")
+        .join(name)
+}
+
+fn manifest() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap()
+}
+
+/// The manifest's record of the run that wrote `log`.
+fn run_of(log: &str) -> Value {
+    manifest()["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["log"].as_str().is_some_and(|l| l.ends_with(log)))
+        .unwrap_or_else(|| panic!("no run wrote {log}"))
+        .clone()
+}
+
+async fn db_with(webmail: &str) -> TestDb {
+    let db = TestDb::new().await;
+    let text = crate::support::config_text(&db.db_path(), 1000).replace(
+        "[ingest]",
+        &format!("webmail_networks = [{webmail}]\n[ingest]"),
+    );
+    TestDb {
+        config: Config::from_toml(&text).unwrap(),
+        ..db
+    }
+}
+
+async fn history(db: &TestDb, mailbox: &str) -> AccessHistory {
+    let range = DateRange::new(
+        Day::parse("2026-01-01").unwrap(),
+        Day::parse("2027-12-31").unwrap(),
+    )
+    .unwrap();
+    access::load(
+        &db.store,
+        &Mailbox::parse(mailbox, "example.edu").unwrap(),
+        range,
+        db.config.tz().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn check_run(log: &str) {
+    let db = db_with("").await;
+    let r = db.ingest(&[fixture(log)]).await.unwrap();
+    assert_eq!(r.stats.lines_unrecognised, 0, "{:?}", r.stats.examples);
+    let run = run_of(log);
+    for (user, want) in run["users"].as_object().unwrap() {
+        let h = history(&db, user).await;
+        let ev = |t: &'static str| h.events.iter().filter(move |e| e.kind == t);
+
+        // Logins per protocol, from the summary and from the events.
+        let mut logins = BTreeMap::new();
+        for d in &h.days {
+            for (p, n) in &d.logins {
+                *logins.entry(p.to_string()).or_insert(0) += n;
+            }
+        }
+        for (p, n) in want["logins_ok"].as_object().unwrap() {
+            assert_eq!(
+                logins.get(p).copied().unwrap_or(0),
+                n.as_i64().unwrap(),
+                "{user} {p} logins"
+            );
+        }
+        assert_eq!(
+            ev("login").count() as i64,
+            want["logins_ok"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_i64().unwrap())
+                .sum::<i64>()
+        );
+
+        // Failed logins: one event per refused session, with its reason
+        // and attempts; the summary counts attempts.
+        let failed: Vec<_> = ev("auth_failed").collect();
+        let want_failed = want["logins_failed"].as_array().unwrap();
+        assert_eq!(failed.len(), want_failed.len(), "{user} failed logins");
+        for (got, w) in failed.iter().zip(want_failed) {
+            let reason = got.reason.as_deref().unwrap();
+            let want_reason = w["reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with(want_reason),
+                "{user}: {reason} / {want_reason}"
+            );
+            let n = w["attempts"].as_i64().unwrap();
+            assert!(reason.contains(&format!("({n} attempt")), "{reason}");
+            assert_eq!(got.remote_ip.as_deref(), w["client_ip"].as_str());
+            assert_eq!(got.protocol, w["protocol"].as_str());
+        }
+        let summary_failed: i64 = h.days.iter().map(|d| d.failed_logins).sum();
+        assert_eq!(
+            summary_failed,
+            want["logins_failed_total"].as_i64().unwrap(),
+            "{user}"
+        );
+
+        // POP3 sessions: deleted and retained per client address.
+        for s in want["pop3_mailbox"].as_array().unwrap() {
+            let ip = s["client_ip"].as_str().unwrap();
+            let out = ev("logout")
+                .find(|e| e.protocol == Some("pop3") && e.remote_ip.as_deref() == Some(ip))
+                .unwrap_or_else(|| panic!("{user}: no POP3 logout from {ip}"));
+            assert_eq!(out.deleted, s["deleted"].as_i64(), "{user} {ip}");
+            assert_eq!(out.retained, s["retained"].as_i64(), "{user} {ip}");
+        }
+
+        // Message-IDs deleted by POP3, per address.
+        let mut by_ip: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for e in ev("message_deleted").filter(|e| e.protocol == Some("pop3")) {
+            by_ip
+                .entry(e.remote_ip.clone().unwrap())
+                .or_default()
+                .insert(e.message_id.clone().unwrap());
+        }
+        let want_by_ip: BTreeMap<String, BTreeSet<String>> = want["pop3_deleted_by_ip"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(ip, ids)| {
+                (
+                    ip.clone(),
+                    ids.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i.as_str().unwrap().to_owned())
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(by_ip, want_by_ip, "{user}");
+
+        // IMAP: expunged, only flagged, folders deleted, client names.
+        let set = |v: &Value| -> BTreeSet<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let expunged: BTreeSet<String> = ev("message_deleted")
+            .filter(|e| e.protocol == Some("imap"))
+            .filter_map(|e| e.message_id.clone())
+            .collect();
+        assert_eq!(expunged, set(&want["imap_expunged"]), "{user}");
+        let flagged: BTreeSet<String> = ev("message_marked_deleted")
+            .filter_map(|e| e.message_id.clone())
+            .collect();
+        for only in set(&want["imap_flagged_deleted_only"]) {
+            assert!(
+                flagged.contains(&only) && !expunged.contains(&only),
+                "{user} {only}"
+            );
+        }
+        let folders: BTreeSet<String> = ev("mailbox_deleted")
+            .filter_map(|e| e.folder.clone())
+            .collect();
+        assert_eq!(folders, set(&want["folders_deleted"]), "{user}");
+        let clients: BTreeSet<String> = h.events.iter().filter_map(|e| e.client.clone()).collect();
+        for name in set(&want["imap_id_names"]) {
+            assert!(clients.contains(&name), "{user}: {clients:?} lacks {name}");
+        }
+
+        // The plain-words note when two addresses deleted mail by POP3.
+        let noted = h.days.iter().any(|d| d.note.is_some());
+        assert_eq!(noted, want_by_ip.len() > 1, "{user}");
+        assert!(h.events.windows(2).all(|w| w[0].time <= w[1].time));
+    }
+}
+
+#[tokio::test]
+async fn syslog_capture_matches_what_the_clients_did() {
+    check_run("mail.log").await;
+}
+
+#[tokio::test]
+async fn dovecot_own_log_file_matches_what_the_clients_did() {
+    check_run("dovecot.log").await;
+}
+
+#[tokio::test]
+async fn passwords_never_reach_the_database_or_any_output() {
+    let secrets: Vec<String> = manifest()["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    assert!(!secrets.is_empty());
+    // The capture does hold them: Dovecot logged what was tried.
+    let mut logged = String::new();
+    for log in ["mail.log", "dovecot.log"] {
+        logged.push_str(&std::fs::read_to_string(fixture(log)).unwrap());
+    }
+    assert!(secrets.iter().any(|s| logged.contains(s.as_str())));
+
+    let db = db_with("").await;
+    let report = db
+        .ingest(&[fixture("mail.log"), fixture("dovecot.log")])
+        .await
+        .unwrap();
+    let mut seen = report.render();
+    for user in manifest()["runs"][0]["users"].as_object().unwrap().keys() {
+        let h = history(&db, user).await;
+        for f in [Format::Text, Format::Json, Format::Csv] {
+            seen.push_str(&h.render(f));
+        }
+    }
+    db.store.close().await;
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(db.dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    for s in &secrets {
+        assert!(!seen.contains(s.as_str()), "{s} in output");
+        assert!(
+            memchr::memmem::find(&bytes, s.as_bytes()).is_none(),
+            "{s} in the database files"
+        );
+    }
+}
+
+#[tokio::test]
+async fn webmail_logins_are_labelled() {
+    let db = db_with("\"127.0.0.7/32\"").await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let h = history(&db, "alice@example.edu").await;
+    let logins: Vec<_> = h.events.iter().filter(|e| e.kind == "login").collect();
+    assert!(!logins.is_empty());
+    for l in logins {
+        let webmail = l
+            .client
+            .as_deref()
+            .is_some_and(|c| c.starts_with("webmail"));
+        assert_eq!(
+            webmail,
+            l.remote_ip.as_deref() == Some("127.0.0.7"),
+            "{l:?}"
+        );
+    }
+}
