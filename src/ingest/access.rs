@@ -466,3 +466,130 @@ fn merge(row: AccessRow, base: &AccessRow) -> AccessRow {
         ..row
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::correlate::{Correlator, Rows, Settings};
+    use crate::ingest::envelope::Clock;
+
+    fn run(lines: &str) -> Vec<AccessRow> {
+        let mut c = Correlator::new(Settings {
+            local: LocalDomains::new(&[".example.edu".into()], "example.edu"),
+            internal_relays: vec![],
+            tz: chrono_tz::Asia::Taipei,
+            webmail_networks: vec!["10.0.0.0/24".parse().unwrap()],
+        });
+        let mut clock = Clock::new(
+            chrono_tz::Asia::Taipei,
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+            None,
+        );
+        let mut out = Rows::default();
+        for l in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            c.feed(&mut clock, l.as_bytes(), &mut out);
+        }
+        c.finish(&mut out);
+        assert!(out.smtp.is_empty());
+        out.access
+    }
+
+    #[test]
+    fn retained_is_unknown_for_dovecot_2_4_and_for_unseen_logins() {
+        // 2.4: `Logged in:`, and del=D/B counts bytes.
+        let rows = run("
+            Nov 23 10:00:00 mail dovecot: pop3-login: Logged in: user=<a@example.edu>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.9, mpid=7, TLS, session=<S24>
+            Nov 23 10:00:05 mail dovecot: pop3(a@example.edu)<7><S24>: Disconnected: Logged out top=0/0, retr=2/500, del=2/500, size=9000
+            Nov 23 10:01:05 mail dovecot: pop3(b@example.edu)<8><NOLOGIN>: Disconnected: Logged out top=0/0, retr=1/100, del=1/4, size=100
+        ");
+        let logouts: Vec<_> = rows
+            .iter()
+            .filter(|r| r.kind == Some(AccessKind::Logout))
+            .collect();
+        assert_eq!(logouts.len(), 2);
+        assert_eq!((logouts[0].deleted, logouts[0].retained), (Some(2), None));
+        assert_eq!(logouts[0].remote_ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!((logouts[1].deleted, logouts[1].retained), (Some(1), None));
+        assert_eq!(&*logouts[1].mailbox, "b@example.edu");
+    }
+
+    #[test]
+    fn sessions_are_joined_by_id_not_by_order() {
+        // Two sessions of one user interleaved, from two addresses.
+        let rows = run("
+            Nov 23 10:00:00 mail dovecot: pop3-login: Login: user=<a@example.edu>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.9, mpid=7, session=<AAA>
+            Nov 23 10:00:00 mail dovecot: pop3-login: Login: user=<a@example.edu>, method=PLAIN, rip=10.0.0.5, lip=192.0.2.9, mpid=8, session=<BBB>
+            Nov 23 10:00:01 mail dovecot: pop3(a@example.edu)<8><BBB>: expunge: box=INBOX, uid=2, msgid=<two@x>, size=10
+            Nov 23 10:00:01 mail dovecot: pop3(a@example.edu)<7><AAA>: expunge: box=INBOX, uid=1, msgid=<one@x>, size=10
+            Nov 23 10:00:02 mail dovecot: pop3(a@example.edu)<7><AAA>: Disconnected: Logged out top=0/0, retr=1/10, del=1/3, size=30
+            Nov 23 10:00:02 mail dovecot: pop3(a@example.edu)<8><BBB>: Disconnected: Logged out top=0/0, retr=1/10, del=1/2, size=20
+            Nov 23 10:00:03 other dovecot: pop3(a@example.edu)<7><AAA>: expunge: box=INBOX, uid=9, msgid=<elsewhere@x>, size=10
+        ");
+        let del: Vec<_> = rows
+            .iter()
+            .filter(|r| r.kind == Some(AccessKind::MessageDeleted))
+            .map(|r| {
+                (
+                    r.message_id.clone().unwrap(),
+                    r.remote_ip.as_deref().map(str::to_owned),
+                )
+            })
+            .collect();
+        assert_eq!(
+            del,
+            [
+                ("<two@x>".to_owned(), Some("10.0.0.5".to_owned())),
+                ("<one@x>".to_owned(), Some("192.0.2.1".to_owned())),
+                // Same session ID on another host: not that session.
+                ("<elsewhere@x>".to_owned(), None),
+            ]
+        );
+        let retained: Vec<_> = rows
+            .iter()
+            .filter(|r| r.kind == Some(AccessKind::Logout))
+            .map(|r| r.retained)
+            .collect();
+        assert_eq!(retained, [Some(2), Some(1)]);
+        // The webmail network labels its session.
+        assert!(rows.iter().any(|r| r.client.as_deref() == Some("webmail")
+            && r.remote_ip.as_deref() == Some("10.0.0.5")));
+    }
+
+    #[test]
+    fn failed_login_takes_the_final_verdict_of_its_session() {
+        let rows = run("
+            Nov 23 10:00:00 mail dovecot: auth: passwd-file(a@example.edu,192.0.2.1,<S1>): unknown user (given password: hunter2) - trying the next passdb
+            Nov 23 10:00:00 mail dovecot: auth: sql(a@example.edu,192.0.2.1,<S1>): Password mismatch (given password: hunter2)
+            Nov 23 10:00:01 mail dovecot: auth: passwd-file(z@example.edu,192.0.2.2,<S2>): unknown user
+            Nov 23 10:00:03 mail dovecot: imap-login: Disconnected: Aborted login by logging out (auth failed, 1 attempts in 3 secs): user=<a@example.edu>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.9, session=<S1>
+            Nov 23 10:00:04 mail dovecot: imap-login: Disconnected: Connection closed (auth failed, 1 attempts in 3 secs): user=<z@example.edu>, method=PLAIN, rip=192.0.2.2, lip=192.0.2.9, session=<S2>
+            Nov 23 10:00:05 mail dovecot: imap-login: Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10): user=<a@example.edu>, method=PLAIN, rip=192.0.2.3, lip=192.0.2.9, session=<S3>
+            Nov 23 10:00:06 mail dovecot: pop3-login: Disconnected: Connection closed (no auth attempts in 0 secs): user=<>, rip=192.0.2.4, lip=192.0.2.9, session=<S4>
+        ");
+        let failed: Vec<_> = rows
+            .iter()
+            .map(|r| (r.mailbox.to_string(), r.reason.clone().unwrap(), r.attempts))
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                (
+                    "a@example.edu".to_owned(),
+                    "password mismatch".to_owned(),
+                    Some(1)
+                ),
+                (
+                    "z@example.edu".to_owned(),
+                    "unknown user".to_owned(),
+                    Some(1)
+                ),
+                (
+                    "a@example.edu".to_owned(),
+                    "too many connections".to_owned(),
+                    None
+                ),
+            ]
+        );
+        assert!(rows.iter().all(|r| r.kind == Some(AccessKind::AuthFailed)));
+    }
+}

@@ -260,3 +260,146 @@ fn stdin_is_a_source() {
     let v: serde_json::Value = serde_json::from_str(&h).unwrap();
     assert!(v["total"]["sum"].as_i64().unwrap() > 0);
 }
+
+#[test]
+fn access_history_from_the_command_line() {
+    let cli = Cli::new();
+    let dovecot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dovecot/mail.log");
+    cli.ok(&["ingest", path(&dovecot)]);
+    let json = cli.ok(&[
+        "access",
+        "--mailbox",
+        "alice",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let keys = |o: &serde_json::Value| {
+        let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&v), ["days", "events", "from", "mailbox", "to"]);
+    let e = &v["events"][0];
+    assert_eq!(
+        keys(e),
+        [
+            "client",
+            "deleted",
+            "expunged",
+            "folder",
+            "in_bytes",
+            "message_id",
+            "out_bytes",
+            "protocol",
+            "reason",
+            "remote_ip",
+            "retained",
+            "session",
+            "size_bytes",
+            "time",
+            "trashed",
+            "type"
+        ]
+    );
+    let text = cli.ok(&[
+        "access",
+        "--mailbox",
+        "alice",
+        "--from",
+        "2026-11-23",
+        "--to",
+        "2026-11-23",
+    ]);
+    assert!(text.contains("Note: On 2026-11-23"), "{text}");
+    let csv = cli.ok(&[
+        "access",
+        "--mailbox",
+        "alice",
+        "--from",
+        "2026-11-23",
+        "--to",
+        "2026-11-23",
+        "--format",
+        "csv",
+    ]);
+    assert!(csv.starts_with(
+        "Date,IMAP logins,POP3 logins,Failed logins,Messages deleted,Addresses,Note\r\n"
+    ));
+    let empty = cli.ok(&[
+        "access",
+        "--mailbox",
+        "nobody",
+        "--from",
+        "2026-11-23",
+        "--to",
+        "2026-11-23",
+    ]);
+    assert!(
+        empty.contains("No records for nobody@example.edu"),
+        "{empty}"
+    );
+    for args in [
+        &["access", "--mailbox", "a b"][..],
+        &["access", "--mailbox", "alice", "--from", "23-11-2026"],
+    ] {
+        assert_eq!(cli.run(args).status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn postfix_and_dovecot_lines_mixed_in_one_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let pf = std::fs::read_to_string(root.join("postfix/mail.log")).unwrap();
+    let dv = std::fs::read_to_string(root.join("dovecot/mail.log")).unwrap();
+    // Alternate the two logs' lines, as one syslog file would hold them.
+    let (mut a, mut b) = (pf.lines(), dv.lines());
+    let mut mixed = String::new();
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => break,
+            (x, y) => {
+                for l in [x, y].into_iter().flatten() {
+                    mixed.push_str(l);
+                    mixed.push('\n');
+                }
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixed.log");
+    std::fs::write(&file, mixed).unwrap();
+
+    let separate = Cli::new();
+    separate.ok(&[
+        "ingest",
+        path(&root.join("postfix/mail.log")),
+        path(&root.join("dovecot/mail.log")),
+    ]);
+    let together = Cli::new();
+    let out = together.ok(&["ingest", path(&file)]);
+    assert!(out.contains("lines unrecognised             0"), "{out}");
+    for (cmd, mailbox) in [
+        ("history", "alice"),
+        ("history", "bob"),
+        ("access", "alice"),
+        ("access", "bob"),
+    ] {
+        let args = [
+            cmd,
+            "--mailbox",
+            mailbox,
+            "--from",
+            "2026-11-23",
+            "--to",
+            "2026-11-23",
+            "--format",
+            "json",
+        ];
+        assert_eq!(separate.ok(&args), together.ok(&args), "{cmd} {mailbox}");
+    }
+}
