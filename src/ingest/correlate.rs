@@ -189,7 +189,8 @@ impl Settings {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub lines_read: u64,
-    /// Lines that were part of a message, a reject or a failed login.
+    /// Lines that were part of a message, a reject, a mailbox session or a
+    /// failed login.
     pub lines_used: u64,
     /// Lines of known shapes that count for nothing (connects, TLS, other
     /// programs' lines...).
