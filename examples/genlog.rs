@@ -1,8 +1,9 @@
-//! Writes a large synthetic Postfix log for benchmarks and manual testing.
+//! Writes a large synthetic Postfix and Dovecot log for benchmarks and manual
+//! testing.
 //!
 //! ```text
 //! cargo run --release --example genlog -- --lines 3000000 [--seed 1] [--hosts 2]
-//!     [--rate 12] [--start UNIX_SECONDS] [--out FILE]
+//!     [--rate 12] [--dovecot-share 0.3] [--start UNIX_SECONDS] [--out FILE]
 //! ```
 //!
 //! Writes to standard output unless `--out` is given, and prints the counts of
@@ -19,12 +20,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "\
-usage: genlog [--lines N] [--seed N] [--hosts N] [--rate N] [--start UNIX_SECONDS] [--out FILE]
+usage: genlog [--lines N] [--seed N] [--hosts N] [--rate N] [--dovecot-share F]
+              [--start UNIX_SECONDS] [--out FILE]
 
   --lines N        lines to write (default 1000000; `_` separators allowed)
   --seed N         random seed (default 1)
   --hosts N        number of mail hosts mx1..mxN (default 2)
   --rate N         queued messages per second of log time (default 12)
+  --dovecot-share F
+                   fraction of lines that are Dovecot access lines, 0 to 0.95
+                   (default 0.3; 0 gives the Postfix-only log)
   --start SECS     log time of the first line as a Unix timestamp
                    (default 1793548800 = 2026-11-02 00:00:00 +08:00)
   --out FILE       write to FILE instead of standard output";
@@ -112,6 +117,12 @@ fn parse_args(
                 opts.messages_per_sec = number(&flag, &value()?)?;
                 if opts.messages_per_sec == 0 {
                     return Err("--rate must be at least 1".into());
+                }
+            }
+            "--dovecot-share" => {
+                opts.dovecot_share = number(&flag, &value()?)?;
+                if !(0.0..=0.95).contains(&opts.dovecot_share) {
+                    return Err("--dovecot-share must be between 0 and 0.95".into());
                 }
             }
             "--start" => opts.start_unix = number(&flag, &value()?)?,

@@ -1,4 +1,5 @@
-//! Deterministic, streaming generator of large synthetic Postfix mail logs.
+//! Deterministic, streaming generator of large synthetic Postfix mail logs,
+//! with Dovecot access lines mixed in.
 //!
 //! The output is meant for throughput benchmarks of the parser and correlator:
 //! a seeded stream of lines in the shapes real Postfix 3.x writes through
@@ -37,6 +38,18 @@
 //!   a delivery status, `opendkim` lines.
 //! * Short (10 hex digit) queue IDs and, for about 1% of messages, Postfix
 //!   "long" queue IDs (`4dKQ1x2Hc9z5Tq`).
+//! * Dovecot 2.3 access lines through the same syslog envelope
+//!   (`Nov  2 00:00:01 mx1 dovecot: imap-login: Login: user=<u42@example.edu>,
+//!   ...`), about [`Options::dovecot_share`] of all lines: IMAP sessions
+//!   (sometimes an `ID sent` line before the login, sometimes `delete:` /
+//!   `expunge:` mail_log lines, then `Logged out` or a `Connection closed`
+//!   during IDLE), POP3 sessions (login, one `expunge:` per deleted message,
+//!   `Logged out top=..., retr=..., del=N/M, size=...`), failed logins (one
+//!   `auth: passwd-file(...): Password mismatch` per attempt, then the login
+//!   process's `auth failed` line with the same session ID) and connections
+//!   with `no auth attempts`. Session IDs are unique. These lines come from a
+//!   random stream of their own, so `dovecot_share = 0.0` gives exactly the
+//!   Postfix-only output.
 //!
 //! Lines of concurrent sessions interleave in a causally plausible order, with
 //! timestamps advancing monotonically at about `messages_per_sec` messages per
@@ -47,7 +60,8 @@
 //!
 //! Every lifecycle settles within a bounded span of log time: deferred mail is
 //! retried at most twice, a few minutes apart, so any message is finished (sent,
-//! bounced or expired) within about 30 minutes. The number of messages in
+//! bounced or expired) within about 30 minutes, and a Dovecot session lasts at
+//! most four minutes. The number of messages in
 //! flight therefore depends only on the message rate, never on how many lines
 //! are generated. This keeps the generator itself constant-memory, and it lets a
 //! benchmark check that the consumer's memory stays flat as the input grows:
@@ -82,6 +96,9 @@ pub struct Options {
     pub start_unix: i64,
     /// Queued messages per second of log time, over all hosts.
     pub messages_per_sec: u32,
+    /// Fraction of all lines that are Dovecot access lines (`0.0` gives the
+    /// Postfix-only stream, byte for byte; values are clamped to `0.0..=0.95`).
+    pub dovecot_share: f64,
 }
 
 impl Default for Options {
@@ -92,6 +109,7 @@ impl Default for Options {
             hosts: 2,
             start_unix: DEFAULT_START_UNIX,
             messages_per_sec: 12,
+            dovecot_share: 0.3,
         }
     }
 }
@@ -118,6 +136,14 @@ pub struct Stats {
     pub rejects: u64,
     /// `SASL ... authentication failed` warnings.
     pub auth_failures: u64,
+    /// Lines from Dovecot (`dovecot: ...`).
+    pub dovecot_lines: u64,
+    /// Dovecot `imap-login: Login:` / `pop3-login: Login:` lines.
+    pub logins: u64,
+    /// Dovecot login-process lines of a login that failed (`auth failed, N attempts`).
+    pub failed_logins: u64,
+    /// `pop3(...)...: expunge:` lines (messages deleted over POP3).
+    pub pop3_deletes: u64,
 }
 
 impl fmt::Display for Stats {
@@ -125,7 +151,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "lines={} messages={} deliveries={} sent={} bounced={} deferred={} \
-             expired={} rejects={} auth_failures={}",
+             expired={} rejects={} auth_failures={} dovecot_lines={} logins={} \
+             failed_logins={} pop3_deletes={}",
             self.lines,
             self.messages,
             self.deliveries,
@@ -134,7 +161,11 @@ impl fmt::Display for Stats {
             self.deferred,
             self.expired,
             self.rejects,
-            self.auth_failures
+            self.auth_failures,
+            self.dovecot_lines,
+            self.logins,
+            self.failed_logins,
+            self.pop3_deletes
         )
     }
 }
@@ -150,6 +181,14 @@ pub fn generate<W: Write>(out: &mut W, opts: &Options) -> io::Result<Stats> {
             .heap
             .peek()
             .map_or(u64::MAX, |Reverse((key, _))| key >> TIE_BITS);
+        // Never true when there is no Dovecot traffic (`next_dove` is `u64::MAX`).
+        if sim.next_dove <= top
+            && sim.next_dove < sim.next_arrival
+            && sim.next_dove < sim.next_anvil
+        {
+            sim.spawn_dove();
+            continue;
+        }
         if sim.next_anvil <= top && sim.next_anvil <= sim.next_arrival {
             sim.spawn_anvil();
             continue;
@@ -244,6 +283,55 @@ const BUSY_SHARE: f64 = 0.25;
 const SMTPD_EXIT: f64 = 0.01;
 /// Chance that a delivery agent or cleanup process is replaced on use.
 const WORKER_RESPAWN: f64 = 0.002;
+
+// Dovecot access (fractions are probabilities per Dovecot session)
+
+/// Postfix lines per second of log time for each queued message per second
+/// (measured over the mix above, noise and `anvil` included); sets the rate of
+/// Dovecot sessions that gives `Options::dovecot_share`.
+const POSTFIX_LINES_PER_MESSAGE: f64 = 8.33;
+/// Sessions whose login fails (`Password mismatch`, then `auth failed`).
+const DOVE_FAILED: f64 = 0.05;
+/// Connections that close without trying to log in (`no auth attempts`).
+const DOVE_NO_AUTH: f64 = 0.04;
+/// Sessions (of all kinds) that speak POP3 rather than IMAP.
+const DOVE_POP3: f64 = 0.25;
+/// IMAP sessions whose client sends `ID` before logging in.
+const IMAP_ID: f64 = 0.2;
+/// IMAP sessions coming from the webmail hosts (`secured`, no `TLS`).
+const IMAP_WEBMAIL: f64 = 0.15;
+/// Sessions that log in with `AUTHENTICATE LOGIN` rather than PLAIN.
+const DOVE_METHOD_LOGIN: f64 = 0.1;
+/// IMAP sessions that delete 1-3 messages (`delete:` then `expunge:` each).
+const IMAP_DELETES: f64 = 0.25;
+/// IMAP sessions that delete a mailbox (`Mailbox deleted: Old`).
+const IMAP_BOX_DELETED: f64 = 0.01;
+/// IMAP sessions that end with the connection closed during IDLE.
+const IMAP_IDLE_CLOSED: f64 = 0.3;
+/// POP3 sessions that leave every message on the server.
+const POP3_KEEP: f64 = 0.3;
+/// Most messages a POP3 client deletes in one session.
+const POP3_MAX_DELETES: u32 = 5;
+/// Relative weights of 1, 2 and 3 attempts in a failed login.
+const DOVE_ATTEMPT_WEIGHTS: [u32; 3] = [70, 20, 10];
+/// Longest IMAP session in log time (every Dovecot session ends within it).
+const IMAP_MAX_MS: u32 = 240_000;
+
+/// Mean lines per Dovecot session, from the fractions above.
+fn dove_lines_per_session() -> f64 {
+    let ok = 1.0 - DOVE_FAILED - DOVE_NO_AUTH;
+    let total: u32 = DOVE_ATTEMPT_WEIGHTS.iter().sum();
+    let attempts: f64 = DOVE_ATTEMPT_WEIGHTS
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| (i + 1) as f64 * f64::from(w) / f64::from(total))
+        .sum();
+    let imap = 2.0 + IMAP_ID + IMAP_DELETES * 4.0 + IMAP_BOX_DELETED;
+    let pop3 = 2.0 + (1.0 - POP3_KEEP) * f64::from(POP3_MAX_DELETES + 1) / 2.0;
+    ok * (DOVE_POP3 * pop3 + (1.0 - DOVE_POP3) * imap)
+        + DOVE_FAILED * (attempts + 1.0)
+        + DOVE_NO_AUTH
+}
 
 // ---------------------------------------------------------------------------
 // Internal limits
@@ -452,8 +540,23 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 
+/// `ID` values sent by IMAP clients.
+const IMAP_CLIENTS: [(&[u8], &[u8]); 4] = [
+    (b"Thunderbird", b"115.16.0"),
+    (b"K-9 Mail", b"6.802"),
+    (b"FairEmail", b"1.2160"),
+    (b"iPhone Mail", b"20H19"),
+];
+
 // ---------------------------------------------------------------------------
 // Random numbers (wyrand, seeded through splitmix64)
+
+/// The splitmix64 finaliser: a bijection of `u64`.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 struct Rng(u64);
 
@@ -634,6 +737,20 @@ enum Kind {
     SaslFail,
     Lost,
     Anvil,
+    /// Dovecot: `imap-login: ID sent: ...`.
+    DId,
+    /// Dovecot: `imap-login: Login: ...`.
+    DLogin,
+    /// Dovecot mail_log line; `a` 0 is `delete:`, 1 `expunge:`; `b` the message index.
+    DMail,
+    DBoxDeleted,
+    DLogout,
+    /// Dovecot: `auth: passwd-file(...): Password mismatch`.
+    DAuth,
+    /// Dovecot: `imap-login: Disconnected: ... (auth failed, ...)`.
+    DLoginFail,
+    /// Dovecot: `pop3-login: Disconnected: ... (no auth attempts ...)`.
+    DNoAuth,
 }
 
 /// One line of a session's script. `at` is milliseconds after session start;
@@ -664,7 +781,16 @@ enum Flow {
     SaslFail,
     Lost,
     Anvil,
+    /// A Dovecot IMAP or POP3 connection.
+    Dovecot,
 }
+
+// Dovecot session flags, in `Session::x[0]`.
+const DF_POP3: u32 = 1;
+const DF_TLS: u32 = 2;
+const DF_METHOD_LOGIN: u32 = 4;
+const DF_IDLE: u32 = 8;
+const DF_ABORTED: u32 = 16;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum AddrKind {
@@ -786,6 +912,8 @@ struct Session {
     stamps: [[u8; 14]; 2],
     /// Flow-specific parameters.
     x: [u32; 4],
+    /// Dovecot session ID (16 base64 characters).
+    dsid: [u8; 16],
 }
 
 impl Session {
@@ -818,6 +946,7 @@ impl Session {
             msgid_style: 0,
             stamps: [[b'0'; 14]; 2],
             x: [0; 4],
+            dsid: [b'A'; 16],
         }
     }
 
@@ -828,6 +957,20 @@ impl Session {
             self.steps[n] = Step { at, kind, a, b };
             self.n += 1;
         }
+    }
+
+    /// UID of the `i`th message a Dovecot session deletes (POP3: the oldest first).
+    fn dove_uid(&self, i: u32) -> u32 {
+        if self.x[0] & DF_POP3 != 0 {
+            self.x[2] + i
+        } else {
+            self.x[2] + i * (1 + (self.msgid as u32 & 7))
+        }
+    }
+
+    /// A hash of a Dovecot session's message that gives its size and Message-ID.
+    fn dove_msg(&self, uid: u32) -> u64 {
+        mix64(self.msgid ^ u64::from(uid).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
     /// Stable sort by time: steps pushed earlier win ties, which keeps causal order.
@@ -858,6 +1001,8 @@ struct Host {
     pickup: u32,
     anvil: u32,
     opendkim: u32,
+    /// Address Dovecot listens on (`lip=`).
+    lip: u32,
     pools: [[u32; POOL_MAX]; 5],
     /// Idle smtpd processes for port 25 and for submission. A session holds its
     /// pid from planning until its `disconnect` line, so concurrently open
@@ -877,6 +1022,7 @@ impl Host {
             pickup: 0,
             anvil: 0,
             opendkim: rng.range(250, 700),
+            lip: ip4(198, 51, 100, 2 + (index % 18) as u32),
             pools: [[0; POOL_MAX]; 5],
             idle: [Vec::with_capacity(64), Vec::with_capacity(64)],
         };
@@ -1120,6 +1266,7 @@ impl Plan<'_> {
             Flow::SaslFail => self.sasl_fail(),
             Flow::Lost => self.lost(),
             Flow::Anvil => self.anvil(),
+            Flow::Dovecot => self.dovecot(),
         }
         self.s.sort_steps();
     }
@@ -1481,6 +1628,139 @@ impl Plan<'_> {
             self.push(0, Kind::Anvil, 0, b);
         }
     }
+
+    /// A Dovecot IMAP or POP3 connection. On entry `s.msgid` holds a tag no
+    /// other Dovecot session has; it becomes part of the session ID.
+    fn dovecot(&mut self) {
+        let tag = self.s.msgid;
+        self.s.msgid = self.rng.next();
+        let u = self.rng.unit();
+        let (failed, no_auth) = (
+            u < DOVE_FAILED,
+            (DOVE_FAILED..DOVE_FAILED + DOVE_NO_AUTH).contains(&u),
+        );
+        let mut flags = 0;
+        if self.rng.chance(DOVE_POP3) {
+            flags |= DF_POP3;
+        }
+        if self.rng.chance(DOVE_METHOD_LOGIN) {
+            flags |= DF_METHOD_LOGIN;
+        }
+        let mut user = self.local_user();
+        if user.in_cs() {
+            // cs.example.edu mailboxes are delivered by `local`, not Dovecot.
+            user.num += 1;
+        }
+        self.s.rcpt[0] = user;
+        let ip = if failed || no_auth {
+            flags |= if self.rng.chance(0.7) { DF_TLS } else { 0 };
+            ip4(192, 0, 2, self.rng.range(1, 255))
+        } else if flags & DF_POP3 == 0 && self.rng.chance(IMAP_WEBMAIL) {
+            // The webmail hosts (also the relay clients) are trusted: `secured`.
+            ip4(198, 51, 100, 200 + self.rng.range(1, 10))
+        } else {
+            flags |= DF_TLS;
+            if self.rng.chance(0.3) {
+                ip4(198, 51, 100, 128 + self.rng.below(72))
+            } else {
+                ip4(203, 0, 113, self.rng.range(1, 255))
+            }
+        };
+        self.s.client = Client {
+            kind: ClientKind::Unknown,
+            idx: 0,
+            ip,
+        };
+        // Like Dovecot's own: 12 bytes (here a unique tag and the client
+        // address) in base64.
+        let mut raw = [0u8; 12];
+        raw[..8].copy_from_slice(&tag.to_be_bytes());
+        raw[8..].copy_from_slice(&ip.to_be_bytes());
+        for (i, c) in raw.chunks_exact(3).enumerate() {
+            let v = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
+            for j in 0..4 {
+                self.s.dsid[4 * i + j] = B64[((v >> (18 - 6 * j)) & 63) as usize];
+            }
+        }
+        self.s.x[2] = self.rng.range(1, 20_000);
+        if failed {
+            let k = 1 + self.rng.weighted(&DOVE_ATTEMPT_WEIGHTS);
+            let mut t = self.rng.range(300, 3_000);
+            for i in 0..k {
+                if i > 0 {
+                    t += self.rng.range(2_000, 5_000);
+                }
+                self.push(t, Kind::DAuth, 0, i as u8);
+            }
+            t += self.rng.range(5, 8_000);
+            self.push(t, Kind::DLoginFail, 0, 0);
+            if self.rng.chance(0.5) {
+                flags |= DF_ABORTED;
+            }
+            self.s.x[1] = k as u32;
+            self.s.x[3] = t / 1000;
+        } else if no_auth {
+            self.push(0, Kind::DNoAuth, 0, 0);
+            self.s.x[3] = if self.rng.chance(0.8) {
+                self.rng.below(3)
+            } else {
+                self.rng.range(3, 180)
+            };
+        } else if flags & DF_POP3 != 0 {
+            self.s.smtpd_pid = self.h.spawn(self.rng);
+            self.push(0, Kind::DLogin, 0, 0);
+            let m = self.rng.range(1, 40);
+            let n = if self.rng.chance(POP3_KEEP) {
+                0
+            } else {
+                self.rng.range(1, m.min(POP3_MAX_DELETES) + 1)
+            };
+            // POP3 expunges at QUIT, just before the logout line.
+            let quit = self.rng.range(300, 30_000);
+            for i in 0..n {
+                self.push(quit + i, Kind::DMail, 1, i as u8);
+            }
+            let at = quit + n + self.rng.range(1, 20);
+            self.push(at, Kind::DLogout, 0, 0);
+            self.s.x[1] = m;
+            self.s.nrcpt = n as u8;
+        } else {
+            let mut t = 0;
+            if self.rng.chance(IMAP_ID) {
+                self.push(0, Kind::DId, 0, 0);
+                t = self.rng.range(30, 400);
+            }
+            self.s.smtpd_pid = self.h.spawn(self.rng);
+            self.push(t, Kind::DLogin, 0, 0);
+            let span = self.rng.range(3_000, IMAP_MAX_MS);
+            let end = t + span;
+            let mut last = t;
+            let k = if self.rng.chance(IMAP_DELETES) {
+                1 + self.rng.below(3)
+            } else {
+                0
+            };
+            for i in 0..k {
+                let d = t + self.rng.range(100, span - 2_000);
+                let e = d + self.rng.range(1, 1_500);
+                self.push(d, Kind::DMail, 0, i as u8);
+                self.push(e, Kind::DMail, 1, i as u8);
+                last = last.max(e);
+            }
+            if self.rng.chance(IMAP_BOX_DELETED) {
+                let d = t + self.rng.range(100, span - 100);
+                self.push(d, Kind::DBoxDeleted, 0, 0);
+                last = last.max(d);
+            }
+            if self.rng.chance(IMAP_IDLE_CLOSED) {
+                flags |= DF_IDLE;
+            }
+            self.push(end, Kind::DLogout, 0, 0);
+            self.s.nrcpt = k as u8;
+            self.s.x[3] = end - last;
+        }
+        self.s.x[0] = flags;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1623,6 +1903,77 @@ fn put_client(buf: &mut Vec<u8>, c: &Client) {
     buf.push(b']');
 }
 
+/// Dovecot's `user=<...>, method=..., rip=..., lip=..., mpid=..., TLS, session=<...>`;
+/// without `full`, only `user=<>, rip=..., lip=..., session=<...>`.
+fn put_login_fields(buf: &mut Vec<u8>, s: &Session, lip: u32, full: bool) {
+    put(buf, b"user=<");
+    if full {
+        put_addr(buf, &s.rcpt[0]);
+        put(
+            buf,
+            if s.x[0] & DF_METHOD_LOGIN != 0 {
+                b">, method=LOGIN"
+            } else {
+                b">, method=PLAIN"
+            },
+        );
+    } else {
+        buf.push(b'>');
+    }
+    put(buf, b", rip=");
+    put_ip(buf, s.client.ip);
+    put(buf, b", lip=");
+    put_ip(buf, lip);
+    if full {
+        if s.smtpd_pid != 0 {
+            put(buf, b", mpid=");
+            put_u(buf, u64::from(s.smtpd_pid));
+        }
+        put(
+            buf,
+            if s.x[0] & DF_TLS != 0 {
+                b", TLS"
+            } else {
+                b", secured"
+            },
+        );
+    }
+    put(buf, b", session=<");
+    put(buf, &s.dsid);
+    buf.push(b'>');
+}
+
+/// `imap(user)<mpid><session>: `
+fn put_dove_session(buf: &mut Vec<u8>, s: &Session, proto: &[u8]) {
+    put(buf, proto);
+    buf.push(b'(');
+    put_addr(buf, &s.rcpt[0]);
+    put(buf, b")<");
+    put_u(buf, u64::from(s.smtpd_pid));
+    put(buf, b"><");
+    put(buf, &s.dsid);
+    put(buf, b">: ");
+}
+
+/// Milliseconds as seconds with three decimals: `82.885`.
+fn put_secs3(buf: &mut Vec<u8>, ms: u32) {
+    put_u(buf, u64::from(ms / 1000));
+    let f = ms % 1000;
+    buf.push(b'.');
+    buf.push(b'0' + (f / 100) as u8);
+    let d = (f % 100) as usize * 2;
+    buf.extend_from_slice(&DIGIT_PAIRS[d..d + 2]);
+}
+
+/// Size in bytes of a Dovecot session's message, from its hash.
+fn dove_size(h: u64) -> u32 {
+    let mut size = 600 + ((h >> 32) % 30_000) as u32;
+    if h & 0xF == 0 {
+        size += ((h >> 8) % 2_000_000) as u32;
+    }
+    size
+}
+
 /// Postfix's delay format: two significant digits below 10 s, whole seconds above.
 fn put_delay(buf: &mut Vec<u8>, ms: u32) {
     if ms < 995 {
@@ -1698,6 +2049,16 @@ struct Sim {
     next_arrival: u64,
     next_anvil: u64,
     anvil_host: usize,
+    /// Dovecot sessions draw from their own generator, so that without them
+    /// the Postfix stream is exactly what it is with `dovecot_share = 0`.
+    drng: Rng,
+    dove_gap_ms: f64,
+    dove_f: f64,
+    /// Next Dovecot session, or `u64::MAX` when there are none.
+    next_dove: u64,
+    /// Dovecot sessions started; a bijection of it makes session IDs unique.
+    dove_seq: u64,
+    dove_salt: u64,
 }
 
 impl Sim {
@@ -1708,6 +2069,22 @@ impl Sim {
         let message_share = 1.0 - SESSION_REJECT - SESSION_SASL_FAIL - SESSION_LOST;
         let sessions_per_sec = f64::from(opts.messages_per_sec.max(1)) / message_share;
         let first_anvil = u64::from(rng.range(1_000, 60_000));
+        let mut drng = Rng::new(opts.seed ^ 0x646F_7665_636F_7400);
+        let dove_salt = drng.next();
+        let share = if opts.dovecot_share.is_nan() {
+            0.0
+        } else {
+            opts.dovecot_share.clamp(0.0, 0.95)
+        };
+        let (mut dove_gap_ms, mut dove_f, mut next_dove) = (0.0, 0.0, u64::MAX);
+        if share > 0.0 {
+            let postfix_per_ms =
+                f64::from(opts.messages_per_sec.max(1)) * POSTFIX_LINES_PER_MESSAGE / 1000.0;
+            let dove_per_ms = postfix_per_ms * share / (1.0 - share);
+            dove_gap_ms = dove_lines_per_session() / dove_per_ms;
+            dove_f = -(1.0 - drng.unit()).ln() * dove_gap_ms;
+            next_dove = dove_f as u64;
+        }
         Sim {
             rng,
             clock: Clock::new(),
@@ -1723,6 +2100,12 @@ impl Sim {
             next_arrival: 0,
             next_anvil: first_anvil,
             anvil_host: 0,
+            drng,
+            dove_gap_ms,
+            dove_f,
+            next_dove,
+            dove_seq: 0,
+            dove_salt,
         }
     }
 
@@ -1766,6 +2149,14 @@ impl Sim {
         self.next_anvil += ANVIL_INTERVAL_MS / self.hosts.len() as u64;
     }
 
+    fn spawn_dove(&mut self) {
+        let at = self.next_dove;
+        let host = self.drng.below(self.hosts.len() as u32) as usize;
+        self.spawn(at, host, Flow::Dovecot);
+        self.dove_f += -(1.0 - self.drng.unit()).ln() * self.dove_gap_ms;
+        self.next_dove = self.dove_f as u64;
+    }
+
     fn spawn(&mut self, at: u64, host: usize, flow: Flow) {
         let sid = match self.free.pop() {
             Some(sid) => sid,
@@ -1780,19 +2171,21 @@ impl Sim {
         s.flow = flow;
         s.start = at;
         s.unix0 = self.start_unix * 1000 + at as i64;
+        let rng = if flow == Flow::Dovecot {
+            self.dove_seq += 1;
+            s.msgid = mix64(self.dove_seq.wrapping_add(self.dove_salt));
+            &mut self.drng
+        } else {
+            &mut self.rng
+        };
         Plan {
-            rng: &mut self.rng,
+            rng: &mut *rng,
             h: &mut self.hosts[host],
             s: &mut *s,
         }
         .plan();
-        let first = s.steps[0].at;
-        self.schedule(sid, at + u64::from(first));
-    }
-
-    #[inline]
-    fn schedule(&mut self, sid: u32, t: u64) {
-        let key = (t << TIE_BITS) | u64::from(self.rng.below(1 << TIE_BITS));
+        let t = at + u64::from(s.steps[0].at);
+        let key = (t << TIE_BITS) | u64::from(rng.below(1 << TIE_BITS));
         self.heap.push(Reverse((key, sid)));
     }
 
@@ -1809,9 +2202,14 @@ impl Sim {
         let step = s.steps[s.cur as usize];
         s.cur += 1;
         let now = (t - s.start) as u32;
+        let rng = if s.flow == Flow::Dovecot {
+            &mut self.drng
+        } else {
+            &mut self.rng
+        };
         Line {
             buf: &mut self.buf,
-            rng: &mut self.rng,
+            rng: &mut *rng,
             clock: &self.clock,
             h: &mut self.hosts[s.host],
             s: &mut *s,
@@ -1822,7 +2220,7 @@ impl Sim {
         self.stats.lines += 1;
         if s.cur < s.n {
             let next = s.start + u64::from(s.steps[s.cur as usize].at);
-            let tie = u64::from(self.rng.below(1 << TIE_BITS));
+            let tie = u64::from(rng.below(1 << TIE_BITS));
             *top = Reverse(((next << TIE_BITS) | tie, sid));
         } else {
             PeekMut::pop(top);
@@ -2128,6 +2526,14 @@ impl Line<'_> {
                 put(self.buf, b" from ");
                 put_client(self.buf, &self.s.client);
             }
+            Kind::DId
+            | Kind::DLogin
+            | Kind::DMail
+            | Kind::DBoxDeleted
+            | Kind::DLogout
+            | Kind::DAuth
+            | Kind::DLoginFail
+            | Kind::DNoAuth => self.dovecot(step),
             Kind::Anvil => {
                 let pid = self.h.anvil;
                 self.prefix(b"postfix/anvil", pid);
@@ -2162,6 +2568,169 @@ impl Line<'_> {
             }
         }
         self.buf.push(b'\n');
+    }
+
+    fn dovecot(&mut self, step: Step) {
+        self.stats.dovecot_lines += 1;
+        let buf = &mut *self.buf;
+        let s = &*self.s;
+        let lip = self.h.lip;
+        put(buf, &self.clock.syslog);
+        put(buf, &self.h.name);
+        put(buf, b" dovecot: ");
+        let pop3 = s.x[0] & DF_POP3 != 0;
+        let proto: &[u8] = if pop3 { b"pop3" } else { b"imap" };
+        match step.kind {
+            Kind::DId => {
+                let (name, version) = IMAP_CLIENTS[(s.msgid % IMAP_CLIENTS.len() as u64) as usize];
+                put(buf, b"imap-login: ID sent: name=");
+                put(buf, name);
+                put(buf, b", version=");
+                put(buf, version);
+                put(buf, b": ");
+                put_login_fields(buf, s, lip, false);
+            }
+            Kind::DLogin => {
+                self.stats.logins += 1;
+                put(buf, proto);
+                put(buf, b"-login: Login: ");
+                put_login_fields(buf, s, lip, true);
+            }
+            Kind::DLoginFail => {
+                self.stats.failed_logins += 1;
+                put(buf, proto);
+                if s.x[0] & DF_ABORTED != 0 {
+                    put(
+                        buf,
+                        b"-login: Disconnected: Aborted login by logging out (auth failed, ",
+                    );
+                } else {
+                    put(
+                        buf,
+                        b"-login: Disconnected: Connection closed (auth failed, ",
+                    );
+                }
+                put_u(buf, u64::from(s.x[1]));
+                put(buf, b" attempts in ");
+                put_u(buf, u64::from(s.x[3]));
+                put(buf, b" secs): ");
+                put_login_fields(buf, s, lip, true);
+            }
+            Kind::DNoAuth => {
+                put(buf, proto);
+                put(
+                    buf,
+                    b"-login: Disconnected: Connection closed (no auth attempts in ",
+                );
+                put_u(buf, u64::from(s.x[3]));
+                put(buf, b" secs): ");
+                put_login_fields(buf, s, lip, false);
+            }
+            Kind::DAuth => {
+                put(buf, b"auth: passwd-file(");
+                put_addr(buf, &s.rcpt[0]);
+                buf.push(b',');
+                put_ip(buf, s.client.ip);
+                put(buf, b",<");
+                put(buf, &s.dsid);
+                put(buf, b">): Password mismatch");
+            }
+            Kind::DMail => {
+                put_dove_session(buf, s, proto);
+                let uid = s.dove_uid(u32::from(step.b));
+                let h = s.dove_msg(uid);
+                put(
+                    buf,
+                    if step.a == 0 {
+                        b"delete: box="
+                    } else {
+                        b"expunge: box="
+                    },
+                );
+                put(
+                    buf,
+                    if pop3 || !h.is_multiple_of(5) {
+                        b"INBOX"
+                    } else {
+                        b"Junk"
+                    },
+                );
+                put(buf, b", uid=");
+                put_u(buf, u64::from(uid));
+                put(buf, b", msgid=<");
+                put_hex(buf, h, 16, HEX_LOWER);
+                put(buf, b"@mail.");
+                put(buf, REMOTES[(h >> 60) as usize % 5].domain);
+                put(buf, b">, size=");
+                put_u(buf, u64::from(dove_size(h)));
+                if pop3 && step.a == 1 {
+                    self.stats.pop3_deletes += 1;
+                }
+            }
+            Kind::DBoxDeleted => {
+                put_dove_session(buf, s, proto);
+                put(buf, b"Mailbox deleted: Old");
+            }
+            _ => {
+                put_dove_session(buf, s, proto);
+                let rng = &mut *self.rng;
+                let k = u64::from(s.nrcpt);
+                if pop3 {
+                    let m = s.x[1];
+                    let r = u32::from(s.nrcpt) + rng.below(m - u32::from(s.nrcpt) + 1);
+                    let (mut retr, mut size) = (0u64, 0u64);
+                    for i in 0..m {
+                        let uid = s.dove_uid(i);
+                        let b = u64::from(dove_size(s.dove_msg(uid)));
+                        size += b;
+                        if i < r {
+                            retr += b;
+                        }
+                    }
+                    put(buf, b"Disconnected: Logged out top=0/0, retr=");
+                    put_u(buf, u64::from(r));
+                    buf.push(b'/');
+                    put_u(buf, retr);
+                    put(buf, b", del=");
+                    put_u(buf, k);
+                    buf.push(b'/');
+                    put_u(buf, u64::from(m));
+                    put(buf, b", size=");
+                    put_u(buf, size);
+                } else {
+                    if s.x[0] & DF_IDLE != 0 {
+                        put(buf, b"Disconnected: Connection closed (IDLE running for ");
+                        put_secs3(buf, rng.range(1, 500));
+                        put(buf, b" + waiting input for ");
+                        put_secs3(buf, s.x[3]);
+                        put(buf, b" secs, ");
+                        put_u(buf, u64::from(rng.below(3) * 2));
+                        put(buf, b" B in + ");
+                        put_u(buf, u64::from(10 + 14 * rng.below(4)));
+                        put(buf, b" B out, state=wait-input) in=");
+                    } else {
+                        put(buf, b"Disconnected: Logged out in=");
+                    }
+                    let hdr = rng.below(20);
+                    let body = rng.below(4);
+                    put_u(buf, u64::from(rng.range(40, 3_000)) + 60 * k);
+                    put(buf, b" out=");
+                    put_u(buf, u64::from(rng.range(300, 60_000)));
+                    put(buf, b" deleted=");
+                    put_u(buf, k);
+                    put(buf, b" expunged=");
+                    put_u(buf, k);
+                    put(buf, b" trashed=0 hdr_count=");
+                    put_u(buf, u64::from(hdr));
+                    put(buf, b" hdr_bytes=");
+                    put_u(buf, u64::from(hdr * rng.range(30, 900)));
+                    put(buf, b" body_count=");
+                    put_u(buf, u64::from(body));
+                    put(buf, b" body_bytes=");
+                    put_u(buf, u64::from(body * rng.range(200, 40_000)));
+                }
+            }
+        }
     }
 
     fn sasl_fields(&mut self) {

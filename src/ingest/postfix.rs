@@ -101,10 +101,18 @@ pub fn is_qid(s: &[u8]) -> bool {
     {
         return true;
     }
-    let long_alpha = |b: u8| b.is_ascii_alphanumeric() && !b"AEIOUaeiouz".contains(&b);
-    match memchr::memchr(b'z', s) {
-        Some(z) if z >= 10 && z + 1 < s.len() => {
-            s[..z].iter().all(|&b| long_alpha(b)) && s[z + 1..].iter().all(|&b| long_alpha(b))
+    // Long IDs: 10 characters of time (seconds in base 52, which includes
+    // `z`, then microseconds), then `z`, then the inode in base 51 (no `z`).
+    // So the separator is the first `z` from the eleventh character on.
+    let no_vowel = |b: u8| b.is_ascii_alphanumeric() && !b"AEIOUaeiou".contains(&b);
+    match s
+        .get(10..)
+        .and_then(|t| memchr::memchr(b'z', t))
+        .map(|i| i + 10)
+    {
+        Some(z) if z + 1 < s.len() => {
+            s[..z].iter().all(|&b| no_vowel(b))
+                && s[z + 1..].iter().all(|&b| no_vowel(b) && b != b'z')
         }
         _ => false,
     }
@@ -527,6 +535,9 @@ mod tests {
             "3mPVKl0Mhjz7sXv",
             "44JCRG5tYPzCqt2",
             "48rT2v1hQrz1J0N",
+            // `z` inside the time part, as real Postfix writes it.
+            "4jXpzb4Y9Vz5cXH",
+            "4jHfk65zFtz1Bfp",
         ] {
             assert!(is_qid(ok.as_bytes()), "{ok}");
         }
