@@ -117,13 +117,12 @@ pub struct AccessSettings {
 /// A logged-in session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Session {
-    proto: String,
     user: Text,
     rip: Option<Text>,
     /// Logged by Dovecot 2.4 (`Logged in:`): POP3's `del=D/B` is then
     /// count/bytes, not count/messages.
     v24: bool,
-    client: Option<String>,
+    client: Option<Text>,
     last_us: i64,
 }
 
@@ -143,10 +142,10 @@ struct Verdict {
 pub struct AccessState {
     /// (host, session ID) → session, stored as a list of pairs.
     #[serde(with = "pairs")]
-    sessions: FxHashMap<(u32, Text), Session>,
+    sessions: FxHashMap<(u32, SessId), Session>,
     /// Client names from pre-login IMAP ID lines, by (host, session).
     #[serde(with = "pairs")]
-    ids: FxHashMap<(u32, Text), (String, i64)>,
+    ids: FxHashMap<(u32, SessId), (Text, i64)>,
     verdicts: Vec<Verdict>,
 }
 
@@ -155,18 +154,18 @@ mod pairs {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<V: Serialize, S: Serializer>(
-        m: &FxHashMap<(u32, Text), V>,
+        m: &FxHashMap<(u32, SessId), V>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        let mut v: Vec<(&(u32, Text), &V)> = m.iter().collect();
+        let mut v: Vec<(&(u32, SessId), &V)> = m.iter().collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v.serialize(s)
     }
 
     pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<FxHashMap<(u32, Text), V>, D::Error> {
-        let v: Vec<((u32, Text), V)> = Vec::deserialize(d)?;
+    ) -> Result<FxHashMap<(u32, SessId), V>, D::Error> {
+        let v: Vec<((u32, SessId), V)> = Vec::deserialize(d)?;
         Ok(v.into_iter().collect())
     }
 }
@@ -181,11 +180,53 @@ pub(crate) struct Line<'a> {
 }
 
 fn text(b: &[u8]) -> Text {
-    Text::from(String::from_utf8_lossy(b).as_ref())
+    match std::str::from_utf8(b) {
+        Ok(s) => Text::from(s),
+        Err(_) => Text::from(String::from_utf8_lossy(b).as_ref()),
+    }
 }
 
 fn string(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+/// A session ID, inline so map lookups need no allocation. Dovecot's are
+/// 16 to 22 characters; longer ones are cut (still unique enough to join).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SessId {
+    len: u8,
+    bytes: [u8; 31],
+}
+
+impl SessId {
+    fn new(s: &[u8]) -> SessId {
+        let mut bytes = [0u8; 31];
+        let n = s.len().min(31);
+        bytes[..n].copy_from_slice(&s[..n]);
+        SessId {
+            len: n as u8,
+            bytes,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl Serialize for SessId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl<'de> Deserialize<'de> for SessId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SessId, D::Error> {
+        Ok(SessId::new(String::deserialize(d)?.as_bytes()))
+    }
 }
 
 impl AccessState {
@@ -247,25 +288,24 @@ impl AccessState {
                 let Some(mailbox) = Self::mailbox(cfg, fields.user) else {
                     return true;
                 };
-                let session = fields.session.map(text);
-                let mut client = session
-                    .as_ref()
-                    .and_then(|s| self.ids.remove(&(line.host_id, s.clone())))
+                let mut client = fields
+                    .session
+                    .and_then(|s| self.ids.remove(&(line.host_id, SessId::new(s))))
                     .map(|(c, _)| c);
                 if Self::is_webmail(cfg, fields.rip) {
-                    client = Some(match client {
+                    client = Some(Text::from(match client {
                         Some(c) => format!("webmail ({c})"),
                         None => "webmail".to_owned(),
-                    });
+                    }));
                 }
                 let v24 = memchr::memmem::find(msg, b"Logged in: ").is_some();
-                if let Some(s) = &session {
+                let rip = fields.rip.map(text);
+                if let Some(s) = fields.session {
                     self.sessions.insert(
-                        (line.host_id, s.clone()),
+                        (line.host_id, SessId::new(s)),
                         Session {
-                            proto: proto.as_str().to_owned(),
                             user: mailbox.clone(),
-                            rip: fields.rip.map(text),
+                            rip: rip.clone(),
                             v24,
                             client: client.clone(),
                             last_us: line.time_us,
@@ -274,11 +314,11 @@ impl AccessState {
                 }
                 out.push(AccessRow {
                     protocol: Some(proto.as_str()),
-                    remote_ip: fields.rip.map(text),
+                    remote_ip: rip,
                     local_ip: fields.lip.map(text),
                     tls: Some(fields.tls),
-                    session,
-                    client,
+                    session: fields.session.map(text),
+                    client: client.map(|c| c.to_string()),
                     reason: fields.method.map(|m| format!("method {}", string(m))),
                     ..Self::row(line, mailbox, AccessKind::Login)
                 });
@@ -337,11 +377,11 @@ impl AccessState {
                 let (Some(s), Some(n)) = (session, name) else {
                     return true;
                 };
-                let key = (line.host_id, text(s));
+                let key = (line.host_id, SessId::new(s));
                 match self.sessions.get_mut(&key) {
-                    Some(sess) => sess.client = Some(string(n)),
+                    Some(sess) => sess.client = Some(text(n)),
                     None => {
-                        self.ids.insert(key, (string(n), line.time_us));
+                        self.ids.insert(key, (text(n), line.time_us));
                     }
                 }
             }
@@ -352,14 +392,14 @@ impl AccessState {
                 event,
             } => {
                 let sess = session.and_then(|s| {
-                    let k = (line.host_id, text(s));
+                    let k = (line.host_id, SessId::new(s));
                     self.sessions.get_mut(&k).map(|v| {
                         v.last_us = line.time_us;
-                        v.clone()
+                        (v.user.clone(), v.rip.clone(), v.client.clone(), v.v24)
                     })
                 });
                 let mailbox = match &sess {
-                    Some(s) => s.user.clone(),
+                    Some(s) => s.0.clone(),
                     None => match Self::mailbox(cfg, user) {
                         Some(m) => m,
                         None => return true,
@@ -367,9 +407,11 @@ impl AccessState {
                 };
                 let base = AccessRow {
                     protocol: Some(proto.as_str()),
-                    remote_ip: sess.as_ref().and_then(|s| s.rip.clone()),
+                    remote_ip: sess.as_ref().and_then(|s| s.1.clone()),
                     session: session.map(text),
-                    client: sess.as_ref().and_then(|s| s.client.clone()),
+                    client: sess
+                        .as_ref()
+                        .and_then(|s| s.2.as_deref().map(str::to_owned)),
                     ..AccessRow::default()
                 };
                 let row = |kind| AccessRow {
@@ -378,7 +420,7 @@ impl AccessState {
                 match event {
                     SessionEvent::Logout { reason, counters } => {
                         if let Some(s) = session {
-                            self.sessions.remove(&(line.host_id, text(s)));
+                            self.sessions.remove(&(line.host_id, SessId::new(s)));
                         }
                         let c = |k: &[u8]| dovecot::counter(counters, k);
                         let num = |v: u64| i64::try_from(v).ok();
@@ -388,7 +430,7 @@ impl AccessState {
                         };
                         match proto {
                             Proto::Pop3 => {
-                                let v24 = sess.as_ref().is_some_and(|s| s.v24);
+                                let v24 = sess.as_ref().is_some_and(|s| s.3);
                                 if let Some((d, m)) = c(b"del") {
                                     r.deleted = num(d);
                                     // Known only when the session's login
