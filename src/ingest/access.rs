@@ -422,35 +422,31 @@ impl AccessState {
                         if let Some(s) = session {
                             self.sessions.remove(&(line.host_id, SessId::new(s)));
                         }
-                        let c = |k: &[u8]| dovecot::counter(counters, k);
                         let num = |v: u64| i64::try_from(v).ok();
                         let mut r = AccessRow {
                             reason: Some(string(reason)),
                             ..merge(row(AccessKind::Logout), &base)
                         };
-                        match proto {
-                            Proto::Pop3 => {
-                                let v24 = sess.as_ref().is_some_and(|s| s.3);
-                                if let Some((d, m)) = c(b"del") {
-                                    r.deleted = num(d);
-                                    // Known only when the session's login
-                                    // showed the version (2.3 and older).
-                                    if sess.is_some() && !v24 {
-                                        r.retained = m.and_then(|m| num(m.saturating_sub(d)));
+                        // Known only when the session's login showed the
+                        // version (2.3 and older: `del=D/M` with M messages).
+                        let retained_known = sess.as_ref().is_some_and(|s| !s.3);
+                        for (k, n, m) in dovecot::counters(counters) {
+                            match (proto, k) {
+                                (_, b"in") => r.in_bytes = num(n),
+                                (_, b"out") => r.out_bytes = num(n),
+                                (Proto::Pop3, b"del") => {
+                                    r.deleted = num(n);
+                                    if retained_known {
+                                        r.retained = m.and_then(|m| num(m.saturating_sub(n)));
                                     }
                                 }
-                                r.size_bytes = c(b"size").and_then(|(s, _)| num(s));
-                                r.downloaded = c(b"retr").and_then(|(n, _)| num(n));
-                                r.in_bytes = c(b"in").and_then(|(n, _)| num(n));
-                                r.out_bytes = c(b"out").and_then(|(n, _)| num(n));
-                            }
-                            Proto::Imap => {
-                                r.in_bytes = c(b"in").and_then(|(n, _)| num(n));
-                                r.out_bytes = c(b"out").and_then(|(n, _)| num(n));
-                                r.deleted = c(b"deleted").and_then(|(n, _)| num(n));
-                                r.expunged = c(b"expunged").and_then(|(n, _)| num(n));
-                                r.trashed = c(b"trashed").and_then(|(n, _)| num(n));
-                                r.downloaded = c(b"body_count").and_then(|(n, _)| num(n));
+                                (Proto::Pop3, b"size") => r.size_bytes = num(n),
+                                (Proto::Pop3, b"retr") => r.downloaded = num(n),
+                                (Proto::Imap, b"deleted") => r.deleted = num(n),
+                                (Proto::Imap, b"expunged") => r.expunged = num(n),
+                                (Proto::Imap, b"trashed") => r.trashed = num(n),
+                                (Proto::Imap, b"body_count") => r.downloaded = num(n),
+                                _ => {}
                             }
                         }
                         out.push(r);

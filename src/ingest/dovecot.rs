@@ -493,6 +493,24 @@ fn find_comma(v: &[u8]) -> usize {
     super::postfix::find_pair(v, b',', b' ').unwrap_or(v.len())
 }
 
+/// Every `key=N[/M]` counter of a logout line, in one pass: (key, N, M).
+pub fn counters(s: &[u8]) -> impl Iterator<Item = (&[u8], u64, Option<u64>)> {
+    s.split(|&b| b == b' ' || b == b',').filter_map(|item| {
+        let eq = memchr::memchr(b'=', item)?;
+        let (k, v) = (&item[..eq], &item[eq + 1..]);
+        let num = |d: &[u8]| -> Option<u64> {
+            if d.is_empty() || d.len() > 19 || !d.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            Some(d.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')))
+        };
+        match memchr::memchr(b'/', v) {
+            Some(sl) => Some((k, num(&v[..sl])?, num(&v[sl + 1..]))),
+            None => Some((k, num(v)?, None)),
+        }
+    })
+}
+
 /// A counter from a logout line: `deleted=3`, or for POP3 `del=D/M` as
 /// (D, M).
 pub fn counter(counters: &[u8], key: &[u8]) -> Option<(u64, Option<u64>)> {
