@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::domain::{DateRange, Day, Mailbox};
-use crate::history::{Format, csv_cell, format_time};
+use crate::history::{Format, csv_cell, format_time, safe_text};
 use crate::ingest::access::{AccessKind, AccessRow};
 use crate::store::Store;
 
@@ -178,12 +178,10 @@ fn summarize(day: Day, rows: &[AccessRow]) -> DaySummary {
     }
 }
 
-/// Replaces control characters, so log text cannot drive the terminal.
+/// A value for the text output: `-` when absent, control characters
+/// replaced so log text cannot drive the terminal.
 fn safe(s: Option<&str>) -> String {
-    s.unwrap_or("-")
-        .chars()
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect()
+    safe_text(s.unwrap_or("-"))
 }
 
 fn num(v: Option<i64>) -> String {

@@ -162,7 +162,7 @@ fn count_cells(c: &Counts) -> [i64; 7] {
 }
 
 /// Replaces control characters, so log text cannot drive the terminal.
-fn safe_text(s: &str) -> String {
+pub fn safe_text(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
         .collect()

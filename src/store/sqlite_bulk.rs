@@ -39,64 +39,67 @@ fn error(db: *mut ffi::sqlite3, what: &str) -> anyhow::Error {
     anyhow::anyhow!("SQLite {what}: {}", msg.to_string_lossy())
 }
 
-/// Inserts `rows`, skipping keys already stored; returns how many were new.
+/// Binds one row's values to the statement, by 1-based position. Every
+/// call returns SQLite's result code; the caller checks them all.
+struct Binder<'s>(&'s Stmt);
+
+impl Binder<'_> {
+    fn text(&self, i: c_int, s: Option<&str>) -> c_int {
+        match s {
+            // SAFETY: the text is borrowed from the rows, which outlive the
+            // step that reads it, so SQLite may use it without copying
+            // (SQLITE_STATIC); bindings are cleared right after the step.
+            Some(s) => unsafe {
+                ffi::sqlite3_bind_text(
+                    self.0.0,
+                    i,
+                    s.as_ptr().cast(),
+                    s.len() as c_int,
+                    ffi::SQLITE_STATIC(),
+                )
+            },
+            // SAFETY: binding NULL to a valid statement.
+            None => unsafe { ffi::sqlite3_bind_null(self.0.0, i) },
+        }
+    }
+
+    fn int(&self, i: c_int, v: Option<i64>) -> c_int {
+        // SAFETY: binding an integer or NULL to a valid statement.
+        unsafe {
+            match v {
+                Some(v) => ffi::sqlite3_bind_int64(self.0.0, i, v),
+                None => ffi::sqlite3_bind_null(self.0.0, i),
+            }
+        }
+    }
+}
+
+/// Runs `sql` once per row, binding each with `bind`; returns how many rows
+/// were inserted (`OR IGNORE` skips the others).
 ///
 /// # Safety
 ///
 /// `db` must be an open connection that no other thread uses for the
 /// duration of the call (the caller holds sqlx's handle lock), with a write
 /// transaction open.
-pub unsafe fn insert_rows(
+unsafe fn insert_each<T, const N: usize>(
     db: NonNull<ffi::sqlite3>,
-    rows: &[Row],
-    mailbox_id: &dyn Fn(&Text) -> i64,
+    sql: &CStr,
+    rows: &[T],
+    bind: impl Fn(&Binder<'_>, &T) -> [c_int; N],
 ) -> anyhow::Result<u64> {
     let db = db.as_ptr();
     let mut raw = ptr::null_mut();
-    // SAFETY: `db` is valid (caller's contract); INSERT is NUL-terminated.
-    let rc = unsafe { ffi::sqlite3_prepare_v2(db, INSERT.as_ptr(), -1, &mut raw, ptr::null_mut()) };
+    // SAFETY: `db` is valid (caller's contract); `sql` is NUL-terminated.
+    let rc = unsafe { ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, ptr::null_mut()) };
     if rc != ffi::SQLITE_OK {
         return Err(error(db, "prepare"));
     }
     let stmt = Stmt(raw);
+    let binder = Binder(&stmt);
     let mut inserted = 0u64;
     for r in rows {
-        let text = |i: c_int, s: Option<&str>| -> c_int {
-            match s {
-                // SAFETY: the text outlives the step below (it is borrowed
-                // from `rows`), so SQLite may use it without copying
-                // (SQLITE_STATIC); bindings are cleared before the next row.
-                Some(s) => unsafe {
-                    ffi::sqlite3_bind_text(
-                        stmt.0,
-                        i,
-                        s.as_ptr().cast(),
-                        s.len() as c_int,
-                        ffi::SQLITE_STATIC(),
-                    )
-                },
-                // SAFETY: binding NULL to a valid statement.
-                None => unsafe { ffi::sqlite3_bind_null(stmt.0, i) },
-            }
-        };
-        // SAFETY: `stmt.0` is a valid prepared statement with 12 parameters.
-        let rcs = unsafe {
-            [
-                ffi::sqlite3_bind_int64(stmt.0, 1, r.key),
-                ffi::sqlite3_bind_int(stmt.0, 2, r.day),
-                ffi::sqlite3_bind_int64(stmt.0, 3, r.time_us),
-                ffi::sqlite3_bind_int64(stmt.0, 4, mailbox_id(&r.mailbox)),
-                ffi::sqlite3_bind_int(stmt.0, 5, r.kind as c_int),
-                text(6, Some(&r.host)),
-                text(7, r.queue_id.as_deref()),
-                text(8, r.sender_ip.as_deref()),
-                text(9, r.relay.as_deref()),
-                text(10, r.recipient.as_deref()),
-                text(11, r.dsn.as_deref()),
-                text(12, r.response.as_deref()),
-            ]
-        };
-        if rcs.iter().any(|&rc| rc != ffi::SQLITE_OK) {
+        if bind(&binder, r).iter().any(|&rc| rc != ffi::SQLITE_OK) {
             return Err(error(db, "bind"));
         }
         // SAFETY: valid statement, bound above; the connection is ours.
@@ -116,6 +119,38 @@ pub unsafe fn insert_rows(
     Ok(inserted)
 }
 
+/// Inserts SMTP event rows, skipping keys already stored; returns how many
+/// were new.
+///
+/// # Safety
+///
+/// As for [`insert_each`].
+pub unsafe fn insert_rows(
+    db: NonNull<ffi::sqlite3>,
+    rows: &[Row],
+    mailbox_id: &dyn Fn(&Text) -> i64,
+) -> anyhow::Result<u64> {
+    // SAFETY: the caller's contract is the one insert_each needs.
+    unsafe {
+        insert_each(db, INSERT, rows, |b, r| {
+            [
+                b.int(1, Some(r.key)),
+                b.int(2, Some(i64::from(r.day))),
+                b.int(3, Some(r.time_us)),
+                b.int(4, Some(mailbox_id(&r.mailbox))),
+                b.int(5, Some(r.kind as i64)),
+                b.text(6, Some(&r.host)),
+                b.text(7, r.queue_id.as_deref()),
+                b.text(8, r.sender_ip.as_deref()),
+                b.text(9, r.relay.as_deref()),
+                b.text(10, r.recipient.as_deref()),
+                b.text(11, r.dsn.as_deref()),
+                b.text(12, r.response.as_deref()),
+            ]
+        })
+    }
+}
+
 const INSERT_ACCESS: &CStr = c"INSERT OR IGNORE INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
 
 /// Inserts access rows, skipping keys already stored; returns how many were
@@ -123,92 +158,42 @@ const INSERT_ACCESS: &CStr = c"INSERT OR IGNORE INTO access_events (key, day, ti
 ///
 /// # Safety
 ///
-/// As for [`insert_rows`].
+/// As for [`insert_each`].
 pub unsafe fn insert_access_rows(
     db: NonNull<ffi::sqlite3>,
     rows: &[AccessRow],
     mailbox_id: &dyn Fn(&Text) -> i64,
 ) -> anyhow::Result<u64> {
-    let db = db.as_ptr();
-    let mut raw = ptr::null_mut();
-    // SAFETY: `db` is valid (caller's contract); the SQL is NUL-terminated.
-    let rc = unsafe {
-        ffi::sqlite3_prepare_v2(db, INSERT_ACCESS.as_ptr(), -1, &mut raw, ptr::null_mut())
-    };
-    if rc != ffi::SQLITE_OK {
-        return Err(error(db, "prepare"));
+    // SAFETY: the caller's contract is the one insert_each needs.
+    unsafe {
+        insert_each(db, INSERT_ACCESS, rows, |b, r| {
+            [
+                b.int(1, Some(r.key)),
+                b.int(2, Some(i64::from(r.day))),
+                b.int(3, Some(r.time_us)),
+                b.int(4, Some(mailbox_id(&r.mailbox))),
+                b.int(5, r.kind.map(|k| k as i64)),
+                b.text(6, Some(&r.host)),
+                b.text(7, r.protocol),
+                b.text(8, r.remote_ip.as_deref()),
+                b.text(9, r.local_ip.as_deref()),
+                b.int(10, r.tls.map(i64::from)),
+                b.text(11, r.session.as_deref()),
+                b.text(12, r.client.as_deref()),
+                b.int(13, r.deleted),
+                b.int(14, r.retained),
+                b.int(15, r.size_bytes),
+                b.int(16, r.in_bytes),
+                b.int(17, r.out_bytes),
+                b.int(18, r.expunged),
+                b.int(19, r.trashed),
+                b.int(20, r.downloaded),
+                b.int(21, r.attempts),
+                b.int(22, r.uid),
+                b.text(23, r.message_id.as_deref()),
+                b.text(24, r.folder.as_deref()),
+                b.text(25, r.reason.as_deref()),
+            ]
+        })
     }
-    let stmt = Stmt(raw);
-    let mut inserted = 0u64;
-    for r in rows {
-        let text = |i: c_int, s: Option<&str>| -> c_int {
-            match s {
-                // SAFETY: as in `insert_rows`: the text outlives the step,
-                // and bindings are cleared right after it.
-                Some(s) => unsafe {
-                    ffi::sqlite3_bind_text(
-                        stmt.0,
-                        i,
-                        s.as_ptr().cast(),
-                        s.len() as c_int,
-                        ffi::SQLITE_STATIC(),
-                    )
-                },
-                // SAFETY: binding NULL to a valid statement.
-                None => unsafe { ffi::sqlite3_bind_null(stmt.0, i) },
-            }
-        };
-        let int = |i: c_int, v: Option<i64>| -> c_int {
-            // SAFETY: binding an integer or NULL to a valid statement.
-            unsafe {
-                match v {
-                    Some(v) => ffi::sqlite3_bind_int64(stmt.0, i, v),
-                    None => ffi::sqlite3_bind_null(stmt.0, i),
-                }
-            }
-        };
-        let rcs = [
-            int(1, Some(r.key)),
-            int(2, Some(i64::from(r.day))),
-            int(3, Some(r.time_us)),
-            int(4, Some(mailbox_id(&r.mailbox))),
-            int(5, r.kind.map(|k| k as i64)),
-            text(6, Some(&r.host)),
-            text(7, r.protocol),
-            text(8, r.remote_ip.as_deref()),
-            text(9, r.local_ip.as_deref()),
-            int(10, r.tls.map(i64::from)),
-            text(11, r.session.as_deref()),
-            text(12, r.client.as_deref()),
-            int(13, r.deleted),
-            int(14, r.retained),
-            int(15, r.size_bytes),
-            int(16, r.in_bytes),
-            int(17, r.out_bytes),
-            int(18, r.expunged),
-            int(19, r.trashed),
-            int(20, r.downloaded),
-            int(21, r.attempts),
-            int(22, r.uid),
-            text(23, r.message_id.as_deref()),
-            text(24, r.folder.as_deref()),
-            text(25, r.reason.as_deref()),
-        ];
-        if rcs.iter().any(|&rc| rc != ffi::SQLITE_OK) {
-            return Err(error(db, "bind"));
-        }
-        // SAFETY: valid statement, bound above; the connection is ours.
-        let rc = unsafe { ffi::sqlite3_step(stmt.0) };
-        // SAFETY: as in `insert_rows`.
-        unsafe {
-            ffi::sqlite3_reset(stmt.0);
-            ffi::sqlite3_clear_bindings(stmt.0);
-        }
-        if rc != ffi::SQLITE_DONE {
-            return Err(error(db, "insert"));
-        }
-        // SAFETY: valid connection.
-        inserted += unsafe { ffi::sqlite3_changes(db) } as u64;
-    }
-    Ok(inserted)
 }
