@@ -99,6 +99,18 @@ pub async fn load(
                         r.reason.as_deref().unwrap_or("auth failed"),
                         if n == 1 { "" } else { "s" }
                     )),
+                    // How the login was made: method, TLS, the server address.
+                    (Some(AccessKind::Login), _) => Some(
+                        [
+                            r.reason.clone(),
+                            r.tls.map(|t| if t { "TLS" } else { "no TLS" }.to_owned()),
+                            r.local_ip.as_deref().map(|l| format!("to {l}")),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    ),
                     _ => r.reason.clone(),
                 },
             })

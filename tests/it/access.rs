@@ -93,6 +93,16 @@ async fn check_run(log: &str) {
                 .sum::<i64>()
         );
 
+        // A login says how it was made: method, TLS or not, server address.
+        for l in ev("login") {
+            let how = l.reason.as_deref().unwrap();
+            assert!(
+                how.starts_with("method PLAIN, no TLS, to 127.0.0.1"),
+                "{how}"
+            );
+            assert!(l.session.is_some() && l.remote_ip.is_some());
+        }
+
         // Failed logins: one event per refused session, with its reason
         // and attempts; the summary counts attempts.
         let failed: Vec<_> = ev("auth_failed").collect();
