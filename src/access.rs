@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::domain::{DateRange, Day, Mailbox};
-use crate::history::{Format, csv_cell, format_time, safe_text};
+use crate::history::{Format, csv_cell, format_time, safe_text, to_json};
 use crate::ingest::access::{AccessKind, AccessRow};
 use crate::store::Store;
 
@@ -208,11 +208,7 @@ impl AccessHistory {
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Text => self.to_text(),
-            Format::Json => {
-                let mut s = serde_json::to_string_pretty(self).expect("plain data serialises");
-                s.push('\n');
-                s
-            }
+            Format::Json => to_json(self),
             Format::Csv => self.to_csv(),
         }
     }

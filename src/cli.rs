@@ -39,37 +39,29 @@ pub enum Command {
         paths: Vec<String>,
     },
     /// A mailbox's SMTP sending history: daily table and details.
-    History {
-        /// The mailbox (address, or bare user name in the default domain).
-        #[arg(long)]
-        mailbox: String,
-        /// First day, YYYY-MM-DD (default: the start of the retention window).
-        #[arg(long)]
-        from: Option<String>,
-        /// Last day, YYYY-MM-DD (default: today).
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    History(Query),
     /// A mailbox's access history (POP3/IMAP logins, logouts, deletions, failed logins).
-    Access {
-        /// The mailbox (address, or bare user name in the default domain).
-        #[arg(long)]
-        mailbox: String,
-        /// First day, YYYY-MM-DD (default: the start of the retention window).
-        #[arg(long)]
-        from: Option<String>,
-        /// Last day, YYYY-MM-DD (default: today).
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    Access(Query),
     /// Create or update the database schema.
     Migrate,
     /// Validate the configuration file and say what it sets.
     CheckConfig,
+}
+
+/// What `history` and `access` ask about.
+#[derive(Debug, clap::Args)]
+pub struct Query {
+    /// The mailbox (address, or bare user name in the default domain).
+    #[arg(long)]
+    pub mailbox: String,
+    /// First day, YYYY-MM-DD (default: the start of the retention window).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day, YYYY-MM-DD (default: today).
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -197,37 +189,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", report?.render());
             Ok(())
         }
-        Command::History {
-            mailbox,
-            from,
-            to,
-            format,
-        } => {
-            let c = load_config(&cli)?;
-            let mailbox = Mailbox::parse(mailbox, &c.default_domain)?;
-            let range = date_range(&c, from.as_deref(), to.as_deref())?;
-            let store = Store::open(&c.database_url).await?;
+        Command::History(q) => {
+            let (c, mailbox, range, store) = open_query(&cli, q).await?;
             let h = history::load(&store, &mailbox, range, c.tz()?).await;
             store.close().await;
-            print!("{}", h?.render(*format));
+            print!("{}", h?.render(q.format));
             Ok(())
         }
-        Command::Access {
-            mailbox,
-            from,
-            to,
-            format,
-        } => {
-            let c = load_config(&cli)?;
-            let mailbox = Mailbox::parse(mailbox, &c.default_domain)?;
-            let range = date_range(&c, from.as_deref(), to.as_deref())?;
-            let store = Store::open(&c.database_url).await?;
+        Command::Access(q) => {
+            let (c, mailbox, range, store) = open_query(&cli, q).await?;
             let h = crate::access::load(&store, &mailbox, range, c.tz()?).await;
             store.close().await;
-            print!("{}", h?.render(*format));
+            print!("{}", h?.render(q.format));
             Ok(())
         }
     }
+}
+
+/// Checks a query's arguments (a wrong one is exit code 2), then opens the
+/// database.
+async fn open_query(cli: &Cli, q: &Query) -> anyhow::Result<(Config, Mailbox, DateRange, Store)> {
+    let c = load_config(cli)?;
+    let mailbox = Mailbox::parse(&q.mailbox, &c.default_domain)?;
+    let range = date_range(&c, q.from.as_deref(), q.to.as_deref())?;
+    let store = Store::open(&c.database_url).await?;
+    Ok((c, mailbox, range, store))
 }
 
 /// A database URL without its password, for printing.

@@ -89,6 +89,13 @@ pub enum Format {
     Csv,
 }
 
+/// Pretty JSON with a final newline.
+pub fn to_json<T: Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("plain data serialises");
+    s.push('\n');
+    s
+}
+
 /// An instant as RFC 3339 in the configured zone.
 pub fn format_time(time_us: i64, tz: Tz) -> String {
     DateTime::from_timestamp_micros(time_us)
@@ -176,11 +183,7 @@ impl History {
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Text => self.to_text(),
-            Format::Json => {
-                let mut s = serde_json::to_string_pretty(self).expect("plain data serialises");
-                s.push('\n');
-                s
-            }
+            Format::Json => to_json(self),
             Format::Csv => self.to_csv(),
         }
     }
