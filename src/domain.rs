@@ -81,11 +81,6 @@ impl Mailbox {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The part after `@`.
-    pub fn domain(&self) -> &str {
-        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
-    }
 }
 
 impl fmt::Display for Mailbox {
@@ -182,10 +177,6 @@ impl Day {
 
     pub fn from_date(d: NaiveDate) -> Day {
         Day(d)
-    }
-
-    pub fn date(self) -> NaiveDate {
-        self.0
     }
 
     /// The stored form: the integer `YYYYMMDD`, which sorts like the date.

@@ -81,15 +81,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::AuthBlk,
-        Kind::AuthRcv,
-        Kind::Bounced,
-        Kind::Deferred,
-        Kind::Expired,
-        Kind::Sent,
-    ];
-
     pub fn from_i64(v: i64) -> Option<Kind> {
         Some(match v {
             1 => Kind::Sent,

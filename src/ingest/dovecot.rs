@@ -511,32 +511,16 @@ pub fn counters(s: &[u8]) -> impl Iterator<Item = (&[u8], u64, Option<u64>)> {
     })
 }
 
-/// A counter from a logout line: `deleted=3`, or for POP3 `del=D/M` as
-/// (D, M).
-pub fn counter(counters: &[u8], key: &[u8]) -> Option<(u64, Option<u64>)> {
-    let mut at = 0;
-    while let Some(i) = memmem::find(&counters[at..], key) {
-        let p = at + i;
-        let boundary = p == 0 || matches!(counters[p - 1], b' ' | b',');
-        if boundary && counters.get(p + key.len()) == Some(&b'=') {
-            let v = &counters[p + key.len() + 1..];
-            let end = v
-                .iter()
-                .position(|b| !(b.is_ascii_digit() || *b == b'/'))
-                .unwrap_or(v.len());
-            let v = std::str::from_utf8(&v[..end]).ok()?;
-            return Some(match v.split_once('/') {
-                Some((a, b)) => (a.parse().ok()?, b.parse().ok()),
-                None => (v.parse().ok()?, None),
-            });
-        }
-        at = p + key.len();
-    }
-    None
-}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One counter of a logout line, looked up through [`counters`].
+    fn counter(s: &[u8], key: &[u8]) -> Option<(u64, Option<u64>)> {
+        counters(s)
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, n, m)| (n, m))
+    }
 
     #[test]
     fn auth_failures() {

@@ -580,10 +580,4 @@ impl Store {
         }
         Ok(on_pool!(self, p => read!(p)))
     }
-
-    /// Number of stored SMTP events (for tests and the ingest summary).
-    pub async fn count_events(&self) -> anyhow::Result<i64> {
-        const SQL: &str = "SELECT COUNT(*) FROM smtp_events";
-        Ok(on_pool!(self, p => sqlx::query_scalar::<_, i64>(SQL).fetch_one(p).await?))
-    }
 }
