@@ -42,6 +42,151 @@ pub struct Config {
     /// How logs are read.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// The relay that mails reports and warnings.
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    /// How reports are built.
+    #[serde(default)]
+    pub report: ReportConfig,
+}
+
+/// How the outbox reaches the mail relay: the `[smtp]` table.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The relay's host name or address.
+    #[serde(default = "default_smtp_host")]
+    pub host: String,
+    /// Its port: 25 for a local relay, 587 for submission with STARTTLS,
+    /// 465 for implicit TLS.
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// User name for SMTP AUTH; no AUTH when absent.
+    pub username: Option<String>,
+    /// Password for SMTP AUTH. The environment variable
+    /// `MAILTRAIL_SMTP_PASSWORD` overrides it, so it need not be in the file.
+    pub password: Option<String>,
+    /// The From address of every mail mailtrail sends, and the envelope
+    /// sender.
+    #[serde(default = "default_smtp_from")]
+    pub from: String,
+    /// Limit on one whole send (connect, dialogue, data).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// The relay's size limit (Postfix's `message_size_limit`). A report
+    /// that would not fit even zipped is truncated, and says so.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+    /// Attempts before a mail is given up as failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt; it doubles after each further
+    /// one, up to `retry_max_secs`.
+    #[serde(default = "default_retry_initial_secs")]
+    pub retry_initial_secs: u64,
+    #[serde(default = "default_retry_max_secs")]
+    pub retry_max_secs: u64,
+}
+
+/// `tls` in `[smtp]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP; for a relay on loopback or a trusted network only.
+    #[default]
+    None,
+    /// STARTTLS, required (the connection fails without it).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// The password is never printed, even in debug output.
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("from", &self.from)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [smtp] key has a default")
+    }
+}
+
+impl SmtpConfig {
+    /// The password: `MAILTRAIL_SMTP_PASSWORD` when set, else the file's.
+    pub fn password(&self) -> Option<String> {
+        std::env::var("MAILTRAIL_SMTP_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .or_else(|| self.password.clone())
+    }
+}
+
+/// The `[report]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Reports whose HTML is larger than this are mailed as a ZIP holding
+    /// the HTML and a CSV of the same rows.
+    #[serde(default = "default_zip_over_bytes")]
+    pub zip_over_bytes: u64,
+    /// Zip every report, whatever its size.
+    #[serde(default)]
+    pub always_zip: bool,
+    /// `zh-TW` or `en`, for reports that do not name a language.
+    #[serde(default)]
+    pub default_language: Lang,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [report] key has a default")
+    }
+}
+
+/// The languages reports are written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum Lang {
+    /// Traditional Chinese.
+    #[default]
+    #[serde(rename = "zh-TW")]
+    ZhTw,
+    #[serde(rename = "en")]
+    En,
+}
+
+impl Lang {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::ZhTw => "zh-TW",
+            Lang::En => "en",
+        }
+    }
+}
+
+impl std::str::FromStr for Lang {
+    type Err = crate::domain::InputError;
+    fn from_str(s: &str) -> Result<Lang, Self::Err> {
+        match s {
+            "zh-TW" | "zh-tw" | "zh_TW" | "zh" => Ok(Lang::ZhTw),
+            "en" | "EN" => Ok(Lang::En),
+            _ => Err(crate::domain::InputError::BadLanguage(s.to_owned())),
+        }
+    }
 }
 
 /// The `[ingest]` table.
@@ -90,6 +235,34 @@ fn default_internal_relays() -> Vec<IpNet> {
 }
 fn default_batch_lines() -> usize {
     200_000
+}
+fn default_smtp_host() -> String {
+    "127.0.0.1".to_owned()
+}
+fn default_smtp_port() -> u16 {
+    25
+}
+fn default_smtp_from() -> String {
+    "mailtrail@localhost".to_owned()
+}
+fn default_timeout_secs() -> u64 {
+    60
+}
+fn default_max_message_bytes() -> u64 {
+    // Postfix's default message_size_limit.
+    10_240_000
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_retry_initial_secs() -> u64 {
+    60
+}
+fn default_retry_max_secs() -> u64 {
+    6 * 3600
+}
+fn default_zip_over_bytes() -> u64 {
+    1024 * 1024
 }
 
 impl Config {
@@ -144,6 +317,28 @@ impl Config {
         }
         if self.ingest.batch_lines == 0 {
             bail!("ingest.batch_lines must be at least 1");
+        }
+        let smtp = &self.smtp;
+        if smtp.host.trim().is_empty() {
+            bail!("smtp.host is empty");
+        }
+        if crate::domain::Mailbox::parse(&smtp.from, &self.default_domain).is_err() {
+            bail!("smtp.from: {:?} is not a mail address", smtp.from);
+        }
+        if smtp.password.is_some() && smtp.username.is_none() {
+            bail!("smtp.password is set but smtp.username is not");
+        }
+        if smtp.timeout_secs == 0 {
+            bail!("smtp.timeout_secs must be at least 1");
+        }
+        if smtp.max_attempts == 0 {
+            bail!("smtp.max_attempts must be at least 1");
+        }
+        if smtp.retry_initial_secs == 0 || smtp.retry_max_secs < smtp.retry_initial_secs {
+            bail!("smtp.retry_initial_secs must be at least 1 and at most smtp.retry_max_secs");
+        }
+        if smtp.max_message_bytes < 64 * 1024 {
+            bail!("smtp.max_message_bytes must be at least 65536");
         }
         Ok(())
     }

@@ -17,6 +17,12 @@ pub enum InputError {
     BadDate(String),
     #[error("the range {from} .. {to} ends before it starts")]
     BadRange { from: Day, to: Day },
+    #[error("language {0:?}: use zh-TW or en")]
+    BadLanguage(String),
+    #[error(
+        "{0} is not in a local domain: mailtrail mails reports only to mailboxes of this mail service"
+    )]
+    NotLocal(String),
 }
 
 /// True for a plausible DNS domain: dot-separated labels of letters, digits
