@@ -49,6 +49,9 @@ macro_rules! on_pool {
     };
 }
 
+mod outbox;
+pub use outbox::{NewMail, NewRequest, OutboxRow, RequestRow};
+
 /// Where an input has been read to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
