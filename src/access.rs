@@ -49,6 +49,9 @@ pub struct DaySummary {
     pub messages_deleted: i64,
     /// Remote addresses that downloaded or deleted mail that day.
     pub addresses: Vec<String>,
+    /// Addresses that deleted mail by POP3 that day: more than one is the
+    /// "my mail disappears" story.
+    pub pop3_deleting_addresses: Vec<String>,
     /// The plain-words warning, when several addresses deleted mail by POP3.
     pub note: Option<String>,
 }
@@ -128,7 +131,7 @@ pub async fn load(
 /// The summary of one day from the rows of the range.
 fn summarize(day: Day, rows: &[AccessRow]) -> DaySummary {
     let today: Vec<&AccessRow> = rows.iter().filter(|r| r.day == day.key()).collect();
-    let mut logins = BTreeMap::new();
+    let mut logins = BTreeMap::from([("imap", 0), ("pop3", 0)]);
     let mut failed = 0;
     let mut expunged_rows = 0;
     let mut logout_deleted = 0;
@@ -186,6 +189,7 @@ fn summarize(day: Day, rows: &[AccessRow]) -> DaySummary {
         failed_logins: failed,
         messages_deleted,
         addresses: addresses.into_iter().collect(),
+        pop3_deleting_addresses: pop3_deleters.into_iter().collect(),
         note,
     }
 }

@@ -42,6 +42,14 @@ pub enum Command {
     History(Query),
     /// A mailbox's access history (POP3/IMAP logins, logouts, deletions, failed logins).
     Access(Query),
+    /// Render a report for a mailbox and queue it for mailing to that mailbox (or write it to a file).
+    Report(ReportArgs),
+    /// Render requested reports and send what the outbox holds.
+    Worker {
+        /// One pass, then exit: render pending requests, send what is due now.
+        #[arg(long)]
+        once: bool,
+    },
     /// Create or update the database schema.
     Migrate,
     /// Validate the configuration file and say what it sets.
@@ -62,6 +70,32 @@ pub struct Query {
     pub to: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+}
+
+/// What `report` asks for. There is deliberately no recipient option: a
+/// report goes to the mailbox it is about.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The mailbox whose records the report holds, and the only one it is mailed to.
+    #[arg(long)]
+    pub mailbox: String,
+    #[arg(long, value_enum)]
+    pub kind: crate::report::Kind,
+    /// First day, YYYY-MM-DD (default: the start of the retention window).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day, YYYY-MM-DD (default: today).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// zh-TW or en (default: report.default_language).
+    #[arg(long)]
+    pub lang: Option<String>,
+    /// Write the attachment (HTML, or ZIP when large) to FILE and mail nothing.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Queue the mail under this key; queueing the same key again sends no second copy.
+    #[arg(long, conflicts_with = "out")]
+    pub key: Option<String>,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -196,6 +230,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", h?.render(q.format));
             Ok(())
         }
+        Command::Report(a) => report(&cli, a).await,
+        Command::Worker { once } => {
+            let c = load_config(&cli)?;
+            let store = Store::open(&c.database_url).await?;
+            let mailer = crate::mail::Mailer::new(&c.smtp)?;
+            let result = if *once {
+                crate::mail::run_once(&store, &c, &mailer).await
+            } else {
+                crate::mail::run(
+                    &store,
+                    &c,
+                    &mailer,
+                    std::time::Duration::from_secs(5),
+                    shutdown_signal()?,
+                )
+                .await
+            };
+            store.close().await;
+            let p = result?;
+            println!(
+                "rendered {} request(s); sent {}, retrying {}, failed {}",
+                p.rendered, p.sent, p.retrying, p.failed
+            );
+            Ok(())
+        }
         Command::Access(q) => {
             let (c, mailbox, range, store) = open_query(&cli, q).await?;
             let h = crate::access::load(&store, &mailbox, range, c.tz()?).await;
@@ -204,6 +263,81 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed before it
+/// returns, so a signal that comes early is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
+    use crate::report::{Channel, Limits, Requester, Spec};
+    let c = load_config(cli)?;
+    let mailbox = Mailbox::parse(&a.mailbox, &c.default_domain)?;
+    if !c.local_domains().is_local_address(mailbox.as_str()) {
+        return Err(InputError::NotLocal(mailbox.to_string()).into());
+    }
+    let range = date_range(&c, a.from.as_deref(), a.to.as_deref())?;
+    let lang = match &a.lang {
+        Some(l) => l.parse()?,
+        None => c.report.default_language,
+    };
+    if let Some(key) = &a.key
+        && (key.is_empty() || key.len() > 200 || key.chars().any(char::is_control))
+    {
+        return Err(UsageError("--key: 1 to 200 printable characters".into()).into());
+    }
+    let spec = Spec {
+        mailbox,
+        kind: a.kind,
+        range,
+        lang,
+        requester: Requester::local(Channel::Cli),
+    };
+    let store = Store::open(&c.database_url).await?;
+    let result = async {
+        match &a.out {
+            Some(out) => {
+                let tz = c.tz()?;
+                let data = crate::report::Data::load(&store, &spec, tz).await?;
+                let r = crate::report::render(spec, &data, Limits::from_config(&c), tz, chrono::Utc::now())?;
+                std::fs::write(out, &r.attachment.bytes)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                println!(
+                    "wrote {} ({}, {} bytes)",
+                    out.display(),
+                    if r.attachment.content_type == "application/zip" { "ZIP of HTML and CSV" } else { "HTML" },
+                    r.attachment.bytes.len()
+                );
+                if let Some(t) = &r.truncated {
+                    println!("truncated to fit smtp.max_message_bytes: {} of {} rows; the rest start at {}", t.shown, t.total, t.next);
+                }
+            }
+            None => {
+                let id = crate::requests::submit(&store, &spec, a.key.as_deref()).await?;
+                let row = store.request(id).await?.context("the request just written is gone")?;
+                let outbox = crate::requests::process(&store, &c, &row).await?;
+                let mail = store.outbox_mail(outbox).await?.context("the queued mail is gone")?;
+                println!(
+                    "queued outbox {outbox} for {} (request {id}, state {}); `mailtrail worker` sends it",
+                    mail.recipient, mail.state
+                );
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 /// Checks a query's arguments (a wrong one is exit code 2), then opens the

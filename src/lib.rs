@@ -26,4 +26,7 @@ pub mod config;
 pub mod domain;
 pub mod history;
 pub mod ingest;
+pub mod mail;
+pub mod report;
+pub mod requests;
 pub mod store;

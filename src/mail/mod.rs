@@ -1,0 +1,129 @@
+//! Mail out: composing ([`message`]), the relay ([`mailer`]), and the
+//! outbox worker that sends what is queued.
+//!
+//! Every mail is an outbox row before it is sent. The worker takes a due
+//! row for one attempt (a lease: a crashed attempt is retried after it
+//! runs out), sends it with a time limit, and records the outcome. A 4xx
+//! answer, a refused connection or a timeout is tried again after a wait
+//! that doubles each time; after `smtp.max_attempts` attempts, or at once
+//! on a 5xx answer, the mail is failed and stays in the table with the
+//! relay's last answer. A crash between the relay's acceptance and the
+//! record of it sends the mail once more, never more.
+
+pub mod mailer;
+pub mod message;
+
+use std::time::Duration;
+
+use crate::config::{Config, SmtpConfig};
+use crate::store::Store;
+
+pub use mailer::{Mailer, SendError};
+
+/// What one pass of the worker did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Requests rendered and queued.
+    pub rendered: usize,
+    pub sent: usize,
+    /// Attempts that failed and will be retried.
+    pub retrying: usize,
+    /// Mails given up for good.
+    pub failed: usize,
+}
+
+impl Pass {
+    fn add(&mut self, o: Pass) {
+        self.rendered += o.rendered;
+        self.sent += o.sent;
+        self.retrying += o.retrying;
+        self.failed += o.failed;
+    }
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` failed ones.
+pub fn backoff(c: &SmtpConfig, attempts: u32) -> u64 {
+    let doublings = attempts.saturating_sub(1).min(32);
+    c.retry_initial_secs
+        .saturating_mul(1u64 << doublings)
+        .min(c.retry_max_secs)
+}
+
+/// Sends every mail due at `now` (unix seconds), one at a time.
+pub async fn send_due(
+    store: &Store,
+    mailer: &Mailer,
+    c: &SmtpConfig,
+    now: i64,
+) -> anyhow::Result<Pass> {
+    let mut pass = Pass::default();
+    let lease = now + c.timeout_secs as i64 + 60;
+    while let Some(mail) = store.claim_mail(now, lease).await? {
+        let attempts = u32::try_from(mail.attempts).unwrap_or(u32::MAX);
+        match mailer
+            .send(&mail.sender, &mail.recipient, &mail.message)
+            .await
+        {
+            Ok(()) => {
+                store
+                    .mail_sent(mail.id, chrono::Utc::now().timestamp())
+                    .await?;
+                tracing::info!(outbox = mail.id, to = %mail.recipient, attempts, "sent");
+                pass.sent += 1;
+            }
+            Err(e) => {
+                let retry = match &e {
+                    SendError::Transient(_) if attempts < c.max_attempts => {
+                        Some(now + backoff(c, attempts) as i64)
+                    }
+                    _ => None,
+                };
+                let error = format!("attempt {attempts}: {e}");
+                store.mail_failed(mail.id, &error, retry).await?;
+                if retry.is_some() {
+                    tracing::warn!(outbox = mail.id, to = %mail.recipient, "{error}; will retry");
+                    pass.retrying += 1;
+                } else {
+                    tracing::error!(outbox = mail.id, to = %mail.recipient, "{error}; given up");
+                    pass.failed += 1;
+                }
+            }
+        }
+    }
+    Ok(pass)
+}
+
+/// One pass: render pending requests, then send what is due now.
+pub async fn run_once(store: &Store, config: &Config, mailer: &Mailer) -> anyhow::Result<Pass> {
+    let mut pass = Pass {
+        rendered: crate::requests::process_pending(store, config).await?,
+        ..Pass::default()
+    };
+    let now = chrono::Utc::now().timestamp();
+    pass.add(send_due(store, mailer, &config.smtp, now).await?);
+    Ok(pass)
+}
+
+/// Passes every `poll` until `shutdown` resolves. A pass under way when
+/// it does finishes first, so no send is cut off.
+pub async fn run(
+    store: &Store,
+    config: &Config,
+    mailer: &Mailer,
+    poll: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Pass> {
+    tokio::pin!(shutdown);
+    let mut total = Pass::default();
+    loop {
+        match run_once(store, config, mailer).await {
+            Ok(p) => total.add(p),
+            // A database hiccup should not end the service; try next time.
+            Err(e) => tracing::error!("outbox pass failed: {e:#}"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(total),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! Reports: a mailbox's SMTP history or access history, rendered for a
+//! person, in Traditional Chinese or English.
+//!
+//! A report is built from a [`Spec`] (whose records, which kind, which
+//! days, which language, who asked): the rows are read ([`Data`]), rendered
+//! by the templates ([`render`]), and packed into one attachment: the HTML,
+//! or a ZIP of the HTML and a CSV of the same rows when it is large
+//! ([`archive`]). A report that would not fit the relay's size limit even
+//! zipped keeps its first rows and says, in the mail and in the report,
+//! how many it left out and where they start.
+//!
+//! The mailbox a report is about is the only one it is ever mailed to:
+//! [`Report::recipient`] is the one place that decides, and it answers the
+//! mailbox whose rows were read.
+
+pub mod archive;
+pub mod render;
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::access::AccessHistory;
+use crate::config::{Config, Lang};
+use crate::domain::{DateRange, Mailbox};
+use crate::history::{Format, History};
+use crate::store::Store;
+
+/// What a report shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The SMTP sending history.
+    Smtp,
+    /// The mailbox access history.
+    Access,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Smtp => "smtp",
+            Kind::Access => "access",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "smtp" => Some(Kind::Smtp),
+            "access" => Some(Kind::Access),
+            _ => None,
+        }
+    }
+}
+
+/// How a request reached mailtrail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// `mailtrail report` at the server's console.
+    Cli,
+    /// The web form.
+    Web,
+    /// A request by mail.
+    Mail,
+    /// The system itself (threshold warnings).
+    Automatic,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Cli => "cli",
+            Channel::Web => "web",
+            Channel::Mail => "mail",
+            Channel::Automatic => "automatic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        [
+            Channel::Cli,
+            Channel::Web,
+            Channel::Mail,
+            Channel::Automatic,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// Who asked, how and when: shown in the report's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    pub channel: Channel,
+    /// The client's address; `127.0.0.1` for the command line and for
+    /// what the system sends by itself.
+    pub client_ip: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+impl Requester {
+    /// A request made on this machine, now.
+    pub fn local(channel: Channel) -> Requester {
+        Requester {
+            channel,
+            client_ip: "127.0.0.1".to_owned(),
+            at: Utc::now().timestamp(),
+        }
+    }
+}
+
+/// Everything that decides a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub mailbox: Mailbox,
+    pub kind: Kind,
+    pub range: DateRange,
+    pub lang: Lang,
+    pub requester: Requester,
+}
+
+/// The rows a report shows.
+#[derive(Debug, Clone)]
+pub enum Data {
+    Smtp(History),
+    Access(AccessHistory),
+}
+
+impl Data {
+    /// Reads the rows of `spec`'s mailbox, kind and days.
+    pub async fn load(store: &Store, spec: &Spec, tz: Tz) -> anyhow::Result<Data> {
+        Ok(match spec.kind {
+            Kind::Smtp => {
+                Data::Smtp(crate::history::load(store, &spec.mailbox, spec.range, tz).await?)
+            }
+            Kind::Access => {
+                Data::Access(crate::access::load(store, &spec.mailbox, spec.range, tz).await?)
+            }
+        })
+    }
+
+    fn mailbox(&self) -> &str {
+        match self {
+            Data::Smtp(h) => &h.mailbox,
+            Data::Access(h) => &h.mailbox,
+        }
+    }
+
+    /// Detail rows (deliveries, or access events).
+    fn rows(&self) -> usize {
+        match self {
+            Data::Smtp(h) => h.details.len(),
+            Data::Access(h) => h.events.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Data::Smtp(h) => h.is_empty(),
+            Data::Access(h) => h.is_empty(),
+        }
+    }
+
+    /// The same data with only the first `n` detail rows; the time of the
+    /// first row left out.
+    fn first_rows(&self, n: usize) -> (Data, Option<String>) {
+        match self {
+            Data::Smtp(h) => {
+                let next = h.details.get(n).map(|d| d.time.clone());
+                let mut h = h.clone();
+                h.details.truncate(n);
+                (Data::Smtp(h), next)
+            }
+            Data::Access(h) => {
+                let next = h.events.get(n).map(|e| e.time.clone());
+                let mut h = h.clone();
+                h.events.truncate(n);
+                (Data::Access(h), next)
+            }
+        }
+    }
+
+    fn csv(&self) -> String {
+        match self {
+            Data::Smtp(h) => h.render(Format::Csv),
+            Data::Access(h) => h.render(Format::Csv),
+        }
+    }
+}
+
+/// What decides the size and shape of the attachment.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Zip when the HTML is larger than this.
+    pub zip_over_bytes: u64,
+    pub always_zip: bool,
+    /// The relay's limit on a whole message.
+    pub max_message_bytes: u64,
+}
+
+impl Limits {
+    pub fn from_config(c: &Config) -> Limits {
+        Limits {
+            zip_over_bytes: c.report.zip_over_bytes,
+            always_zip: c.report.always_zip,
+            max_message_bytes: c.smtp.max_message_bytes,
+        }
+    }
+}
+
+/// The report's file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment")
+            .field("filename", &self.filename)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Rows left out so the mail fits the relay's limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Truncation {
+    pub shown: usize,
+    pub total: usize,
+    /// The time of the first row left out.
+    pub next: String,
+}
+
+/// A rendered report, ready to be mailed to its owner.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Whose rows these are. Private: nothing outside this module can
+    /// point a report at another mailbox.
+    owner: Mailbox,
+    pub spec: Spec,
+    /// The mail's subject (plain text).
+    pub subject: String,
+    /// The mail's plain-text part: header and table.
+    pub text: String,
+    /// The mail's HTML part: the same as `text`, in HTML.
+    pub html: String,
+    pub attachment: Attachment,
+    pub truncated: Option<Truncation>,
+}
+
+impl Report {
+    /// The one address this report may be mailed to: the mailbox whose
+    /// records it holds. This is the whole security model of mailtrail; no
+    /// option, request field or header takes part in it.
+    pub fn recipient(&self) -> &Mailbox {
+        &self.owner
+    }
+
+    /// Bytes of the whole mail as the relay will see it, at most: each
+    /// part base64-encoded (4/3, plus line breaks), and headers.
+    pub fn estimated_mail_bytes(&self) -> u64 {
+        estimate(self.text.len() + self.html.len() + self.attachment.bytes.len())
+    }
+}
+
+fn estimate(payload: usize) -> u64 {
+    // base64: 4 bytes per 3, and CRLF every 76 characters: 1.369x.
+    (payload as u64) * 1369 / 1000 + 4096
+}
+
+/// Reads the rows of `spec` and renders them.
+pub async fn build(store: &Store, config: &Config, spec: Spec) -> anyhow::Result<Report> {
+    let tz = config.tz()?;
+    let data = Data::load(store, &spec, tz).await?;
+    let limits = Limits::from_config(config);
+    let now = Utc::now();
+    // Rendering and zipping are CPU work; keep them off the async threads.
+    tokio::task::spawn_blocking(move || render(spec, &data, limits, tz, now)).await?
+}
+
+/// The view the templates see as `r`.
+#[derive(Serialize)]
+struct View<'a> {
+    kind: &'static str,
+    mailbox: &'a str,
+    from: String,
+    to: String,
+    requested_at: String,
+    client_ip: &'a str,
+    channel: &'static str,
+    generated_at: String,
+    cover: bool,
+    attachment_name: &'a str,
+    zipped: bool,
+    truncated: Option<&'a Truncation>,
+    empty: bool,
+    smtp: Option<&'a History>,
+    access: Option<&'a AccessHistory>,
+}
+
+fn local_time(unix: i64, tz: Tz) -> String {
+    DateTime::from_timestamp(unix, 0)
+        .map(|t| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// A name for the attachment that any file system and mail client takes.
+fn file_stem(spec: &Spec) -> String {
+    let who: String = spec
+        .mailbox
+        .as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "mailtrail-{}-{}-{}_{}",
+        spec.kind.as_str(),
+        who,
+        spec.range.from,
+        spec.range.to
+    )
+}
+
+/// Renders `data` for `spec`: subject, text and HTML parts, attachment.
+///
+/// Returns `Err` when `data` is not the rows of `spec`'s mailbox (a report
+/// never shows one mailbox's rows to another) or a template fails.
+pub fn render(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        data.mailbox() == spec.mailbox.as_str(),
+        "the rows read are of {}, not of {}",
+        data.mailbox(),
+        spec.mailbox
+    );
+    let stem = file_stem(&spec);
+    let generated_at = local_time(now.timestamp(), tz);
+    let modified = now.with_timezone(&tz).naive_local();
+    let view = |data: &'_ Data, cover: bool, zipped: bool, truncated: Option<&Truncation>| {
+        let name = if zipped {
+            format!("{stem}.zip")
+        } else {
+            format!("{stem}.html")
+        };
+        let (smtp, access) = match data {
+            Data::Smtp(h) => (Some(h), None),
+            Data::Access(h) => (None, Some(h)),
+        };
+        let v = View {
+            kind: spec.kind.as_str(),
+            mailbox: spec.mailbox.as_str(),
+            from: spec.range.from.to_string(),
+            to: spec.range.to.to_string(),
+            requested_at: local_time(spec.requester.at, tz),
+            client_ip: &spec.requester.client_ip,
+            channel: spec.requester.channel.as_str(),
+            generated_at: generated_at.clone(),
+            cover,
+            attachment_name: &name,
+            zipped,
+            truncated,
+            empty: data.is_empty(),
+            smtp,
+            access,
+        };
+        minijinja::Value::from(minijinja::value::Serde(&v))
+    };
+    let attach =
+        |data: &Data, zipped: bool, truncated: Option<&Truncation>| -> anyhow::Result<Attachment> {
+            let html = render::render(
+                "report.html",
+                spec.lang,
+                view(data, false, zipped, truncated),
+            )?;
+            if !zipped {
+                return Ok(Attachment {
+                    filename: format!("{stem}.html"),
+                    content_type: "text/html; charset=utf-8",
+                    bytes: html.into_bytes(),
+                });
+            }
+            let csv = data.csv();
+            let bytes = archive::zip(
+                &[
+                    (&format!("{stem}.html"), html.as_bytes()),
+                    (&format!("{stem}.csv"), csv.as_bytes()),
+                ],
+                modified,
+            )?;
+            Ok(Attachment {
+                filename: format!("{stem}.zip"),
+                content_type: "application/zip",
+                bytes,
+            })
+        };
+
+    // The whole report first; zipped when large or always.
+    let mut zipped = limits.always_zip;
+    let mut attachment = attach(data, zipped, None)?;
+    if !zipped && attachment.bytes.len() as u64 > limits.zip_over_bytes {
+        zipped = true;
+        attachment = attach(data, zipped, None)?;
+    }
+    let parts = |zipped: bool,
+                 truncated: Option<&Truncation>|
+     -> anyhow::Result<(String, String)> {
+        // The parts show the header and the table of the whole range.
+        let text = render::render("report.txt", spec.lang, view(data, true, zipped, truncated))?;
+        let html = render::render(
+            "report.html",
+            spec.lang,
+            view(data, true, zipped, truncated),
+        )?;
+        Ok((text, html))
+    };
+    let (mut text, mut html) = parts(zipped, None)?;
+
+    // Too large even zipped: keep the first rows that fit, and say so.
+    let mut truncated = None;
+    let total = data.rows();
+    let budget = |text: &str, html: &str| {
+        limits
+            .max_message_bytes
+            .saturating_sub(estimate(text.len() + html.len()))
+            * 1000
+            / 1369
+    };
+    let mut shown = total;
+    let mut tries = 0;
+    while estimate(text.len() + html.len() + attachment.bytes.len()) > limits.max_message_bytes {
+        tries += 1;
+        anyhow::ensure!(
+            shown > 0 && tries <= 12,
+            "the report does not fit in {} bytes even without rows",
+            limits.max_message_bytes
+        );
+        // Rows shrink roughly in proportion to the attachment; aim a little
+        // below, and always drop at least one row.
+        let want = budget(&text, &html) as f64 / attachment.bytes.len() as f64 * 0.95;
+        shown = ((shown as f64 * want) as usize).min(shown - 1);
+        let (part, next) = data.first_rows(shown);
+        let t = Truncation {
+            shown,
+            total,
+            next: next.unwrap_or_default(),
+        };
+        attachment = attach(&part, true, Some(&t))?;
+        (text, html) = parts(true, Some(&t))?;
+        truncated = Some(t);
+    }
+
+    let subject = render::text(
+        spec.lang,
+        &format!("subject_{}", spec.kind.as_str()),
+        &[
+            ("mailbox", spec.mailbox.as_str()),
+            ("from", &spec.range.from.to_string()),
+            ("to", &spec.range.to.to_string()),
+        ],
+    );
+    Ok(Report {
+        owner: spec.mailbox.clone(),
+        spec,
+        subject,
+        text,
+        html,
+        attachment,
+        truncated,
+    })
+}

@@ -1,0 +1,192 @@
+//! The templates (minijinja) and the strings of each language.
+//!
+//! Templates and strings live in `templates/` and are compiled into the
+//! binary, so a deployed mailtrail needs no files beside it. HTML templates
+//! are auto-escaped (minijinja decides by the `.html` name); undefined
+//! values are errors, so a misspelt key fails a test instead of printing
+//! nothing.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use minijinja::value::{Kwargs, Serde, Value};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+use unicode_width::UnicodeWidthStr;
+
+use crate::config::Lang;
+
+/// Templates, by the name they are rendered under.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("report.html", include_str!("../../templates/report.html")),
+    ("report.txt", include_str!("../../templates/report.txt")),
+];
+
+const EN: &str = include_str!("../../templates/i18n/en.toml");
+const ZH_TW: &str = include_str!("../../templates/i18n/zh-TW.toml");
+
+/// The strings of one language: key → text.
+pub type Strings = BTreeMap<String, String>;
+
+/// The strings of `lang`.
+pub fn strings(lang: Lang) -> &'static Strings {
+    static EN_S: OnceLock<Strings> = OnceLock::new();
+    static ZH_S: OnceLock<Strings> = OnceLock::new();
+    let (cell, text) = match lang {
+        Lang::En => (&EN_S, EN),
+        Lang::ZhTw => (&ZH_S, ZH_TW),
+    };
+    cell.get_or_init(|| toml::from_str(text).expect("the bundled strings are valid TOML"))
+}
+
+/// One string of `lang` with `{name}` placeholders filled.
+pub fn text(lang: Lang, key: &str, args: &[(&str, &str)]) -> String {
+    let s = strings(lang).get(key).map_or(key, String::as_str);
+    fill_str(s, |name| {
+        args.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+}
+
+/// The `{name}` placeholders of a string.
+fn placeholders(s: &str) -> impl Iterator<Item = &str> {
+    s.split('{').skip(1).filter_map(|part| {
+        let end = part.find('}')?;
+        let name = &part[..end];
+        (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .then_some(name)
+    })
+}
+
+/// Fills placeholders in one pass, so a value that itself holds `{x}`
+/// (log text can) is never filled again.
+fn fill_str(s: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(s.len() + 32);
+    let mut rest = s;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after
+            .find('}')
+            .and_then(|j| value(&after[..j]).map(|v| (j, v)))
+        {
+            Some((j, v)) => {
+                out.push_str(&v);
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The shared environment.
+pub fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .keep_trailing_newline(true)
+                .build()
+                .expect("constant syntax"),
+        );
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)
+                .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));
+        }
+        env.add_filter("fill", fill);
+        env.add_filter("ljust", |v: Value, w: usize| pad(&v, w, false));
+        env.add_filter("rjust", |v: Value, w: usize| pad(&v, w, true));
+        env
+    })
+}
+
+/// `{{ t.key | fill(name=value) }}`: fills `{name}` placeholders. The
+/// result is plain text, escaped like any value in HTML. A placeholder
+/// without a value is a template bug, and an error.
+fn fill(s: String, kwargs: Kwargs) -> Result<String, Error> {
+    let mut args = Vec::new();
+    for k in kwargs.args() {
+        let v: Value = kwargs.get(k)?;
+        args.push((k.to_owned(), v.to_string()));
+    }
+    if let Some(missing) = placeholders(&s).find(|p| !args.iter().any(|(k, _)| k == p)) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("no value for {{{missing}}} in {s:?}"),
+        ));
+    }
+    Ok(fill_str(&s, |name| {
+        args.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }))
+}
+
+/// Pads to a display width (East Asian characters take two columns).
+fn pad(v: &Value, width: usize, right: bool) -> String {
+    let s = v.to_string();
+    let fill = " ".repeat(width.saturating_sub(UnicodeWidthStr::width(s.as_str())));
+    if right { fill + &s } else { s + &fill }
+}
+
+/// Renders `name` with the strings of `lang` as `t`, and `r`.
+pub fn render(name: &str, lang: Lang, r: Value) -> anyhow::Result<String> {
+    let tmpl = env().get_template(name)?;
+    let t = Value::from(Serde(strings(lang)));
+    Ok(tmpl.render(minijinja::context! { t => t, lang => lang.as_str(), r => r })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_languages_have_the_same_keys() {
+        let en: Vec<&String> = strings(Lang::En).keys().collect();
+        let zh: Vec<&String> = strings(Lang::ZhTw).keys().collect();
+        assert_eq!(en, zh);
+        for (k, v) in strings(Lang::ZhTw) {
+            assert_ne!(v, &strings(Lang::En)[k], "{k} is not translated");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled() {
+        assert_eq!(
+            text(
+                Lang::En,
+                "range_value",
+                &[("from", "2026-11-01"), ("to", "2026-11-02")]
+            ),
+            "2026-11-01 to 2026-11-02"
+        );
+        assert_eq!(
+            text(Lang::ZhTw, "range_value", &[("from", "a"), ("to", "b")]),
+            "a 至 b"
+        );
+    }
+
+    #[test]
+    fn filled_values_are_not_filled_again() {
+        assert_eq!(
+            fill_str("{a} and {b}", |k| Some(if k == "a" {
+                "{b}".into()
+            } else {
+                "B".into()
+            })),
+            "{b} and B"
+        );
+        assert_eq!(fill_str("{unknown} {", |_| None), "{unknown} {");
+    }
+
+    #[test]
+    fn padding_counts_display_columns() {
+        assert_eq!(pad(&Value::from("日期"), 6, false), "日期  ");
+        assert_eq!(pad(&Value::from(42), 5, true), "   42");
+    }
+}

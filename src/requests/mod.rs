@@ -1,0 +1,94 @@
+//! Requests for reports: one durable row per request, whatever the channel
+//! (command line, web form, mail, the nightly warnings), rendered by one
+//! function into one queued mail.
+
+use anyhow::Context;
+
+use crate::config::{Config, Lang};
+use crate::domain::{DateRange, Day, Mailbox};
+use crate::mail::message;
+use crate::report::{self, Channel, Kind, Requester, Spec};
+use crate::store::{NewRequest, RequestRow, Store};
+
+/// Writes a request for `spec`; the worker (or the caller, with
+/// [`process`]) renders and queues it. `key` names the mail for
+/// idempotence; `None` makes every request its own mail.
+pub async fn submit(store: &Store, spec: &Spec, key: Option<&str>) -> anyhow::Result<i64> {
+    store
+        .insert_request(&NewRequest {
+            mailbox: spec.mailbox.to_string(),
+            kind: spec.kind.as_str().to_owned(),
+            from_day: spec.range.from.key(),
+            to_day: spec.range.to.key(),
+            lang: spec.lang.as_str().to_owned(),
+            channel: spec.requester.channel.as_str().to_owned(),
+            client_ip: spec.requester.client_ip.clone(),
+            requested_at: spec.requester.at,
+            idem_key: key.map(str::to_owned),
+        })
+        .await
+}
+
+/// The spec a stored request describes.
+pub fn spec_of(row: &RequestRow, config: &Config) -> anyhow::Result<Spec> {
+    let r = &row.request;
+    let day = |k: i32| Day::from_key(k).with_context(|| format!("bad day {k}"));
+    Ok(Spec {
+        mailbox: Mailbox::parse(&r.mailbox, &config.default_domain)?,
+        kind: Kind::parse(&r.kind).with_context(|| format!("bad kind {:?}", r.kind))?,
+        range: DateRange::new(day(r.from_day)?, day(r.to_day)?)?,
+        lang: r.lang.parse::<Lang>()?,
+        requester: Requester {
+            channel: Channel::parse(&r.channel)
+                .with_context(|| format!("bad channel {:?}", r.channel))?,
+            client_ip: r.client_ip.clone(),
+            at: r.requested_at,
+        },
+    })
+}
+
+/// The key a request's mail is queued under.
+pub fn mail_key(row: &RequestRow) -> String {
+    row.request
+        .idem_key
+        .clone()
+        .unwrap_or_else(|| format!("request:{}", row.id))
+}
+
+/// Renders one request and queues its mail (to the report's owner, and
+/// nobody else); marks the request done in the same transaction. Returns
+/// the outbox id. A request that cannot be rendered is marked failed with
+/// the reason.
+pub async fn process(store: &Store, config: &Config, row: &RequestRow) -> anyhow::Result<i64> {
+    let result = async {
+        let spec = spec_of(row, config)?;
+        let report = report::build(store, config, spec).await?;
+        let now = chrono::Utc::now().timestamp();
+        let mail = message::compose(&report, &config.smtp.from, &mail_key(row), now)?;
+        let (id, _fresh) = store.queue_mail(&mail, Some(row.id), now).await?;
+        anyhow::Ok(id)
+    }
+    .await;
+    if let Err(e) = &result {
+        tracing::warn!(request = row.id, "cannot render the request: {e:#}");
+        store.fail_request(row.id, &format!("{e:#}")).await?;
+    }
+    result
+}
+
+/// Processes every pending request, oldest first; returns how many were
+/// queued.
+pub async fn process_pending(store: &Store, config: &Config) -> anyhow::Result<usize> {
+    let mut queued = 0;
+    loop {
+        let rows = store.pending_requests(50).await?;
+        if rows.is_empty() {
+            return Ok(queued);
+        }
+        for row in &rows {
+            if process(store, config, row).await.is_ok() {
+                queued += 1;
+            }
+        }
+    }
+}
