@@ -10,5 +10,7 @@ mod bad_input;
 mod cli;
 mod fixtures;
 mod idempotence;
+mod report;
 mod resume;
+mod smtp_server;
 mod support;

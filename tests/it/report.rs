@@ -1,0 +1,601 @@
+//! Reports and the outbox, against an SMTP server on loopback: what the
+//! owner receives (MIME parts, the attachment, the rows in it), retries,
+//! idempotence, escaping of log text, and that nothing but the owner's
+//! mailbox is ever a recipient.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use mail_parser::{MessageParser, MimeHeaders};
+use mailtrail::config::{Config, Lang};
+use mailtrail::domain::{DateRange, Day, Mailbox};
+use mailtrail::report::{self, Channel, Data, Kind, Limits, Requester, Spec};
+use mailtrail::store::Store;
+
+use crate::smtp_server::{SmtpServer, closed_port};
+use crate::support::{TestDb, fixture};
+
+fn dovecot_fixture(name: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dovecot")
+        .join(name)
+}
+
+fn range() -> DateRange {
+    DateRange::new(
+        Day::parse("2026-11-01").unwrap(),
+        Day::parse("2026-11-30").unwrap(),
+    )
+    .unwrap()
+}
+
+fn spec(mailbox: &str, kind: Kind, lang: Lang) -> Spec {
+    Spec {
+        mailbox: Mailbox::parse(mailbox, "example.edu").unwrap(),
+        kind,
+        range: range(),
+        lang,
+        requester: Requester {
+            channel: Channel::Web,
+            client_ip: "192.0.2.7".into(),
+            at: 1_795_398_077,
+        },
+    }
+}
+
+/// The test database's config, mailing through `port`.
+fn with_relay(c: &Config, port: u16) -> Config {
+    let mut c = c.clone();
+    c.smtp.host = "127.0.0.1".into();
+    c.smtp.port = port;
+    c.smtp.from = "mailtrail@example.edu".into();
+    c.smtp.timeout_secs = 10;
+    c.smtp.retry_initial_secs = 60;
+    c.smtp.max_attempts = 3;
+    c
+}
+
+async fn queue(store: &Store, c: &Config, s: &Spec, key: Option<&str>) -> i64 {
+    let id = mailtrail::requests::submit(store, s, key).await.unwrap();
+    let row = store.request(id).await.unwrap().unwrap();
+    mailtrail::requests::process(store, c, &row).await.unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The parts of a received message: (content type, file name, body bytes).
+fn parts(data: &[u8]) -> Vec<(String, Option<String>, Vec<u8>)> {
+    let m = MessageParser::default().parse(data).unwrap();
+    m.parts
+        .iter()
+        .filter(|p| !p.is_multipart())
+        .map(|p| {
+            let ct = p
+                .content_type()
+                .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+                .unwrap_or_default();
+            (
+                ct,
+                p.attachment_name().map(str::to_owned),
+                p.contents().to_vec(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_requested_report_reaches_the_owner_with_its_rows() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let server = SmtpServer::start(None).await;
+    let c = with_relay(&db.config, server.port);
+    let s = spec("alice@example.edu", Kind::Smtp, Lang::En);
+    let id = queue(&db.store, &c, &s, None).await;
+
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+    let pass = mailtrail::mail::run_once(&db.store, &c, &mailer)
+        .await
+        .unwrap();
+    assert_eq!(pass.sent, 1);
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, vec!["alice@example.edu".to_owned()]);
+    assert_eq!(got[0].mail_from, "mailtrail@example.edu");
+    let row = db.store.outbox_mail(id).await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("sent", 1));
+
+    let msg = MessageParser::default().parse(&got[0].data).unwrap();
+    let to: Vec<_> = msg
+        .to()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.address())
+        .collect();
+    assert_eq!(to, ["alice@example.edu"]);
+    assert!(msg.subject().unwrap().contains("alice@example.edu"));
+    assert_eq!(
+        msg.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-replied")
+    );
+    let p = parts(&got[0].data);
+    let kinds: Vec<&str> = p.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(kinds, ["text/plain", "text/html", "text/html"], "{p:?}");
+    let attachment = &p[2];
+    assert!(attachment.1.as_deref().unwrap().ends_with(".html"));
+    let html = String::from_utf8(attachment.2.clone()).unwrap();
+
+    // The rows in the attachment are the mailbox's deliveries, as the
+    // fixture's manifest records them.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    let want = &manifest["expected"]["alice@example.edu"];
+    let h = db.history("alice@example.edu").await;
+    assert_eq!(
+        html.matches("<tr class=\"st-").count(),
+        h.details.len(),
+        "one row per delivery"
+    );
+    let rows = |status: &str| html.matches(&format!("<tr class=\"st-{status}\">")).count() as i64;
+    for status in ["sent", "bounced", "expired", "auth_rcv", "auth_blk"] {
+        assert_eq!(
+            rows(status),
+            want[status].as_i64().unwrap(),
+            "{status} rows"
+        );
+    }
+    assert!(rows("deferred") >= want["deferred_at_least"].as_i64().unwrap());
+    // The header says who asked, from where, and the range.
+    for needle in [
+        "192.0.2.7",
+        "web form",
+        "2026-11-01 to 2026-11-30",
+        "English",
+    ] {
+        assert!(html.contains(needle), "{needle} in the header");
+    }
+    // The text part has the Total row with the day's sum.
+    let text = String::from_utf8(p[0].2.clone()).unwrap();
+    let total_line = text.lines().find(|l| l.starts_with("Total")).unwrap();
+    let sum: i64 = total_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(sum, h.total.counts.sum);
+    assert!(text.contains(attachment.1.as_deref().unwrap()));
+}
+
+#[tokio::test]
+async fn a_zipped_report_holds_html_and_csv_of_the_same_rows() {
+    let db = TestDb::new().await;
+    db.ingest(&[dovecot_fixture("mail.log")]).await.unwrap();
+    let server = SmtpServer::start(None).await;
+    let mut c = with_relay(&db.config, server.port);
+    c.report.always_zip = true;
+    let s = spec("alice@example.edu", Kind::Access, Lang::ZhTw);
+    queue(&db.store, &c, &s, None).await;
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+    mailtrail::mail::run_once(&db.store, &c, &mailer)
+        .await
+        .unwrap();
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    let p = parts(&got[0].data);
+    let zip_part = p.iter().find(|x| x.0 == "application/zip").expect("a zip");
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip_part.2.clone())).unwrap();
+    let names: Vec<String> = z.file_names().map(|n| n.unwrap().into_owned()).collect();
+    let html_name = names.iter().find(|n| n.ends_with(".html")).unwrap().clone();
+    let csv_name = names.iter().find(|n| n.ends_with(".csv")).unwrap().clone();
+    let mut html = String::new();
+    z.by_name(&html_name)
+        .unwrap()
+        .read_to_string(&mut html)
+        .unwrap();
+    let mut csv = String::new();
+    z.by_name(&csv_name)
+        .unwrap()
+        .read_to_string(&mut csv)
+        .unwrap();
+
+    // What the driving script did to alice, from the fixture's manifest.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dovecot_fixture("manifest.json")).unwrap())
+            .unwrap();
+    let run = manifest["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["log"] == "mail.log")
+        .unwrap();
+    let want = &run["users"]["alice@example.edu"];
+    let want_logins: i64 = want["logins_ok"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        html.matches("<tr class=\"ev-login\">").count() as i64,
+        want_logins
+    );
+    let csv_logins = csv
+        .lines()
+        .filter(|l| l.split(',').nth(1) == Some("login"))
+        .count();
+    assert_eq!(csv_logins as i64, want_logins);
+    let events_html = html.matches("<tr class=\"ev-").count();
+    let events_csv = csv
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .count();
+    assert_eq!(events_html, events_csv, "the CSV holds the same rows");
+    // In Traditional Chinese, with the POP3 note the manifest calls for.
+    assert!(html.contains("<html lang=\"zh-TW\">"));
+    assert!(html.contains("信箱存取紀錄"));
+    let text = String::from_utf8(p[0].2.clone()).unwrap();
+    assert!(text.contains("以 POP3 下載並刪除"), "{text}");
+    assert!(text.contains("因檔案較大而壓縮") || text.contains("壓縮"));
+}
+
+#[tokio::test]
+async fn a_451_is_retried_once_and_delivered_once() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let server = SmtpServer::start(None).await;
+    server.refuse_next(1);
+    let c = with_relay(&db.config, server.port);
+    let id = queue(&db.store, &c, &spec("alice", Kind::Smtp, Lang::En), None).await;
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+
+    let t0 = now();
+    let p1 = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t0)
+        .await
+        .unwrap();
+    assert_eq!((p1.sent, p1.retrying), (0, 1));
+    let row = db.store.outbox_mail(id).await.unwrap().unwrap();
+    assert_eq!(row.state, "queued");
+    assert!(
+        row.last_error.as_deref().unwrap().contains("451"),
+        "{row:?}"
+    );
+    assert_eq!(
+        row.next_attempt_at,
+        t0 + 60,
+        "first wait: retry_initial_secs"
+    );
+
+    // Not due yet: nothing is sent.
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t0 + 59)
+        .await
+        .unwrap();
+    assert_eq!(p, mailtrail::mail::Pass::default());
+    let p2 = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t0 + 60)
+        .await
+        .unwrap();
+    assert_eq!(p2.sent, 1);
+    let row = db.store.outbox_mail(id).await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("sent", 2));
+    assert_eq!(server.received().len(), 1, "one delivery");
+    assert_eq!(
+        server.data_ends(),
+        2,
+        "two attempts reached the end of DATA"
+    );
+}
+
+#[tokio::test]
+async fn a_relay_that_is_down_is_retried_with_backoff_then_failed_and_nothing_is_lost() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let c = with_relay(&db.config, closed_port().await);
+    let id = queue(&db.store, &c, &spec("alice", Kind::Smtp, Lang::En), None).await;
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+    let mut t = now();
+    let mut waits = Vec::new();
+    for attempt in 1..=3 {
+        let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t)
+            .await
+            .unwrap();
+        let row = db.store.outbox_mail(id).await.unwrap().unwrap();
+        assert_eq!(row.attempts, attempt);
+        assert!(row.last_error.is_some());
+        if attempt < 3 {
+            assert_eq!((p.retrying, row.state.as_str()), (1, "queued"));
+            waits.push(row.next_attempt_at - t);
+            t = row.next_attempt_at;
+        } else {
+            assert_eq!((p.failed, row.state.as_str()), (1, "failed"));
+        }
+    }
+    assert_eq!(waits, [60, 120], "the wait doubles");
+    // The failed mail is still there, whole, with its recipient.
+    let row = db.store.outbox_mail(id).await.unwrap().unwrap();
+    assert_eq!(row.recipient, "alice@example.edu");
+    assert!(MessageParser::default().parse(&row.message).is_some());
+    // And it is not tried again.
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t + 1_000_000)
+        .await
+        .unwrap();
+    assert_eq!(p, mailtrail::mail::Pass::default());
+}
+
+#[tokio::test]
+async fn the_same_key_queued_twice_is_sent_once() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let server = SmtpServer::start(None).await;
+    let c = with_relay(&db.config, server.port);
+    let s = spec("alice", Kind::Smtp, Lang::En);
+    let a = queue(&db.store, &c, &s, Some("monthly:2026-11:alice")).await;
+    let b = queue(&db.store, &c, &s, Some("monthly:2026-11:alice")).await;
+    assert_eq!(a, b);
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+    mailtrail::mail::run_once(&db.store, &c, &mailer)
+        .await
+        .unwrap();
+    // Queued again after it was sent: still one.
+    let c2 = queue(&db.store, &c, &s, Some("monthly:2026-11:alice")).await;
+    assert_eq!(c2, a);
+    mailtrail::mail::run_once(&db.store, &c, &mailer)
+        .await
+        .unwrap();
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(db.store.outbox().await.unwrap().len(), 1);
+    // Without a key, each request is its own mail.
+    queue(&db.store, &c, &s, None).await;
+    mailtrail::mail::run_once(&db.store, &c, &mailer)
+        .await
+        .unwrap();
+    assert_eq!(server.received().len(), 2);
+}
+
+#[tokio::test]
+async fn smtp_auth_is_used_and_the_password_is_kept_out_of_every_record() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let server = SmtpServer::start(Some(("relayuser", "s3cret-Pa55"))).await;
+    let mut c = with_relay(&db.config, server.port);
+    c.smtp.username = Some("relayuser".into());
+    c.smtp.password = Some("s3cret-Pa55".into());
+    let id = queue(&db.store, &c, &spec("alice", Kind::Smtp, Lang::En), None).await;
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+    mailtrail::mail::run_once(&db.store, &c, &mailer)
+        .await
+        .unwrap();
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].auth_user.as_deref(), Some("relayuser"));
+    let row = db.store.outbox_mail(id).await.unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&row.message).contains("s3cret"));
+    assert!(!format!("{:?}", c.smtp).contains("s3cret"));
+    assert!(!format!("{mailer:?}").contains("s3cret"));
+
+    // A wrong password is a permanent refusal: failed, with the server's
+    // answer and not the password.
+    c.smtp.password = Some("wrong-Pa55".into());
+    let id = queue(&db.store, &c, &spec("alice", Kind::Smtp, Lang::En), None).await;
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+    mailtrail::mail::run_once(&db.store, &c, &mailer)
+        .await
+        .unwrap();
+    let row = db.store.outbox_mail(id).await.unwrap().unwrap();
+    assert_eq!(row.state, "failed");
+    let err = row.last_error.unwrap();
+    assert!(err.contains("535"), "{err}");
+    assert!(!err.contains("wrong-Pa55"));
+}
+
+/// Postfix and Dovecot lines in real shapes whose attacker-controlled
+/// parts (a remote server's reply, a Message-ID, a folder name, a client
+/// name) carry markup.
+const HOSTILE: &str = r#"Nov 23 10:05:51 mail postfix/submission/smtpd[27017]: 9B1A8B6981: client=localhost[127.0.0.1], sasl_method=PLAIN, sasl_username=alice@example.edu
+Nov 23 10:05:51 mail postfix/cleanup[27022]: 9B1A8B6981: message-id=<"><script>alert(1)</script>@evil.test>
+Nov 23 10:05:51 mail postfix/qmgr[27002]: 9B1A8B6981: from=<alice@example.edu>, size=493, nrcpt=1 (queue active)
+Nov 23 10:05:51 mail postfix/smtp[27028]: 9B1A8B6981: to=<nobody@reject.test>, relay=127.0.0.3[127.0.0.3]:2525, delay=0.13, delays=0/0.02/0.04/0.06, dsn=5.1.1, status=bounced (host 127.0.0.3[127.0.0.3] said: 550 5.1.1 <script>alert("owned")</script> <img src=x onerror='alert(2)'> & "quotes" (in reply to RCPT TO command))
+Nov 23 10:05:51 mail postfix/qmgr[27002]: 9B1A8B6981: removed
+Nov 23 11:23:03 mail dovecot: imap-login: Login: user=<alice@example.edu>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=23214, secured, session=<R6eQHOlgS5t/AAAB>
+Nov 23 11:23:03 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: ID sent: name=<b onmouseover=alert(3)>Evil</b>, version=1
+Nov 23 11:23:03 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: expunge: box=<i>INBOX</i>, uid=1, msgid=<"><script>alert(4)</script>@evil.test>, size=248, from=<script>x</script>, subject=<script>alert(5)</script>, flags=(\Recent)
+Nov 23 11:23:03 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Mailbox deleted: <svg onload=alert(6)>
+Nov 23 11:23:03 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Disconnected: Logged out in=100 out=200 deleted=0 expunged=1 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0
+"#;
+
+#[tokio::test]
+async fn markup_from_log_lines_shows_as_text_in_every_html() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("hostile.log");
+    std::fs::write(&log, HOSTILE).unwrap();
+    db.ingest(&[log]).await.unwrap();
+    let tz = db.config.tz().unwrap();
+    let limits = Limits::from_config(&db.config);
+    for kind in [Kind::Smtp, Kind::Access] {
+        for lang in [Lang::En, Lang::ZhTw] {
+            let s = spec("alice", kind, lang);
+            let data = Data::load(&db.store, &s, tz).await.unwrap();
+            let r = report::render(s, &data, limits, tz, chrono::Utc::now()).unwrap();
+            let attachment = String::from_utf8(r.attachment.bytes.clone()).unwrap();
+            for html in [&attachment, &r.html] {
+                for bad in [
+                    "<script",
+                    "<img",
+                    "<svg",
+                    "<b ",
+                    "<i>",
+                    "onerror='",
+                    "\"><s",
+                ] {
+                    assert!(!html.contains(bad), "{kind:?} {lang:?}: {bad} in\n{html}");
+                }
+            }
+            // The text is there, escaped.
+            let want = match kind {
+                Kind::Smtp => "&lt;script&gt;alert(&quot;owned&quot;)&lt;&#x2f;script&gt;",
+                Kind::Access => "&lt;svg onload=alert(6)&gt;",
+            };
+            assert!(
+                attachment.contains(want),
+                "{kind:?}: {want} in\n{attachment}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn reports_go_to_their_mailbox_and_nowhere_else() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let server = SmtpServer::start(None).await;
+    let c = with_relay(&db.config, server.port);
+    // Requests for several mailboxes: each mail goes to its own mailbox.
+    for who in ["alice", "bob@example.edu", "dave@cs.example.edu"] {
+        queue(&db.store, &c, &spec(who, Kind::Smtp, Lang::En), None).await;
+    }
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+    mailtrail::mail::run_once(&db.store, &c, &mailer)
+        .await
+        .unwrap();
+    let got = server.received();
+    let rcpts: Vec<Vec<String>> = got.iter().map(|r| r.rcpt_to.clone()).collect();
+    assert_eq!(
+        rcpts,
+        [
+            vec!["alice@example.edu".to_owned()],
+            vec!["bob@example.edu".to_owned()],
+            vec!["dave@cs.example.edu".to_owned()]
+        ]
+    );
+    for r in &got {
+        let m = MessageParser::default().parse(&r.data).unwrap();
+        assert!(m.cc().is_none() && m.bcc().is_none() && m.reply_to().is_none());
+        let to: Vec<_> = m.to().unwrap().iter().filter_map(|a| a.address()).collect();
+        assert_eq!(to, [r.rcpt_to[0].as_str()]);
+    }
+    // Nothing on the wire but one RCPT per message.
+    let rcpt_lines = server
+        .transcript()
+        .into_iter()
+        .filter(|l| l.to_ascii_uppercase().starts_with("RCPT"))
+        .count();
+    assert_eq!(rcpt_lines, 3);
+
+    // Addresses that try to smuggle a second recipient or a header are
+    // refused before anything is written.
+    for evil in [
+        "alice@example.edu, mallory@evil.test",
+        "alice@example.edu\r\nBcc: mallory@evil.test",
+        "alice@example.edu>\r\nRCPT TO:<mallory@evil.test",
+        "\"alice\"@example.edu",
+        "alice@example.edu mallory@evil.test",
+    ] {
+        assert!(Mailbox::parse(evil, "example.edu").is_err(), "{evil:?}");
+    }
+
+    // Rows of one mailbox are never rendered for another.
+    let tz = db.config.tz().unwrap();
+    let alice = spec("alice", Kind::Smtp, Lang::En);
+    let data = Data::load(&db.store, &alice, tz).await.unwrap();
+    let bob = spec("bob", Kind::Smtp, Lang::En);
+    let err =
+        report::render(bob, &data, Limits::from_config(&c), tz, chrono::Utc::now()).unwrap_err();
+    assert!(format!("{err}").contains("not of bob@example.edu"), "{err}");
+}
+
+#[test]
+fn the_report_command_has_no_way_to_name_another_recipient() {
+    for flag in [
+        "--recipient",
+        "--rcpt",
+        "--cc",
+        "--bcc",
+        "--send-to",
+        "--email",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+            .args([
+                "report",
+                "--mailbox",
+                "alice",
+                "--kind",
+                "smtp",
+                flag,
+                "x@evil.test",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("unexpected argument"), "{flag}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_report_too_large_even_zipped_is_truncated_visibly_and_fits() {
+    let db = TestDb::new().await;
+    let log = crate::support::generated_log(db.dir.path(), 300_000, 7);
+    db.ingest(&[log]).await.unwrap();
+    // The busiest sender of the generated log.
+    let Store::Sqlite(pool) = &db.store else {
+        unreachable!()
+    };
+    let (busiest, n, first, last): (String, i64, i32, i32) = sqlx::query_as(
+        "SELECT m.address, COUNT(*) c, MIN(e.day), MAX(e.day) FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id GROUP BY m.address ORDER BY c DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(n > 2000, "{busiest} has {n} rows");
+    let tz = db.config.tz().unwrap();
+    let s = Spec {
+        range: DateRange::new(Day::from_key(first).unwrap(), Day::from_key(last).unwrap()).unwrap(),
+        ..spec(&busiest, Kind::Smtp, Lang::En)
+    };
+    let data = Data::load(&db.store, &s, tz).await.unwrap();
+    let whole = report::render(
+        s.clone(),
+        &data,
+        Limits::from_config(&db.config),
+        tz,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert!(whole.truncated.is_none());
+    let limit = 65_536;
+    assert!(whole.estimated_mail_bytes() > limit);
+
+    let limits = Limits {
+        max_message_bytes: limit,
+        ..Limits::from_config(&db.config)
+    };
+    let r = report::render(s, &data, limits, tz, chrono::Utc::now()).unwrap();
+    let t = r.truncated.clone().expect("truncated");
+    assert_eq!(t.total as i64, n);
+    assert!(t.shown > 0 && t.shown < t.total);
+    assert_eq!(r.attachment.content_type, "application/zip");
+    // The composed mail fits the limit.
+    let mail = mailtrail::mail::message::compose(&r, "mailtrail@example.edu", "k", now()).unwrap();
+    assert!(
+        mail.message.len() as u64 <= limit,
+        "{} bytes",
+        mail.message.len()
+    );
+    // It says so in the mail and in the report, with the numbers.
+    let says = format!("the first {} of {} rows", t.shown, t.total);
+    assert!(r.text.contains(&says), "{}", r.text);
+    assert!(r.html.contains(&says));
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(r.attachment.bytes.clone())).unwrap();
+    let name = z
+        .file_names()
+        .map(|n| n.unwrap().into_owned())
+        .find(|n| n.ends_with(".html"))
+        .unwrap();
+    let mut html = String::new();
+    z.by_name(&name).unwrap().read_to_string(&mut html).unwrap();
+    assert!(html.contains(&says));
+    assert_eq!(html.matches("<tr class=\"st-").count(), t.shown);
+}
