@@ -38,6 +38,22 @@ pub struct Event {
     pub reason: Option<String>,
 }
 
+/// What an event's `reason` was built from, for renderings that word it
+/// in another language. Not part of the JSON output.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct EventFacts {
+    /// Login: the authentication method (`PLAIN`, ...).
+    pub method: Option<String>,
+    /// Login: whether the connection was encrypted.
+    pub tls: Option<bool>,
+    /// Login: the server address the client reached.
+    pub local_ip: Option<String>,
+    /// Failed login: attempts in the session.
+    pub attempts: Option<i64>,
+    /// Failed login: the reason as classified (`password mismatch`, ...).
+    pub failure: Option<String>,
+}
+
 /// One day of the summary.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DaySummary {
@@ -64,6 +80,9 @@ pub struct AccessHistory {
     pub to: String,
     pub days: Vec<DaySummary>,
     pub events: Vec<Event>,
+    /// One per event, in the same order.
+    #[serde(skip)]
+    pub facts: Vec<EventFacts>,
 }
 
 /// Reads a mailbox's access history for a range of days.
@@ -77,7 +96,29 @@ pub async fn load(
         .access_events(mailbox.as_str(), range.from.key(), range.to.key())
         .await?;
     let days = range.days().map(|d| summarize(d, &rows)).collect();
-    let events = rows
+    let known: Vec<&AccessRow> = rows.iter().filter(|r| r.kind.is_some()).collect();
+    let facts = known
+        .iter()
+        .map(|r| match r.kind {
+            Some(AccessKind::Login) => EventFacts {
+                method: r
+                    .reason
+                    .as_deref()
+                    .and_then(|m| m.strip_prefix("method "))
+                    .map(str::to_owned),
+                tls: r.tls,
+                local_ip: r.local_ip.as_deref().map(str::to_owned),
+                ..EventFacts::default()
+            },
+            Some(AccessKind::AuthFailed) => EventFacts {
+                attempts: r.attempts,
+                failure: r.reason.clone(),
+                ..EventFacts::default()
+            },
+            _ => EventFacts::default(),
+        })
+        .collect();
+    let events = known
         .iter()
         .filter_map(|r| {
             Some(Event {
@@ -125,6 +166,7 @@ pub async fn load(
         to: range.to.to_string(),
         days,
         events,
+        facts,
     })
 }
 

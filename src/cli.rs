@@ -185,6 +185,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  default_domain  {}", c.default_domain);
             println!("  database_url    {}", redact_url(&c.database_url));
             println!("  retention_days  {}", c.retention_days);
+            println!(
+                "  smtp            {}:{} (tls {}){}, from {}",
+                c.smtp.host,
+                c.smtp.port,
+                c.smtp.tls.as_str(),
+                match (&c.smtp.username, c.smtp.password().is_some()) {
+                    (Some(u), true) => format!(", AUTH as {u} (password set)"),
+                    (Some(u), false) => format!(", AUTH as {u} (no password set)"),
+                    _ => String::new(),
+                },
+                c.smtp.from
+            );
+            println!(
+                "  report          {}, zip over {} bytes{}",
+                c.report.default_language.as_str(),
+                c.report.zip_over_bytes,
+                if c.report.always_zip {
+                    " (always zip)"
+                } else {
+                    ""
+                }
+            );
             for p in &c.ingest.paths {
                 let ok = crate::ingest::source::readable(p);
                 println!(

@@ -2,7 +2,8 @@
 //!
 //! It reads the logs Postfix (and Dovecot) already write, joins their lines
 //! into messages and deliveries, keeps them in a database, and answers one
-//! mailbox owner's question: what happened to the mail I sent?
+//! mailbox owner's questions (what happened to the mail I sent? who
+//! touched my mailbox?) with reports mailed to that mailbox only.
 //!
 //! Module map, in the order data flows:
 //!
@@ -18,6 +19,12 @@
 //! * [`history`]: a mailbox's SMTP sending history as text, JSON or CSV.
 //! * [`access`]: a mailbox's access history (Dovecot logins, logouts,
 //!   deletions, failed logins) with a per-day summary.
+//! * [`report`]: either history rendered for a person (minijinja HTML and
+//!   text, Traditional Chinese or English), zipped with a CSV when large.
+//! * [`requests`]: one durable row per report request, whatever the
+//!   channel, rendered into one queued mail to the report's own mailbox.
+//! * [`mail`]: the MIME message, the relay (lettre), and the outbox worker
+//!   with its retries.
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 
 pub mod access;

@@ -179,6 +179,7 @@ impl Data {
                 let next = h.events.get(n).map(|e| e.time.clone());
                 let mut h = h.clone();
                 h.events.truncate(n);
+                h.facts.truncate(n);
                 (Data::Access(h), next)
             }
         }
@@ -304,6 +305,8 @@ struct View<'a> {
     empty: bool,
     smtp: Option<&'a History>,
     access: Option<&'a AccessHistory>,
+    /// One per access event (not in the JSON output of `access`).
+    access_facts: Option<&'a [crate::access::EventFacts]>,
 }
 
 fn local_time(unix: i64, tz: Tz) -> String {
@@ -385,6 +388,7 @@ pub fn render(
             empty: data.is_empty(),
             smtp,
             access,
+            access_facts: access.map(|h| h.facts.as_slice()),
         };
         minijinja::Value::from(minijinja::value::Serde(&v))
     };

@@ -101,6 +101,7 @@ pub fn env() -> &'static Environment<'static> {
                 .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));
         }
         env.add_filter("fill", fill);
+        env.add_function("lookup", lookup);
         env.add_filter("ljust", |v: Value, w: usize| pad(&v, w, false));
         env.add_filter("rjust", |v: Value, w: usize| pad(&v, w, true));
         env
@@ -125,6 +126,15 @@ fn fill(s: String, kwargs: Kwargs) -> Result<String, Error> {
     Ok(fill_str(&s, |name| {
         args.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }))
+}
+
+/// `lookup(t, key, default)`: the string `key` of `t`, or `default` when
+/// there is none (for values from logs that may have a translation).
+fn lookup(t: Value, key: String, default: Value) -> Value {
+    match t.get_attr(&key) {
+        Ok(v) if !v.is_undefined() && !v.is_none() => v,
+        _ => default,
+    }
 }
 
 /// Pads to a display width (East Asian characters take two columns).

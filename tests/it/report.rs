@@ -599,3 +599,112 @@ async fn a_report_too_large_even_zipped_is_truncated_visibly_and_fits() {
     assert!(html.contains(&says));
     assert_eq!(html.matches("<tr class=\"st-").count(), t.shown);
 }
+
+/// Runs the `mailtrail` binary off the async threads, so the test's SMTP
+/// server keeps answering.
+async fn mailtrail(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn report_and_worker_commands_queue_send_and_write_files() {
+    let server = SmtpServer::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"mailtrail@example.edu\"\ntimeout_secs = 10\n[report]\ndefault_language = \"en\"\n",
+            crate::support::config_text(&dir.path().join("t.db"), 1000),
+            server.port
+        ),
+    )
+    .unwrap();
+    let c = config.display().to_string();
+    let base = |rest: &[&str]| {
+        let mut v = vec!["--config".to_owned(), c.clone()];
+        v.extend(rest.iter().map(|s| s.to_string()));
+        v
+    };
+    let (code, _, err) = mailtrail(base(&["ingest", fixture("mail.log").to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{err}");
+
+    let range = ["--from", "2026-11-01", "--to", "2026-11-30"];
+    let out_file = dir.path().join("alice.html");
+    let mut args = base(&["report", "--mailbox", "alice", "--kind", "smtp", "--out"]);
+    args.push(out_file.display().to_string());
+    args.extend(range.iter().map(|s| s.to_string()));
+    let (code, out, err) = mailtrail(args).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("HTML"), "{out}");
+    let written = std::fs::read_to_string(&out_file).unwrap();
+    assert!(
+        written.contains("<html lang=\"en\">"),
+        "the configured default language"
+    );
+    assert!(server.received().is_empty(), "--out mails nothing");
+
+    let mut args = base(&["report", "--mailbox", "alice", "--kind", "smtp"]);
+    args.extend(range.iter().map(|s| s.to_string()));
+    let (code, out, err) = mailtrail(args).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("queued outbox 1 for alice@example.edu"),
+        "{out}"
+    );
+    assert!(server.received().is_empty(), "queued, not sent yet");
+
+    let (code, out, err) = mailtrail(base(&["worker", "--once"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sent 1"), "{out}");
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, ["alice@example.edu"]);
+    // The mailed attachment has the rows the --out file has.
+    let p = parts(&got[0].data);
+    let mailed = String::from_utf8(p[2].2.clone()).unwrap();
+    assert_eq!(
+        mailed.matches("<tr class=\"st-").count(),
+        written.matches("<tr class=\"st-").count()
+    );
+    assert!(
+        mailed.contains("command line"),
+        "the channel is in the header"
+    );
+
+    // A mailbox outside local_domains, and a bad language, are refused.
+    let (code, _, err) = mailtrail(base(&[
+        "report",
+        "--mailbox",
+        "x@gmail.com",
+        "--kind",
+        "smtp",
+    ]))
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not in a local domain"), "{err}");
+    let (code, _, err) = mailtrail(base(&[
+        "report",
+        "--mailbox",
+        "alice",
+        "--kind",
+        "smtp",
+        "--lang",
+        "fr",
+    ]))
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("zh-TW or en"), "{err}");
+}

@@ -1,0 +1,217 @@
+//! Report rendering speed.
+//!
+//! `cargo bench --bench report` renders a 30-day SMTP report of 10,000
+//! deliveries (and an access report of 10,000 events) as mailtrail mails
+//! it: the HTML attachment, the text and HTML parts, and the ZIP of the
+//! HTML and CSV, then composes the MIME message. Prints the median and the
+//! worst of 21 runs. The target is under 200 ms for the zipped SMTP report.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use mailtrail::access::{AccessHistory, DaySummary, Event, EventFacts};
+use mailtrail::config::Lang;
+use mailtrail::domain::{DateRange, Day, Mailbox};
+use mailtrail::history::{Counts, DayRow, Detail, History, TotalRow};
+use mailtrail::report::{self, Channel, Data, Kind, Limits, Requester, Spec};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROWS: usize = 10_000;
+const MAILBOX: &str = "alice@example.edu";
+
+fn range() -> DateRange {
+    DateRange::new(
+        Day::parse("2026-10-25").unwrap(),
+        Day::parse("2026-11-23").unwrap(),
+    )
+    .unwrap()
+}
+
+fn time(i: usize) -> String {
+    let day = 25 + i * 30 / ROWS;
+    let (m, d) = if day > 31 { (11, day - 31) } else { (10, day) };
+    format!(
+        "2026-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00",
+        i % 24,
+        i % 60,
+        (i * 7) % 60
+    )
+}
+
+/// Deliveries with the lengths real ones have: a relay with its address,
+/// a long queue ID, and a remote reply of 60 to 200 characters.
+fn smtp() -> History {
+    let statuses = [
+        "sent", "sent", "sent", "sent", "deferred", "bounced", "auth_rcv",
+    ];
+    let details: Vec<Detail> = (0..ROWS)
+        .map(|i| {
+            let status = statuses[i % statuses.len()];
+            Detail {
+                time: time(i),
+                sender_ip: Some(format!("140.114.{}.{}", i % 250, (i * 13) % 250)),
+                relay: Some(format!(
+                    "mx{}.mail.example{}.com[203.0.113.{}]:25",
+                    i % 5,
+                    i % 97,
+                    i % 250
+                )),
+                queue_id: Some(format!("4jXq6n5r{:07}z5cX2", i)),
+                recipient: Some(format!("user{}@example{}.com", i * 31 % 9973, i % 97)),
+                status,
+                response: Some(match status {
+                    "sent" => format!("250 2.0.0 OK  1763861234 d{i:x}si1234567pfa.42 - gsmtp"),
+                    "deferred" => "connect to mx.example.com[203.0.113.9]:25: Connection timed out".into(),
+                    "bounced" => format!("host mx.example.com[203.0.113.9] said: 550 5.1.1 <user{i}@example.com>: Recipient address rejected: User unknown in virtual mailbox table (in reply to RCPT TO command)"),
+                    _ => String::new(),
+                }),
+            }
+        })
+        .collect();
+    let days: Vec<DayRow> = range()
+        .days()
+        .map(|d| DayRow {
+            date: d.to_string(),
+            counts: Counts {
+                sum: 333,
+                sent: 190,
+                deferred: 48,
+                bounced: 47,
+                auth_rcv: 48,
+                ..Counts::default()
+            },
+        })
+        .collect();
+    History {
+        mailbox: MAILBOX.into(),
+        from: range().from.to_string(),
+        to: range().to.to_string(),
+        days,
+        total: TotalRow {
+            date: None,
+            counts: Counts {
+                sum: 10_000,
+                ..Counts::default()
+            },
+        },
+        details,
+    }
+}
+
+fn access() -> AccessHistory {
+    let kinds = ["login", "logout", "message_deleted", "auth_failed"];
+    let events: Vec<Event> = (0..ROWS)
+        .map(|i| {
+            let kind = kinds[i % kinds.len()];
+            Event {
+                time: time(i),
+                kind,
+                protocol: Some(if i % 3 == 0 { "imap" } else { "pop3" }),
+                remote_ip: Some(format!("140.114.{}.{}", i % 250, (i * 13) % 250)),
+                session: Some(format!("R6eQHOlg{i:08}")),
+                client: (i % 5 == 0).then(|| "Thunderbird 128.4".to_owned()),
+                deleted: (kind == "logout").then_some(3),
+                retained: (kind == "logout").then_some(12),
+                size_bytes: (kind == "logout").then_some(1_234_567),
+                in_bytes: None,
+                out_bytes: None,
+                expunged: None,
+                trashed: None,
+                message_id: (kind == "message_deleted")
+                    .then(|| format!("<CAF{i:012}x@mail.gmail.com>")),
+                folder: (kind == "message_deleted").then(|| "INBOX".to_owned()),
+                reason: (kind == "auth_failed").then(|| "password mismatch (1 attempt)".to_owned()),
+            }
+        })
+        .collect();
+    let days = range()
+        .days()
+        .map(|d| DaySummary {
+            date: d.to_string(),
+            logins: [("imap", 30), ("pop3", 53)].into_iter().collect(),
+            failed_logins: 83,
+            messages_deleted: 83,
+            addresses: vec!["140.114.1.2".into(), "140.114.3.4".into()],
+            pop3_deleting_addresses: vec!["140.114.1.2".into(), "140.114.3.4".into()],
+            note: None,
+        })
+        .collect();
+    let facts = events
+        .iter()
+        .map(|e: &Event| EventFacts {
+            method: (e.kind == "login").then(|| "PLAIN".to_owned()),
+            tls: (e.kind == "login").then_some(true),
+            local_ip: (e.kind == "login").then(|| "140.114.63.10".to_owned()),
+            attempts: (e.kind == "auth_failed").then_some(1),
+            failure: (e.kind == "auth_failed").then(|| "password mismatch".to_owned()),
+        })
+        .collect();
+    AccessHistory {
+        mailbox: MAILBOX.into(),
+        from: range().from.to_string(),
+        to: range().to.to_string(),
+        days,
+        events,
+        facts,
+    }
+}
+
+fn run(name: &str, kind: Kind, data: &Data, always_zip: bool) {
+    let spec = Spec {
+        mailbox: Mailbox::parse(MAILBOX, "example.edu").unwrap(),
+        kind,
+        range: range(),
+        lang: Lang::ZhTw,
+        requester: Requester {
+            channel: Channel::Web,
+            client_ip: "140.114.1.2".into(),
+            at: 1_795_398_077,
+        },
+    };
+    let limits = Limits {
+        zip_over_bytes: 1 << 20,
+        always_zip,
+        max_message_bytes: 10_240_000,
+    };
+    let tz = chrono_tz::Asia::Taipei;
+    let mut times: Vec<Duration> = Vec::new();
+    let mut size = (0, 0);
+    for _ in 0..21 {
+        let t = Instant::now();
+        let r = report::render(spec.clone(), data, limits, tz, chrono::Utc::now()).unwrap();
+        let mail =
+            mailtrail::mail::message::compose(&r, "mailtrail@example.edu", "bench", 0).unwrap();
+        times.push(t.elapsed());
+        size = (r.attachment.bytes.len(), mail.message.len());
+        black_box(mail);
+    }
+    times.sort();
+    println!(
+        "{name:<44} median {:>6.1} ms, worst {:>6.1} ms; attachment {} bytes, mail {} bytes",
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3,
+        size.0,
+        size.1
+    );
+}
+
+fn main() {
+    let smtp = Data::Smtp(smtp());
+    let access = Data::Access(access());
+    println!("render + zip + compose, {ROWS} rows over 30 days (target: < 200 ms)");
+    run("SMTP report, zipped (HTML + CSV)", Kind::Smtp, &smtp, true);
+    run(
+        "SMTP report, zipped when over 1 MiB",
+        Kind::Smtp,
+        &smtp,
+        false,
+    );
+    run(
+        "access report, zipped (HTML + CSV)",
+        Kind::Access,
+        &access,
+        true,
+    );
+}
