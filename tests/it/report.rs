@@ -708,3 +708,35 @@ async fn report_and_worker_commands_queue_send_and_write_files() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("zh-TW or en"), "{err}");
 }
+
+#[tokio::test]
+async fn an_attempt_cut_off_by_a_crash_is_retried_after_its_lease_once() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let server = SmtpServer::start(None).await;
+    let c = with_relay(&db.config, server.port);
+    let id = queue(&db.store, &c, &spec("alice", Kind::Smtp, Lang::En), None).await;
+    // A worker takes the mail and dies before recording anything.
+    let t0 = now();
+    let lease = t0 + 120;
+    let taken = db.store.claim_mail(t0, lease).await.unwrap().unwrap();
+    assert_eq!(taken.id, id);
+    let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+    // Another worker leaves it alone while the lease runs...
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, lease - 1)
+        .await
+        .unwrap();
+    assert_eq!(p.sent, 0);
+    // ...and sends it once the lease is over, once.
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, lease)
+        .await
+        .unwrap();
+    assert_eq!(p.sent, 1);
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, lease + 100_000)
+        .await
+        .unwrap();
+    assert_eq!(p.sent, 0);
+    assert_eq!(server.received().len(), 1);
+    let row = db.store.outbox_mail(id).await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("sent", 2));
+}
