@@ -50,6 +50,27 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Build the per-mailbox daily table of one local day (idempotent).
+    Aggregate {
+        /// The day, YYYY-MM-DD (default: yesterday in the configured zone).
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Evaluate the warning thresholds on one day and queue one warning per mailbox.
+    Alerts {
+        /// The day, YYYY-MM-DD (default: yesterday in the configured zone).
+        #[arg(long)]
+        date: Option<String>,
+        /// Print who would be warned and why; queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the nightly job: aggregate, warn and purge every complete day not yet done.
+    Nightly {
+        /// Do what is due now and exit (for a timer); otherwise check every minute until SIGTERM.
+        #[arg(long)]
+        once: bool,
+    },
     /// Create or update the database schema.
     Migrate,
     /// Validate the configuration file and say what it sets.
@@ -155,6 +176,14 @@ fn today(config: &Config) -> anyhow::Result<Day> {
     ))
 }
 
+/// `--date`, or yesterday in the configured zone.
+fn day_or_yesterday(config: &Config, date: Option<&str>) -> anyhow::Result<Day> {
+    match date {
+        Some(d) => Ok(Day::parse(d)?),
+        None => Ok(today(config)?.pred()),
+    }
+}
+
 /// The range from `--from`/`--to`, defaulting to the retention window
 /// ending today.
 fn date_range(config: &Config, from: Option<&str>, to: Option<&str>) -> anyhow::Result<DateRange> {
@@ -253,6 +282,83 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Report(a) => report(&cli, a).await,
+        Command::Aggregate { date } => {
+            let c = load_config(&cli)?;
+            let day = day_or_yesterday(&c, date.as_deref())?;
+            let store = Store::open(&c.database_url).await?;
+            let n = crate::aggregate::run(&store, day, chrono::Utc::now().timestamp()).await;
+            store.close().await;
+            println!("{day}: {} mailboxes in the daily table", n?);
+            Ok(())
+        }
+        Command::Alerts { date, dry_run } => {
+            let c = load_config(&cli)?;
+            let day = day_or_yesterday(&c, date.as_deref())?;
+            let store = Store::open(&c.database_url).await?;
+            let now = chrono::Utc::now().timestamp();
+            let result = async {
+                let o = crate::alerts::run(&store, &c, day, *dry_run, now).await?;
+                if !*dry_run {
+                    store
+                        .record_job(
+                            day.key(),
+                            crate::alerts::JOB,
+                            &format!("{} warned", o.warnings.len()),
+                            now,
+                        )
+                        .await?;
+                }
+                anyhow::Ok(o)
+            }
+            .await;
+            store.close().await;
+            let o = result?;
+            for w in &o.warnings {
+                let why: Vec<String> = w
+                    .crossed
+                    .iter()
+                    .map(|x| format!("{} {} >= {}", x.label, x.value, x.threshold))
+                    .collect();
+                println!("{}  {}", w.mailbox, why.join("; "));
+            }
+            let verb = if *dry_run {
+                "would be warned (dry run: nothing queued)"
+            } else {
+                "warned"
+            };
+            println!("{day}: {} mailbox(es) {verb}", o.warnings.len());
+            if !*dry_run && !o.queued.is_empty() {
+                let ids: Vec<String> = o.queued.iter().map(i64::to_string).collect();
+                println!("outbox: {}", ids.join(", "));
+            }
+            Ok(())
+        }
+        Command::Nightly { once } => {
+            let c = load_config(&cli)?;
+            let store = Store::open(&c.database_url).await?;
+            let result = if *once {
+                crate::schedule::tick(&store, &c, chrono::Utc::now())
+                    .await
+                    .map(|t| {
+                        println!(
+                            "aggregated {} day(s), evaluated alerts for {} ({} warning(s)), {} too old to warn, purged {} row(s)",
+                            t.aggregated.len(),
+                            t.alerted.len(),
+                            t.warnings,
+                            t.not_warned.len(),
+                            t.purged
+                        );
+                    })
+            } else {
+                let shutdown = shutdown_signal()?;
+                let mut sched =
+                    crate::schedule::start(store.clone(), std::sync::Arc::new(c.clone())).await?;
+                shutdown.await;
+                sched.shutdown().await.map_err(anyhow::Error::from)
+            };
+            store.close().await;
+            result
+        }
         Command::Worker { once } => {
             let c = load_config(&cli)?;
             let store = Store::open(&c.database_url).await?;

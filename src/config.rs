@@ -48,6 +48,108 @@ pub struct Config {
     /// How reports are built.
     #[serde(default)]
     pub report: ReportConfig,
+    /// The nightly aggregation and the warnings to senders.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// The `[alerts]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Each rule warns a mailbox whose day reached `threshold` in
+    /// `metric`. Default: Sum >= 250, Bounced >= 10.
+    #[serde(default = "default_rules")]
+    pub rules: Vec<Rule>,
+    /// Minutes past local midnight before a day counts as complete, so
+    /// late lines (queue runs, log shipping) arrive first.
+    #[serde(default = "default_settle_minutes")]
+    pub settle_minutes: u32,
+    /// After downtime, days older than this many days are aggregated but
+    /// not warned about.
+    #[serde(default = "default_catch_up_days")]
+    pub catch_up_days: u32,
+    /// Where one digest per night lists every mailbox warned; none when
+    /// absent.
+    pub admin_digest: Option<String>,
+    /// Rows deleted per transaction by the retention purge.
+    #[serde(default = "default_purge_batch")]
+    pub purge_batch: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [alerts] key has a default")
+    }
+}
+
+/// One threshold rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub metric: Metric,
+    pub threshold: i64,
+    /// Exceptions, most specific first: a mailbox's own entry wins over
+    /// its domain's.
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+/// A per-domain or per-mailbox exception to a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// One mailbox (`list-owner@example.edu`).
+    pub mailbox: Option<String>,
+    /// A domain; a leading dot also matches subdomains.
+    pub domain: Option<String>,
+    /// Another threshold for these mailboxes.
+    pub threshold: Option<i64>,
+    /// Never warn these mailboxes under this rule.
+    #[serde(default)]
+    pub exempt: bool,
+}
+
+/// A column of the daily table.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Sum,
+    AuthBlk,
+    AuthRcv,
+    Bounced,
+    Deferred,
+    Expired,
+    Sent,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Sum => "sum",
+            Metric::AuthBlk => "auth_blk",
+            Metric::AuthRcv => "auth_rcv",
+            Metric::Bounced => "bounced",
+            Metric::Deferred => "deferred",
+            Metric::Expired => "expired",
+            Metric::Sent => "sent",
+        }
+    }
+
+    /// The column's name as users know it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Sum => "Sum",
+            Metric::AuthBlk => "Auth_blk",
+            Metric::AuthRcv => "Auth_rcv",
+            Metric::Bounced => "Bounced",
+            Metric::Deferred => "Deferred",
+            Metric::Expired => "Expired",
+            Metric::Sent => "Sent",
+        }
+    }
 }
 
 /// How the outbox reaches the mail relay: the `[smtp]` table.
@@ -271,6 +373,29 @@ fn default_retry_initial_secs() -> u64 {
 fn default_retry_max_secs() -> u64 {
     6 * 3600
 }
+fn default_rules() -> Vec<Rule> {
+    vec![
+        Rule {
+            metric: Metric::Sum,
+            threshold: 250,
+            overrides: Vec::new(),
+        },
+        Rule {
+            metric: Metric::Bounced,
+            threshold: 10,
+            overrides: Vec::new(),
+        },
+    ]
+}
+fn default_settle_minutes() -> u32 {
+    30
+}
+fn default_catch_up_days() -> u32 {
+    3
+}
+fn default_purge_batch() -> u32 {
+    5000
+}
 fn default_zip_over_bytes() -> u64 {
     1024 * 1024
 }
@@ -350,6 +475,44 @@ impl Config {
         if smtp.max_message_bytes < 64 * 1024 {
             bail!("smtp.max_message_bytes must be at least 65536");
         }
+        let a = &self.alerts;
+        for (i, r) in a.rules.iter().enumerate() {
+            let name = format!("alerts.rules[{i}] ({})", r.metric.as_str());
+            if r.threshold < 1 {
+                bail!("{name}: threshold must be at least 1");
+            }
+            for o in &r.overrides {
+                match (&o.mailbox, &o.domain) {
+                    (Some(m), None) => {
+                        crate::domain::Mailbox::parse(m, &self.default_domain)
+                            .with_context(|| format!("{name}: override mailbox"))?;
+                    }
+                    (None, Some(d)) => {
+                        if !crate::domain::is_valid_domain(d.strip_prefix('.').unwrap_or(d)) {
+                            bail!("{name}: override domain {d:?} is not a domain name");
+                        }
+                    }
+                    _ => bail!("{name}: an override names exactly one of mailbox or domain"),
+                }
+                if o.exempt == o.threshold.is_some() {
+                    bail!("{name}: an override sets either threshold or exempt = true");
+                }
+                if o.threshold.is_some_and(|t| t < 1) {
+                    bail!("{name}: override threshold must be at least 1");
+                }
+            }
+        }
+        if a.settle_minutes >= 24 * 60 {
+            bail!("alerts.settle_minutes must be less than a day");
+        }
+        if let Some(d) = &a.admin_digest
+            && crate::domain::Mailbox::parse(d, &self.default_domain).is_err()
+        {
+            bail!("alerts.admin_digest: {d:?} is not a mail address");
+        }
+        if a.purge_batch == 0 {
+            bail!("alerts.purge_batch must be at least 1");
+        }
         Ok(())
     }
 
@@ -403,6 +566,30 @@ default_domain = "example.edu"
         assert!(Config::from_toml(&no_domains).is_err());
         let bad_db = format!("{MINIMAL}database_url = \"mysql://x\"\n");
         assert!(Config::from_toml(&bad_db).is_err());
+    }
+
+    #[test]
+    fn alert_rules_are_checked() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(
+            c.alerts.rules.len(),
+            2,
+            "Sum >= 250 and Bounced >= 10 by default"
+        );
+        let bad_metric =
+            format!("{MINIMAL}[[alerts.rules]]\nmetric = \"recieved\"\nthreshold = 5\n");
+        let err = format!("{:#}", Config::from_toml(&bad_metric).unwrap_err());
+        assert!(
+            err.contains("recieved") && err.contains("unknown variant"),
+            "{err}"
+        );
+        let ok = format!(
+            "{MINIMAL}[[alerts.rules]]\nmetric = \"sum\"\nthreshold = 250\noverrides = [{{ domain = \"lists.example.edu\", threshold = 2000 }}, {{ mailbox = \"noreply\", exempt = true }}]\n"
+        );
+        let c = Config::from_toml(&ok).unwrap();
+        assert_eq!(c.alerts.rules[0].overrides.len(), 2);
+        let both = ok.replace("exempt = true", "exempt = true, threshold = 3");
+        assert!(Config::from_toml(&both).is_err());
     }
 
     #[test]

@@ -185,6 +185,10 @@ impl Day {
         Day(d)
     }
 
+    pub fn date(self) -> NaiveDate {
+        self.0
+    }
+
     /// The stored form: the integer `YYYYMMDD`, which sorts like the date.
     pub fn key(self) -> i32 {
         self.0.year() * 10_000 + self.0.month() as i32 * 100 + self.0.day() as i32

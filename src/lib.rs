@@ -25,9 +25,14 @@
 //!   channel, rendered into one queued mail to the report's own mailbox.
 //! * [`mail`]: the MIME message, the relay (lettre), and the outbox worker
 //!   with its retries.
+//! * [`aggregate`], [`alerts`], [`schedule`]: the nightly job: each
+//!   complete local day's per-mailbox table, threshold warnings once per
+//!   mailbox and day, catch-up after downtime, retention.
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 
 pub mod access;
+pub mod aggregate;
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -36,4 +41,5 @@ pub mod ingest;
 pub mod mail;
 pub mod report;
 pub mod requests;
+pub mod schedule;
 pub mod store;

@@ -68,3 +68,72 @@ pub fn compose(report: &Report, from: &str, key: &str, now: i64) -> anyhow::Resu
         message: message.formatted(),
     })
 }
+
+/// The admin's nightly digest: every mailbox warned for `day`, and why.
+/// Plain text; its key makes it one per day.
+pub fn compose_digest(
+    config: &crate::config::Config,
+    admin: &str,
+    day: crate::domain::Day,
+    warnings: &[crate::alerts::Warning],
+    now: i64,
+) -> anyhow::Result<NewMail> {
+    use crate::report::render::text;
+    let lang = config.report.default_language;
+    let from = &config.smtp.from;
+    let day_s = day.to_string();
+    let n = warnings.len().to_string();
+    let subject = text(lang, "digest_subject", &[("n", &n), ("day", &day_s)]);
+    let mut body = text(lang, "digest_intro", &[("day", &day_s)]);
+    body.push_str("\n\n");
+    for w in warnings {
+        let why: Vec<String> = w
+            .crossed
+            .iter()
+            .map(|c| format!("{} {} >= {}", c.label, c.value, c.threshold))
+            .collect();
+        let c = &w.counts;
+        body.push_str(&format!(
+            "{}\n    {}\n    Sum {}, Auth_blk {}, Auth_rcv {}, Bounced {}, Deferred {}, Expired {}, Sent {}\n",
+            w.mailbox,
+            why.join("; "),
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6]
+        ));
+    }
+    let key = format!("digest:{day}");
+    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    let message = Message::builder()
+        .from(
+            format!("mailtrail <{from}>")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("smtp.from {from:?}: {e}"))?,
+        )
+        .to(admin
+            .parse()
+            .map_err(|e| anyhow::anyhow!("alerts.admin_digest {admin:?}: {e}"))?)
+        .subject(subject.clone())
+        .date(UNIX_EPOCH + Duration::from_secs(now.max(0) as u64))
+        .message_id(Some(format!(
+            "<{:016x}.digest@{domain}>",
+            xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+        )))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-generated".to_owned(),
+        ))
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)?;
+    Ok(NewMail {
+        idem_key: key,
+        recipient: admin.to_owned(),
+        sender: from.clone(),
+        subject,
+        message: message.formatted(),
+    })
+}

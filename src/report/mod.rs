@@ -287,6 +287,21 @@ pub async fn build(store: &Store, config: &Config, spec: Spec) -> anyhow::Result
     tokio::task::spawn_blocking(move || render(spec, &data, limits, tz, now)).await?
 }
 
+/// Reads the day of `spec` and renders it as a threshold warning.
+pub async fn build_warning(
+    store: &Store,
+    config: &Config,
+    spec: Spec,
+    crossed: Vec<Crossed>,
+) -> anyhow::Result<Report> {
+    let tz = config.tz()?;
+    let data = Data::load(store, &spec, tz).await?;
+    let limits = Limits::from_config(config);
+    let now = Utc::now();
+    tokio::task::spawn_blocking(move || render_warning(spec, &data, limits, tz, now, &crossed))
+        .await?
+}
+
 /// The view the templates see as `r`.
 #[derive(Serialize)]
 struct View<'a> {
@@ -307,6 +322,8 @@ struct View<'a> {
     access: Option<&'a AccessHistory>,
     /// One per access event (not in the JSON output of `access`).
     access_facts: Option<&'a [crate::access::EventFacts]>,
+    /// The thresholds crossed, for a warning.
+    warning: Option<&'a [Crossed]>,
 }
 
 fn local_time(unix: i64, tz: Tz) -> String {
@@ -342,6 +359,16 @@ fn file_stem(spec: &Spec) -> String {
     )
 }
 
+/// A threshold the day crossed, for a warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Crossed {
+    pub metric: crate::config::Metric,
+    /// The column's name as users know it (`Sum`, `Bounced`).
+    pub label: &'static str,
+    pub value: i64,
+    pub threshold: i64,
+}
+
 /// Renders `data` for `spec`: subject, text and HTML parts, attachment.
 ///
 /// Returns `Err` when `data` is not the rows of `spec`'s mailbox (a report
@@ -352,6 +379,34 @@ pub fn render(
     limits: Limits,
     tz: Tz,
     now: DateTime<Utc>,
+) -> anyhow::Result<Report> {
+    render_with(spec, data, limits, tz, now, None)
+}
+
+/// A threshold warning: the day's SMTP report attached, and the mail's
+/// parts saying which thresholds the day crossed and what to do.
+pub fn render_warning(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    crossed: &[Crossed],
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        spec.kind == Kind::Smtp && !crossed.is_empty(),
+        "a warning is about an SMTP day that crossed a threshold"
+    );
+    render_with(spec, data, limits, tz, now, Some(crossed))
+}
+
+fn render_with(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    warning: Option<&[Crossed]>,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
         data.mailbox() == spec.mailbox.as_str(),
@@ -389,6 +444,7 @@ pub fn render(
             smtp,
             access,
             access_facts: access.map(|h| h.facts.as_slice()),
+            warning,
         };
         minijinja::Value::from(minijinja::value::Serde(&v))
     };
@@ -428,18 +484,17 @@ pub fn render(
         zipped = true;
         attachment = attach(data, zipped, None)?;
     }
-    let parts = |zipped: bool,
-                 truncated: Option<&Truncation>|
-     -> anyhow::Result<(String, String)> {
-        // The parts show the header and the table of the whole range.
-        let text = render::render("report.txt", spec.lang, view(data, true, zipped, truncated))?;
-        let html = render::render(
-            "report.html",
-            spec.lang,
-            view(data, true, zipped, truncated),
-        )?;
-        Ok((text, html))
-    };
+    let parts =
+        |zipped: bool, truncated: Option<&Truncation>| -> anyhow::Result<(String, String)> {
+            // The parts show the header and the table of the whole range.
+            let (txt, html) = match warning {
+                Some(_) => ("alert.txt", "alert.html"),
+                None => ("report.txt", "report.html"),
+            };
+            let text = render::render(txt, spec.lang, view(data, true, zipped, truncated))?;
+            let html = render::render(html, spec.lang, view(data, true, zipped, truncated))?;
+            Ok((text, html))
+        };
     let (mut text, mut html) = parts(zipped, None)?;
 
     // Too large even zipped: keep the first rows that fit, and say so.
@@ -476,9 +531,13 @@ pub fn render(
         truncated = Some(t);
     }
 
+    let subject_key = match warning {
+        Some(_) => "subject_warning".to_owned(),
+        None => format!("subject_{}", spec.kind.as_str()),
+    };
     let subject = render::text(
         spec.lang,
-        &format!("subject_{}", spec.kind.as_str()),
+        &subject_key,
         &[
             ("mailbox", spec.mailbox.as_str()),
             ("from", &spec.range.from.to_string()),

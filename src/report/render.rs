@@ -19,6 +19,8 @@ use crate::config::Lang;
 const TEMPLATES: &[(&str, &str)] = &[
     ("report.html", include_str!("../../templates/report.html")),
     ("report.txt", include_str!("../../templates/report.txt")),
+    ("alert.html", include_str!("../../templates/alert.html")),
+    ("alert.txt", include_str!("../../templates/alert.txt")),
 ];
 
 const EN: &str = include_str!("../../templates/i18n/en.toml");

@@ -10,10 +10,40 @@ use crate::mail::message;
 use crate::report::{self, Channel, Kind, Requester, Spec};
 use crate::store::{NewRequest, RequestRow, Store};
 
-/// Writes a request for `spec`; the worker (or the caller, with
-/// [`process`]) renders and queues it. `key` names the mail for
-/// idempotence; `None` makes every request its own mail.
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A report.
+    Report,
+    /// A threshold warning: the day's SMTP report, with the thresholds the
+    /// day crossed (recorded in `alerts`).
+    Warning,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Report => "report",
+            Purpose::Warning => "warning",
+        }
+    }
+}
+
+/// Writes a request for a report of `spec`; the worker (or the caller,
+/// with [`process`]) renders and queues it. `key` names the mail for
+/// idempotence; `None` makes every request its own mail. A key already
+/// taken returns the request that holds it.
 pub async fn submit(store: &Store, spec: &Spec, key: Option<&str>) -> anyhow::Result<i64> {
+    submit_as(store, spec, key, Purpose::Report).await
+}
+
+/// [`submit`], for either purpose.
+pub async fn submit_as(
+    store: &Store,
+    spec: &Spec,
+    key: Option<&str>,
+    purpose: Purpose,
+) -> anyhow::Result<i64> {
     store
         .insert_request(&NewRequest {
             mailbox: spec.mailbox.to_string(),
@@ -25,6 +55,7 @@ pub async fn submit(store: &Store, spec: &Spec, key: Option<&str>) -> anyhow::Re
             client_ip: spec.requester.client_ip.clone(),
             requested_at: spec.requester.at,
             idem_key: key.map(str::to_owned),
+            purpose: purpose.as_str().to_owned(),
         })
         .await
 }
@@ -62,7 +93,18 @@ pub fn mail_key(row: &RequestRow) -> String {
 pub async fn process(store: &Store, config: &Config, row: &RequestRow) -> anyhow::Result<i64> {
     let result = async {
         let spec = spec_of(row, config)?;
-        let report = report::build(store, config, spec).await?;
+        let report = match row.request.purpose.as_str() {
+            "warning" => {
+                let crossed =
+                    crate::alerts::recorded(store, spec.range.from, &spec.mailbox).await?;
+                anyhow::ensure!(
+                    !crossed.is_empty(),
+                    "no threshold recorded for this warning"
+                );
+                report::build_warning(store, config, spec, crossed).await?
+            }
+            _ => report::build(store, config, spec).await?,
+        };
         let now = chrono::Utc::now().timestamp();
         let mail = message::compose(&report, &config.smtp.from, &mail_key(row), now)?;
         let (id, _fresh) = store.queue_mail(&mail, Some(row.id), now).await?;

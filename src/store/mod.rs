@@ -49,7 +49,9 @@ macro_rules! on_pool {
     };
 }
 
+mod nightly;
 mod outbox;
+pub use nightly::DayCounts;
 pub use outbox::{NewMail, NewRequest, OutboxRow, RequestRow};
 
 /// Where an input has been read to.

@@ -44,6 +44,8 @@ pub struct NewRequest {
     pub requested_at: i64,
     /// The key its mail is queued under; `None` means `request:<id>`.
     pub idem_key: Option<String>,
+    /// `report`, or `warning` (a threshold warning with the day's report).
+    pub purpose: String,
 }
 
 /// A stored request.
@@ -104,6 +106,7 @@ where
             client_ip: r.try_get(7)?,
             requested_at: r.try_get(8)?,
             idem_key: r.try_get(12)?,
+            purpose: r.try_get(13)?,
         },
         state: r.try_get(9)?,
         error: r.try_get(10)?,
@@ -137,19 +140,28 @@ where
 }
 
 impl Store {
-    /// Writes a pending request; returns its id.
+    /// Writes a pending request; returns its id. A request whose key is
+    /// already taken is not written again: the id of the one holding the
+    /// key is returned.
     pub async fn insert_request(&self, r: &NewRequest) -> anyhow::Result<i64> {
-        const SQL: &str = "INSERT INTO requests (mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, idem_key, state) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending') RETURNING id";
-        let id = on_pool!(self, p => sqlx::query_scalar::<_, i64>(SQL)
-            .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
-            .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key)
-            .fetch_one(p).await?);
+        const SQL: &str = "INSERT INTO requests (mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, idem_key, purpose, state) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') ON CONFLICT (idem_key) DO NOTHING RETURNING id";
+        const EXISTING: &str = "SELECT id FROM requests WHERE idem_key = $1";
+        let id = on_pool!(self, p => {
+            let added: Option<i64> = sqlx::query_scalar(SQL)
+                .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
+                .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose)
+                .fetch_optional(p).await?;
+            match added {
+                Some(id) => id,
+                None => sqlx::query_scalar::<_, i64>(EXISTING).bind(&r.idem_key).fetch_one(p).await?,
+            }
+        });
         Ok(id)
     }
 
     pub async fn request(&self, id: i64) -> anyhow::Result<Option<RequestRow>> {
-        const SQL: &str = "SELECT id, mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, state, error, outbox_id, idem_key \
+        const SQL: &str = "SELECT id, mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, state, error, outbox_id, idem_key, purpose \
             FROM requests WHERE id = $1";
         let row = on_pool!(self, p => sqlx::query(SQL).bind(id).fetch_optional(p).await?
             .map(|r| request_row(&r)).transpose()?);
@@ -158,7 +170,7 @@ impl Store {
 
     /// Requests not yet rendered, oldest first.
     pub async fn pending_requests(&self, limit: i64) -> anyhow::Result<Vec<RequestRow>> {
-        const SQL: &str = "SELECT id, mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, state, error, outbox_id, idem_key \
+        const SQL: &str = "SELECT id, mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, state, error, outbox_id, idem_key, purpose \
             FROM requests WHERE state = 'pending' ORDER BY id LIMIT $1";
         let rows = on_pool!(self, p => sqlx::query(SQL).bind(limit).fetch_all(p).await?
             .iter().map(request_row).collect::<Result<Vec<_>, _>>()?);

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod fixtures;
 mod idempotence;
+mod nightly;
 mod report;
 mod resume;
 mod smtp_server;

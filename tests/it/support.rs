@@ -14,6 +14,12 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+pub fn dovecot(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dovecot")
+        .join(name)
+}
+
 /// The config the fixture's Postfix matches: its content filter runs on
 /// 127.0.0.1; its test destinations on 127.0.0.2-9 are other hosts.
 pub fn config_text(db: &Path, batch_lines: usize) -> String {

@@ -1,0 +1,174 @@
+//! The nightly job's queries: the daily table, alerts, job runs, and the
+//! retention purge.
+
+use super::Store;
+
+/// Runs `$body` inside a write transaction bound to `$tx` (see
+/// `outbox.rs`).
+macro_rules! in_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite(p) => {
+                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let r = $body;
+                $tx.commit().await?;
+                r
+            }
+            Store::Postgres(p) => {
+                let mut $tx = p.begin().await?;
+                let r = $body;
+                $tx.commit().await?;
+                r
+            }
+        }
+    };
+}
+
+/// One mailbox's line of the daily table: Sum, Auth_blk, Auth_rcv,
+/// Bounced, Deferred, Expired, Sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCounts {
+    pub mailbox: String,
+    pub counts: [i64; 7],
+}
+
+/// Tables the retention purge empties of old days, with their day column.
+const PURGES: &[&str] = &[
+    "DELETE FROM smtp_events WHERE id IN (SELECT id FROM smtp_events WHERE day < $1 LIMIT $2)",
+    "DELETE FROM access_events WHERE id IN (SELECT id FROM access_events WHERE day < $1 LIMIT $2)",
+    "DELETE FROM daily_counts WHERE (day, mailbox_id) IN (SELECT day, mailbox_id FROM daily_counts WHERE day < $1 LIMIT $2)",
+    "DELETE FROM alerts WHERE (day, mailbox, rule) IN (SELECT day, mailbox, rule FROM alerts WHERE day < $1 LIMIT $2)",
+    "DELETE FROM job_runs WHERE (day, job) IN (SELECT day, job FROM job_runs WHERE day < $1 LIMIT $2)",
+    "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE state <> 'pending' AND to_day < $1 LIMIT $2)",
+];
+
+/// Old mail: sent or failed, and created before the cut-off (unix seconds).
+const PURGE_OUTBOX: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state <> 'queued' AND created_at < $1 LIMIT $2)";
+
+impl Store {
+    /// Rebuilds the daily table of one day from the stored events, in one
+    /// transaction; returns the number of mailboxes in it.
+    pub async fn aggregate_day(&self, day: i32) -> anyhow::Result<u64> {
+        const CLEAR: &str = "DELETE FROM daily_counts WHERE day = $1";
+        // Kinds: 1 sent, 2 bounced, 3 deferred, 4 expired, 5 auth_rcv,
+        // 6 auth_blk (see migrations/sqlite/0001_initial.sql).
+        const BUILD: &str = "INSERT INTO daily_counts (day, mailbox_id, sum, auth_blk, auth_rcv, bounced, deferred, expired, sent) \
+            SELECT $1, mailbox_id, COUNT(*), \
+            SUM(CASE WHEN kind = 6 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 5 THEN 1 ELSE 0 END), \
+            SUM(CASE WHEN kind = 2 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 3 THEN 1 ELSE 0 END), \
+            SUM(CASE WHEN kind = 4 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 1 THEN 1 ELSE 0 END) \
+            FROM smtp_events WHERE day = $1 GROUP BY mailbox_id";
+        let n = in_tx!(self, tx => {
+            sqlx::query(CLEAR).bind(day).execute(&mut *tx).await?;
+            sqlx::query(BUILD).bind(day).execute(&mut *tx).await?.rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// The daily table of one day, by mailbox.
+    pub async fn day_table(&self, day: i32) -> anyhow::Result<Vec<DayCounts>> {
+        const SQL: &str = "SELECT m.address, d.sum, d.auth_blk, d.auth_rcv, d.bounced, d.deferred, d.expired, d.sent \
+            FROM daily_counts d JOIN mailboxes m ON m.id = d.mailbox_id WHERE d.day = $1 ORDER BY m.address";
+        type Tuple = (String, i64, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Tuple> =
+            on_pool!(self, p => sqlx::query_as(SQL).bind(day).fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .map(|t| DayCounts {
+                mailbox: t.0,
+                counts: [t.1, t.2, t.3, t.4, t.5, t.6, t.7],
+            })
+            .collect())
+    }
+
+    /// Records that `job` finished for `day` (again, if it had).
+    pub async fn record_job(
+        &self,
+        day: i32,
+        job: &str,
+        detail: &str,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        const SQL: &str = "INSERT INTO job_runs (day, job, finished_at, detail) VALUES ($1, $2, $3, $4) \
+            ON CONFLICT (day, job) DO UPDATE SET finished_at = excluded.finished_at, detail = excluded.detail";
+        on_pool!(self, p => sqlx::query(SQL).bind(day).bind(job).bind(now).bind(detail).execute(p).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Jobs recorded for days from `from_day` on: (day, job).
+    pub async fn jobs_since(&self, from_day: i32) -> anyhow::Result<Vec<(i32, String)>> {
+        const SQL: &str = "SELECT day, job FROM job_runs WHERE day >= $1 ORDER BY day, job";
+        let rows = on_pool!(self, p => sqlx::query_as(SQL).bind(from_day).fetch_all(p).await?);
+        Ok(rows)
+    }
+
+    /// Every job run with its detail: (day, job, finished_at, detail).
+    pub async fn job_runs(&self) -> anyhow::Result<Vec<(i32, String, i64, Option<String>)>> {
+        const SQL: &str = "SELECT day, job, finished_at, detail FROM job_runs ORDER BY day, job";
+        let rows = on_pool!(self, p => sqlx::query_as(SQL).fetch_all(p).await?);
+        Ok(rows)
+    }
+
+    /// The first day with SMTP events, if any.
+    pub async fn first_event_day(&self) -> anyhow::Result<Option<i32>> {
+        const SQL: &str = "SELECT MIN(day) FROM smtp_events";
+        let d: Option<i32> = on_pool!(self, p => sqlx::query_scalar(SQL).fetch_one(p).await?);
+        Ok(d)
+    }
+
+    /// Records a crossed threshold (once per day, mailbox and rule) and the
+    /// outbox row of its warning.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_alert(
+        &self,
+        day: i32,
+        mailbox: &str,
+        rule: &str,
+        value: i64,
+        threshold: i64,
+        outbox_id: Option<i64>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        const SQL: &str = "INSERT INTO alerts (day, mailbox, rule, value, threshold, outbox_id, created_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (day, mailbox, rule) DO NOTHING";
+        on_pool!(self, p => sqlx::query(SQL).bind(day).bind(mailbox).bind(rule).bind(value)
+            .bind(threshold).bind(outbox_id).bind(now).execute(p).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Alerts recorded for a day: (mailbox, rule, value, threshold).
+    pub async fn alerts_of(&self, day: i32) -> anyhow::Result<Vec<(String, String, i64, i64)>> {
+        const SQL: &str = "SELECT mailbox, rule, value, threshold FROM alerts WHERE day = $1 ORDER BY mailbox, rule";
+        let rows = on_pool!(self, p => sqlx::query_as(SQL).bind(day).fetch_all(p).await?);
+        Ok(rows)
+    }
+
+    /// Deletes at most `batch` rows older than `before_day` from one table
+    /// after another, each batch its own short transaction; returns the
+    /// rows deleted (0 when nothing old is left).
+    pub async fn purge_batch(
+        &self,
+        before_day: i32,
+        before_unix: i64,
+        batch: i64,
+    ) -> anyhow::Result<u64> {
+        for sql in PURGES {
+            let n = on_pool!(self, p => sqlx::query(*sql).bind(before_day).bind(batch).execute(p).await?.rows_affected());
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+        let n = on_pool!(self, p => sqlx::query(PURGE_OUTBOX).bind(before_unix).bind(batch).execute(p).await?.rows_affected());
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// Points a day's alerts of one mailbox at the outbox row of their
+    /// warning.
+    pub async fn link_alerts(&self, day: i32, mailbox: &str, outbox_id: i64) -> anyhow::Result<()> {
+        const SQL: &str = "UPDATE alerts SET outbox_id = $3 WHERE day = $1 AND mailbox = $2";
+        on_pool!(self, p => sqlx::query(SQL).bind(day).bind(mailbox).bind(outbox_id).execute(p).await?.rows_affected());
+        Ok(())
+    }
+}
