@@ -122,21 +122,60 @@ pub async fn run(
     for s in specs {
         s.check()?;
     }
-    let correlator = match store.load_state(DEFAULT_AGENT).await? {
-        Some(bytes) => Correlator::restore(settings.clone(), &bytes)?,
-        None => Correlator::new(settings.clone()),
-    };
+    let tz = settings.tz;
+    let correlator = restore(store, settings).await?;
+    let mut writer = Writer::new(store, DEFAULT_AGENT).await?;
+    let (_, report) = pass(
+        store,
+        &mut writer,
+        correlator,
+        tz,
+        specs,
+        batch_lines,
+        false,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// The correlator as the last committed batch left it.
+async fn restore(store: &Store, settings: Settings) -> anyhow::Result<Correlator> {
+    Ok(match store.load_state(DEFAULT_AGENT).await? {
+        Some(bytes) => Correlator::restore(settings, &bytes)?,
+        None => Correlator::new(settings),
+    })
+}
+
+/// One pass over `specs`: parse on a thread, write here. With `follow`,
+/// a last line still being written is left for the next pass, and what
+/// is in flight stays in flight (the next pass goes on with it) instead
+/// of being settled at the end.
+async fn pass(
+    store: &Store,
+    writer: &mut Writer,
+    correlator: Correlator,
+    tz: chrono_tz::Tz,
+    specs: &[SourceSpec],
+    batch_lines: usize,
+    follow: bool,
+) -> anyhow::Result<(Correlator, Report)> {
     // Checkpoints are looked up by the parser thread, which only knows a
     // source's fingerprint once it has opened it.
     let (cp_req_tx, mut cp_req_rx) = mpsc::channel::<CheckpointRequest>(1);
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let specs = specs.to_vec();
-    let tz = settings.tz;
     let parser = tokio::task::spawn_blocking(move || {
-        parse_all(correlator, tz, &specs, batch_lines, &cp_req_tx, &batch_tx)
+        parse_all(
+            correlator,
+            tz,
+            &specs,
+            batch_lines,
+            follow,
+            &cp_req_tx,
+            &batch_tx,
+        )
     });
 
-    let mut writer = Writer::new(store, DEFAULT_AGENT).await?;
     let mut rows_new = 0;
     let mut cp_open = true;
     let mut batches_open = true;
@@ -157,12 +196,92 @@ pub async fn run(
             },
         }
     }
-    let (stats, sources) = parser.await.context("the parser thread failed")??;
-    Ok(Report {
-        sources,
-        stats,
-        rows_new,
-    })
+    let (correlator, stats, sources) = parser.await.context("the parser thread failed")??;
+    Ok((
+        correlator,
+        Report {
+            sources,
+            stats,
+            rows_new,
+        },
+    ))
+}
+
+/// The files a follow pass reads for the configured `paths`: for each,
+/// its first rotation (`P.1`, if plain) and then `P`. A file renamed by
+/// rotation keeps its checkpoint (it is known by its first line), so its
+/// last lines are read from `P.1`; a file truncated in place
+/// (copytruncate) has a new first line and is read from its start.
+pub fn follow_sources(paths: &[std::path::PathBuf]) -> Vec<SourceSpec> {
+    let mut out = Vec::new();
+    for p in paths {
+        let mut rotated = p.clone().into_os_string();
+        rotated.push(".1");
+        let rotated = std::path::PathBuf::from(rotated);
+        if rotated.is_file() {
+            out.push(SourceSpec::File(rotated));
+        }
+        out.push(SourceSpec::File(p.clone()));
+    }
+    out
+}
+
+/// Follows `paths` until `shutdown`: a pass every `poll`, each committing
+/// its rows with their checkpoints, so a stop or a crash between passes
+/// (or within one) loses and repeats nothing. After each pass `on_pass`
+/// gets its report and the bytes still unread.
+pub async fn follow<F>(
+    store: &Store,
+    settings: Settings,
+    paths: &[std::path::PathBuf],
+    batch_lines: usize,
+    poll: std::time::Duration,
+    mut on_pass: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    F: FnMut(&Report, u64),
+{
+    tokio::pin!(shutdown);
+    let tz = settings.tz;
+    let mut correlator = Some(restore(store, settings.clone()).await?);
+    let mut writer = Writer::new(store, DEFAULT_AGENT).await?;
+    loop {
+        // Files that are missing now (between a rename and the new file's
+        // creation) are simply not read this time.
+        let specs: Vec<SourceSpec> = follow_sources(paths)
+            .into_iter()
+            .filter(|s| s.check().is_ok())
+            .collect();
+        let c = match correlator.take() {
+            Some(c) => c,
+            None => restore(store, settings.clone()).await?,
+        };
+        match pass(store, &mut writer, c, tz, &specs, batch_lines, true).await {
+            Ok((c, report)) => {
+                correlator = Some(c);
+                let unread = report
+                    .sources
+                    .iter()
+                    .filter_map(|s| {
+                        let len = std::fs::metadata(&s.name).ok()?.len();
+                        Some(len.saturating_sub(s.ended_at))
+                    })
+                    .sum();
+                on_pass(&report, unread);
+            }
+            Err(e) => {
+                // The database is as the last committed batch left it: go
+                // on from there.
+                tracing::error!("follow pass failed: {e:#}");
+                writer = Writer::new(store, DEFAULT_AGENT).await?;
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
 }
 
 type CheckpointRequest = (
@@ -177,9 +296,10 @@ fn parse_all(
     tz: chrono_tz::Tz,
     specs: &[SourceSpec],
     batch_lines: usize,
+    follow: bool,
     cp_req: &mpsc::Sender<CheckpointRequest>,
     out: &mpsc::Sender<Batch>,
-) -> anyhow::Result<(Stats, Vec<SourceReport>)> {
+) -> anyhow::Result<(Correlator, Stats, Vec<SourceReport>)> {
     let send = |b: Batch| {
         out.blocking_send(b)
             .map_err(|_| anyhow::anyhow!("the database writer stopped"))
@@ -188,6 +308,9 @@ fn parse_all(
     let mut rows = Rows::default();
     for spec in specs {
         let mut reader = LineReader::open(spec)?;
+        if follow {
+            reader.hold_partial_lines();
+        }
         let Some(fp) = reader.fingerprint()? else {
             reports.push(SourceReport {
                 name: spec.name(),
@@ -242,11 +365,14 @@ fn parse_all(
             ended_at: reader.offset(),
         });
     }
-    correlator.finish(&mut rows);
+    if !follow {
+        correlator.finish(&mut rows);
+    }
     send(Batch {
         rows,
         checkpoint: None,
         state: Some(correlator.snapshot()),
     })?;
-    Ok((correlator.stats.clone(), reports))
+    let stats = correlator.stats.clone();
+    Ok((correlator, stats, reports))
 }

@@ -78,17 +78,25 @@ pub struct LineReader {
     offset: u64,
     /// Modification time of the file (for year-less stamps).
     pub mtime: Option<SystemTime>,
+    /// A plain (uncompressed) file, which `skip` can seek in: a second
+    /// handle on the same open file, so a rename cannot swap it.
+    seekable: Option<File>,
+    /// Leave a last line without its newline unread: it is still being
+    /// written (following a live log).
+    hold_partial: bool,
 }
 
 impl LineReader {
     /// Opens a source; gzip is recognised by its magic bytes, not its name.
     pub fn open(spec: &SourceSpec) -> anyhow::Result<LineReader> {
         let name = spec.name();
+        let mut seekable = None;
         let (raw, mtime): (Box<dyn Read + Send>, Option<SystemTime>) = match spec {
             SourceSpec::Stdin => (Box::new(io::stdin()), None),
             SourceSpec::File(p) => {
                 let f = File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
                 let mtime = f.metadata().and_then(|m| m.modified()).ok();
+                seekable = f.try_clone().ok();
                 (Box::new(f), mtime)
             }
         };
@@ -101,9 +109,12 @@ impl LineReader {
             eof: false,
             offset: 0,
             mtime,
+            seekable,
+            hold_partial: false,
         };
         r.fill(2)?;
         if r.end >= 2 && r.buf[0] == 0x1f && r.buf[1] == 0x8b {
+            r.seekable = None;
             // Put the two peeked bytes back in front of the stream.
             let head = io::Cursor::new(r.buf[..r.end].to_vec());
             let rest = std::mem::replace(&mut r.inner, Box::new(io::empty()));
@@ -117,6 +128,12 @@ impl LineReader {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Leaves a last line without its newline unread, for a file that is
+    /// still being written: the next pass reads it whole.
+    pub fn hold_partial_lines(&mut self) {
+        self.hold_partial = true;
     }
 
     /// Uncompressed bytes consumed so far.
@@ -165,6 +182,22 @@ impl LineReader {
     /// Skips `n` bytes (resuming from a checkpoint). Returns how many were
     /// actually there.
     pub fn skip(&mut self, mut n: u64) -> anyhow::Result<u64> {
+        // A plain file past what is buffered: seek instead of reading.
+        if self.offset == 0
+            && n > (self.end - self.start) as u64
+            && let Some(mut f) = self.seekable.take()
+        {
+            use std::io::{Seek, SeekFrom};
+            let len = f.metadata()?.len();
+            let to = n.min(len);
+            f.seek(SeekFrom::Start(to))?;
+            self.inner = Box::new(f);
+            self.start = 0;
+            self.end = 0;
+            self.eof = false;
+            self.offset = to;
+            return Ok(to);
+        }
         let mut skipped = 0;
         while n > 0 {
             if self.start == self.end {
@@ -201,6 +234,9 @@ impl LineReader {
                 return Ok(Some((&self.buf[s..e], true)));
             }
             scanned = self.end - self.start;
+            if self.eof && self.hold_partial && scanned > 0 && scanned < MAX_LINE {
+                return Ok(None);
+            }
             if scanned >= MAX_LINE || (self.eof && scanned > 0) {
                 let s = self.start;
                 let e = s + scanned.min(MAX_LINE);
