@@ -71,6 +71,14 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Take a request by mail: read the message on stdin (as a Postfix pipe or alias delivers it).
+    Request {
+        /// The envelope sender (Postfix: ${sender}); the report goes to this mailbox only.
+        #[arg(long)]
+        sender: String,
+    },
+    /// Run everything: follow the logs, the nightly scheduler, the outbox worker, the web form.
+    Serve,
     /// Create or update the database schema.
     Migrate,
     /// Validate the configuration file and say what it sets.
@@ -282,6 +290,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Report(a) => report(&cli, a).await,
+        Command::Request { sender } => {
+            use std::io::Read;
+            let c = load_config(&cli)?;
+            // A message larger than this is not a request.
+            let mut raw = Vec::new();
+            std::io::stdin()
+                .take(1 << 20)
+                .read_to_end(&mut raw)
+                .context("cannot read the message on stdin")?;
+            let store = Store::open(&c.database_url).await?;
+            let now = chrono::Utc::now().timestamp();
+            let result = crate::requests::mail::intake(&store, &c, sender, &raw, now).await;
+            store.close().await;
+            // Exit 0 whatever was decided: a non-zero exit would make
+            // Postfix bounce the request back to its sender.
+            match result? {
+                crate::requests::mail::Outcome::Requested(id) => println!("request {id} queued"),
+                crate::requests::mail::Outcome::Helped(id) => {
+                    println!("help reply queued as outbox {id}")
+                }
+                crate::requests::mail::Outcome::Ignored(why) => println!("ignored: {why}"),
+                crate::requests::mail::Outcome::Limited(why) => println!("not accepted: {why}"),
+            }
+            Ok(())
+        }
+        Command::Serve => {
+            let c = load_config(&cli)?;
+            let store = Store::open(&c.database_url).await?;
+            let result = crate::serve::run(c, store.clone(), shutdown_signal()?).await;
+            store.close().await;
+            result
+        }
         Command::Aggregate { date } => {
             let c = load_config(&cli)?;
             let day = day_or_yesterday(&c, date.as_deref())?;

@@ -51,6 +51,41 @@ pub struct Config {
     /// The nightly aggregation and the warnings to senders.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The web form.
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+/// The `[web]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address and port the form is served on.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Client networks that may use the form (the campus). Loopback only
+    /// by default.
+    #[serde(default = "default_allowed_networks")]
+    pub allowed_networks: Vec<IpNet>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed. From any other
+    /// peer the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Requests accepted per client address in an hour (form and mail).
+    #[serde(default = "default_per_client")]
+    pub max_per_client_per_hour: u32,
+    /// Requests accepted per mailbox in a day (form and mail).
+    #[serde(default = "default_per_mailbox")]
+    pub max_per_mailbox_per_day: u32,
+    /// Seconds a verification code stays valid.
+    #[serde(default = "default_code_ttl")]
+    pub code_ttl_secs: u32,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [web] key has a default")
+    }
 }
 
 /// The `[alerts]` table.
@@ -372,6 +407,21 @@ fn default_retry_initial_secs() -> u64 {
 }
 fn default_retry_max_secs() -> u64 {
     6 * 3600
+}
+fn default_listen() -> std::net::SocketAddr {
+    "127.0.0.1:8080".parse().expect("constant address")
+}
+fn default_allowed_networks() -> Vec<IpNet> {
+    default_internal_relays()
+}
+fn default_per_client() -> u32 {
+    10
+}
+fn default_per_mailbox() -> u32 {
+    5
+}
+fn default_code_ttl() -> u32 {
+    600
 }
 fn default_rules() -> Vec<Rule> {
     vec![

@@ -42,4 +42,5 @@ pub mod mail;
 pub mod report;
 pub mod requests;
 pub mod schedule;
+pub mod serve;
 pub mod store;

@@ -107,6 +107,19 @@ pub fn compose_digest(
         ));
     }
     let key = format!("digest:{day}");
+    plain(from, admin, &subject, body, &key, "auto-generated", now)
+}
+
+/// A plain-text message, its Message-ID derived from `key`.
+fn plain(
+    from: &str,
+    to: &str,
+    subject: &str,
+    body: String,
+    key: &str,
+    auto_submitted: &str,
+    now: i64,
+) -> anyhow::Result<NewMail> {
     let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
     let message = Message::builder()
         .from(
@@ -114,26 +127,47 @@ pub fn compose_digest(
                 .parse()
                 .map_err(|e| anyhow::anyhow!("smtp.from {from:?}: {e}"))?,
         )
-        .to(admin
+        .to(to
             .parse()
-            .map_err(|e| anyhow::anyhow!("alerts.admin_digest {admin:?}: {e}"))?)
-        .subject(subject.clone())
+            .map_err(|e| anyhow::anyhow!("recipient {to:?}: {e}"))?)
+        .subject(subject)
         .date(UNIX_EPOCH + Duration::from_secs(now.max(0) as u64))
         .message_id(Some(format!(
-            "<{:016x}.digest@{domain}>",
+            "<{:016x}.mailtrail@{domain}>",
             xxhash_rust::xxh3::xxh3_64(key.as_bytes())
         )))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
-            "auto-generated".to_owned(),
+            auto_submitted.to_owned(),
         ))
         .header(ContentType::TEXT_PLAIN)
         .body(body)?;
     Ok(NewMail {
-        idem_key: key,
-        recipient: admin.to_owned(),
-        sender: from.clone(),
-        subject,
+        idem_key: key.to_owned(),
+        recipient: to.to_owned(),
+        sender: from.to_owned(),
+        subject: subject.to_owned(),
         message: message.formatted(),
     })
+}
+
+/// A plain-text mail to a local mailbox (the help reply to a request by
+/// mail, which goes to the requester's own mailbox).
+pub fn compose_text(
+    config: &crate::config::Config,
+    to: &crate::domain::Mailbox,
+    subject: &str,
+    body: &str,
+    key: &str,
+    now: i64,
+) -> anyhow::Result<NewMail> {
+    plain(
+        &config.smtp.from,
+        to.as_str(),
+        subject,
+        body.to_owned(),
+        key,
+        "auto-replied",
+        now,
+    )
 }

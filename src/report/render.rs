@@ -21,6 +21,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("report.txt", include_str!("../../templates/report.txt")),
     ("alert.html", include_str!("../../templates/alert.html")),
     ("alert.txt", include_str!("../../templates/alert.txt")),
+    ("form.html", include_str!("../../templates/form.html")),
+    ("message.html", include_str!("../../templates/message.html")),
 ];
 
 const EN: &str = include_str!("../../templates/i18n/en.toml");
@@ -148,9 +150,14 @@ fn pad(v: &Value, width: usize, right: bool) -> String {
 
 /// Renders `name` with the strings of `lang` as `t`, and `r`.
 pub fn render(name: &str, lang: Lang, r: Value) -> anyhow::Result<String> {
+    render_page(name, lang, minijinja::context! { r => r })
+}
+
+/// Renders `name` with the strings of `lang` as `t`, `lang`, and `ctx`.
+pub fn render_page(name: &str, lang: Lang, ctx: Value) -> anyhow::Result<String> {
     let tmpl = env().get_template(name)?;
     let t = Value::from(Serde(strings(lang)));
-    Ok(tmpl.render(minijinja::context! { t => t, lang => lang.as_str(), r => r })?)
+    Ok(tmpl.render(minijinja::context! { t => t, lang => lang.as_str(), ..ctx })?)
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 //! (command line, web form, mail, the nightly warnings), rendered by one
 //! function into one queued mail.
 
+pub mod captcha;
+pub mod mail;
+pub mod web;
+
 use anyhow::Context;
 
 use crate::config::{Config, Lang};

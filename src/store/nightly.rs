@@ -172,3 +172,63 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Stores a verification code.
+    pub async fn insert_challenge(
+        &self,
+        id: &str,
+        code: &str,
+        expires_at: i64,
+    ) -> anyhow::Result<()> {
+        const SQL: &str = "INSERT INTO challenges (id, code, expires_at) VALUES ($1, $2, $3)";
+        on_pool!(self, p => sqlx::query(SQL).bind(id).bind(code).bind(expires_at).execute(p).await?.rows_affected());
+        Ok(())
+    }
+
+    /// The code of a challenge that is unused and unexpired at `now`.
+    pub async fn challenge_code(&self, id: &str, now: i64) -> anyhow::Result<Option<String>> {
+        const SQL: &str =
+            "SELECT code FROM challenges WHERE id = $1 AND used = 0 AND expires_at > $2";
+        let c = on_pool!(self, p => sqlx::query_scalar(SQL).bind(id).bind(now).fetch_optional(p).await?);
+        Ok(c)
+    }
+
+    /// Uses a challenge up, whatever the answer (so a code cannot be
+    /// guessed at); returns its code if it was unused and unexpired.
+    pub async fn consume_challenge(&self, id: &str, now: i64) -> anyhow::Result<Option<String>> {
+        const SQL: &str = "UPDATE challenges SET used = 1 WHERE id = $1 AND used = 0 AND expires_at > $2 RETURNING code";
+        let c = on_pool!(self, p => sqlx::query_scalar(SQL).bind(id).bind(now).fetch_optional(p).await?);
+        Ok(c)
+    }
+
+    /// Forgets challenges that expired before `now`.
+    pub async fn purge_challenges(&self, now: i64) -> anyhow::Result<u64> {
+        const SQL: &str = "DELETE FROM challenges WHERE expires_at <= $1";
+        let n = on_pool!(self, p => sqlx::query(SQL).bind(now).execute(p).await?.rows_affected());
+        Ok(n)
+    }
+
+    /// Requests since `since` (unix seconds) by a client address and for a
+    /// mailbox, for the rate limits.
+    pub async fn recent_requests(
+        &self,
+        client_ip: &str,
+        mailbox: &str,
+        client_since: i64,
+        mailbox_since: i64,
+    ) -> anyhow::Result<(i64, i64)> {
+        const BY_CLIENT: &str = "SELECT COUNT(*) FROM requests WHERE client_ip = $1 AND requested_at >= $2 AND channel <> 'automatic'";
+        const BY_MAILBOX: &str = "SELECT COUNT(*) FROM requests WHERE mailbox = $1 AND requested_at >= $2 AND channel <> 'automatic'";
+        let c: i64 = on_pool!(self, p => sqlx::query_scalar(BY_CLIENT).bind(client_ip).bind(client_since).fetch_one(p).await?);
+        let m: i64 = on_pool!(self, p => sqlx::query_scalar(BY_MAILBOX).bind(mailbox).bind(mailbox_since).fetch_one(p).await?);
+        Ok((c, m))
+    }
+
+    /// Mails waiting and mails given up, for the health endpoint.
+    pub async fn outbox_counts(&self) -> anyhow::Result<(i64, i64)> {
+        const SQL: &str = "SELECT COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) FROM outbox";
+        let r: (i64, i64) = on_pool!(self, p => sqlx::query_as(SQL).fetch_one(p).await?);
+        Ok(r)
+    }
+}

@@ -15,3 +15,4 @@ mod report;
 mod resume;
 mod smtp_server;
 mod support;
+mod web;

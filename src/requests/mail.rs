@@ -1,0 +1,311 @@
+//! Requests by mail: `mailtrail request --sender ADDR` reads a message on
+//! stdin, as a Postfix pipe transport or alias delivers it.
+//!
+//! The subject, or else the first line of the body, says what is wanted:
+//! `smtp` or `access`, then zero, one or two dates, and optionally `en` or
+//! `zh-TW` (`smtp 2026-11-01 2026-11-20`, `access 2026-11-20`). Nothing at
+//! all asks for the SMTP history of the last 7 days. Anything else gets a
+//! short help reply. The report goes only to the sender's own mailbox, and
+//! only when the sender is local; automatic mail (bounces, vacation
+//! replies, lists) is never answered, so no loop can start.
+
+use mail_parser::MessageParser;
+
+use crate::config::{Config, Lang};
+use crate::domain::{DateRange, Day, Mailbox};
+use crate::report::render::text;
+use crate::report::{Channel, Kind, Requester, Spec};
+use crate::store::{NewMail, Store};
+
+/// What a message asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    Report {
+        kind: Kind,
+        from: Option<Day>,
+        to: Option<Day>,
+        lang: Option<Lang>,
+    },
+    /// Not a request; the words that could not be read.
+    Unreadable(String),
+}
+
+/// Reads one line of request words.
+pub fn parse_words(line: &str) -> Ask {
+    let mut kind = None;
+    let mut days = Vec::new();
+    let mut lang = None;
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ':')
+        .filter(|w| !w.is_empty())
+        .collect();
+    // A reply's "Re:" prefix is not a word of the request.
+    let words = match words.first() {
+        Some(w) if w.eq_ignore_ascii_case("re") || w.eq_ignore_ascii_case("fwd") => &words[1..],
+        _ => &words[..],
+    };
+    for w in words {
+        let lower = w.to_ascii_lowercase();
+        match lower.as_str() {
+            "smtp" | "history" | "sent" if kind.is_none() => kind = Some(Kind::Smtp),
+            "access" | "pop3" | "imap" | "login" if kind.is_none() => kind = Some(Kind::Access),
+            "en" | "english" if lang.is_none() => lang = Some(Lang::En),
+            "zh-tw" | "zh" | "中文" if lang.is_none() => lang = Some(Lang::ZhTw),
+            _ => match Day::parse(w) {
+                Ok(d) if days.len() < 2 => days.push(d),
+                _ => return Ask::Unreadable((*w).to_owned()),
+            },
+        }
+    }
+    match kind {
+        Some(kind) => Ask::Report {
+            kind,
+            from: days.first().copied(),
+            to: days.get(1).copied(),
+            lang,
+        },
+        None if words.is_empty() => Ask::Report {
+            kind: Kind::Smtp,
+            from: None,
+            to: None,
+            lang: None,
+        },
+        None => Ask::Unreadable(words.join(" ")),
+    }
+}
+
+/// What `request` did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A request was written (its id); the worker mails the report.
+    Requested(i64),
+    /// A help reply was queued (its outbox id).
+    Helped(i64),
+    /// Nothing: the sender is not local, or the message is automatic.
+    Ignored(String),
+    /// Too many requests; nothing is sent (a reply would be mail too).
+    Limited(String),
+}
+
+fn is_automatic(m: &mail_parser::Message<'_>) -> bool {
+    let header = |name: &str| {
+        m.header_raw(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let auto = header("Auto-Submitted");
+    let precedence = header("Precedence");
+    (!auto.is_empty() && auto != "no")
+        || ["bulk", "list", "junk"].contains(&precedence.as_str())
+        || m.header_raw("List-Id").is_some()
+}
+
+/// Handles one message from `sender` (the envelope sender Postfix gives).
+pub async fn intake(
+    store: &Store,
+    config: &Config,
+    sender: &str,
+    raw: &[u8],
+    now: i64,
+) -> anyhow::Result<Outcome> {
+    let Ok(mailbox) = Mailbox::parse(sender, &config.default_domain) else {
+        return Ok(Outcome::Ignored(format!(
+            "sender {sender:?} is not an address"
+        )));
+    };
+    if !config.local_domains().is_local_address(mailbox.as_str()) {
+        return Ok(Outcome::Ignored(format!("{mailbox} is not local")));
+    }
+    let Some(m) = MessageParser::default().parse(raw) else {
+        return Ok(Outcome::Ignored("not a mail message".into()));
+    };
+    if is_automatic(&m) || mailbox.as_str().starts_with("mailer-daemon@") {
+        return Ok(Outcome::Ignored("automatic mail is not answered".into()));
+    }
+    let subject = m.subject().unwrap_or("").trim().to_owned();
+    let first_line = m
+        .body_text(0)
+        .map(|b| {
+            b.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('>'))
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let ask = match parse_words(&subject) {
+        Ask::Report { .. } if subject.is_empty() => parse_words(&first_line),
+        Ask::Unreadable(_) if !first_line.is_empty() => match parse_words(&first_line) {
+            r @ Ask::Report { .. } => r,
+            Ask::Unreadable(_) => parse_words(&subject),
+        },
+        a => a,
+    };
+    let tz = config.tz()?;
+    let today = Day::from_date(
+        chrono::DateTime::from_timestamp(now, 0)
+            .unwrap_or_default()
+            .with_timezone(&tz)
+            .date_naive(),
+    );
+    let mut first = today;
+    for _ in 1..config.retention_days {
+        first = first.pred();
+    }
+    let lang = config.report.default_language;
+    let why = |w: &str| format!(" ({w})");
+    let (kind, range, lang) = match ask {
+        Ask::Report {
+            kind,
+            from,
+            to,
+            lang: l,
+        } => {
+            let range = match (from, to) {
+                (None, _) => {
+                    let mut from = today;
+                    for _ in 0..6 {
+                        from = from.pred();
+                    }
+                    DateRange::new(from.max(first), today)
+                }
+                (Some(f), None) => DateRange::new(f, f),
+                (Some(f), Some(t)) => DateRange::new(f, t),
+            };
+            match range {
+                Ok(r) if r.from >= first && r.to <= today => (kind, r, l.unwrap_or(lang)),
+                Ok(r) => {
+                    return help(
+                        store,
+                        config,
+                        &mailbox,
+                        &m,
+                        &why(&format!("{} .. {}", r.from, r.to)),
+                        now,
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    return help(store, config, &mailbox, &m, &why(&e.to_string()), now).await;
+                }
+            }
+        }
+        Ask::Unreadable(w) => {
+            return help(store, config, &mailbox, &m, &why(&format!("\"{w}\"")), now).await;
+        }
+    };
+    let (_, by_mailbox) = store
+        .recent_requests("", mailbox.as_str(), now, now - 86_400)
+        .await?;
+    if by_mailbox >= i64::from(config.web.max_per_mailbox_per_day) {
+        return Ok(Outcome::Limited(format!(
+            "{mailbox}: {by_mailbox} requests today"
+        )));
+    }
+    let spec = Spec {
+        mailbox,
+        kind,
+        range,
+        lang,
+        requester: Requester {
+            channel: Channel::Mail,
+            client_ip: "127.0.0.1".to_owned(),
+            at: now,
+        },
+    };
+    // The message's own ID makes a message delivered twice one request.
+    let key = m
+        .message_id()
+        .map(|id| format!("mail:{}:{id}", spec.mailbox));
+    Ok(Outcome::Requested(
+        super::submit(store, &spec, key.as_deref()).await?,
+    ))
+}
+
+/// Queues the help reply, once per message.
+async fn help(
+    store: &Store,
+    config: &Config,
+    to: &Mailbox,
+    m: &mail_parser::Message<'_>,
+    why: &str,
+    now: i64,
+) -> anyhow::Result<Outcome> {
+    let (_, by_mailbox) = store
+        .recent_requests("", to.as_str(), now, now - 86_400)
+        .await?;
+    if by_mailbox >= i64::from(config.web.max_per_mailbox_per_day) {
+        return Ok(Outcome::Limited(format!("{to}: too many requests today")));
+    }
+    let days = config.retention_days.to_string();
+    let mut body = String::new();
+    for lang in [Lang::En, Lang::ZhTw] {
+        body.push_str(&text(
+            lang,
+            "help_body",
+            &[("why", why), ("days", &days), ("mailbox", to.as_str())],
+        ));
+        body.push_str("\n\n");
+    }
+    let subject = format!(
+        "{} / {}",
+        text(Lang::En, "help_subject", &[]),
+        text(Lang::ZhTw, "help_subject", &[])
+    );
+    let id = m
+        .message_id()
+        .map_or_else(|| format!("{now}"), str::to_owned);
+    let key = format!("help:{to}:{id}");
+    let mail: NewMail = crate::mail::message::compose_text(config, to, &subject, &body, &key, now)?;
+    let (outbox, _) = store.queue_mail(&mail, None, now).await?;
+    Ok(Outcome::Helped(outbox))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_words() {
+        let d = |s: &str| Some(Day::parse(s).unwrap());
+        assert_eq!(
+            parse_words("smtp 2026-11-01 2026-11-20"),
+            Ask::Report {
+                kind: Kind::Smtp,
+                from: d("2026-11-01"),
+                to: d("2026-11-20"),
+                lang: None
+            }
+        );
+        assert_eq!(
+            parse_words("Re: ACCESS 2026-11-20 en"),
+            Ask::Report {
+                kind: Kind::Access,
+                from: d("2026-11-20"),
+                to: None,
+                lang: Some(Lang::En)
+            }
+        );
+        assert_eq!(
+            parse_words(""),
+            Ask::Report {
+                kind: Kind::Smtp,
+                from: None,
+                to: None,
+                lang: None
+            }
+        );
+        assert_eq!(
+            parse_words("please send my logs"),
+            Ask::Unreadable("please".into())
+        );
+        assert_eq!(
+            parse_words("smtp 2026-13-01"),
+            Ask::Unreadable("2026-13-01".into())
+        );
+        assert_eq!(
+            parse_words("smtp 2026-11-01 2026-11-02 2026-11-03"),
+            Ask::Unreadable("2026-11-03".into())
+        );
+    }
+}

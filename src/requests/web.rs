@@ -1,0 +1,506 @@
+//! The web form (axum): a mailbox, a kind of report, dates, a language and
+//! a verification code drawn as an image. An accepted form writes the same
+//! request row as every other channel; the worker renders and mails it to
+//! the mailbox, and nowhere else.
+//!
+//! Refused, each with a page that says why: a client outside
+//! `web.allowed_networks`, a mailbox outside `local_domains`, a wrong,
+//! used or expired code, dates outside the retention window, too many
+//! requests per client address or per mailbox. Cross-site posts are
+//! refused by tower-http's CSRF layer (Sec-Fetch-Site / Origin). The
+//! client's address is the socket's peer, or the last address in
+//! `X-Forwarded-For` that is not a trusted proxy when the peer is one.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use minijinja::context;
+use serde::Deserialize;
+
+use super::captcha;
+use crate::config::{Config, Lang};
+use crate::domain::{DateRange, Day, InputError, Mailbox};
+use crate::report::render::{render_page, strings, text};
+use crate::report::{Channel, Kind, Requester, Spec};
+use crate::store::Store;
+
+/// What the service knows about its own ingest, for `/health`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Unix seconds of the last follow pass that succeeded (0: none yet).
+    pub last_pass: AtomicI64,
+    /// Bytes the last pass left unread in the followed files.
+    pub lag_bytes: AtomicU64,
+}
+
+/// Shared by the handlers.
+#[derive(Clone)]
+pub struct WebState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub health: Arc<Health>,
+}
+
+/// The routes of the form, with its limits and CSRF protection.
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(form))
+        .route("/captcha/{id}", get(captcha_png))
+        .route("/request", post(submit))
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::max(8 * 1024))
+        .layer(tower_http::csrf::CsrfLayer::new())
+        .with_state(state)
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted
+/// proxy, the last one in `X-Forwarded-For` that is not.
+pub fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let trusted = |ip: &IpAddr| config.web.trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(v) = value.to_str() else { return peer };
+        for part in v.split(',') {
+            match part.trim().parse() {
+                Ok(ip) => chain.push(ip),
+                // A malformed chain is not believed at all.
+                Err(_) => return peer,
+            }
+        }
+    }
+    // From the right, past the proxies' own entries: what the first
+    // trusted proxy saw. Entries further left were written by the client.
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .unwrap_or(peer)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LangQuery {
+    lang: Option<String>,
+}
+
+/// The form's fields, as typed.
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize)]
+pub struct FormFields {
+    #[serde(default)]
+    pub mailbox: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    #[serde(default)]
+    pub lang: String,
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub challenge: String,
+}
+
+fn page(status: StatusCode, html: anyhow::Result<String>) -> Response {
+    match html {
+        Ok(h) => (
+            status,
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_FRAME_OPTIONS, "DENY"),
+            ],
+            Html(h),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("page failed: {e:#}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn message(status: StatusCode, lang: Lang, ok: bool, title_key: &str, msg: String) -> Response {
+    let title = strings(lang).get(title_key).cloned().unwrap_or_default();
+    page(
+        status,
+        render_page(
+            "message.html",
+            lang,
+            context! { title => title, message => msg, ok => ok, again => true },
+        ),
+    )
+}
+
+fn lang_of(config: &Config, s: Option<&str>) -> Lang {
+    s.and_then(|l| l.parse().ok())
+        .unwrap_or(config.report.default_language)
+}
+
+/// The retention window: (first day, today).
+fn window(config: &Config) -> anyhow::Result<(Day, Day)> {
+    let today = Day::from_date(Utc::now().with_timezone(&config.tz()?).date_naive());
+    let mut first = today;
+    for _ in 1..config.retention_days {
+        first = first.pred();
+    }
+    Ok((first, today))
+}
+
+/// Checks the client's network; the refusal page when it is outside.
+fn refuse_outside(s: &WebState, ip: IpAddr, lang: Lang) -> Option<Response> {
+    if s.config
+        .web
+        .allowed_networks
+        .iter()
+        .any(|n| n.contains(&ip))
+    {
+        return None;
+    }
+    Some(message(
+        StatusCode::FORBIDDEN,
+        lang,
+        false,
+        "err_title",
+        text(lang, "err_network", &[("ip", &ip.to_string())]),
+    ))
+}
+
+/// The form, with a new verification code.
+async fn show_form(
+    s: &WebState,
+    lang: Lang,
+    f: &FormFields,
+    errors: &[String],
+    status: StatusCode,
+) -> Response {
+    let result = async {
+        let id = captcha::new_id();
+        let now = Utc::now().timestamp();
+        s.store
+            .insert_challenge(
+                &id,
+                &captcha::new_code(),
+                now + i64::from(s.config.web.code_ttl_secs),
+            )
+            .await?;
+        let (first, today) = window(&s.config)?;
+        let mut f = f.clone();
+        if f.lang.is_empty() {
+            f.lang = lang.as_str().to_owned();
+        }
+        if f.from.is_empty() {
+            f.from = today.pred().to_string();
+        }
+        render_page(
+            "form.html",
+            lang,
+            context! {
+                f => minijinja::Value::from(minijinja::value::Serde(&f)),
+                errors => errors.to_vec(),
+                challenge => id,
+                domain => s.config.default_domain.clone(),
+                min_date => first.to_string(),
+                max_date => today.to_string(),
+                retention_days => s.config.retention_days,
+                code_width => captcha::WIDTH,
+                code_height => captcha::HEIGHT,
+            },
+        )
+    }
+    .await;
+    page(status, result)
+}
+
+async fn form(
+    State(s): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+) -> Response {
+    let lang = lang_of(&s.config, q.lang.as_deref());
+    let ip = client_ip(&s.config, peer.ip(), &headers);
+    if let Some(r) = refuse_outside(&s, ip, lang) {
+        return r;
+    }
+    show_form(&s, lang, &FormFields::default(), &[], StatusCode::OK).await
+}
+
+async fn captcha_png(
+    State(s): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let ip = client_ip(&s.config, peer.ip(), &headers);
+    if !s
+        .config
+        .web
+        .allowed_networks
+        .iter()
+        .any(|n| n.contains(&ip))
+    {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let code = match s.store.challenge_code(&id, Utc::now().timestamp()).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => {
+            tracing::error!("captcha: {e:#}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    match captcha::png(&code) {
+        Ok(png) => (
+            [
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            png,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Why a form was not accepted.
+enum Refusal {
+    /// Show the form again with these messages.
+    Fix(Vec<String>),
+    /// Too many requests: a page, status 429.
+    Rate(String),
+}
+
+/// Checks a submitted form; the spec of the report when it is accepted.
+async fn check(
+    s: &WebState,
+    ip: IpAddr,
+    lang: Lang,
+    f: &FormFields,
+) -> anyhow::Result<Result<Spec, Refusal>> {
+    let c = &s.config;
+    let now = Utc::now().timestamp();
+    let mut errors = Vec::new();
+    // The code is used up whatever else is wrong, so it cannot be guessed.
+    let code = s.store.consume_challenge(f.challenge.trim(), now).await?;
+    if code.as_deref() != Some(f.code.trim()) || f.code.trim().is_empty() {
+        errors.push(text(lang, "err_code", &[]));
+    }
+    let mailbox = match Mailbox::parse(&f.mailbox, &c.default_domain) {
+        Ok(m) if c.local_domains().is_local_address(m.as_str()) => Some(m),
+        Ok(m) => {
+            errors.push(text(lang, "err_not_local", &[("mailbox", m.as_str())]));
+            None
+        }
+        Err(_) => {
+            errors.push(text(lang, "err_mailbox", &[("mailbox", f.mailbox.trim())]));
+            None
+        }
+    };
+    let kind = Kind::parse(f.kind.trim());
+    if kind.is_none() {
+        errors.push(text(lang, "err_kind", &[]));
+    }
+    let (first, today) = window(c)?;
+    let range = (|| -> Result<DateRange, InputError> {
+        let from = Day::parse(&f.from)?;
+        let to = if f.to.trim().is_empty() {
+            from
+        } else {
+            Day::parse(&f.to)?
+        };
+        DateRange::new(from, to)
+    })();
+    let range = match range {
+        Ok(r) if r.from >= first && r.to <= today => Some(r),
+        Ok(_) => {
+            errors.push(text(
+                lang,
+                "err_range",
+                &[
+                    ("days", &c.retention_days.to_string()),
+                    ("from", &first.to_string()),
+                    ("to", &today.to_string()),
+                ],
+            ));
+            None
+        }
+        Err(_) => {
+            errors.push(text(lang, "err_dates", &[]));
+            None
+        }
+    };
+    let (Some(mailbox), Some(kind), Some(range), true) = (mailbox, kind, range, errors.is_empty())
+    else {
+        return Ok(Err(Refusal::Fix(errors)));
+    };
+    let (by_client, by_mailbox) = s
+        .store
+        .recent_requests(&ip.to_string(), mailbox.as_str(), now - 3600, now - 86_400)
+        .await?;
+    if by_client >= i64::from(c.web.max_per_client_per_hour) {
+        return Ok(Err(Refusal::Rate(text(
+            lang,
+            "err_rate_client",
+            &[("ip", &ip.to_string())],
+        ))));
+    }
+    if by_mailbox >= i64::from(c.web.max_per_mailbox_per_day) {
+        return Ok(Err(Refusal::Rate(text(
+            lang,
+            "err_rate_mailbox",
+            &[("mailbox", mailbox.as_str())],
+        ))));
+    }
+    let report_lang = f.lang.parse().unwrap_or(lang);
+    Ok(Ok(Spec {
+        mailbox,
+        kind,
+        range,
+        lang: report_lang,
+        requester: Requester {
+            channel: Channel::Web,
+            client_ip: ip.to_string(),
+            at: now,
+        },
+    }))
+}
+
+async fn submit(
+    State(s): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<FormFields>,
+) -> Response {
+    let lang = lang_of(&s.config, Some(f.lang.as_str()));
+    let ip = client_ip(&s.config, peer.ip(), &headers);
+    if let Some(r) = refuse_outside(&s, ip, lang) {
+        return r;
+    }
+    let spec = match check(&s, ip, lang, &f).await {
+        Ok(Ok(spec)) => spec,
+        Ok(Err(Refusal::Fix(errors))) => {
+            let kept = FormFields {
+                code: String::new(),
+                challenge: String::new(),
+                ..f
+            };
+            return show_form(&s, lang, &kept, &errors, StatusCode::UNPROCESSABLE_ENTITY).await;
+        }
+        Ok(Err(Refusal::Rate(msg))) => {
+            return message(StatusCode::TOO_MANY_REQUESTS, lang, false, "err_title", msg);
+        }
+        Err(e) => {
+            tracing::error!("form check failed: {e:#}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    match super::submit(&s.store, &spec, None).await {
+        Ok(id) => {
+            tracing::info!(request = id, mailbox = %spec.mailbox, client = %ip, "web request");
+            message(
+                StatusCode::OK,
+                lang,
+                true,
+                "ok_title",
+                text(lang, "ok_body", &[("mailbox", spec.mailbox.as_str())]),
+            )
+        }
+        Err(e) => {
+            tracing::error!("cannot store the request: {e:#}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// `/health`: 200 when the last follow pass is recent and left nothing
+/// unread, 503 otherwise; JSON either way.
+async fn health(State(s): State<WebState>) -> Response {
+    let now = Utc::now().timestamp();
+    let last = s.health.last_pass.load(Ordering::Relaxed);
+    let lag = s.health.lag_bytes.load(Ordering::Relaxed);
+    let current = last > 0 && now - last <= 30 && lag == 0;
+    let (queued, failed) = s.store.outbox_counts().await.unwrap_or((-1, -1));
+    let body = serde_json::json!({
+        "ingest": {
+            "current": current,
+            "last_pass": if last > 0 { Some(last) } else { None },
+            "seconds_since_last_pass": if last > 0 { Some(now - last) } else { None },
+            "unread_bytes": lag,
+        },
+        "outbox": { "queued": queued, "failed": failed },
+    });
+    let status = if current {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(proxies: &str) -> Config {
+        Config::from_toml(&format!(
+            "local_domains = [\"example.edu\"]\ndefault_domain = \"example.edu\"\n[web]\ntrusted_proxies = [{proxies}]\n"
+        ))
+        .unwrap()
+    }
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let none = config("");
+        assert_eq!(
+            client_ip(&none, ip("192.0.2.9"), &xff("140.114.1.2")),
+            ip("192.0.2.9")
+        );
+        let c = config("\"10.0.0.0/8\"");
+        assert_eq!(
+            client_ip(&c, ip("10.0.0.5"), &xff("140.114.1.2")),
+            ip("140.114.1.2")
+        );
+        // A client that sends its own header: the proxy appends the real
+        // address, which is the one taken.
+        assert_eq!(
+            client_ip(&c, ip("10.0.0.5"), &xff("127.0.0.1, 140.114.1.2")),
+            ip("140.114.1.2")
+        );
+        // Two proxies in a row.
+        assert_eq!(
+            client_ip(&c, ip("10.0.0.5"), &xff("140.114.1.2, 10.0.0.7")),
+            ip("140.114.1.2")
+        );
+        // Garbage: the peer.
+        assert_eq!(
+            client_ip(&c, ip("10.0.0.5"), &xff("nonsense")),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            client_ip(&c, ip("10.0.0.5"), &HeaderMap::new()),
+            ip("10.0.0.5")
+        );
+    }
+}

@@ -1,0 +1,681 @@
+//! The service as users meet it: `serve` following a log, the web form
+//! over HTTP, the report arriving at an SMTP server; refusals; requests by
+//! mail; following across rotation and restarts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mail_parser::MessageParser;
+use mailtrail::config::Config;
+use mailtrail::domain::Day;
+use mailtrail::store::Store;
+
+use crate::smtp_server::SmtpServer;
+use crate::support::{TestDb, fixture};
+
+/// A free port on loopback.
+async fn free_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn config(db: &TestDb, log: &Path, web_port: u16, smtp_port: u16, web: &str) -> Config {
+    let text = crate::support::config_text(&db.db_path(), 1000).replace(
+        "[ingest]",
+        &format!("[ingest]\npaths = [\"{}\"]", log.display()),
+    );
+    Config::from_toml(&format!(
+        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"mailtrail@example.edu\"\ntimeout_secs = 10\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n{web}\n"
+    ))
+    .unwrap()
+}
+
+/// A running `serve`, stopped on drop.
+struct Service {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    async fn start(config: Config, store: Store) -> Service {
+        let base = format!("http://{}", config.web.listen);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(mailtrail::serve::run(config, store, async {
+            let _ = rx.await;
+        }));
+        // Wait for the listener.
+        for _ in 0..100 {
+            if reqwest::get(format!("{base}/health")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Service {
+            base,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+/// The challenge id in a form page.
+fn challenge_of(html: &str) -> String {
+    let at = html.find("name=\"challenge\" value=\"").unwrap() + 24;
+    html[at..at + 32].to_owned()
+}
+
+/// Loads the form and answers its code, as any test may: by reading the
+/// code the server stored.
+async fn filled_form(c: &reqwest::Client, base: &str, store: &Store) -> (String, String) {
+    let html = c
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let id = challenge_of(&html);
+    let code = store
+        .challenge_code(&id, chrono::Utc::now().timestamp())
+        .await
+        .unwrap()
+        .expect("the form's challenge is stored");
+    (id, code)
+}
+
+fn today(c: &Config) -> Day {
+    Day::from_date(
+        chrono::Utc::now()
+            .with_timezone(&c.tz().unwrap())
+            .date_naive(),
+    )
+}
+
+async fn post(c: &reqwest::Client, base: &str, fields: &[(&str, &str)]) -> (u16, String) {
+    let r = c
+        .post(format!("{base}/request"))
+        .form(fields)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_form_request_over_http_arrives_as_a_report_in_the_mailbox() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::copy(fixture("mail.log"), &log).unwrap();
+    let server = SmtpServer::start(None).await;
+    let cfg = config(&db, &log, free_port().await, server.port, "");
+    let t = today(&cfg);
+    let svc = Service::start(cfg.clone(), db.store.clone()).await;
+    let c = reqwest::Client::new();
+
+    // The service follows the log: the fixture's rows are stored.
+    let store = db.store.clone();
+    let mut stored = false;
+    for _ in 0..100 {
+        if !db.history("alice").await.details.is_empty() {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored, "the followed log is ingested");
+    let health: serde_json::Value = c
+        .get(format!("{}/health", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["ingest"]["current"], true, "{health}");
+
+    let (id, code) = filled_form(&c, &svc.base, &store).await;
+    let (status, page) = post(
+        &c,
+        &svc.base,
+        &[
+            ("mailbox", "Alice@Example.edu"),
+            ("kind", "smtp"),
+            ("from", &t.pred().to_string()),
+            ("to", &t.to_string()),
+            ("lang", "en"),
+            ("challenge", &id),
+            ("code", &code),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("will be mailed to alice@example.edu"),
+        "{page}"
+    );
+
+    wait_for("the report to arrive", || !server.received().is_empty()).await;
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, ["alice@example.edu"]);
+    let m = MessageParser::default().parse(&got[0].data).unwrap();
+    let text = m.body_text(0).unwrap();
+    assert!(
+        text.contains("127.0.0.1 (web form)"),
+        "the channel and client: {text}"
+    );
+    let row = store.request(1).await.unwrap().unwrap();
+    assert_eq!(
+        (row.request.channel.as_str(), row.request.client_ip.as_str()),
+        ("web", "127.0.0.1")
+    );
+
+    // The code was used: the same answer again is refused.
+    let (status, page) = post(
+        &c,
+        &svc.base,
+        &[
+            ("mailbox", "alice"),
+            ("kind", "smtp"),
+            ("from", &t.to_string()),
+            ("lang", "en"),
+            ("challenge", &id),
+            ("code", &code),
+        ],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("verification code is wrong"), "{page}");
+    svc.stop().await;
+    assert_eq!(server.received().len(), 1);
+}
+
+#[tokio::test]
+async fn the_form_refuses_what_it_must_with_a_clear_page() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(
+        &db,
+        &log,
+        free_port().await,
+        1,
+        "max_per_mailbox_per_day = 1\nmax_per_client_per_hour = 3\n",
+    );
+    let t = today(&cfg);
+    let svc = Service::start(cfg.clone(), db.store.clone()).await;
+    let c = reqwest::Client::new();
+    let base = svc.base.clone();
+    let s = db.store.clone();
+    let today_s = t.to_string();
+    let ok_fields = |id: &str, code: &str, mailbox: &'static str| {
+        vec![
+            ("mailbox".to_owned(), mailbox.to_owned()),
+            ("kind".to_owned(), "access".to_owned()),
+            ("from".to_owned(), today_s.clone()),
+            ("lang".to_owned(), "en".to_owned()),
+            ("challenge".to_owned(), id.to_owned()),
+            ("code".to_owned(), code.to_owned()),
+        ]
+    };
+    let send = |fields: Vec<(String, String)>| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let r = c
+                .post(format!("{base}/request"))
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+
+    // A mailbox of another domain.
+    let (id, code) = filled_form(&c, &base, &s).await;
+    let (st, page) = send(ok_fields(&id, &code, "alice@gmail.com")).await;
+    assert_eq!(st, 422);
+    assert!(
+        page.contains("not a mailbox of this mail service"),
+        "{page}"
+    );
+    // A wrong code.
+    let (id, _) = filled_form(&c, &base, &s).await;
+    let (st, page) = send(ok_fields(&id, "00000x", "alice")).await;
+    assert_eq!(st, 422);
+    assert!(page.contains("verification code is wrong"));
+    // Dates outside the retention window, and nonsense dates.
+    let (id, code) = filled_form(&c, &base, &s).await;
+    let mut f = ok_fields(&id, &code, "alice");
+    f[2].1 = "2001-01-01".into();
+    let (st, page) = send(f).await;
+    assert_eq!(st, 422);
+    assert!(page.contains("within the last 31 days"), "{page}");
+    let (id, code) = filled_form(&c, &base, &s).await;
+    let mut f = ok_fields(&id, &code, "alice");
+    f[2].1 = "yesterday".into();
+    let (st, page) = send(f).await;
+    assert_eq!(st, 422);
+    assert!(page.contains("dates are not valid"));
+    // What was typed is kept, escaped.
+    let (id, code) = filled_form(&c, &base, &s).await;
+    let (st, page) = send(ok_fields(&id, &code, "\"><script>x</script>")).await;
+    assert_eq!(st, 422);
+    assert!(!page.contains("<script>x"), "{page}");
+
+    // One request per mailbox per day here.
+    let (id, code) = filled_form(&c, &base, &s).await;
+    assert_eq!(send(ok_fields(&id, &code, "bob")).await.0, 200);
+    let (id, code) = filled_form(&c, &base, &s).await;
+    let (st, page) = send(ok_fields(&id, &code, "bob")).await;
+    assert_eq!(st, 429);
+    assert!(
+        page.contains("Too many requests for bob@example.edu"),
+        "{page}"
+    );
+    // Three per client address per hour.
+    for who in ["carol", "dave"] {
+        let (id, code) = filled_form(&c, &base, &s).await;
+        let mailbox: &'static str = if who == "carol" {
+            "carol"
+        } else {
+            "dave@cs.example.edu"
+        };
+        assert_eq!(send(ok_fields(&id, &code, mailbox)).await.0, 200);
+    }
+    let (id, code) = filled_form(&c, &base, &s).await;
+    let (st, page) = send(ok_fields(&id, &code, "erin")).await;
+    assert_eq!(st, 429);
+    assert!(
+        page.contains("Too many requests from your address (127.0.0.1)"),
+        "{page}"
+    );
+
+    // A post from another site.
+    let (id, code) = filled_form(&c, &base, &s).await;
+    let r = c
+        .post(format!("{base}/request"))
+        .header("Origin", "https://evil.test")
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&ok_fields(&id, &code, "frank"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // X-Forwarded-For from a peer that is not a trusted proxy is ignored.
+    let r = c
+        .get(format!("{base}/"))
+        .header("X-Forwarded-For", "203.0.113.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    svc.stop().await;
+    let n: Vec<String> = sqlx::query_scalar("SELECT mailbox FROM requests ORDER BY id")
+        .fetch_all(match &db.store {
+            Store::Sqlite(p) => p,
+            _ => unreachable!(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        n,
+        [
+            "bob@example.edu",
+            "carol@example.edu",
+            "dave@cs.example.edu"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn clients_outside_the_allowed_networks_are_refused_also_behind_a_proxy() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(
+        &db,
+        &log,
+        free_port().await,
+        1,
+        "allowed_networks = [\"140.114.0.0/16\"]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    );
+    let svc = Service::start(cfg, db.store.clone()).await;
+    let c = reqwest::Client::new();
+    // The peer, 127.0.0.1, is a trusted proxy: the forwarded address counts.
+    let r = c
+        .get(format!("{}/?lang=en", svc.base))
+        .header("X-Forwarded-For", "203.0.113.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("campus network only") && page.contains("203.0.113.5"),
+        "{page}"
+    );
+    let r = c
+        .get(format!("{}/", svc.base))
+        .header("X-Forwarded-For", "140.114.20.30")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Without the header the client is the proxy itself: outside.
+    let r = c.get(format!("{}/", svc.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    svc.stop().await;
+}
+
+/// A message as a Postfix pipe hands it over.
+fn message(from: &str, subject: &str, body: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: reports@example.edu\r\nSubject: {subject}\r\nMessage-ID: <{}@client.example.edu>\r\n{extra}\r\n{body}\r\n",
+        xxhash_rust::xxh3::xxh3_64(format!("{from}{subject}{body}{extra}").as_bytes())
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn requests_by_mail_go_to_the_local_sender_only() {
+    use mailtrail::requests::mail::{Outcome, intake};
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let c = db.config.clone();
+    let now = chrono::Utc::now().timestamp();
+    let t = today(&c);
+
+    // An explicit range.
+    let m = message(
+        "alice@example.edu",
+        &format!("smtp {} {}", t.pred(), t),
+        "",
+        "",
+    );
+    let Outcome::Requested(id) = intake(&db.store, &c, "alice@example.edu", &m, now)
+        .await
+        .unwrap()
+    else {
+        panic!("a request")
+    };
+    let r = db.store.request(id).await.unwrap().unwrap().request;
+    assert_eq!(
+        (r.kind.as_str(), r.channel.as_str(), r.mailbox.as_str()),
+        ("smtp", "mail", "alice@example.edu")
+    );
+    assert_eq!((r.from_day, r.to_day), (t.pred().key(), t.key()));
+    // The same message delivered twice is one request.
+    assert_eq!(
+        intake(&db.store, &c, "alice@example.edu", &m, now)
+            .await
+            .unwrap(),
+        Outcome::Requested(id)
+    );
+    // Nothing at all: the last 7 days of SMTP history.
+    let m = message("bob@example.edu", "", "", "");
+    let Outcome::Requested(id) = intake(&db.store, &c, "bob", &m, now).await.unwrap() else {
+        panic!()
+    };
+    let r = db.store.request(id).await.unwrap().unwrap().request;
+    assert_eq!(r.kind, "smtp");
+    assert_eq!(r.to_day, t.key());
+    assert_eq!(Day::from_key(r.from_day).unwrap(), {
+        let mut d = t;
+        for _ in 0..6 {
+            d = d.pred();
+        }
+        d
+    });
+    // The first body line, when the subject says nothing useful.
+    let m = message(
+        "carol@example.edu",
+        "hello",
+        &format!("access {t} en\r\n\r\nthanks"),
+        "",
+    );
+    let Outcome::Requested(id) = intake(&db.store, &c, "carol@example.edu", &m, now)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let r = db.store.request(id).await.unwrap().unwrap().request;
+    assert_eq!((r.kind.as_str(), r.lang.as_str()), ("access", "en"));
+
+    // Unreadable: a help reply, to the sender's own mailbox.
+    let m = message("dave@cs.example.edu", "please send me everything", "", "");
+    let Outcome::Helped(outbox) = intake(&db.store, &c, "dave@cs.example.edu", &m, now)
+        .await
+        .unwrap()
+    else {
+        panic!("a help reply")
+    };
+    let mail = db.store.outbox_mail(outbox).await.unwrap().unwrap();
+    assert_eq!(mail.recipient, "dave@cs.example.edu");
+    let body = MessageParser::default()
+        .parse(&mail.message)
+        .unwrap()
+        .body_text(0)
+        .unwrap()
+        .into_owned();
+    assert!(
+        body.contains("smtp 2026-11-01 2026-11-20") && body.contains("\"please"),
+        "{body}"
+    );
+
+    // Not local, and automatic mail: nothing at all.
+    for (sender, m) in [
+        (
+            "mallory@evil.test",
+            message("mallory@evil.test", "smtp", "", ""),
+        ),
+        (
+            "alice@example.edu",
+            message(
+                "alice@example.edu",
+                "smtp",
+                "",
+                "Auto-Submitted: auto-replied\r\n",
+            ),
+        ),
+        (
+            "alice@example.edu",
+            message("alice@example.edu", "smtp", "", "Precedence: bulk\r\n"),
+        ),
+    ] {
+        assert!(matches!(
+            intake(&db.store, &c, sender, &m, now).await.unwrap(),
+            Outcome::Ignored(_)
+        ));
+    }
+    // A header naming someone else changes nothing: the report is for the
+    // envelope sender's own mailbox.
+    let m = message(
+        "bob@example.edu",
+        "smtp",
+        "",
+        "Reply-To: mallory@evil.test\r\n",
+    );
+    let Outcome::Requested(id) = intake(&db.store, &c, "erin@example.edu", &m, now)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        db.store.request(id).await.unwrap().unwrap().request.mailbox,
+        "erin@example.edu"
+    );
+    let n = db.store.pending_requests(100).await.unwrap().len();
+    assert_eq!(n, 4);
+}
+
+#[test]
+fn the_request_command_reads_stdin_and_exits_zero() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        crate::support::config_text(&dir.path().join("t.db"), 1000),
+    )
+    .unwrap();
+    let run = |sender: &str, msg: &[u8]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "request",
+                "--sender",
+                sender,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(msg).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(
+        "alice@example.edu",
+        &message("alice@example.edu", "smtp", "", ""),
+    );
+    assert_eq!((code, out.trim()), (Some(0), "request 1 queued"));
+    let (code, out) = run("x@evil.test", &message("x@evil.test", "smtp", "", ""));
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("ignored"), "{out}");
+}
+
+#[tokio::test]
+async fn following_survives_rotation_copytruncate_and_restart() {
+    // The whole fixture ingested at once: what following must end with.
+    let clean = TestDb::new().await;
+    clean.ingest(&[fixture("mail.log")]).await.unwrap();
+    let want = clean.dump().await;
+
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    let rotated = db.dir.path().join("mail.log.1");
+    let all = std::fs::read_to_string(fixture("mail.log")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let chunk = |a: usize, b: usize| {
+        lines[a..b]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let n = lines.len();
+    let append = |path: &Path, text: &str| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let settings = mailtrail::ingest::correlate::Settings::from_config(&db.config).unwrap();
+    let paths = vec![log.clone()];
+    let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = |stop: tokio::sync::oneshot::Receiver<()>| {
+        let (store, settings, paths, passes) = (
+            db.store.clone(),
+            settings.clone(),
+            paths.clone(),
+            passes.clone(),
+        );
+        tokio::spawn(async move {
+            mailtrail::ingest::follow(
+                &store,
+                settings,
+                &paths,
+                50,
+                Duration::from_millis(20),
+                move |_, _| {
+                    passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                },
+                async {
+                    let _ = stop.await;
+                },
+            )
+            .await
+        })
+    };
+    let settle = || async {
+        let p = passes.load(std::sync::atomic::Ordering::SeqCst);
+        wait_for("two passes", || {
+            passes.load(std::sync::atomic::Ordering::SeqCst) >= p + 2
+        })
+        .await;
+    };
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = start(rx);
+    // Half of a delivery's line: not read until its newline comes.
+    let h = (n / 4..n)
+        .find(|&i| lines[i].contains("postfix/smtp[") && lines[i].contains("status=sent"))
+        .unwrap();
+    append(&log, &chunk(0, h));
+    let half = lines[h];
+    append(&log, &half[..half.len() / 2]);
+    settle().await;
+    append(&log, &format!("{}\n", &half[half.len() / 2..]));
+    append(&log, &chunk(h + 1, n / 2));
+    // Rotation by rename, with lines the follower has not read yet.
+    append(&log, &chunk(n / 2, n / 2 + 10));
+    std::fs::rename(&log, &rotated).unwrap();
+    append(&log, &chunk(n / 2 + 10, 3 * n / 4));
+    settle().await;
+    // A restart.
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    append(&log, &chunk(3 * n / 4, 3 * n / 4 + 5));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = start(rx);
+    settle().await;
+    // copytruncate: the file is copied to .1 and emptied in place.
+    append(&log, &chunk(3 * n / 4 + 5, 3 * n / 4 + 15));
+    std::fs::copy(&log, &rotated).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    append(&log, &chunk(3 * n / 4 + 15, n));
+    settle().await;
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    assert_eq!(db.dump().await, want, "the same rows as one clean ingest");
+}
