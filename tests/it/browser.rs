@@ -1,0 +1,289 @@
+//! The form in a real browser: headless Chromium driven through
+//! ChromeDriver (WebDriver over HTTP), on a phone-sized window, from the
+//! form to the report arriving at the SMTP server. Screenshots are kept
+//! in `target/browser/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs
+//! them and sets `MAILTRAIL_BROWSER_TESTS=1`, which makes their absence a
+//! failure; elsewhere the test says it is skipped).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::smtp_server::SmtpServer;
+use crate::support::{TestDb, fixture};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The W3C WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Driver {
+    child: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap().keep();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        }}});
+        let r: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_owned();
+        Driver {
+            child,
+            base,
+            session,
+            http,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method.clone(), url);
+        if method != reqwest::Method::GET {
+            req = req.json(&body);
+        }
+        let r: Value = req.send().await.unwrap().json().await.unwrap();
+        if r["value"].get("error").is_some() {
+            panic!("webdriver {path}: {r}");
+        }
+        r["value"].clone()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .post("/element", json!({"using": "css selector", "value": css}))
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("{css}: {v}"))
+            .to_owned()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
+        self.post(&format!("/element/{e}/value"), json!({ "text": text }))
+            .await;
+    }
+
+    async fn script(&self, script: &str, args: Value) -> Value {
+        self.post("/execute/sync", json!({"script": script, "args": args}))
+            .await
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        use base64_png::decode;
+        let v = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, decode(v.as_str().unwrap())).unwrap();
+    }
+}
+
+/// Base64 as WebDriver sends screenshots.
+mod base64_png {
+    pub fn decode(s: &str) -> Vec<u8> {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::with_capacity(s.len() * 3 / 4);
+        let (mut buf, mut bits) = (0u32, 0);
+        for c in s.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()) {
+            buf = (buf << 6) | A.iter().position(|&x| x == c).unwrap() as u32;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((buf >> bits) as u8);
+            }
+        }
+        out
+    }
+}
+
+fn shots() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser")
+}
+
+#[tokio::test]
+async fn a_person_fills_the_form_in_chromium_on_a_phone_and_gets_the_report() {
+    if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
+        assert!(
+            std::env::var_os("MAILTRAIL_BROWSER_TESTS").is_none(),
+            "MAILTRAIL_BROWSER_TESTS is set but {CHROMEDRIVER} or {CHROMIUM} is missing"
+        );
+        eprintln!("skipped: install chromium and chromium-driver to run the browser test");
+        return;
+    }
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::copy(fixture("mail.log"), &log).unwrap();
+    let server = SmtpServer::start(None).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = crate::support::config_text(&db.db_path(), 1000).replace(
+        "[ingest]",
+        &format!("[ingest]\npaths = [\"{}\"]", log.display()),
+    );
+    let cfg = mailtrail::config::Config::from_toml(&format!(
+        "{text}\n[smtp]\nport = {}\nfrom = \"mailtrail@example.edu\"\n[web]\nlisten = \"127.0.0.1:{port}\"\n",
+        server.port
+    ))
+    .unwrap();
+    let tz = cfg.tz().unwrap();
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let svc = tokio::spawn(mailtrail::serve::run(cfg, db.store.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/health")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let d = Driver::start().await;
+    d.post("/window/rect", json!({"width": 390, "height": 844}))
+        .await;
+    d.post("/url", json!({"url": format!("{base}/?lang=en")}))
+        .await;
+    d.screenshot(&shots().join("form-phone.png")).await;
+    // The page fits the phone's width: nothing to scroll sideways.
+    let overflow = d
+        .script(
+            "return document.documentElement.scrollWidth - window.innerWidth",
+            json!([]),
+        )
+        .await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "horizontal overflow {overflow}"
+    );
+    // The code image loaded.
+    let loaded = d
+        .script(
+            "const i = document.querySelector('img.code'); return i.complete && i.naturalWidth > 0",
+            json!([]),
+        )
+        .await;
+    assert_eq!(loaded, json!(true));
+
+    d.type_into("#mailbox", "alice@example.edu").await;
+    let access = d.element("input[name=kind][value=access]").await;
+    d.post(&format!("/element/{access}/click"), json!({})).await;
+    d.script(
+        "document.getElementById('from').value = arguments[0]",
+        json!([today.to_string()]),
+    )
+    .await;
+    let lang = d.element("#lang option[value=en]").await;
+    d.post(&format!("/element/{lang}/click"), json!({})).await;
+    // The code, as the server stored it for this page's challenge.
+    let challenge = d
+        .script(
+            "return document.querySelector('input[name=challenge]').value",
+            json!([]),
+        )
+        .await;
+    let code = db
+        .store
+        .challenge_code(challenge.as_str().unwrap(), chrono::Utc::now().timestamp())
+        .await
+        .unwrap()
+        .unwrap();
+    d.type_into("#code", &code).await;
+    d.screenshot(&shots().join("form-filled.png")).await;
+    let submit = d.element("#submit").await;
+    d.post(&format!("/element/{submit}/click"), json!({})).await;
+    let message = d
+        .script(
+            "return document.getElementById('message').textContent",
+            json!([]),
+        )
+        .await;
+    d.screenshot(&shots().join("accepted.png")).await;
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("will be mailed to alice@example.edu"),
+        "{message}"
+    );
+
+    for _ in 0..100 {
+        if !server.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, ["alice@example.edu"]);
+    let m = mail_parser::MessageParser::default()
+        .parse(&got[0].data)
+        .unwrap();
+    assert!(m.subject().unwrap().contains("Mailbox access history"));
+    let _ = stop_tx.send(());
+    svc.await.unwrap().unwrap();
+    assert!(shots().join("accepted.png").exists());
+}
