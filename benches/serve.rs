@@ -1,0 +1,264 @@
+//! The service under load: `cargo bench --bench serve`.
+//!
+//! 1. Fills a SQLite database with 1,000,000 stored deliveries (50,000
+//!    senders), starts `serve` in this process (web form, follower,
+//!    worker, scheduler) on loopback.
+//! 2. For `MAILTRAIL_LOAD_SECS` (default 20) seconds, 50 concurrent
+//!    clients each load the form and post it with its code, over and over,
+//!    while another task appends log lines in real Postfix and Dovecot
+//!    shapes (`benches/support/genlog.rs`) to the followed file at 2,000
+//!    lines per second.
+//! 3. Prints the form's latency (GET and POST: median, 99th percentile,
+//!    worst) and the follower's lag: the unread bytes seen by /health
+//!    during the run, and how long after the last line was written every
+//!    line was stored.
+//!
+//! Targets: the form under 50 ms at the 99th percentile; ingest keeping up
+//! (lag bounded, caught up within seconds of the last line).
+
+#[allow(dead_code)]
+#[path = "support/genlog.rs"]
+mod genlog;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mailtrail::config::Config;
+use mailtrail::store::Store;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CLIENTS: usize = 50;
+const LINES_PER_SEC: u64 = 2_000;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn show(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{name:<12} {:>7} requests: median {:>6.1} ms, p99 {:>6.1} ms, worst {:>6.1} ms",
+        v.len(),
+        ms(percentile(&v, 0.5)),
+        ms(percentile(&v, 0.99)),
+        ms(*v.last().unwrap_or(&Duration::ZERO))
+    );
+}
+
+async fn fill(store: &Store) {
+    let Store::Sqlite(pool) = store else { unreachable!() };
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
+         INSERT INTO mailboxes (id, address) SELECT i, 'user' || i || '@example.edu' FROM n",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    // 1,000,000 deliveries over the last 20 days.
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 999999) \
+         INSERT INTO smtp_events (mailbox_id, day, key, time_us, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) \
+         SELECT 1 + (i * 7919) % 50000, CAST(strftime('%Y%m%d', 'now', '-' || (i % 20) || ' days') AS INTEGER), i, \
+           (unixepoch('now') - (i % 20) * 86400) * 1000000, 1 + i % 6, 'mx1', printf('4jXq6n%09d', i), '140.114.1.2', \
+           'mx.example.com[203.0.113.9]:25', 'rcpt' || i || '@example.com', '2.0.0', '250 2.0.0 Ok: queued' FROM n",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: u64 = std::env::var("MAILTRAIL_LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("serve.db");
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let smtp_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = Config::from_toml(&format!(
+        r#"
+timezone = "Asia/Taipei"
+local_domains = [".example.edu"]
+default_domain = "example.edu"
+database_url = "sqlite://{}?mode=rwc"
+[ingest]
+paths = ["{}"]
+batch_lines = 20000
+[smtp]
+port = {smtp_port}
+from = "mailtrail@example.edu"
+timeout_secs = 5
+[web]
+listen = "127.0.0.1:{port}"
+max_per_client_per_hour = 1000000
+max_per_mailbox_per_day = 1000000
+"#,
+        db.display(),
+        log.display()
+    ))
+    .unwrap();
+    let store = Store::open(&config.database_url).await.unwrap();
+    let t = Instant::now();
+    fill(&store).await;
+    println!("stored 1,000,000 deliveries of 50,000 senders in {:.1} s", t.elapsed().as_secs_f64());
+
+    // The live log: generated lines, written at LINES_PER_SEC.
+    let total_lines = LINES_PER_SEC * secs;
+    let mut generated = Vec::new();
+    genlog::generate(
+        &mut generated,
+        &genlog::Options {
+            lines: total_lines,
+            seed: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let lines: Vec<Vec<u8>> = generated
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let svc = tokio::spawn(mailtrail::serve::run(config, store.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .unwrap();
+    for _ in 0..200 {
+        if http.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let running = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            let start = Instant::now();
+            // 20 writes a second, 100 lines each.
+            for (i, chunk) in lines.chunks((LINES_PER_SEC / 20) as usize).enumerate() {
+                let due = start + Duration::from_millis(50 * i as u64);
+                tokio::time::sleep_until(due.into()).await;
+                for l in chunk {
+                    f.write_all(l).unwrap();
+                }
+                f.flush().unwrap();
+            }
+            Instant::now()
+        })
+    };
+    let lag_probe = {
+        let (http, base, running) = (http.clone(), base.clone(), running.clone());
+        tokio::spawn(async move {
+            let mut worst = 0u64;
+            while running.load(Ordering::Relaxed) {
+                if let Ok(r) = http.get(format!("{base}/health")).send().await
+                    && let Ok(v) = r.json::<serde_json::Value>().await
+                {
+                    worst = worst.max(v["ingest"]["unread_bytes"].as_u64().unwrap_or(0));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            worst
+        })
+    };
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, base, running, store) = (http.clone(), base.clone(), running.clone(), store.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut gets, mut posts) = (Vec::new(), Vec::new());
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let html = http.get(format!("{base}/?lang=en")).send().await.unwrap().text().await.unwrap();
+                gets.push(t.elapsed());
+                let at = html.find("name=\"challenge\" value=\"").unwrap() + 24;
+                let id = &html[at..at + 32];
+                let code = store
+                    .challenge_code(id, chrono::Utc::now().timestamp())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mailbox = format!("user{}@example.edu", 1 + (c as u64 * 1000 + n) % 50000);
+                n += 1;
+                let today = chrono::Utc::now()
+                    .with_timezone(&chrono_tz::Asia::Taipei)
+                    .date_naive()
+                    .to_string();
+                let form = [
+                    ("mailbox", mailbox.as_str()),
+                    ("kind", "smtp"),
+                    ("from", today.as_str()),
+                    ("lang", "en"),
+                    ("challenge", id),
+                    ("code", code.as_str()),
+                ];
+                let t = Instant::now();
+                let r = http.post(format!("{base}/request")).form(&form).send().await.unwrap();
+                let ok = r.status().is_success();
+                let _ = r.bytes().await;
+                posts.push(t.elapsed());
+                assert!(ok, "a valid form is accepted");
+            }
+            (gets, posts)
+        }));
+    }
+    let written_at = writer.await.unwrap();
+    running.store(false, Ordering::Relaxed);
+    let (mut gets, mut posts) = (Vec::new(), Vec::new());
+    for c in clients {
+        let (g, p) = c.await.unwrap();
+        gets.extend(g);
+        posts.extend(p);
+    }
+    let worst_unread = lag_probe.await.unwrap();
+    // Caught up: every line of the file read.
+    let size = std::fs::metadata(&log).unwrap().len();
+    let caught_up = loop {
+        let v: serde_json::Value = http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["ingest"]["unread_bytes"] == 0 && v["ingest"]["current"] == true {
+            break written_at.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("{CLIENTS} clients for {secs} s, with {LINES_PER_SEC} log lines/s arriving (target: p99 < 50 ms)");
+    show("GET /", gets);
+    show("POST form", posts);
+    println!(
+        "follower: {total_lines} lines ({size} bytes) written at {LINES_PER_SEC}/s; most unread at any probe {worst_unread} bytes; all read {:.2} s after the last write",
+        caught_up.as_secs_f64()
+    );
+    let _ = stop_tx.send(());
+    svc.await.unwrap().unwrap();
+}
