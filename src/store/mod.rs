@@ -20,8 +20,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use std::collections::HashMap;
-
 use crate::ingest::access::AccessRow;
 use crate::ingest::correlate::{Kind, Row, Rows, Text};
 
@@ -223,8 +221,13 @@ macro_rules! insert_access {
 pub struct Writer {
     store: Store,
     agent: String,
-    ids: HashMap<Text, i64>,
+    /// Looked up for every row, so with a fast hash; a seeded one, since
+    /// log lines can name mailboxes an attacker chose.
+    ids: MailboxIds,
 }
+
+/// Mailbox number by address.
+type MailboxIds = foldhash::HashMap<Text, i64>;
 
 /// Mailboxes created per statement when a batch brings new ones.
 const MAILBOX_CHUNK: usize = 256;
@@ -243,7 +246,7 @@ macro_rules! new_mailbox_ids {
             .collect();
         new.sort_unstable();
         new.dedup();
-        let mut fresh: HashMap<Text, i64> = HashMap::with_capacity(new.len());
+        let mut fresh = MailboxIds::with_capacity_and_hasher(new.len(), Default::default());
         for chunk in new.chunks(MAILBOX_CHUNK) {
             let sql = add_mailboxes_sql(chunk.len(), $numbered);
             let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
@@ -308,6 +311,7 @@ macro_rules! commit_in {
         };
         let Rows { smtp, access } = rows;
         let n = insert_rows!(@ $insert tx, smtp, id_of) + insert_access!(@ $insert tx, access, id_of);
+        let spent = spent_rows!(@ $insert smtp, access);
         if let Some(cp) = checkpoint {
             sqlx::query(SAVE_CP)
                 .bind(cp.fingerprint)
@@ -326,8 +330,22 @@ macro_rules! commit_in {
                 .execute(&mut **tx)
                 .await?;
         }
-        (n, fresh)
+        (n, fresh, spent)
     }};
+}
+
+/// The rows after their insert: SQLite's bulk path only borrowed them;
+/// PostgreSQL's binds took them.
+macro_rules! spent_rows {
+    (@sqlite $smtp:expr, $access:expr) => {
+        Rows {
+            smtp: $smtp,
+            access: $access,
+        }
+    };
+    (@chunks $smtp:expr, $access:expr) => {
+        Rows::default()
+    };
 }
 
 impl Writer {
@@ -348,9 +366,11 @@ impl Writer {
 
     /// Commits a batch: its rows (a row whose key is already stored is
     /// skipped), its checkpoint and the correlator state, in one
-    /// transaction. Returns how many rows were new.
-    pub async fn commit(&mut self, batch: Batch) -> anyhow::Result<u64> {
-        let (n, fresh) = match &self.store {
+    /// transaction. Returns how many rows were new, and the rows
+    /// themselves when the backend left them (SQLite does), so that the
+    /// caller can reuse their memory.
+    pub async fn commit(&mut self, batch: Batch) -> anyhow::Result<(u64, Rows)> {
+        let (n, fresh, spent) = match &self.store {
             Store::Sqlite(p) => {
                 // IMMEDIATE takes the write lock up front: a deferred BEGIN
                 // that reads then writes fails with SQLITE_BUSY under a
@@ -369,7 +389,7 @@ impl Writer {
         };
         // Only now are the new numbers certain to exist.
         self.ids.extend(fresh);
-        Ok(n)
+        Ok((n, spent))
     }
 }
 
