@@ -579,7 +579,7 @@ impl Store {
                         local_ip: text(7)?,
                         tls: r.try_get(8)?,
                         session: text(9)?,
-                        client: r.try_get(10)?,
+                        client: text(10)?,
                         deleted: num(11)?,
                         retained: num(12)?,
                         size_bytes: num(13)?,
@@ -590,8 +590,8 @@ impl Store {
                         downloaded: num(18)?,
                         uid: num(19)?,
                         message_id: r.try_get(20)?,
-                        folder: r.try_get(21)?,
-                        reason: r.try_get(22)?,
+                        folder: text(21)?,
+                        reason: text(22)?,
                         attempts: num(23)?,
                     });
                 }
