@@ -54,7 +54,9 @@ fn show(name: &str, mut v: Vec<Duration>) {
 }
 
 async fn fill(store: &Store) {
-    let Store::Sqlite(pool) = store else { unreachable!() };
+    let Store::Sqlite(pool) = store else {
+        unreachable!()
+    };
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
          INSERT INTO mailboxes (id, address) SELECT i, 'user' || i || '@example.edu' FROM n",
@@ -118,7 +120,10 @@ max_per_mailbox_per_day = 1000000
     let store = Store::open(&config.database_url).await.unwrap();
     let t = Instant::now();
     fill(&store).await;
-    println!("stored 1,000,000 deliveries of 50,000 senders in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "stored 1,000,000 deliveries of 50,000 senders in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // The live log: generated lines, written at LINES_PER_SEC.
     let total_lines = LINES_PER_SEC * secs;
@@ -188,13 +193,21 @@ max_per_mailbox_per_day = 1000000
     };
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
-        let (http, base, running, store) = (http.clone(), base.clone(), running.clone(), store.clone());
+        let (http, base, running, store) =
+            (http.clone(), base.clone(), running.clone(), store.clone());
         clients.push(tokio::spawn(async move {
             let (mut gets, mut posts) = (Vec::new(), Vec::new());
             let mut n = 0u64;
             while running.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let html = http.get(format!("{base}/?lang=en")).send().await.unwrap().text().await.unwrap();
+                let html = http
+                    .get(format!("{base}/?lang=en"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
                 gets.push(t.elapsed());
                 let at = html.find("name=\"challenge\" value=\"").unwrap() + 24;
                 let id = &html[at..at + 32];
@@ -218,7 +231,12 @@ max_per_mailbox_per_day = 1000000
                     ("code", code.as_str()),
                 ];
                 let t = Instant::now();
-                let r = http.post(format!("{base}/request")).form(&form).send().await.unwrap();
+                let r = http
+                    .post(format!("{base}/request"))
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
                 let ok = r.status().is_success();
                 let _ = r.bytes().await;
                 posts.push(t.elapsed());
@@ -252,7 +270,9 @@ max_per_mailbox_per_day = 1000000
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    println!("{CLIENTS} clients for {secs} s, with {LINES_PER_SEC} log lines/s arriving (target: p99 < 50 ms)");
+    println!(
+        "{CLIENTS} clients for {secs} s, with {LINES_PER_SEC} log lines/s arriving (target: p99 < 50 ms)"
+    );
     show("GET /", gets);
     show("POST form", posts);
     println!(

@@ -112,7 +112,7 @@ pub async fn load(
             },
             Some(AccessKind::AuthFailed) => EventFacts {
                 attempts: r.attempts,
-                failure: r.reason.clone(),
+                failure: r.reason.as_deref().map(str::to_owned),
                 ..EventFacts::default()
             },
             _ => EventFacts::default(),
@@ -127,7 +127,7 @@ pub async fn load(
                 protocol: r.protocol,
                 remote_ip: r.remote_ip.as_deref().map(str::to_owned),
                 session: r.session.as_deref().map(str::to_owned),
-                client: r.client.clone(),
+                client: r.client.as_deref().map(str::to_owned),
                 deleted: r.deleted,
                 retained: r.retained,
                 size_bytes: r.size_bytes,
@@ -136,7 +136,7 @@ pub async fn load(
                 expunged: r.expunged,
                 trashed: r.trashed,
                 message_id: r.message_id.clone(),
-                folder: r.folder.clone(),
+                folder: r.folder.as_deref().map(str::to_owned),
                 reason: match (r.kind, r.attempts) {
                     (Some(AccessKind::AuthFailed), Some(n)) => Some(format!(
                         "{} ({n} attempt{})",
@@ -146,7 +146,7 @@ pub async fn load(
                     // How the login was made: method, TLS, the server address.
                     (Some(AccessKind::Login), _) => Some(
                         [
-                            r.reason.clone(),
+                            r.reason.as_deref().map(str::to_owned),
                             r.tls.map(|t| if t { "TLS" } else { "no TLS" }.to_owned()),
                             r.local_ip.as_deref().map(|l| format!("to {l}")),
                         ]
@@ -155,7 +155,7 @@ pub async fn load(
                         .collect::<Vec<_>>()
                         .join(", "),
                     ),
-                    _ => r.reason.clone(),
+                    _ => r.reason.as_deref().map(str::to_owned),
                 },
             })
         })

@@ -99,22 +99,32 @@ impl fmt::Display for Mailbox {
 /// leniently: logs hold quoted local parts, SMTPUTF8 and old unbracketed
 /// forms that a person would never type. Returns `None` for the null sender.
 pub fn normalize_logged_address(raw: &[u8], default_domain: &str) -> Option<String> {
+    let mut s = String::new();
+    normalize_logged_address_into(raw, default_domain, &mut s).then_some(s)
+}
+
+/// [`normalize_logged_address`] into `out` (cleared first), for callers that
+/// keep one buffer for many lines; returns false for the null sender.
+pub fn normalize_logged_address_into(raw: &[u8], default_domain: &str, out: &mut String) -> bool {
+    out.clear();
     let raw = raw.strip_prefix(b"<").unwrap_or(raw);
     let raw = raw.strip_suffix(b">").unwrap_or(raw);
     if raw.is_empty() {
-        return None;
+        return false;
     }
-    let mut s = if raw.is_ascii() {
+    match std::str::from_utf8(raw) {
         // ASCII (nearly every address): lowercase bytes, no decoding.
-        String::from_utf8(raw.to_ascii_lowercase()).unwrap_or_default()
-    } else {
-        String::from_utf8_lossy(raw).to_lowercase()
-    };
-    if !s.contains('@') {
-        s.push('@');
-        s.push_str(default_domain);
+        Ok(a) if a.is_ascii() => {
+            out.push_str(a);
+            out.make_ascii_lowercase();
+        }
+        _ => out.push_str(&String::from_utf8_lossy(raw).to_lowercase()),
     }
-    Some(s)
+    if !out.contains('@') {
+        out.push('@');
+        out.push_str(default_domain);
+    }
+    true
 }
 
 /// The configured local domains, ready for matching.

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::correlate::Text;
 use super::dovecot::{self, Access, AuthFailure, Proto, SessionEvent};
-use crate::domain::{LocalDomains, normalize_logged_address};
+use crate::domain::{LocalDomains, normalize_logged_address_into};
 
 /// How long a verdict waits for its login-process line: a client may take
 /// a while to give up after a refusal.
@@ -89,7 +89,7 @@ pub struct AccessRow {
     pub tls: Option<bool>,
     pub session: Option<Text>,
     /// The IMAP ID name, and `webmail` for the webmail front end.
-    pub client: Option<String>,
+    pub client: Option<Text>,
     pub deleted: Option<i64>,
     pub retained: Option<i64>,
     pub size_bytes: Option<i64>,
@@ -103,8 +103,8 @@ pub struct AccessRow {
     pub attempts: Option<i64>,
     pub uid: Option<i64>,
     pub message_id: Option<String>,
-    pub folder: Option<String>,
-    pub reason: Option<String>,
+    pub folder: Option<Text>,
+    pub reason: Option<Text>,
 }
 
 /// Settings the access correlation needs.
@@ -124,6 +124,10 @@ struct Session {
     v24: bool,
     client: Option<Text>,
     last_us: i64,
+    /// The session ID as the rows show it, made once at login (a restored
+    /// session makes it again from its lines).
+    #[serde(skip)]
+    id: Option<Text>,
 }
 
 /// An auth verdict waiting for its login-process line.
@@ -147,6 +151,43 @@ pub struct AccessState {
     #[serde(with = "pairs")]
     ids: FxHashMap<(u32, SessId), (Text, i64)>,
     verdicts: Vec<Verdict>,
+    /// Texts that recur on many rows, made once; not part of the state.
+    #[serde(skip)]
+    phrases: Phrases,
+    /// `method PLAIN` and the like, by method; not part of the state.
+    #[serde(skip)]
+    methods: Phrases,
+    /// Room for normalising a user name without allocating.
+    #[serde(skip)]
+    scratch: String,
+}
+
+/// Most texts a [`Phrases`] keeps: far more than the login methods, server
+/// addresses, folder names and logout reasons of a site, and little memory
+/// should a log hold many more.
+const MAX_PHRASES: usize = 1024;
+
+/// Shared copies of texts that recur, such as `INBOX` or `Logged out`, so
+/// that rows clone a pointer instead of allocating a string each.
+#[derive(Debug, Clone, Default)]
+struct Phrases(FxHashMap<Box<[u8]>, Text>);
+
+impl Phrases {
+    /// The shared text for `b`, made by `make` the first time.
+    fn get_with(&mut self, b: &[u8], make: impl FnOnce() -> Text) -> Text {
+        if let Some(t) = self.0.get(b) {
+            return t.clone();
+        }
+        let t = make();
+        if self.0.len() < MAX_PHRASES {
+            self.0.insert(b.into(), t.clone());
+        }
+        t
+    }
+
+    fn get(&mut self, b: &[u8]) -> Text {
+        self.get_with(b, || text(b))
+    }
 }
 
 mod pairs {
@@ -231,20 +272,27 @@ impl<'de> Deserialize<'de> for SessId {
 
 impl AccessState {
     /// The local mailbox a logged user name stands for, if any.
-    fn mailbox(cfg: &AccessSettings, user: &[u8]) -> Option<Text> {
-        let m = normalize_logged_address(user, &cfg.local.default_domain)?;
-        cfg.local.is_local_address(&m).then(|| Text::from(m))
+    fn mailbox(&mut self, cfg: &AccessSettings, user: &[u8]) -> Option<Text> {
+        let m = &mut self.scratch;
+        (normalize_logged_address_into(user, &cfg.local.default_domain, m)
+            && cfg.local.is_local_address(m))
+        .then(|| Text::from(m.as_str()))
     }
 
     fn is_webmail(cfg: &AccessSettings, ip: Option<&[u8]>) -> bool {
+        if cfg.webmail_networks.is_empty() {
+            return false;
+        }
         ip.and_then(|ip| std::str::from_utf8(ip).ok())
             .map(|s| s.trim_start_matches("::ffff:"))
             .and_then(|s| s.parse::<std::net::IpAddr>().ok())
             .is_some_and(|ip| cfg.webmail_networks.iter().any(|n| n.contains(&ip)))
     }
 
-    /// A row with the line's identity filled in.
-    fn row(line: &Line<'_>, mailbox: Text, kind: AccessKind) -> AccessRow {
+    /// A row with the line's identity filled in and nothing else. (Built
+    /// field by field: `..Default::default()` would make two texts only to
+    /// drop them.)
+    fn row(line: &Line<'_>, mailbox: Text, kind: AccessKind, proto: Proto) -> AccessRow {
         AccessRow {
             key: line.key,
             time_us: line.time_us,
@@ -252,13 +300,31 @@ impl AccessState {
             mailbox,
             kind: Some(kind),
             host: line.host.clone(),
-            ..AccessRow::default()
+            protocol: Some(proto.as_str()),
+            remote_ip: None,
+            local_ip: None,
+            tls: None,
+            session: None,
+            client: None,
+            deleted: None,
+            retained: None,
+            size_bytes: None,
+            in_bytes: None,
+            out_bytes: None,
+            expunged: None,
+            trashed: None,
+            downloaded: None,
+            attempts: None,
+            uid: None,
+            message_id: None,
+            folder: None,
+            reason: None,
         }
     }
 
     /// An auth verdict: remembered for the failed login it explains.
     pub(crate) fn verdict(&mut self, cfg: &AccessSettings, line: &Line<'_>, f: &AuthFailure<'_>) {
-        let Some(user) = Self::mailbox(cfg, f.user) else {
+        let Some(user) = self.mailbox(cfg, f.user) else {
             return;
         };
         self.verdicts.push(Verdict {
@@ -284,8 +350,8 @@ impl AccessState {
             return false;
         };
         match a {
-            Access::Login { proto, fields } => {
-                let Some(mailbox) = Self::mailbox(cfg, fields.user) else {
+            Access::Login { proto, fields, v24 } => {
+                let Some(mailbox) = self.mailbox(cfg, fields.user) else {
                     return true;
                 };
                 let mut client = fields
@@ -298,8 +364,8 @@ impl AccessState {
                         None => "webmail".to_owned(),
                     }));
                 }
-                let v24 = memchr::memmem::find(msg, b"Logged in: ").is_some();
                 let rip = fields.rip.map(text);
+                let session = fields.session.map(text);
                 if let Some(s) = fields.session {
                     self.sessions.insert(
                         (line.host_id, SessId::new(s)),
@@ -309,19 +375,21 @@ impl AccessState {
                             v24,
                             client: client.clone(),
                             last_us: line.time_us,
+                            id: session.clone(),
                         },
                     );
                 }
-                out.push(AccessRow {
-                    protocol: Some(proto.as_str()),
-                    remote_ip: rip,
-                    local_ip: fields.lip.map(text),
-                    tls: Some(fields.tls),
-                    session: fields.session.map(text),
-                    client: client.map(|c| c.to_string()),
-                    reason: fields.method.map(|m| format!("method {}", string(m))),
-                    ..Self::row(line, mailbox, AccessKind::Login)
+                let mut r = Self::row(line, mailbox, AccessKind::Login, proto);
+                r.remote_ip = rip;
+                r.local_ip = fields.lip.map(|l| self.phrases.get(l));
+                r.tls = Some(fields.tls);
+                r.session = session;
+                r.client = client;
+                r.reason = fields.method.map(|m| {
+                    self.methods
+                        .get_with(m, || Text::from(format!("method {}", string(m))))
                 });
+                out.push(r);
             }
             Access::LoginFailed {
                 proto,
@@ -329,7 +397,7 @@ impl AccessState {
                 attempts,
                 detail,
             } => {
-                let Some(mailbox) = Self::mailbox(cfg, fields.user) else {
+                let Some(mailbox) = self.mailbox(cfg, fields.user) else {
                     return true;
                 };
                 let session = fields.session.map(text);
@@ -351,37 +419,34 @@ impl AccessState {
                     self.verdicts
                         .retain(|v| !(v.host == line.host_id && v.session.as_ref() == Some(s)));
                 }
-                let reason = if msg.starts_with(b"Maximum number of connections")
-                    || memchr::memmem::find(msg, b"Maximum number of connections").is_some()
-                {
-                    "too many connections".to_owned()
+                let reason = if dovecot::is_too_many_connections(msg) {
+                    Text::from("too many connections")
                 } else if let Some(v) = verdict {
-                    v
-                } else if memchr::memmem::find(detail, b"user disabled").is_some() {
-                    "disabled user".to_owned()
+                    Text::from(v)
+                } else if dovecot::is_user_disabled(detail) {
+                    Text::from("disabled user")
                 } else {
-                    string(detail)
+                    text(detail)
                 };
-                out.push(AccessRow {
-                    attempts: attempts.map(i64::from),
-                    protocol: Some(proto.as_str()),
-                    remote_ip: rip,
-                    local_ip: fields.lip.map(text),
-                    tls: Some(fields.tls),
-                    session,
-                    reason: Some(reason),
-                    ..Self::row(line, mailbox, AccessKind::AuthFailed)
-                });
+                let mut r = Self::row(line, mailbox, AccessKind::AuthFailed, proto);
+                r.attempts = attempts.map(i64::from);
+                r.remote_ip = rip;
+                r.local_ip = fields.lip.map(|l| self.phrases.get(l));
+                r.tls = Some(fields.tls);
+                r.session = session;
+                r.reason = Some(reason);
+                out.push(r);
             }
             Access::ClientId { session, name } => {
                 let (Some(s), Some(n)) = (session, name) else {
                     return true;
                 };
                 let key = (line.host_id, SessId::new(s));
+                let name = self.phrases.get(n);
                 match self.sessions.get_mut(&key) {
-                    Some(sess) => sess.client = Some(text(n)),
+                    Some(sess) => sess.client = Some(name),
                     None => {
-                        self.ids.insert(key, (text(n), line.time_us));
+                        self.ids.insert(key, (name, line.time_us));
                     }
                 }
             }
@@ -391,45 +456,56 @@ impl AccessState {
                 session,
                 event,
             } => {
-                let sess = session.and_then(|s| {
-                    let k = (line.host_id, SessId::new(s));
-                    self.sessions.get_mut(&k).map(|v| {
+                let key = session.map(|s| (line.host_id, SessId::new(s)));
+                let kind = match event {
+                    SessionEvent::Logout { .. } => AccessKind::Logout,
+                    SessionEvent::Expunge { .. } => AccessKind::MessageDeleted,
+                    SessionEvent::MarkDeleted { .. } => AccessKind::MessageMarkedDeleted,
+                    SessionEvent::MailboxDeleted { .. } => AccessKind::MailboxDeleted,
+                    SessionEvent::Other => {
+                        if let Some(v) = key.and_then(|k| self.sessions.get_mut(&k)) {
+                            v.last_us = line.time_us;
+                        }
+                        return true;
+                    }
+                };
+                // The session's login, if it was read: its logout ends it.
+                let sess = match key {
+                    Some(k) if kind == AccessKind::Logout => self.sessions.remove(&k),
+                    Some(k) => self.sessions.get_mut(&k).map(|v| {
                         v.last_us = line.time_us;
-                        (v.user.clone(), v.rip.clone(), v.client.clone(), v.v24)
-                    })
-                });
-                let mailbox = match &sess {
-                    Some(s) => s.0.clone(),
-                    None => match Self::mailbox(cfg, user) {
-                        Some(m) => m,
+                        v.clone()
+                    }),
+                    None => None,
+                };
+                let (mailbox, rip, client, v24, id) = match sess {
+                    Some(s) => (s.user, s.rip, s.client, Some(s.v24), s.id),
+                    None => match self.mailbox(cfg, user) {
+                        Some(m) => (m, None, None, None, None),
                         None => return true,
                     },
                 };
-                let base = AccessRow {
-                    protocol: Some(proto.as_str()),
-                    remote_ip: sess.as_ref().and_then(|s| s.1.clone()),
-                    session: session.map(text),
-                    client: sess
-                        .as_ref()
-                        .and_then(|s| s.2.as_deref().map(str::to_owned)),
-                    ..AccessRow::default()
-                };
-                let row = |kind| AccessRow {
-                    ..Self::row(line, mailbox.clone(), kind)
-                };
+                let mut r = Self::row(line, mailbox, kind, proto);
+                r.remote_ip = rip;
+                // (Session IDs longer than a `SessId` holds share a key.)
+                r.session = id
+                    .filter(|i| Some(i.as_bytes()) == session)
+                    .or_else(|| session.map(text));
+                r.client = client;
                 match event {
                     SessionEvent::Logout { reason, counters } => {
-                        if let Some(s) = session {
-                            self.sessions.remove(&(line.host_id, SessId::new(s)));
-                        }
+                        // Reasons with numbers in them (`IDLE running for
+                        // 0.001 + waiting input for 82.885 secs...`) seldom
+                        // recur.
+                        r.reason = Some(if reason.iter().any(u8::is_ascii_digit) {
+                            text(reason)
+                        } else {
+                            self.phrases.get(reason)
+                        });
                         let num = |v: u64| i64::try_from(v).ok();
-                        let mut r = AccessRow {
-                            reason: Some(string(reason)),
-                            ..merge(row(AccessKind::Logout), &base)
-                        };
                         // Known only when the session's login showed the
                         // version (2.3 and older: `del=D/M` with M messages).
-                        let retained_known = sess.as_ref().is_some_and(|s| !s.3);
+                        let retained_known = v24 == Some(false);
                         for (k, n, m) in dovecot::counters(counters) {
                             match (proto, k) {
                                 (_, b"in") => r.in_bytes = num(n),
@@ -449,32 +525,21 @@ impl AccessState {
                                 _ => {}
                             }
                         }
-                        out.push(r);
                     }
                     SessionEvent::Expunge { folder, uid, msgid }
                     | SessionEvent::MarkDeleted { folder, uid, msgid } => {
-                        let kind = if matches!(event, SessionEvent::Expunge { .. }) {
-                            AccessKind::MessageDeleted
-                        } else {
-                            AccessKind::MessageMarkedDeleted
-                        };
-                        out.push(AccessRow {
-                            folder: folder.map(string),
-                            uid: uid
-                                .and_then(|u| std::str::from_utf8(u).ok())
-                                .and_then(|u| u.parse().ok()),
-                            message_id: msgid.map(string),
-                            ..merge(row(kind), &base)
-                        });
+                        r.folder = folder.map(|f| self.phrases.get(f));
+                        r.uid = uid
+                            .and_then(|u| std::str::from_utf8(u).ok())
+                            .and_then(|u| u.parse().ok());
+                        r.message_id = msgid.map(string);
                     }
                     SessionEvent::MailboxDeleted { folder } => {
-                        out.push(AccessRow {
-                            folder: Some(string(folder)),
-                            ..merge(row(AccessKind::MailboxDeleted), &base)
-                        });
+                        r.folder = Some(self.phrases.get(folder));
                     }
                     SessionEvent::Other => {}
                 }
+                out.push(r);
             }
         }
         true
@@ -491,17 +556,6 @@ impl AccessState {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.sessions.len()
-    }
-}
-
-/// `row` with the session's context from `base`.
-fn merge(row: AccessRow, base: &AccessRow) -> AccessRow {
-    AccessRow {
-        protocol: base.protocol,
-        remote_ip: base.remote_ip.clone(),
-        session: base.session.clone(),
-        client: base.client.clone(),
-        ..row
     }
 }
 
@@ -606,7 +660,13 @@ mod tests {
         ");
         let failed: Vec<_> = rows
             .iter()
-            .map(|r| (r.mailbox.to_string(), r.reason.clone().unwrap(), r.attempts))
+            .map(|r| {
+                (
+                    r.mailbox.to_string(),
+                    r.reason.as_deref().unwrap().to_owned(),
+                    r.attempts,
+                )
+            })
             .collect();
         assert_eq!(
             failed,

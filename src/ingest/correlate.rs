@@ -145,13 +145,22 @@ impl Rows {
         self.len() == 0
     }
 
-    /// Takes the rows out, leaving room for as many again.
-    pub fn take(&mut self) -> Rows {
-        let (s, a) = (self.smtp.len(), self.access.len());
-        Rows {
-            smtp: std::mem::replace(&mut self.smtp, Vec::with_capacity(s)),
-            access: std::mem::replace(&mut self.access, Vec::with_capacity(a)),
-        }
+    /// Takes the rows out. The next ones go into `spare`, rows already
+    /// stored whose memory is reused (they are dropped here), or when there
+    /// is none into new room for as many again.
+    pub fn take(&mut self, spare: Option<Rows>) -> Rows {
+        let next = match spare {
+            Some(mut r) => {
+                r.smtp.clear();
+                r.access.clear();
+                r
+            }
+            None => Rows {
+                smtp: Vec::with_capacity(self.smtp.len()),
+                access: Vec::with_capacity(self.access.len()),
+            },
+        };
+        std::mem::replace(self, next)
     }
 }
 

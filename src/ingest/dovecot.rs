@@ -8,7 +8,56 @@
 //! logouts with their counters, `mail_log` deletions, IMAP ID), in the
 //! shapes of Dovecot 2.3 and 2.4; the access history is built on it.
 
-use memchr::memmem;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
+/// Substring searches, each built once: `memmem::find` builds its searcher
+/// again on every call, which cost more than the search on lines this short.
+macro_rules! needles {
+    ($($name:ident = $text:literal;)*) => {
+        $(static $name: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new($text));)*
+    };
+}
+
+needles! {
+    NEXT_PASSDB = b"trying the next passdb";
+    MISMATCH = b"assword mismatch";
+    PAM_FAILED = b"pam_authenticate() failed";
+    UNKNOWN_USER = b"unknown user";
+    ALLOW_NETS = b"allow_nets";
+    NOT_ALLOWED = b"not in allowed networks";
+    DISABLED = b"disabled";
+    NOLOGIN = b"nologin";
+    CLOSE_REASON = b"): ";
+    AUTH_FAILED = b"auth failed";
+    AUTHZ_FAILED = b"authorization failed";
+    USER_DISABLED = b"user disabled";
+    PASSWORD_EXPIRED = b"password expired";
+    ATTEMPTS = b" attempts";
+    MAX_CONNECTIONS = b"Maximum number of connections";
+    IN_COUNTER = b" in=";
+    TOP_COUNTER = b" top=";
+    BOX_KEY = b"box=";
+    UID_KEY = b"uid=";
+    NAME_KEY = b"name=";
+    MSGID_KEY = b"msgid=";
+}
+
+/// True when `needle` occurs in `hay`.
+fn has(hay: &[u8], needle: &Finder<'_>) -> bool {
+    needle.find(hay).is_some()
+}
+
+/// A login refused for too many connections from the user and address.
+pub(crate) fn is_too_many_connections(msg: &[u8]) -> bool {
+    has(msg, &MAX_CONNECTIONS)
+}
+
+/// A failed login's detail that says the account is disabled.
+pub(crate) fn is_user_disabled(detail: &[u8]) -> bool {
+    has(detail, &USER_DISABLED)
+}
 
 /// True when the program of a line is Dovecot's: `dovecot` through syslog, or
 /// one of its processes (`auth`, `imap-login`, ...) in its own log file.
@@ -44,18 +93,18 @@ pub struct AuthFailure<'a> {
 
 /// Classifies the text of an auth verdict; `None` when it is not a refusal.
 fn auth_reason(text: &[u8]) -> Option<&'static str> {
-    let has = |n: &[u8]| memmem::find(text, n).is_some();
+    let has = |n: &Finder<'_>| has(text, n);
     // With several passdbs, a miss in one is not the verdict.
-    if has(b"trying the next passdb") {
+    if has(&NEXT_PASSDB) {
         return None;
     }
-    if has(b"assword mismatch") || has(b"pam_authenticate() failed") {
+    if has(&MISMATCH) || has(&PAM_FAILED) {
         Some("password mismatch")
-    } else if has(b"unknown user") {
+    } else if has(&UNKNOWN_USER) {
         Some("unknown user")
-    } else if has(b"allow_nets") || has(b"not in allowed networks") {
+    } else if has(&ALLOW_NETS) || has(&NOT_ALLOWED) {
         Some("address not allowed")
-    } else if has(b"disabled") || has(b"nologin") {
+    } else if has(&DISABLED) || has(&NOLOGIN) {
         Some("disabled user")
     } else {
         None
@@ -111,7 +160,7 @@ pub fn auth_failure<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<AuthFailure<
     {
         return None;
     }
-    let close = open + memmem::find(&m[open..], b"): ")?;
+    let close = open + CLOSE_REASON.find(&m[open..])?;
     let inside = &m[open + 1..close];
     let (user, ip) = user_ip(inside)?;
     let session = inside
@@ -174,6 +223,8 @@ pub enum Access<'a> {
     Login {
         proto: Proto,
         fields: LoginFields<'a>,
+        /// Logged by Dovecot 2.4 (`Logged in:`).
+        v24: bool,
     },
     /// `pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<ivo>, ...`,
     /// `Aborted login (...)`, 2.4 `Login aborted: ... (auth failed, 3 attempts in 16 secs) (auth_failed): ...`,
@@ -254,7 +305,7 @@ pub fn parse<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<Access<'a>> {
     if let Some(id) = rest.strip_prefix(b"ID sent: ") {
         return Some(Access::ClientId {
             session,
-            name: comma_value(id, b"name="),
+            name: comma_value(id, &NAME_KEY),
         });
     }
     Some(Access::Session {
@@ -294,8 +345,8 @@ fn angle_groups(mut s: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The value of `key` in a `k=v, k=v` list (up to the next `, ` or `:`).
-fn comma_value<'a>(s: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let at = memmem::find(s, key)? + key.len();
+fn comma_value<'a>(s: &'a [u8], key: &Finder<'_>) -> Option<&'a [u8]> {
+    let at = key.find(s)? + key.needle().len();
     let v = &s[at..];
     let end = v
         .iter()
@@ -308,30 +359,34 @@ fn comma_value<'a>(s: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 fn login_line(proto: Proto, s: &[u8]) -> Option<Access<'_>> {
     // The elements follow the last `: user=<` or `: rip=` (failed logins
     // before a user name have none); the text before is what happened.
-    let split = memmem::rfind(s, b": user=<").or_else(|| memmem::rfind(s, b": rip="))?;
+    let split = elements_start(s)?;
     let (what, elements) = (&s[..split], &s[split + 2..]);
     let fields = login_fields(elements);
     if what == b"Login" || what == b"Logged in" {
-        return Some(Access::Login { proto, fields });
+        return Some(Access::Login {
+            proto,
+            fields,
+            v24: what == b"Logged in",
+        });
     }
     if let Some(id) = what.strip_prefix(b"ID sent: ") {
         return Some(Access::ClientId {
             session: fields.session,
-            name: comma_value(id, b"name="),
+            name: comma_value(id, &NAME_KEY),
         });
     }
     // A failed login has no session of its own in the user's sense; it
     // counts when a user was named and Dovecot says auth failed or refused.
     let detail = paren_detail(what);
-    let failed = memmem::find(what, b"auth failed").is_some()
-        || memmem::find(what, b"authorization failed").is_some()
-        || memmem::find(what, b"user disabled").is_some()
-        || memmem::find(what, b"password expired").is_some()
+    let failed = has(what, &AUTH_FAILED)
+        || has(what, &AUTHZ_FAILED)
+        || has(what, &USER_DISABLED)
+        || has(what, &PASSWORD_EXPIRED)
         || what.starts_with(b"Maximum number of connections");
     if !failed {
         return None;
     }
-    let attempts = memmem::find(detail, b" attempts").and_then(|i| {
+    let attempts = ATTEMPTS.find(detail).and_then(|i| {
         let digits = &detail[..i];
         let start = digits
             .iter()
@@ -347,45 +402,78 @@ fn login_line(proto: Proto, s: &[u8]) -> Option<Access<'_>> {
     })
 }
 
+/// Where the elements of a login-process line start: the last `: user=<`,
+/// else the last `: rip=`. One backward pass over the colons.
+fn elements_start(s: &[u8]) -> Option<usize> {
+    let mut rip = None;
+    for at in memchr::memrchr_iter(b':', s) {
+        let after = &s[at + 1..];
+        if after.starts_with(b" user=<") {
+            return Some(at);
+        }
+        if rip.is_none() && after.starts_with(b" rip=") {
+            rip = Some(at);
+        }
+    }
+    rip
+}
+
 /// The words inside the parenthesis that holds the reason: the one with
 /// `auth failed` (2.4 adds a second one with the event reason), else the
 /// first one, else the whole text.
 fn paren_detail(what: &[u8]) -> &[u8] {
-    let mut groups = Vec::new();
+    let mut first = None;
     let mut at = 0;
     while let Some(open) = memchr::memchr(b'(', &what[at..]) {
         let start = at + open + 1;
         let Some(len) = memchr::memchr(b')', &what[start..]) else {
             break;
         };
-        groups.push(&what[start..start + len]);
+        let group = &what[start..start + len];
+        if has(group, &AUTH_FAILED) {
+            return group;
+        }
+        first.get_or_insert(group);
         at = start + len + 1;
     }
-    groups
-        .iter()
-        .find(|g| memmem::find(g, b"auth failed").is_some())
-        .or(groups.first())
-        .copied()
-        .unwrap_or(what)
+    first.unwrap_or(what)
+}
+
+/// The first `needle` in `s`, for spans of a few bytes, where a plain loop
+/// beats `memchr`'s setup.
+fn find_byte(needle: u8, s: &[u8]) -> Option<usize> {
+    s.iter().position(|&b| b == needle)
 }
 
 /// `user=<U>, method=M, rip=R, lip=L, mpid=P, TLS, session=<S>`.
+///
+/// One pass over the elements: a key is read up to its `=` (or to a `,`,
+/// for a bare word), a value up to the next `, `.
 fn login_fields(s: &[u8]) -> LoginFields<'_> {
     let mut f = LoginFields::default();
     let mut rest = s;
     while !rest.is_empty() {
+        let stop = rest.iter().position(|&b| b == b'=' || b == b',');
         // `<...>` values may hold `, `; take them whole.
-        let end = if let Some(eq) = memchr::memchr(b'=', rest)
-            && rest.get(eq + 1) == Some(&b'<')
-            && memchr::memchr(b',', &rest[..eq]).is_none()
-        {
-            memchr::memchr(b'>', &rest[eq..]).map_or(rest.len(), |g| eq + g + 1)
-        } else {
-            super::postfix::find_pair(rest, b',', b' ').unwrap_or(rest.len())
+        let end = match stop {
+            Some(eq) if rest[eq] == b'=' && rest.get(eq + 1) == Some(&b'<') => {
+                find_byte(b'>', &rest[eq..]).map_or(rest.len(), |g| eq + g + 1)
+            }
+            _ => {
+                let from = stop.unwrap_or(rest.len());
+                super::postfix::find_pair(&rest[from..], b',', b' ')
+                    .map_or(rest.len(), |p| from + p)
+            }
         };
         let item = &rest[..end];
         rest = rest[end..].strip_prefix(b", ").unwrap_or(&rest[end..]);
-        match memchr::memchr(b'=', item) {
+        // No `=` comes before `stop`.
+        let eq = match stop {
+            Some(i) if item.get(i) == Some(&b'=') => Some(i),
+            Some(_) => find_byte(b'=', item),
+            None => None,
+        };
+        match eq {
             Some(eq) => {
                 let (k, v) = (&item[..eq], &item[eq + 1..]);
                 match k {
@@ -415,7 +503,7 @@ fn unangle(v: &[u8]) -> &[u8] {
 /// The folder, uid and Message-ID of a mail_log line.
 #[allow(clippy::type_complexity)]
 fn mail_log(s: &[u8]) -> (Option<&[u8]>, Option<&[u8]>, Option<&[u8]>) {
-    (comma_value(s, b"box="), comma_value(s, b"uid="), msgid(s))
+    (comma_value(s, &BOX_KEY), comma_value(s, &UID_KEY), msgid(s))
 }
 
 /// The rest of a logged-in session's line.
@@ -443,14 +531,14 @@ fn session_event(s: &[u8]) -> SessionEvent<'_> {
         if let Some(t) = tail.strip_prefix(b"expunge: ") {
             return SessionEvent::Expunge {
                 folder: Some(folder),
-                uid: comma_value(t, b"uid="),
+                uid: comma_value(t, &UID_KEY),
                 msgid: msgid(t),
             };
         }
         if let Some(t) = tail.strip_prefix(b"delete: ") {
             return SessionEvent::MarkDeleted {
                 folder: Some(folder),
-                uid: comma_value(t, b"uid="),
+                uid: comma_value(t, &UID_KEY),
                 msgid: msgid(t),
             };
         }
@@ -459,8 +547,8 @@ fn session_event(s: &[u8]) -> SessionEvent<'_> {
         }
     }
     let s2 = s.strip_prefix(b"Disconnected: ").unwrap_or(s);
-    for start in [&b" in="[..], b" top="] {
-        if let Some(i) = memmem::find(s2, start) {
+    for start in [&IN_COUNTER, &TOP_COUNTER] {
+        if let Some(i) = start.find(s2) {
             let reason = &s2[..i];
             if reason.starts_with(b"Logged out")
                 || reason.starts_with(b"Connection closed")
@@ -479,7 +567,7 @@ fn session_event(s: &[u8]) -> SessionEvent<'_> {
 
 /// `msgid=<...>` (mail_log cuts it at 80 characters and adds `...`).
 fn msgid(s: &[u8]) -> Option<&[u8]> {
-    let at = memmem::find(s, b"msgid=")? + 6;
+    let at = MSGID_KEY.find(s)? + 6;
     let v = &s[at..];
     let end = if v.starts_with(b"<") {
         memchr::memchr(b'>', v).map_or_else(|| find_comma(v), |e| e + 1)
@@ -494,21 +582,39 @@ fn find_comma(v: &[u8]) -> usize {
 }
 
 /// Every `key=N[/M]` counter of a logout line, in one pass: (key, N, M).
+/// Items are separated by spaces and commas; an item whose value is not a
+/// number (or two, with `/`) is skipped.
 pub fn counters(s: &[u8]) -> impl Iterator<Item = (&[u8], u64, Option<u64>)> {
-    s.split(|&b| b == b' ' || b == b',').filter_map(|item| {
-        let eq = memchr::memchr(b'=', item)?;
-        let (k, v) = (&item[..eq], &item[eq + 1..]);
-        let num = |d: &[u8]| -> Option<u64> {
-            if d.is_empty() || d.len() > 19 || !d.iter().all(u8::is_ascii_digit) {
-                return None;
+    let is_sep = |b: u8| b == b' ' || b == b',';
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        loop {
+            let start = rest.iter().position(|&b| !is_sep(b))?;
+            let item = &rest[start..];
+            let end = item.iter().position(|&b| is_sep(b)).unwrap_or(item.len());
+            let item = &item[..end];
+            rest = &rest[start + end..];
+            if let Some(c) = counter(item) {
+                return Some(c);
             }
-            Some(d.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')))
-        };
-        match memchr::memchr(b'/', v) {
-            Some(sl) => Some((k, num(&v[..sl])?, num(&v[sl + 1..]))),
-            None => Some((k, num(v)?, None)),
         }
     })
+}
+
+/// One `key=N[/M]` item.
+fn counter(item: &[u8]) -> Option<(&[u8], u64, Option<u64>)> {
+    let eq = find_byte(b'=', item)?;
+    let (k, v) = (&item[..eq], &item[eq + 1..]);
+    let num = |d: &[u8]| -> Option<u64> {
+        if d.is_empty() || d.len() > 19 || !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(d.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')))
+    };
+    match find_byte(b'/', v) {
+        Some(sl) => Some((k, num(&v[..sl])?, num(&v[sl + 1..]))),
+        None => Some((k, num(v)?, None)),
+    }
 }
 
 #[cfg(test)]
@@ -596,9 +702,10 @@ mod tests {
                 "Info: Login: user=<h-304@h-ffeb17e38996c.com>, method=LOGIN, rip=224.165.23.115, lip=170.45.1.1, mpid=21711, TLS, session=<UXdX/9u52oxbQgr8>",
             ),
         ] {
-            let Access::Login { proto, fields } = access(prog, msg) else {
+            let Access::Login { proto, fields, v24 } = access(prog, msg) else {
                 panic!("{msg}")
             };
+            assert_eq!(v24, msg.contains("Logged in:"));
             assert_eq!(proto, Proto::Imap);
             assert_eq!(fields.user, b"h-304@h-ffeb17e38996c.com");
             assert_eq!(fields.rip, Some(&b"224.165.23.115"[..]));
@@ -606,7 +713,7 @@ mod tests {
             assert_eq!(fields.session, Some(&b"UXdX/9u52oxbQgr8"[..]));
             assert!(fields.tls);
         }
-        let Access::Login { proto, fields } = access(
+        let Access::Login { proto, fields, .. } = access(
             "dovecot",
             "pop3-login: Login: user=<freddie@example.ca>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=18731, secured, session=<5zVFvKxEnAB/AAAB>",
         ) else {

@@ -20,8 +20,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use std::collections::HashMap;
-
 use crate::ingest::access::AccessRow;
 use crate::ingest::correlate::{Kind, Row, Rows, Text};
 
@@ -228,8 +226,13 @@ macro_rules! insert_access {
 pub struct Writer {
     store: Store,
     agent: String,
-    ids: HashMap<Text, i64>,
+    /// Looked up for every row, so with a fast hash; a seeded one, since
+    /// log lines can name mailboxes an attacker chose.
+    ids: MailboxIds,
 }
+
+/// Mailbox number by address.
+type MailboxIds = foldhash::HashMap<Text, i64>;
 
 /// Mailboxes created per statement when a batch brings new ones.
 const MAILBOX_CHUNK: usize = 256;
@@ -248,7 +251,7 @@ macro_rules! new_mailbox_ids {
             .collect();
         new.sort_unstable();
         new.dedup();
-        let mut fresh: HashMap<Text, i64> = HashMap::with_capacity(new.len());
+        let mut fresh = MailboxIds::with_capacity_and_hasher(new.len(), Default::default());
         for chunk in new.chunks(MAILBOX_CHUNK) {
             let sql = add_mailboxes_sql(chunk.len(), $numbered);
             let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
@@ -313,6 +316,7 @@ macro_rules! commit_in {
         };
         let Rows { smtp, access } = rows;
         let n = insert_rows!(@ $insert tx, smtp, id_of) + insert_access!(@ $insert tx, access, id_of);
+        let spent = spent_rows!(@ $insert smtp, access);
         if let Some(cp) = checkpoint {
             sqlx::query(SAVE_CP)
                 .bind(cp.fingerprint)
@@ -331,8 +335,22 @@ macro_rules! commit_in {
                 .execute(&mut **tx)
                 .await?;
         }
-        (n, fresh)
+        (n, fresh, spent)
     }};
+}
+
+/// The rows after their insert: SQLite's bulk path only borrowed them;
+/// PostgreSQL's binds took them.
+macro_rules! spent_rows {
+    (@sqlite $smtp:expr, $access:expr) => {
+        Rows {
+            smtp: $smtp,
+            access: $access,
+        }
+    };
+    (@chunks $smtp:expr, $access:expr) => {
+        Rows::default()
+    };
 }
 
 impl Writer {
@@ -353,9 +371,11 @@ impl Writer {
 
     /// Commits a batch: its rows (a row whose key is already stored is
     /// skipped), its checkpoint and the correlator state, in one
-    /// transaction. Returns how many rows were new.
-    pub async fn commit(&mut self, batch: Batch) -> anyhow::Result<u64> {
-        let (n, fresh) = match &self.store {
+    /// transaction. Returns how many rows were new, and the rows
+    /// themselves when the backend left them (SQLite does), so that the
+    /// caller can reuse their memory.
+    pub async fn commit(&mut self, batch: Batch) -> anyhow::Result<(u64, Rows)> {
+        let (n, fresh, spent) = match &self.store {
             Store::Sqlite(p) => {
                 // IMMEDIATE takes the write lock up front: a deferred BEGIN
                 // that reads then writes fails with SQLITE_BUSY under a
@@ -374,7 +394,7 @@ impl Writer {
         };
         // Only now are the new numbers certain to exist.
         self.ids.extend(fresh);
-        Ok(n)
+        Ok((n, spent))
     }
 }
 
@@ -564,7 +584,7 @@ impl Store {
                         local_ip: text(7)?,
                         tls: r.try_get(8)?,
                         session: text(9)?,
-                        client: r.try_get(10)?,
+                        client: text(10)?,
                         deleted: num(11)?,
                         retained: num(12)?,
                         size_bytes: num(13)?,
@@ -575,8 +595,8 @@ impl Store {
                         downloaded: num(18)?,
                         uid: num(19)?,
                         message_id: r.try_get(20)?,
-                        folder: r.try_get(21)?,
-                        reason: r.try_get(22)?,
+                        folder: text(21)?,
+                        reason: text(22)?,
                         attempts: num(23)?,
                     });
                 }
