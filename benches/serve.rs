@@ -4,7 +4,8 @@
 //!    senders), starts `serve` in this process (web form, follower,
 //!    worker, scheduler) on loopback.
 //! 2. For `MAILTRAIL_LOAD_SECS` (default 20) seconds, 50 concurrent
-//!    clients each load the form and post it with its code, over and over,
+//!    clients each load the form and its code image and post it, over and
+//!    over (every post accepted: the rate limits are lifted),
 //!    while another task appends log lines in real Postfix and Dovecot
 //!    shapes (`benches/support/genlog.rs`) to the followed file at 2,000
 //!    lines per second.
@@ -196,7 +197,7 @@ max_per_mailbox_per_day = 1000000
         let (http, base, running, store) =
             (http.clone(), base.clone(), running.clone(), store.clone());
         clients.push(tokio::spawn(async move {
-            let (mut gets, mut posts) = (Vec::new(), Vec::new());
+            let (mut gets, mut images, mut posts) = (Vec::new(), Vec::new(), Vec::new());
             let mut n = 0u64;
             while running.load(Ordering::Relaxed) {
                 let t = Instant::now();
@@ -211,6 +212,17 @@ max_per_mailbox_per_day = 1000000
                 gets.push(t.elapsed());
                 let at = html.find("name=\"challenge\" value=\"").unwrap() + 24;
                 let id = &html[at..at + 32];
+                let t = Instant::now();
+                let png = http
+                    .get(format!("{base}/captcha/{id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                images.push(t.elapsed());
+                assert!(png.starts_with(b"\x89PNG"));
                 let code = store
                     .challenge_code(id, chrono::Utc::now().timestamp())
                     .await
@@ -242,15 +254,16 @@ max_per_mailbox_per_day = 1000000
                 posts.push(t.elapsed());
                 assert!(ok, "a valid form is accepted");
             }
-            (gets, posts)
+            (gets, images, posts)
         }));
     }
     let written_at = writer.await.unwrap();
     running.store(false, Ordering::Relaxed);
-    let (mut gets, mut posts) = (Vec::new(), Vec::new());
+    let (mut gets, mut images, mut posts) = (Vec::new(), Vec::new(), Vec::new());
     for c in clients {
-        let (g, p) = c.await.unwrap();
+        let (g, i, p) = c.await.unwrap();
         gets.extend(g);
+        images.extend(i);
         posts.extend(p);
     }
     let worst_unread = lag_probe.await.unwrap();
@@ -274,6 +287,7 @@ max_per_mailbox_per_day = 1000000
         "{CLIENTS} clients for {secs} s, with {LINES_PER_SEC} log lines/s arriving (target: p99 < 50 ms)"
     );
     show("GET /", gets);
+    show("GET code", images);
     show("POST form", posts);
     println!(
         "follower: {total_lines} lines ({size} bytes) written at {LINES_PER_SEC}/s; most unread at any probe {worst_unread} bytes; all read {:.2} s after the last write",

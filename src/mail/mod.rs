@@ -93,10 +93,25 @@ pub async fn send_due(
     Ok(pass)
 }
 
+/// Requests rendered per pass of a running worker: under a burst the
+/// backlog waits in the table instead of taking every core from the web
+/// form and the ingest.
+pub const RENDER_PER_PASS: usize = 20;
+
 /// One pass: render pending requests, then send what is due now.
 pub async fn run_once(store: &Store, config: &Config, mailer: &Mailer) -> anyhow::Result<Pass> {
+    pass(store, config, mailer, None).await
+}
+
+/// A pass rendering at most `limit` requests (all when `None`).
+async fn pass(
+    store: &Store,
+    config: &Config,
+    mailer: &Mailer,
+    limit: Option<usize>,
+) -> anyhow::Result<Pass> {
     let mut pass = Pass {
-        rendered: crate::requests::process_pending(store, config).await?,
+        rendered: crate::requests::process_pending(store, config, limit).await?,
         ..Pass::default()
     };
     let now = chrono::Utc::now().timestamp();
@@ -116,7 +131,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut total = Pass::default();
     loop {
-        match run_once(store, config, mailer).await {
+        match pass(store, config, mailer, Some(RENDER_PER_PASS)).await {
             Ok(p) => total.add(p),
             // A database hiccup should not end the service; try next time.
             Err(e) => tracing::error!("outbox pass failed: {e:#}"),

@@ -122,16 +122,26 @@ pub async fn process(store: &Store, config: &Config, row: &RequestRow) -> anyhow
     result
 }
 
-/// Processes every pending request, oldest first; returns how many were
-/// queued.
-pub async fn process_pending(store: &Store, config: &Config) -> anyhow::Result<usize> {
+/// Processes pending requests, oldest first, at most `limit` of them
+/// (all when `None`); returns how many were queued.
+pub async fn process_pending(
+    store: &Store,
+    config: &Config,
+    limit: Option<usize>,
+) -> anyhow::Result<usize> {
     let mut queued = 0;
+    let mut seen = 0;
     loop {
-        let rows = store.pending_requests(50).await?;
+        let want = limit.map_or(50, |l| l.saturating_sub(seen).min(50));
+        if want == 0 {
+            return Ok(queued);
+        }
+        let rows = store.pending_requests(want as i64).await?;
         if rows.is_empty() {
             return Ok(queued);
         }
         for row in &rows {
+            seen += 1;
             if process(store, config, row).await.is_ok() {
                 queued += 1;
             }

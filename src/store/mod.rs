@@ -429,7 +429,7 @@ impl Store {
                 })?;
             }
             let pool = SqlitePoolOptions::new()
-                .max_connections(4)
+                .max_connections(8)
                 .connect_with(opts)
                 .await
                 .with_context(|| format!("cannot open the SQLite database {url}"))?;
