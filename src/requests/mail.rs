@@ -195,7 +195,13 @@ pub async fn intake(
         }
     };
     let (_, by_mailbox) = store
-        .recent_requests("", mailbox.as_str(), now, now - 86_400)
+        .recent_requests(
+            "",
+            mailbox.as_str(),
+            now,
+            now - 86_400,
+            i64::from(config.web.max_per_mailbox_per_day),
+        )
         .await?;
     if by_mailbox >= i64::from(config.web.max_per_mailbox_per_day) {
         return Ok(Outcome::Limited(format!(
@@ -232,7 +238,13 @@ async fn help(
     now: i64,
 ) -> anyhow::Result<Outcome> {
     let (_, by_mailbox) = store
-        .recent_requests("", to.as_str(), now, now - 86_400)
+        .recent_requests(
+            "",
+            to.as_str(),
+            now,
+            now - 86_400,
+            i64::from(config.web.max_per_mailbox_per_day),
+        )
         .await?;
     if by_mailbox >= i64::from(config.web.max_per_mailbox_per_day) {
         return Ok(Outcome::Limited(format!("{to}: too many requests today")));

@@ -345,7 +345,17 @@ async fn check(
     };
     let (by_client, by_mailbox) = s
         .store
-        .recent_requests(&ip.to_string(), mailbox.as_str(), now - 3600, now - 86_400)
+        .recent_requests(
+            &ip.to_string(),
+            mailbox.as_str(),
+            now - 3600,
+            now - 86_400,
+            i64::from(
+                c.web
+                    .max_per_client_per_hour
+                    .max(c.web.max_per_mailbox_per_day),
+            ),
+        )
         .await?;
     if by_client >= i64::from(c.web.max_per_client_per_hour) {
         return Ok(Err(Refusal::Rate(text(
