@@ -22,12 +22,15 @@
 //! * [`report`]: either history rendered for a person (minijinja HTML and
 //!   text, Traditional Chinese or English), zipped with a CSV when large.
 //! * [`requests`]: one durable row per report request, whatever the
-//!   channel, rendered into one queued mail to the report's own mailbox.
+//!   channel (the web form, mail, the command line, the nightly
+//!   warnings), rendered into one queued mail to the report's own mailbox.
 //! * [`mail`]: the MIME message, the relay (lettre), and the outbox worker
 //!   with its retries.
 //! * [`aggregate`], [`alerts`], [`schedule`]: the nightly job: each
 //!   complete local day's per-mailbox table, threshold warnings once per
 //!   mailbox and day, catch-up after downtime, retention.
+//! * [`serve`]: all of it in one process: the follower, the scheduler, the
+//!   worker and the web form.
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 
 pub mod access;
