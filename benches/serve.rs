@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mailtrail::config::Config;
+use mailtrail::requests::captcha;
 use mailtrail::store::Store;
 
 #[global_allocator]
@@ -195,10 +196,10 @@ max_per_mailbox_per_day = 100000
             worst
         })
     };
+    let key = Arc::new(store.web_key(&captcha::new_key()).await.unwrap());
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
-        let (http, base, running, store) =
-            (http.clone(), base.clone(), running.clone(), store.clone());
+        let (http, base, running, key) = (http.clone(), base.clone(), running.clone(), key.clone());
         clients.push(tokio::spawn(async move {
             let (mut gets, mut images, mut posts) = (Vec::new(), Vec::new(), Vec::new());
             let mut n = 0u64;
@@ -219,7 +220,8 @@ max_per_mailbox_per_day = 100000
                 let at = html.find("name=\"challenge\" value=\"").unwrap_or_else(|| {
                     panic!("not the form: {}", &html[html.len().saturating_sub(400)..])
                 }) + 24;
-                let id = &html[at..at + 32];
+                let len = html[at..].find('"').unwrap();
+                let id = &html[at..at + len];
                 let t = Instant::now();
                 let png = http
                     .get(format!("{base}/captcha/{id}"))
@@ -232,11 +234,9 @@ max_per_mailbox_per_day = 100000
                     .unwrap();
                 images.push(t.elapsed());
                 assert!(png.starts_with(b"\x89PNG"));
-                let code = store
-                    .challenge_code(id, chrono::Utc::now().timestamp())
-                    .await
-                    .unwrap()
-                    .unwrap();
+                // The code, read with the server's key: what a person reads
+                // from the image.
+                let code = captcha::open(&key, id).unwrap().code;
                 let mailbox = format!("user{}@example.edu", 1 + (c as u64 * 1000 + n) % 50000);
                 n += 1;
                 let today = chrono::Utc::now()

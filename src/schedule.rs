@@ -122,6 +122,7 @@ pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> anyhow:
         }
     }
     out.purged = purge(store, config, keep_from).await?;
+    store.purge_challenges(now.timestamp()).await?;
     Ok(out)
 }
 

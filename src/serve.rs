@@ -42,10 +42,12 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.web.listen))?;
     tracing::info!(listen = %config.web.listen, "web form");
+    let key = store.web_key(&crate::requests::captcha::new_key()).await?;
     let app = router(WebState {
         store: store.clone(),
         config: config.clone(),
         health: health.clone(),
+        key: Arc::new(key),
     });
     let web = tokio::spawn(
         axum::serve(

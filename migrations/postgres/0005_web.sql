@@ -1,8 +1,11 @@
 -- Same schema as migrations/sqlite/0005_web.sql; see the comments there.
-CREATE TABLE challenges (
-    id         TEXT    PRIMARY KEY,
-    code       TEXT    NOT NULL,
-    expires_at BIGINT  NOT NULL,
-    used       INTEGER NOT NULL DEFAULT 0
+CREATE TABLE web_keys (
+    id  INTEGER PRIMARY KEY,
+    key BYTEA   NOT NULL
 );
-CREATE INDEX challenges_expiry ON challenges (expires_at);
+
+CREATE TABLE used_challenges (
+    nonce      TEXT    PRIMARY KEY,
+    expires_at BIGINT  NOT NULL
+);
+CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);

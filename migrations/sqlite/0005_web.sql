@@ -1,9 +1,14 @@
--- Verification codes of the web form: one per form shown, used once,
--- valid until `expires_at` (unix seconds).
-CREATE TABLE challenges (
-    id         TEXT    PRIMARY KEY,
-    code       TEXT    NOT NULL,
-    expires_at INTEGER NOT NULL,
-    used       INTEGER NOT NULL DEFAULT 0
+-- The web form's verification codes travel in the form itself, sealed
+-- with this key (see src/requests/captcha.rs); one row, made on first use.
+CREATE TABLE web_keys (
+    id  INTEGER PRIMARY KEY,
+    key BLOB    NOT NULL
 );
-CREATE INDEX challenges_expiry ON challenges (expires_at);
+
+-- Codes already used (their nonce), until they expire: a code is good
+-- for one post.
+CREATE TABLE used_challenges (
+    nonce      TEXT    PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX used_challenges_expiry ON used_challenges (expires_at);

@@ -1,7 +1,16 @@
 //! The web form's verification code: random digits, drawn as a PNG with
 //! jitter and noise, so a script that posts forms has to read an image.
+//!
+//! Showing a form writes nothing: the code travels in the form as a
+//! token, encrypted and authenticated with a key kept in the database
+//! (HMAC-SHA-256): `nonce (8 bytes) | expiry (8) | code XOR keystream (5)
+//! | MAC (16)`, in hex. The image is drawn from the token; a post checks
+//! the MAC, the expiry and the code, and uses the token up by writing its
+//! nonce, in the transaction that writes the request.
 
+use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
+use sha2::Sha256;
 
 /// Digits in a code.
 pub const LEN: usize = 5;
@@ -33,10 +42,78 @@ pub fn new_code() -> String {
         .collect()
 }
 
-/// A new random identifier for a challenge (128 bits, hex).
-pub fn new_id() -> String {
-    let n: u128 = rand::rng().random();
-    format!("{n:032x}")
+/// The key tokens are sealed with.
+pub type Key = [u8; 32];
+
+/// A new random key.
+pub fn new_key() -> Key {
+    rand::rng().random()
+}
+
+fn mac(key: &Key, parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// A sealed code, valid until `expires_at` (unix seconds).
+pub fn seal(key: &Key, code: &str, expires_at: i64) -> String {
+    let nonce: [u8; 8] = rand::rng().random();
+    let stream = mac(key, &[b"code", &nonce]);
+    let exp = expires_at.to_be_bytes();
+    let enc: Vec<u8> = code.bytes().zip(stream).map(|(c, k)| c ^ k).collect();
+    let tag = mac(key, &[b"mac", &nonce, &exp, &enc]);
+    let mut t = String::with_capacity(74);
+    for b in nonce.iter().chain(&exp).chain(&enc).chain(&tag[..16]) {
+        t.push_str(&format!("{b:02x}"));
+    }
+    t
+}
+
+/// What a token holds, once its MAC is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Identifies the token, for single use.
+    pub nonce: String,
+    pub expires_at: i64,
+    pub code: String,
+}
+
+/// Opens a token sealed with `key`; `None` when it was not, or is
+/// malformed. Expiry is the caller's to check.
+pub fn open(key: &Key, token: &str) -> Option<Opened> {
+    if token.len() != 2 * (8 + 8 + LEN + 16) || !token.is_ascii() {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..token.len() / 2)
+        .map(|i| u8::from_str_radix(&token[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let (nonce, rest) = bytes.split_at(8);
+    let (exp, rest) = rest.split_at(8);
+    let (enc, tag) = rest.split_at(LEN);
+    let want = mac(key, &[b"mac", nonce, exp, enc]);
+    // Constant-time comparison of the tag.
+    let diff = want[..16]
+        .iter()
+        .zip(tag)
+        .fold(0u8, |d, (a, b)| d | (a ^ b));
+    if diff != 0 {
+        return None;
+    }
+    let stream = mac(key, &[b"code", nonce]);
+    let code: String = enc
+        .iter()
+        .zip(stream)
+        .map(|(c, k)| char::from(c ^ k))
+        .collect();
+    Some(Opened {
+        nonce: token[..16].to_owned(),
+        expires_at: i64::from_be_bytes(exp.try_into().ok()?),
+        code,
+    })
 }
 
 /// The code drawn as a grayscale PNG.
@@ -106,7 +183,20 @@ mod tests {
         let c = new_code();
         assert_eq!(c.len(), LEN);
         assert!(c.bytes().all(|b| b.is_ascii_digit()));
-        assert_ne!(new_id(), new_id());
+        let key = new_key();
+        let t = seal(&key, &c, 1_800_000_000);
+        let o = open(&key, &t).unwrap();
+        assert_eq!((o.code.as_str(), o.expires_at), (c.as_str(), 1_800_000_000));
+        assert_ne!(
+            seal(&key, &c, 1),
+            seal(&key, &c, 1),
+            "a fresh nonce each time"
+        );
+        // Another key, or any changed byte, does not open.
+        assert!(open(&new_key(), &t).is_none());
+        let mut bad = t.clone().into_bytes();
+        bad[20] = if bad[20] == b'0' { b'1' } else { b'0' };
+        assert!(open(&key, std::str::from_utf8(&bad).unwrap()).is_none());
         let img = png(&c).unwrap();
         assert_eq!(&img[..8], b"\x89PNG\r\n\x1a\n");
         let decoder = png::Decoder::new(std::io::Cursor::new(img));

@@ -48,20 +48,23 @@ pub async fn submit_as(
     key: Option<&str>,
     purpose: Purpose,
 ) -> anyhow::Result<i64> {
-    store
-        .insert_request(&NewRequest {
-            mailbox: spec.mailbox.to_string(),
-            kind: spec.kind.as_str().to_owned(),
-            from_day: spec.range.from.key(),
-            to_day: spec.range.to.key(),
-            lang: spec.lang.as_str().to_owned(),
-            channel: spec.requester.channel.as_str().to_owned(),
-            client_ip: spec.requester.client_ip.clone(),
-            requested_at: spec.requester.at,
-            idem_key: key.map(str::to_owned),
-            purpose: purpose.as_str().to_owned(),
-        })
-        .await
+    store.insert_request(&new_request(spec, key, purpose)).await
+}
+
+/// The row a request for `spec` is stored as.
+pub fn new_request(spec: &Spec, key: Option<&str>, purpose: Purpose) -> NewRequest {
+    NewRequest {
+        mailbox: spec.mailbox.to_string(),
+        kind: spec.kind.as_str().to_owned(),
+        from_day: spec.range.from.key(),
+        to_day: spec.range.to.key(),
+        lang: spec.lang.as_str().to_owned(),
+        channel: spec.requester.channel.as_str().to_owned(),
+        client_ip: spec.requester.client_ip.clone(),
+        requested_at: spec.requester.at,
+        idem_key: key.map(str::to_owned),
+        purpose: purpose.as_str().to_owned(),
+    }
 }
 
 /// The spec a stored request describes.

@@ -1,5 +1,6 @@
 //! The web form (axum): a mailbox, a kind of report, dates, a language and
-//! a verification code drawn as an image. An accepted form writes the same
+//! a verification code drawn as an image (sealed in the form; see
+//! [`captcha`](super::captcha)). An accepted form writes the same
 //! request row as every other channel; the worker renders and mails it to
 //! the mailbox, and nowhere else.
 //!
@@ -46,6 +47,9 @@ pub struct WebState {
     pub store: Store,
     pub config: Arc<Config>,
     pub health: Arc<Health>,
+    /// Seals the verification codes (from the database, shared by every
+    /// process serving the form).
+    pub key: Arc<captcha::Key>,
 }
 
 /// The routes of the form, with its limits and CSRF protection.
@@ -176,23 +180,20 @@ fn refuse_outside(s: &WebState, ip: IpAddr, lang: Lang) -> Option<Response> {
 }
 
 /// The form, with a new verification code.
-async fn show_form(
+fn show_form(
     s: &WebState,
     lang: Lang,
     f: &FormFields,
     errors: &[String],
     status: StatusCode,
 ) -> Response {
-    let result = async {
-        let id = captcha::new_id();
+    let result = (|| {
         let now = Utc::now().timestamp();
-        s.store
-            .insert_challenge(
-                &id,
-                &captcha::new_code(),
-                now + i64::from(s.config.web.code_ttl_secs),
-            )
-            .await?;
+        let id = captcha::seal(
+            &s.key,
+            &captcha::new_code(),
+            now + i64::from(s.config.web.code_ttl_secs),
+        );
         let (first, today) = window(&s.config)?;
         let mut f = f.clone();
         if f.lang.is_empty() {
@@ -216,8 +217,7 @@ async fn show_form(
                 code_height => captcha::HEIGHT,
             },
         )
-    }
-    .await;
+    })();
     page(status, result)
 }
 
@@ -232,7 +232,7 @@ async fn form(
     if let Some(r) = refuse_outside(&s, ip, lang) {
         return r;
     }
-    show_form(&s, lang, &FormFields::default(), &[], StatusCode::OK).await
+    show_form(&s, lang, &FormFields::default(), &[], StatusCode::OK)
 }
 
 async fn captcha_png(
@@ -251,13 +251,9 @@ async fn captcha_png(
     {
         return StatusCode::FORBIDDEN.into_response();
     }
-    let code = match s.store.challenge_code(&id, Utc::now().timestamp()).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(e) => {
-            tracing::error!("captcha: {e:#}");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
+    let code = match captcha::open(&s.key, &id) {
+        Some(o) if o.expires_at > Utc::now().timestamp() => o.code,
+        _ => return StatusCode::NOT_FOUND.into_response(),
     };
     match captcha::png(&code) {
         Ok(png) => (
@@ -281,18 +277,18 @@ enum Refusal {
 }
 
 /// Checks a submitted form; the spec of the report when it is accepted.
+/// `code` is the opened token, if it was genuine and unexpired.
 async fn check(
     s: &WebState,
     ip: IpAddr,
     lang: Lang,
     f: &FormFields,
+    code: Option<&captcha::Opened>,
 ) -> anyhow::Result<Result<Spec, Refusal>> {
     let c = &s.config;
     let now = Utc::now().timestamp();
     let mut errors = Vec::new();
-    // The code is used up whatever else is wrong, so it cannot be guessed.
-    let code = s.store.consume_challenge(f.challenge.trim(), now).await?;
-    if code.as_deref() != Some(f.code.trim()) || f.code.trim().is_empty() {
+    if code.map(|o| o.code.as_str()) != Some(f.code.trim()) {
         errors.push(text(lang, "err_code", &[]));
     }
     let mailbox = match Mailbox::parse(&f.mailbox, &c.default_domain) {
@@ -396,7 +392,35 @@ async fn submit(
     if let Some(r) = refuse_outside(&s, ip, lang) {
         return r;
     }
-    let spec = match check(&s, ip, lang, &f).await {
+    let now = Utc::now().timestamp();
+    let token = captcha::open(&s.key, f.challenge.trim()).filter(|o| o.expires_at > now);
+    let checked = check(&s, ip, lang, &f, token.as_ref()).await;
+    // The code is used up whatever else is wrong, so it cannot be guessed
+    // at; when everything is right, with the request in one transaction.
+    let request = match &checked {
+        Ok(Ok(spec)) => Some(super::new_request(spec, None, super::Purpose::Report)),
+        _ => None,
+    };
+    let used = match &token {
+        Some(t) => match s
+            .store
+            .use_challenge(&t.nonce, t.expires_at, request.as_ref())
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!("cannot store the request: {e:#}");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        },
+        None => None,
+    };
+    let checked = match (checked, used) {
+        // Right in every way, but the code was used before.
+        (Ok(Ok(_)), None) => Ok(Err(Refusal::Fix(vec![text(lang, "err_code", &[])]))),
+        (c, _) => c,
+    };
+    let spec = match checked {
         Ok(Ok(spec)) => spec,
         Ok(Err(Refusal::Fix(errors))) => {
             let kept = FormFields {
@@ -404,7 +428,7 @@ async fn submit(
                 challenge: String::new(),
                 ..f
             };
-            return show_form(&s, lang, &kept, &errors, StatusCode::UNPROCESSABLE_ENTITY).await;
+            return show_form(&s, lang, &kept, &errors, StatusCode::UNPROCESSABLE_ENTITY);
         }
         Ok(Err(Refusal::Rate(msg))) => {
             return message(StatusCode::TOO_MANY_REQUESTS, lang, false, "err_title", msg);
@@ -414,22 +438,16 @@ async fn submit(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    match super::submit(&s.store, &spec, None).await {
-        Ok(id) => {
-            tracing::info!(request = id, mailbox = %spec.mailbox, client = %ip, "web request");
-            message(
-                StatusCode::OK,
-                lang,
-                true,
-                "ok_title",
-                text(lang, "ok_body", &[("mailbox", spec.mailbox.as_str())]),
-            )
-        }
-        Err(e) => {
-            tracing::error!("cannot store the request: {e:#}");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+    if let Some(Some(id)) = used {
+        tracing::info!(request = id, mailbox = %spec.mailbox, client = %ip, "web request");
     }
+    message(
+        StatusCode::OK,
+        lang,
+        true,
+        "ok_title",
+        text(lang, "ok_body", &[("mailbox", spec.mailbox.as_str())]),
+    )
 }
 
 /// `/health`: 200 when the last follow pass is recent and left nothing

@@ -174,37 +174,50 @@ impl Store {
 }
 
 impl Store {
-    /// Stores a verification code.
-    pub async fn insert_challenge(
+    /// The key the form's verification codes are sealed with, made on
+    /// first use (`fresh` is only stored if there is none yet).
+    pub async fn web_key(&self, fresh: &[u8; 32]) -> anyhow::Result<[u8; 32]> {
+        const MAKE: &str =
+            "INSERT INTO web_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING";
+        const GET: &str = "SELECT key FROM web_keys WHERE id = 1";
+        let key: Vec<u8> = on_pool!(self, p => {
+            sqlx::query(MAKE).bind(&fresh[..]).execute(p).await?;
+            sqlx::query_scalar(GET).fetch_one(p).await?
+        });
+        key.try_into()
+            .map_err(|_| anyhow::anyhow!("the stored web key is not 32 bytes"))
+    }
+
+    /// Uses a verification code up and, when the form was accepted, writes
+    /// its request, in one transaction. Returns `None` when the code was
+    /// already used (and then writes nothing), else the request's id if
+    /// one was written.
+    pub async fn use_challenge(
         &self,
-        id: &str,
-        code: &str,
+        nonce: &str,
         expires_at: i64,
-    ) -> anyhow::Result<()> {
-        const SQL: &str = "INSERT INTO challenges (id, code, expires_at) VALUES ($1, $2, $3)";
-        on_pool!(self, p => sqlx::query(SQL).bind(id).bind(code).bind(expires_at).execute(p).await?.rows_affected());
-        Ok(())
+        request: Option<&super::NewRequest>,
+    ) -> anyhow::Result<Option<Option<i64>>> {
+        const USE: &str = "INSERT INTO used_challenges (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING";
+        const REQUEST: &str = "INSERT INTO requests (mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, idem_key, purpose, state) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') RETURNING id";
+        let r = in_tx!(self, tx => {
+            let fresh = sqlx::query(USE).bind(nonce).bind(expires_at).execute(&mut *tx).await?.rows_affected() == 1;
+            match (fresh, request) {
+                (false, _) => None,
+                (true, None) => Some(None),
+                (true, Some(r)) => Some(Some(sqlx::query_scalar::<_, i64>(REQUEST)
+                    .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
+                    .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose)
+                    .fetch_one(&mut *tx).await?)),
+            }
+        });
+        Ok(r)
     }
 
-    /// The code of a challenge that is unused and unexpired at `now`.
-    pub async fn challenge_code(&self, id: &str, now: i64) -> anyhow::Result<Option<String>> {
-        const SQL: &str =
-            "SELECT code FROM challenges WHERE id = $1 AND used = 0 AND expires_at > $2";
-        let c = on_pool!(self, p => sqlx::query_scalar(SQL).bind(id).bind(now).fetch_optional(p).await?);
-        Ok(c)
-    }
-
-    /// Uses a challenge up, whatever the answer (so a code cannot be
-    /// guessed at); returns its code if it was unused and unexpired.
-    pub async fn consume_challenge(&self, id: &str, now: i64) -> anyhow::Result<Option<String>> {
-        const SQL: &str = "UPDATE challenges SET used = 1 WHERE id = $1 AND used = 0 AND expires_at > $2 RETURNING code";
-        let c = on_pool!(self, p => sqlx::query_scalar(SQL).bind(id).bind(now).fetch_optional(p).await?);
-        Ok(c)
-    }
-
-    /// Forgets challenges that expired before `now`.
+    /// Forgets used codes that expired before `now`.
     pub async fn purge_challenges(&self, now: i64) -> anyhow::Result<u64> {
-        const SQL: &str = "DELETE FROM challenges WHERE expires_at <= $1";
+        const SQL: &str = "DELETE FROM used_challenges WHERE expires_at <= $1";
         let n = on_pool!(self, p => sqlx::query(SQL).bind(now).execute(p).await?.rows_affected());
         Ok(n)
     }

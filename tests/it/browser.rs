@@ -238,19 +238,14 @@ async fn a_person_fills_the_form_in_chromium_on_a_phone_and_gets_the_report() {
     .await;
     let lang = d.element("#lang option[value=en]").await;
     d.post(&format!("/element/{lang}/click"), json!({})).await;
-    // The code, as the server stored it for this page's challenge.
+    // The code sealed in this page's challenge, read with the server's key.
     let challenge = d
         .script(
             "return document.querySelector('input[name=challenge]').value",
             json!([]),
         )
         .await;
-    let code = db
-        .store
-        .challenge_code(challenge.as_str().unwrap(), chrono::Utc::now().timestamp())
-        .await
-        .unwrap()
-        .unwrap();
+    let code = crate::web::code_of(&db.store, challenge.as_str().unwrap()).await;
     d.type_into("#code", &code).await;
     d.screenshot(&shots().join("form-filled.png")).await;
     let submit = d.element("#submit").await;

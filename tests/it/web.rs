@@ -72,14 +72,24 @@ impl Drop for Service {
     }
 }
 
-/// The challenge id in a form page.
+/// The challenge token in a form page.
 fn challenge_of(html: &str) -> String {
     let at = html.find("name=\"challenge\" value=\"").unwrap() + 24;
-    html[at..at + 32].to_owned()
+    let len = html[at..].find('"').unwrap();
+    html[at..at + len].to_owned()
 }
 
-/// Loads the form and answers its code, as any test may: by reading the
-/// code the server stored.
+/// The code sealed in a challenge token, read as any test may: with the
+/// key the server keeps in the database.
+pub async fn code_of(store: &Store, token: &str) -> String {
+    use mailtrail::requests::captcha;
+    let key = store.web_key(&captcha::new_key()).await.unwrap();
+    captcha::open(&key, token)
+        .expect("a token of this server")
+        .code
+}
+
+/// Loads the form and answers its code.
 async fn filled_form(c: &reqwest::Client, base: &str, store: &Store) -> (String, String) {
     let html = c
         .get(format!("{base}/"))
@@ -90,11 +100,7 @@ async fn filled_form(c: &reqwest::Client, base: &str, store: &Store) -> (String,
         .await
         .unwrap();
     let id = challenge_of(&html);
-    let code = store
-        .challenge_code(&id, chrono::Utc::now().timestamp())
-        .await
-        .unwrap()
-        .expect("the form's challenge is stored");
+    let code = code_of(store, &id).await;
     (id, code)
 }
 
@@ -270,6 +276,17 @@ async fn the_form_refuses_what_it_must_with_a_clear_page() {
     let (st, page) = send(ok_fields(&id, "00000x", "alice")).await;
     assert_eq!(st, 422);
     assert!(page.contains("verification code is wrong"));
+    // An expired code, and a token this server did not make.
+    {
+        use mailtrail::requests::captcha;
+        let key = s.web_key(&captcha::new_key()).await.unwrap();
+        let old = captcha::seal(&key, "12345", chrono::Utc::now().timestamp() - 1);
+        let (st, page) = send(ok_fields(&old, "12345", "alice")).await;
+        assert_eq!(st, 422);
+        assert!(page.contains("verification code is wrong"), "{page}");
+        let forged = captcha::seal(&captcha::new_key(), "12345", i64::MAX);
+        assert_eq!(send(ok_fields(&forged, "12345", "alice")).await.0, 422);
+    }
     // Dates outside the retention window, and nonsense dates.
     let (id, code) = filled_form(&c, &base, &s).await;
     let mut f = ok_fields(&id, &code, "alice");
