@@ -48,6 +48,7 @@ pub async fn run(
         config: config.clone(),
         health: health.clone(),
         key: Arc::new(key),
+        posts: crate::requests::web::Posts::start(store.clone()),
     });
     let web = tokio::spawn(
         axum::serve(

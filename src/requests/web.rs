@@ -50,6 +50,65 @@ pub struct WebState {
     /// Seals the verification codes (from the database, shared by every
     /// process serving the form).
     pub key: Arc<captcha::Key>,
+    /// Where posts are written (see [`Posts`]).
+    pub posts: Posts,
+}
+
+/// One post to write: the used code (nonce, expiry), the request if the
+/// form was accepted, and where to say what became of it.
+type Post = (
+    (String, i64, Option<crate::store::NewRequest>),
+    tokio::sync::oneshot::Sender<anyhow::Result<Option<Option<i64>>>>,
+);
+
+/// Writes posts in groups: one task takes every post waiting and commits
+/// them in one transaction, so posts that arrive together share a commit
+/// instead of queueing for SQLite's one write lock one by one.
+#[derive(Clone)]
+pub struct Posts(tokio::sync::mpsc::Sender<Post>);
+
+impl Posts {
+    /// Starts the writing task; it ends when every `Posts` is dropped.
+    pub fn start(store: Store) -> Posts {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Post>(1024);
+        tokio::spawn(async move {
+            let mut group: Vec<Post> = Vec::new();
+            while rx.recv_many(&mut group, 256).await > 0 {
+                let (items, replies): (Vec<_>, Vec<_>) = group.drain(..).unzip();
+                match store.use_challenges(&items).await {
+                    Ok(results) => {
+                        for (reply, r) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        for reply in replies {
+                            let _ = reply.send(Err(anyhow::anyhow!("{msg}")));
+                        }
+                    }
+                }
+            }
+        });
+        Posts(tx)
+    }
+
+    /// Uses a code up and writes the request, if any; `None` when the code
+    /// was used before.
+    pub async fn write(
+        &self,
+        nonce: String,
+        expires_at: i64,
+        request: Option<crate::store::NewRequest>,
+    ) -> anyhow::Result<Option<Option<i64>>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0
+            .send(((nonce, expires_at, request), tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the post writer stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the post writer stopped"))?
+    }
 }
 
 /// The routes of the form, with its limits and CSRF protection.
@@ -402,11 +461,7 @@ async fn submit(
         _ => None,
     };
     let used = match &token {
-        Some(t) => match s
-            .store
-            .use_challenge(&t.nonce, t.expires_at, request.as_ref())
-            .await
-        {
+        Some(t) => match s.posts.write(t.nonce.clone(), t.expires_at, request).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::error!("cannot store the request: {e:#}");

@@ -47,6 +47,36 @@ macro_rules! on_pool {
     };
 }
 
+/// SQLite admits one writer at a time, and a connection that finds the
+/// lock taken sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms) and
+/// tries again, which under load turns a wait of microseconds into tens of
+/// milliseconds. Write transactions of this process queue here instead,
+/// in order, and find the lock free.
+pub(crate) static SQLITE_WRITE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `$body` inside a write transaction bound to `$tx`, committed when
+/// the body succeeds. SQLite takes the write lock at `BEGIN IMMEDIATE`, so
+/// a read-then-write transaction waits for the ingest instead of failing.
+macro_rules! in_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite(p) => {
+                let _turn = $crate::store::SQLITE_WRITE.lock().await;
+                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let r = $body;
+                $tx.commit().await?;
+                r
+            }
+            Store::Postgres(p) => {
+                let mut $tx = p.begin().await?;
+                let r = $body;
+                $tx.commit().await?;
+                r
+            }
+        }
+    };
+}
+
 mod nightly;
 mod outbox;
 pub use nightly::DayCounts;
@@ -380,6 +410,7 @@ impl Writer {
                 // IMMEDIATE takes the write lock up front: a deferred BEGIN
                 // that reads then writes fails with SQLITE_BUSY under a
                 // concurrent writer instead of waiting.
+                let _turn = SQLITE_WRITE.lock().await;
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
                 let r = commit_in!(tx, self, batch, false, sqlite);
                 tx.commit().await?;

@@ -3,27 +3,6 @@
 
 use super::Store;
 
-/// Runs `$body` inside a write transaction bound to `$tx` (see
-/// `outbox.rs`).
-macro_rules! in_tx {
-    ($store:expr, $tx:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite(p) => {
-                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let r = $body;
-                $tx.commit().await?;
-                r
-            }
-            Store::Postgres(p) => {
-                let mut $tx = p.begin().await?;
-                let r = $body;
-                $tx.commit().await?;
-                r
-            }
-        }
-    };
-}
-
 /// One mailbox's line of the daily table: Sum, Auth_blk, Auth_rcv,
 /// Bounced, Deferred, Expired, Sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,29 +167,32 @@ impl Store {
             .map_err(|_| anyhow::anyhow!("the stored web key is not 32 bytes"))
     }
 
-    /// Uses a verification code up and, when the form was accepted, writes
-    /// its request, in one transaction. Returns `None` when the code was
-    /// already used (and then writes nothing), else the request's id if
+    /// Uses verification codes up and, for each form that was accepted,
+    /// writes its request, all in one transaction (posts that arrive
+    /// together share one commit). For each: `None` when the code was
+    /// already used (and nothing was written), else the request's id if
     /// one was written.
-    pub async fn use_challenge(
+    pub async fn use_challenges(
         &self,
-        nonce: &str,
-        expires_at: i64,
-        request: Option<&super::NewRequest>,
-    ) -> anyhow::Result<Option<Option<i64>>> {
+        posts: &[(String, i64, Option<super::NewRequest>)],
+    ) -> anyhow::Result<Vec<Option<Option<i64>>>> {
         const USE: &str = "INSERT INTO used_challenges (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING";
         const REQUEST: &str = "INSERT INTO requests (mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, idem_key, purpose, state) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') RETURNING id";
         let r = in_tx!(self, tx => {
-            let fresh = sqlx::query(USE).bind(nonce).bind(expires_at).execute(&mut *tx).await?.rows_affected() == 1;
-            match (fresh, request) {
-                (false, _) => None,
-                (true, None) => Some(None),
-                (true, Some(r)) => Some(Some(sqlx::query_scalar::<_, i64>(REQUEST)
-                    .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
-                    .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose)
-                    .fetch_one(&mut *tx).await?)),
+            let mut out = Vec::with_capacity(posts.len());
+            for (nonce, expires_at, request) in posts {
+                let fresh = sqlx::query(USE).bind(nonce).bind(expires_at).execute(&mut *tx).await?.rows_affected() == 1;
+                out.push(match (fresh, request) {
+                    (false, _) => None,
+                    (true, None) => Some(None),
+                    (true, Some(r)) => Some(Some(sqlx::query_scalar::<_, i64>(REQUEST)
+                        .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
+                        .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose)
+                        .fetch_one(&mut *tx).await?)),
+                });
             }
+            out
         });
         Ok(r)
     }

@@ -9,28 +9,6 @@ use sqlx::Row;
 
 use super::Store;
 
-/// Runs `$body` inside a write transaction bound to `$tx`, committed when
-/// the body succeeds. SQLite takes the write lock at `BEGIN IMMEDIATE`, so
-/// a read-then-write transaction waits for the ingest instead of failing.
-macro_rules! in_tx {
-    ($store:expr, $tx:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite(p) => {
-                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let r = $body;
-                $tx.commit().await?;
-                r
-            }
-            Store::Postgres(p) => {
-                let mut $tx = p.begin().await?;
-                let r = $body;
-                $tx.commit().await?;
-                r
-            }
-        }
-    };
-}
-
 /// A request as it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRequest {
