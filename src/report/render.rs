@@ -21,6 +21,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("report.txt", include_str!("../../templates/report.txt")),
     ("alert.html", include_str!("../../templates/alert.html")),
     ("alert.txt", include_str!("../../templates/alert.txt")),
+    ("explain.html", include_str!("../../templates/explain.html")),
+    ("explain.txt", include_str!("../../templates/explain.txt")),
     ("form.html", include_str!("../../templates/form.html")),
     ("message.html", include_str!("../../templates/message.html")),
 ];

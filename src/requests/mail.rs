@@ -194,19 +194,8 @@ pub async fn intake(
             return help(store, config, &mailbox, &m, &why(&format!("\"{w}\"")), now).await;
         }
     };
-    let (_, by_mailbox) = store
-        .recent_requests(
-            "",
-            mailbox.as_str(),
-            now,
-            now - 86_400,
-            i64::from(config.web.max_per_mailbox_per_day),
-        )
-        .await?;
-    if by_mailbox >= i64::from(config.web.max_per_mailbox_per_day) {
-        return Ok(Outcome::Limited(format!(
-            "{mailbox}: {by_mailbox} requests today"
-        )));
+    if let Some(limited) = over_limit(store, config, &mailbox, now).await? {
+        return Ok(limited);
     }
     let spec = Spec {
         mailbox,
@@ -228,6 +217,21 @@ pub async fn intake(
     ))
 }
 
+/// `Limited` when `mailbox` has had its requests for the day.
+async fn over_limit(
+    store: &Store,
+    config: &Config,
+    mailbox: &Mailbox,
+    now: i64,
+) -> anyhow::Result<Option<Outcome>> {
+    let limit = i64::from(config.web.max_per_mailbox_per_day);
+    // Mail has no client address: only the mailbox's limit applies.
+    let (_, n) = store
+        .recent_requests("", mailbox.as_str(), now, now - 86_400, limit)
+        .await?;
+    Ok((n >= limit).then(|| Outcome::Limited(format!("{mailbox}: {n} requests today"))))
+}
+
 /// Queues the help reply, once per message.
 async fn help(
     store: &Store,
@@ -237,17 +241,8 @@ async fn help(
     why: &str,
     now: i64,
 ) -> anyhow::Result<Outcome> {
-    let (_, by_mailbox) = store
-        .recent_requests(
-            "",
-            to.as_str(),
-            now,
-            now - 86_400,
-            i64::from(config.web.max_per_mailbox_per_day),
-        )
-        .await?;
-    if by_mailbox >= i64::from(config.web.max_per_mailbox_per_day) {
-        return Ok(Outcome::Limited(format!("{to}: too many requests today")));
+    if let Some(limited) = over_limit(store, config, to, now).await? {
+        return Ok(limited);
     }
     let days = config.retention_days.to_string();
     let mut body = String::new();
