@@ -77,6 +77,20 @@ macro_rules! in_tx {
     };
 }
 
+/// Like `on_pool!`, for a statement that writes: on SQLite it first waits
+/// its turn on [`SQLITE_WRITE`].
+macro_rules! on_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => {
+                let _turn = $crate::store::SQLITE_WRITE.lock().await;
+                $body
+            }
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
 mod nightly;
 mod outbox;
 pub use nightly::DayCounts;

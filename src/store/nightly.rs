@@ -3,6 +3,36 @@
 
 use super::Store;
 
+/// Rows of the daily table per insert statement (9 values each).
+const DAY_CHUNK: usize = 100;
+
+fn day_insert(rows: usize) -> String {
+    let mut s = String::from(
+        "INSERT INTO daily_counts (day, mailbox_id, sum, auth_blk, auth_rcv, bounced, deferred, expired, sent) VALUES ",
+    );
+    for r in 0..rows {
+        s.push_str(if r > 0 { ", (" } else { "(" });
+        for c in 0..9 {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("${}", r * 9 + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn day_insert_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| day_insert(DAY_CHUNK))
+}
+
+fn day_insert_one_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| day_insert(1))
+}
+
 /// One mailbox's line of the daily table: Sum, Auth_blk, Auth_rcv,
 /// Bounced, Deferred, Expired, Sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,20 +58,39 @@ impl Store {
     /// Rebuilds the daily table of one day from the stored events, in one
     /// transaction; returns the number of mailboxes in it.
     pub async fn aggregate_day(&self, day: i32) -> anyhow::Result<u64> {
-        const CLEAR: &str = "DELETE FROM daily_counts WHERE day = $1";
         // Kinds: 1 sent, 2 bounced, 3 deferred, 4 expired, 5 auth_rcv,
         // 6 auth_blk (see migrations/sqlite/0001_initial.sql).
-        const BUILD: &str = "INSERT INTO daily_counts (day, mailbox_id, sum, auth_blk, auth_rcv, bounced, deferred, expired, sent) \
-            SELECT $1, mailbox_id, COUNT(*), \
+        const COUNT: &str = "SELECT mailbox_id, COUNT(*), \
             SUM(CASE WHEN kind = 6 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 5 THEN 1 ELSE 0 END), \
             SUM(CASE WHEN kind = 2 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 3 THEN 1 ELSE 0 END), \
             SUM(CASE WHEN kind = 4 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 1 THEN 1 ELSE 0 END) \
             FROM smtp_events WHERE day = $1 GROUP BY mailbox_id";
-        let n = in_tx!(self, tx => {
+        const CLEAR: &str = "DELETE FROM daily_counts WHERE day = $1";
+        // The counting reads the whole day and holds no lock (readers do
+        // not block the writer); only the short writing of the result
+        // waits for, and holds, the write lock.
+        type Counted = (i64, i64, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Counted> =
+            on_pool!(self, p => sqlx::query_as(COUNT).bind(day).fetch_all(p).await?);
+        in_tx!(self, tx => {
             sqlx::query(CLEAR).bind(day).execute(&mut *tx).await?;
-            sqlx::query(BUILD).bind(day).execute(&mut *tx).await?.rows_affected()
+            for chunk in rows.chunks(DAY_CHUNK) {
+                // Whole chunks in one statement each, the rest one by one.
+                let (sql, per) = if chunk.len() == DAY_CHUNK {
+                    (day_insert_sql(), DAY_CHUNK)
+                } else {
+                    (day_insert_one_sql(), 1)
+                };
+                for part in chunk.chunks(per) {
+                    let mut q = sqlx::query(sql);
+                    for r in part {
+                        q = q.bind(day).bind(r.0).bind(r.1).bind(r.2).bind(r.3).bind(r.4).bind(r.5).bind(r.6).bind(r.7);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+            }
         });
-        Ok(n)
+        Ok(rows.len() as u64)
     }
 
     /// The daily table of one day, by mailbox.
@@ -70,7 +119,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         const SQL: &str = "INSERT INTO job_runs (day, job, finished_at, detail) VALUES ($1, $2, $3, $4) \
             ON CONFLICT (day, job) DO UPDATE SET finished_at = excluded.finished_at, detail = excluded.detail";
-        on_pool!(self, p => sqlx::query(SQL).bind(day).bind(job).bind(now).bind(detail).execute(p).await?.rows_affected());
+        on_writer!(self, p => sqlx::query(SQL).bind(day).bind(job).bind(now).bind(detail).execute(p).await?.rows_affected());
         Ok(())
     }
 
@@ -110,7 +159,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         const SQL: &str = "INSERT INTO alerts (day, mailbox, rule, value, threshold, outbox_id, created_at) \
             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (day, mailbox, rule) DO NOTHING";
-        on_pool!(self, p => sqlx::query(SQL).bind(day).bind(mailbox).bind(rule).bind(value)
+        on_writer!(self, p => sqlx::query(SQL).bind(day).bind(mailbox).bind(rule).bind(value)
             .bind(threshold).bind(outbox_id).bind(now).execute(p).await?.rows_affected());
         Ok(())
     }
@@ -132,12 +181,12 @@ impl Store {
         batch: i64,
     ) -> anyhow::Result<u64> {
         for sql in PURGES {
-            let n = on_pool!(self, p => sqlx::query(*sql).bind(before_day).bind(batch).execute(p).await?.rows_affected());
+            let n = on_writer!(self, p => sqlx::query(*sql).bind(before_day).bind(batch).execute(p).await?.rows_affected());
             if n > 0 {
                 return Ok(n);
             }
         }
-        let n = on_pool!(self, p => sqlx::query(PURGE_OUTBOX).bind(before_unix).bind(batch).execute(p).await?.rows_affected());
+        let n = on_writer!(self, p => sqlx::query(PURGE_OUTBOX).bind(before_unix).bind(batch).execute(p).await?.rows_affected());
         Ok(n)
     }
 }
@@ -147,7 +196,7 @@ impl Store {
     /// warning.
     pub async fn link_alerts(&self, day: i32, mailbox: &str, outbox_id: i64) -> anyhow::Result<()> {
         const SQL: &str = "UPDATE alerts SET outbox_id = $3 WHERE day = $1 AND mailbox = $2";
-        on_pool!(self, p => sqlx::query(SQL).bind(day).bind(mailbox).bind(outbox_id).execute(p).await?.rows_affected());
+        on_writer!(self, p => sqlx::query(SQL).bind(day).bind(mailbox).bind(outbox_id).execute(p).await?.rows_affected());
         Ok(())
     }
 }
@@ -159,7 +208,7 @@ impl Store {
         const MAKE: &str =
             "INSERT INTO web_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING";
         const GET: &str = "SELECT key FROM web_keys WHERE id = 1";
-        let key: Vec<u8> = on_pool!(self, p => {
+        let key: Vec<u8> = on_writer!(self, p => {
             sqlx::query(MAKE).bind(&fresh[..]).execute(p).await?;
             sqlx::query_scalar(GET).fetch_one(p).await?
         });
@@ -200,7 +249,7 @@ impl Store {
     /// Forgets used codes that expired before `now`.
     pub async fn purge_challenges(&self, now: i64) -> anyhow::Result<u64> {
         const SQL: &str = "DELETE FROM used_challenges WHERE expires_at <= $1";
-        let n = on_pool!(self, p => sqlx::query(SQL).bind(now).execute(p).await?.rows_affected());
+        let n = on_writer!(self, p => sqlx::query(SQL).bind(now).execute(p).await?.rows_affected());
         Ok(n)
     }
 

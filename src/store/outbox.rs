@@ -125,7 +125,7 @@ impl Store {
         const SQL: &str = "INSERT INTO requests (mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, idem_key, purpose, state) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') ON CONFLICT (idem_key) DO NOTHING RETURNING id";
         const EXISTING: &str = "SELECT id FROM requests WHERE idem_key = $1";
-        let id = on_pool!(self, p => {
+        let id = on_writer!(self, p => {
             let added: Option<i64> = sqlx::query_scalar(SQL)
                 .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
                 .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose)
@@ -158,7 +158,7 @@ impl Store {
     /// Marks a request as impossible to render, with the reason.
     pub async fn fail_request(&self, id: i64, error: &str) -> anyhow::Result<()> {
         const SQL: &str = "UPDATE requests SET state = 'failed', error = $2 WHERE id = $1";
-        on_pool!(self, p => sqlx::query(SQL).bind(id).bind(error).execute(p).await?.rows_affected());
+        on_writer!(self, p => sqlx::query(SQL).bind(id).bind(error).execute(p).await?.rows_affected());
         Ok(())
     }
 
@@ -227,7 +227,7 @@ impl Store {
             WHERE id = (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT 1) \
             AND state = 'queued' AND next_attempt_at <= $1 \
             RETURNING id, idem_key, recipient, sender, subject, message, state, attempts, next_attempt_at, last_error, created_at, sent_at";
-        let row = on_pool!(self, p => sqlx::query(SQL).bind(now).bind(lease_until).fetch_optional(p).await?
+        let row = on_writer!(self, p => sqlx::query(SQL).bind(now).bind(lease_until).fetch_optional(p).await?
             .map(|r| outbox_row(&r)).transpose()?);
         Ok(row)
     }
@@ -236,7 +236,7 @@ impl Store {
     pub async fn mail_sent(&self, id: i64, now: i64) -> anyhow::Result<()> {
         const SQL: &str =
             "UPDATE outbox SET state = 'sent', sent_at = $2, last_error = NULL WHERE id = $1";
-        on_pool!(self, p => sqlx::query(SQL).bind(id).bind(now).execute(p).await?.rows_affected());
+        on_writer!(self, p => sqlx::query(SQL).bind(id).bind(now).execute(p).await?.rows_affected());
         Ok(())
     }
 
@@ -252,10 +252,10 @@ impl Store {
         const GIVE_UP: &str = "UPDATE outbox SET state = 'failed', last_error = $2 WHERE id = $1";
         match retry_at {
             Some(t) => {
-                on_pool!(self, p => sqlx::query(RETRY).bind(id).bind(error).bind(t).execute(p).await?.rows_affected())
+                on_writer!(self, p => sqlx::query(RETRY).bind(id).bind(error).bind(t).execute(p).await?.rows_affected())
             }
             None => {
-                on_pool!(self, p => sqlx::query(GIVE_UP).bind(id).bind(error).execute(p).await?.rows_affected())
+                on_writer!(self, p => sqlx::query(GIVE_UP).bind(id).bind(error).execute(p).await?.rows_affected())
             }
         };
         Ok(())
