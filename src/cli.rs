@@ -179,18 +179,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Today in the configured zone.
-fn today(config: &Config) -> anyhow::Result<Day> {
-    Ok(Day::from_date(
-        chrono::Utc::now().with_timezone(&config.tz()?).date_naive(),
-    ))
-}
-
 /// `--date`, or yesterday in the configured zone.
 fn day_or_yesterday(config: &Config, date: Option<&str>) -> anyhow::Result<Day> {
     match date {
         Some(d) => Ok(Day::parse(d)?),
-        None => Ok(today(config)?.pred()),
+        None => Ok(config.today()?.pred()),
     }
 }
 
@@ -199,17 +192,11 @@ fn day_or_yesterday(config: &Config, date: Option<&str>) -> anyhow::Result<Day> 
 fn date_range(config: &Config, from: Option<&str>, to: Option<&str>) -> anyhow::Result<DateRange> {
     let to = match to {
         Some(t) => Day::parse(t)?,
-        None => today(config)?,
+        None => config.today()?,
     };
     let from = match from {
         Some(f) => Day::parse(f)?,
-        None => {
-            let mut d = to;
-            for _ in 1..config.retention_days {
-                d = d.pred();
-            }
-            d
-        }
+        None => config.retention_start(to),
     };
     Ok(DateRange::new(from, to)?)
 }

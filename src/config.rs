@@ -573,6 +573,24 @@ impl Config {
             .map_err(|_| anyhow::anyhow!("timezone {:?} is not an IANA zone name", self.timezone))
     }
 
+    /// The local day of `unix` (seconds) in the configured zone.
+    pub fn day_of(&self, unix: i64) -> anyhow::Result<crate::domain::Day> {
+        let t = chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default();
+        Ok(crate::domain::Day::from_date(
+            t.with_timezone(&self.tz()?).date_naive(),
+        ))
+    }
+
+    /// Today in the configured zone.
+    pub fn today(&self) -> anyhow::Result<crate::domain::Day> {
+        self.day_of(chrono::Utc::now().timestamp())
+    }
+
+    /// The first day of the retention window that ends on `last`.
+    pub fn retention_start(&self, last: crate::domain::Day) -> crate::domain::Day {
+        last.minus(self.retention_days - 1)
+    }
+
     /// The rules that decide which addresses are ours.
     pub fn local_domains(&self) -> crate::domain::LocalDomains {
         crate::domain::LocalDomains::new(&self.local_domains, &self.default_domain)

@@ -199,6 +199,11 @@ impl Day {
         self.0
     }
 
+    /// The day `n` days earlier.
+    pub fn minus(self, n: u32) -> Day {
+        Day(self.0 - chrono::Days::new(u64::from(n)))
+    }
+
     /// The stored form: the integer `YYYYMMDD`, which sorts like the date.
     pub fn key(self) -> i32 {
         self.0.year() * 10_000 + self.0.month() as i32 * 100 + self.0.day() as i32
@@ -286,6 +291,15 @@ mod tests {
         ] {
             assert!(Mailbox::parse(bad, "example.edu").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn days_back_cross_months_and_years() {
+        let d = Day::parse("2026-03-01").unwrap();
+        assert_eq!(d.minus(0), d);
+        assert_eq!(d.minus(1).to_string(), "2026-02-28");
+        assert_eq!(d.minus(30).to_string(), "2026-01-30");
+        assert_eq!(d.minus(60).to_string(), "2025-12-31");
     }
 
     #[test]

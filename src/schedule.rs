@@ -72,16 +72,9 @@ pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> anyhow:
     let mut out = Tick::default();
     let last = last_complete(now, tz, config.alerts.settle_minutes);
     let today = day_of(now, tz);
-    // The retention window's first day.
-    let mut keep_from = today;
-    for _ in 1..config.retention_days {
-        keep_from = keep_from.pred();
-    }
+    let keep_from = config.retention_start(today);
     // Warn only about the last catch_up_days complete days.
-    let mut warn_from = last;
-    for _ in 1..config.alerts.catch_up_days.max(1) {
-        warn_from = warn_from.pred();
-    }
+    let warn_from = last.minus(config.alerts.catch_up_days.max(1) - 1);
     if let Some(first) = store.first_event_day().await?.and_then(Day::from_key) {
         let first = first.max(keep_from);
         let done = store.jobs_since(first.key()).await?;

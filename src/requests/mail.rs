@@ -141,17 +141,8 @@ pub async fn intake(
         },
         a => a,
     };
-    let tz = config.tz()?;
-    let today = Day::from_date(
-        chrono::DateTime::from_timestamp(now, 0)
-            .unwrap_or_default()
-            .with_timezone(&tz)
-            .date_naive(),
-    );
-    let mut first = today;
-    for _ in 1..config.retention_days {
-        first = first.pred();
-    }
+    let today = config.day_of(now)?;
+    let first = config.retention_start(today);
     let lang = config.report.default_language;
     let why = |w: &str| format!(" ({w})");
     let (kind, range, lang) = match ask {
@@ -162,13 +153,7 @@ pub async fn intake(
             lang: l,
         } => {
             let range = match (from, to) {
-                (None, _) => {
-                    let mut from = today;
-                    for _ in 0..6 {
-                        from = from.pred();
-                    }
-                    DateRange::new(from.max(first), today)
-                }
+                (None, _) => DateRange::new(today.minus(6).max(first), today),
                 (Some(f), None) => DateRange::new(f, f),
                 (Some(f), Some(t)) => DateRange::new(f, t),
             };

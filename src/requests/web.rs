@@ -211,12 +211,8 @@ fn lang_of(config: &Config, s: Option<&str>) -> Lang {
 
 /// The retention window: (first day, today).
 fn window(config: &Config) -> anyhow::Result<(Day, Day)> {
-    let today = Day::from_date(Utc::now().with_timezone(&config.tz()?).date_naive());
-    let mut first = today;
-    for _ in 1..config.retention_days {
-        first = first.pred();
-    }
-    Ok((first, today))
+    let today = config.today()?;
+    Ok((config.retention_start(today), today))
 }
 
 /// Checks the client's network; the refusal page when it is outside.
