@@ -5,10 +5,44 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox as Address, MultiPart};
+use lettre::message::{Attachment, MessageBuilder, MultiPart};
 
 use crate::report::{Channel, Report};
 use crate::store::NewMail;
+
+/// The headers every mail of mailtrail has: From (`from`, named
+/// mailtrail), To, Subject, Date (`now`), a Message-ID derived from `key`
+/// (so a mail queued twice under one key is the same message), and
+/// Auto-Submitted (RFC 3834), which keeps vacation responders quiet.
+fn headers(
+    from: &str,
+    to: &str,
+    subject: &str,
+    key: &str,
+    auto_submitted: &str,
+    now: i64,
+) -> anyhow::Result<MessageBuilder> {
+    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    Ok(Message::builder()
+        .from(
+            format!("mailtrail <{from}>")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("smtp.from {from:?}: {e}"))?,
+        )
+        .to(to
+            .parse()
+            .map_err(|e| anyhow::anyhow!("recipient {to:?}: {e}"))?)
+        .subject(subject)
+        .date(UNIX_EPOCH + Duration::from_secs(now.max(0) as u64))
+        .message_id(Some(format!(
+            "<{:016x}.mailtrail@{domain}>",
+            xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+        )))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            auto_submitted.to_owned(),
+        )))
+}
 
 /// Composes the mail of `report`, from `from`, to the report's recipient
 /// (the mailbox it is about; see [`Report::recipient`]).
@@ -18,22 +52,8 @@ use crate::store::NewMail;
 /// is its Date.
 pub fn compose(report: &Report, from: &str, key: &str, now: i64) -> anyhow::Result<NewMail> {
     let to = report.recipient();
-    let from_addr: Address = format!("mailtrail <{from}>")
-        .parse()
-        .map_err(|e| anyhow::anyhow!("smtp.from {from:?}: {e}"))?;
-    let to_addr: Address = to
-        .as_str()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("recipient {to}: {e}"))?;
-    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
-    let message_id = format!(
-        "<{:016x}.{}@{}>",
-        xxhash_rust::xxh3::xxh3_64(key.as_bytes()),
-        report.spec.kind.as_str(),
-        domain
-    );
-    // RFC 3834: mail the system sends by itself is auto-generated; a report
-    // asked for is a reply. Either way, vacation responders stay quiet.
+    // A report asked for is a reply; what the system sends by itself is
+    // auto-generated.
     let auto = match report.spec.requester.channel {
         Channel::Automatic => "auto-generated",
         _ => "auto-replied",
@@ -42,24 +62,14 @@ pub fn compose(report: &Report, from: &str, key: &str, now: i64) -> anyhow::Resu
         report.attachment.bytes.clone(),
         ContentType::parse(report.attachment.content_type)?,
     );
-    let message = Message::builder()
-        .from(from_addr)
-        .to(to_addr)
-        .subject(report.subject.clone())
-        .date(UNIX_EPOCH + Duration::from_secs(now.max(0) as u64))
-        .message_id(Some(message_id))
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str("Auto-Submitted"),
-            auto.to_owned(),
-        ))
-        .multipart(
-            MultiPart::mixed()
-                .multipart(MultiPart::alternative_plain_html(
-                    report.text.clone(),
-                    report.html.clone(),
-                ))
-                .singlepart(attachment),
-        )?;
+    let message = headers(from, to.as_str(), &report.subject, key, auto, now)?.multipart(
+        MultiPart::mixed()
+            .multipart(MultiPart::alternative_plain_html(
+                report.text.clone(),
+                report.html.clone(),
+            ))
+            .singlepart(attachment),
+    )?;
     Ok(NewMail {
         idem_key: key.to_owned(),
         recipient: to.to_string(),
@@ -120,26 +130,7 @@ fn plain(
     auto_submitted: &str,
     now: i64,
 ) -> anyhow::Result<NewMail> {
-    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
-    let message = Message::builder()
-        .from(
-            format!("mailtrail <{from}>")
-                .parse()
-                .map_err(|e| anyhow::anyhow!("smtp.from {from:?}: {e}"))?,
-        )
-        .to(to
-            .parse()
-            .map_err(|e| anyhow::anyhow!("recipient {to:?}: {e}"))?)
-        .subject(subject)
-        .date(UNIX_EPOCH + Duration::from_secs(now.max(0) as u64))
-        .message_id(Some(format!(
-            "<{:016x}.mailtrail@{domain}>",
-            xxhash_rust::xxh3::xxh3_64(key.as_bytes())
-        )))
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str("Auto-Submitted"),
-            auto_submitted.to_owned(),
-        ))
+    let message = headers(from, to, subject, key, auto_submitted, now)?
         .header(ContentType::TEXT_PLAIN)
         .body(body)?;
     Ok(NewMail {
