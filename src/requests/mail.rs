@@ -211,8 +211,8 @@ async fn over_limit(
 ) -> anyhow::Result<Option<Outcome>> {
     let limit = i64::from(config.web.max_per_mailbox_per_day);
     // Mail has no client address: only the mailbox's limit applies.
-    let (_, n) = store
-        .recent_requests("", mailbox.as_str(), now, now - 86_400, limit)
+    let n = store
+        .requests_for(mailbox.as_str(), now - 86_400, limit)
         .await?;
     Ok((n >= limit).then(|| Outcome::Limited(format!("{mailbox}: {n} requests today"))))
 }

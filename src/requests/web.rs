@@ -394,18 +394,20 @@ async fn check(
     else {
         return Ok(Err(Refusal::Fix(errors)));
     };
-    let (by_client, by_mailbox) = s
+    let by_client = s
         .store
-        .recent_requests(
+        .requests_from(
             &ip.to_string(),
-            mailbox.as_str(),
             now - 3600,
+            i64::from(c.web.max_per_client_per_hour),
+        )
+        .await?;
+    let by_mailbox = s
+        .store
+        .requests_for(
+            mailbox.as_str(),
             now - 86_400,
-            i64::from(
-                c.web
-                    .max_per_client_per_hour
-                    .max(c.web.max_per_mailbox_per_day),
-            ),
+            i64::from(c.web.max_per_mailbox_per_day),
         )
         .await?;
     if by_client >= i64::from(c.web.max_per_client_per_hour) {

@@ -253,22 +253,27 @@ impl Store {
         Ok(n)
     }
 
-    /// Requests since `since` (unix seconds) by a client address and for a
-    /// mailbox, for the rate limits. Counting stops at `cap` (the limit):
-    /// a busy client costs no more than a quiet one.
-    pub async fn recent_requests(
+    /// Requests by a client address since `since` (unix seconds), for the
+    /// rate limits. Counting stops at `cap` (the limit): a busy client
+    /// costs no more than a quiet one.
+    pub async fn requests_from(
         &self,
         client_ip: &str,
-        mailbox: &str,
-        client_since: i64,
-        mailbox_since: i64,
+        since: i64,
         cap: i64,
-    ) -> anyhow::Result<(i64, i64)> {
-        const BY_CLIENT: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE client_ip = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
-        const BY_MAILBOX: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE mailbox = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
-        let c: i64 = on_pool!(self, p => sqlx::query_scalar(BY_CLIENT).bind(client_ip).bind(client_since).bind(cap).fetch_one(p).await?);
-        let m: i64 = on_pool!(self, p => sqlx::query_scalar(BY_MAILBOX).bind(mailbox).bind(mailbox_since).bind(cap).fetch_one(p).await?);
-        Ok((c, m))
+    ) -> anyhow::Result<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE client_ip = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
+        Ok(
+            on_pool!(self, p => sqlx::query_scalar(SQL).bind(client_ip).bind(since).bind(cap).fetch_one(p).await?),
+        )
+    }
+
+    /// Requests for a mailbox since `since`, counted up to `cap`.
+    pub async fn requests_for(&self, mailbox: &str, since: i64, cap: i64) -> anyhow::Result<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE mailbox = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
+        Ok(
+            on_pool!(self, p => sqlx::query_scalar(SQL).bind(mailbox).bind(since).bind(cap).fetch_one(p).await?),
+        )
     }
 
     /// Mails waiting and mails given up, for the health endpoint.
