@@ -213,21 +213,31 @@ async fn pass(
     ))
 }
 
-/// The files a follow pass reads for the configured `paths`: for each,
-/// its first rotation (`P.1`, if plain) and then `P`. A file renamed by
-/// rotation keeps its checkpoint (it is known by its first line), so its
-/// last lines are read from `P.1`; a file truncated in place
-/// (copytruncate) has a new first line and is read from its start.
-pub fn follow_sources(paths: &[std::path::PathBuf]) -> Vec<SourceSpec> {
+/// The readers of a follow pass for the live files `specs`: for each,
+/// its first rotation (`P.1`) and then `P`. A file renamed by rotation
+/// keeps its checkpoint (it is known by its first line), so its last
+/// lines are read from `P.1`; a file truncated in place (copytruncate)
+/// has a new first line and is read from its start.
+///
+/// `P` is opened before `P.1` is looked for, so a rotation at any moment
+/// cannot have the new file read before the old one's last lines: if the
+/// rename came first, `P.1` is seen and read first; if it came after, the
+/// handle on `P` is the old file itself. Files missing now (between a
+/// rename and the new file's creation) are not read this time.
+fn follow_readers(specs: &[SourceSpec]) -> Vec<(SourceSpec, LineReader)> {
     let mut out = Vec::new();
-    for p in paths {
+    for spec in specs {
+        let SourceSpec::File(p) = spec else { continue };
+        let Ok(live) = LineReader::open(spec) else {
+            continue;
+        };
         let mut rotated = p.clone().into_os_string();
         rotated.push(".1");
-        let rotated = std::path::PathBuf::from(rotated);
-        if rotated.is_file() {
-            out.push(SourceSpec::File(rotated));
+        let rotated = SourceSpec::File(rotated.into());
+        if let Ok(old) = LineReader::open(&rotated) {
+            out.push((rotated, old));
         }
-        out.push(SourceSpec::File(p.clone()));
+        out.push((spec.clone(), live));
     }
     out
 }
@@ -253,12 +263,7 @@ where
     let mut correlator = Some(restore(store, settings.clone()).await?);
     let mut writer = Writer::new(store, DEFAULT_AGENT).await?;
     loop {
-        // Files that are missing now (between a rename and the new file's
-        // creation) are simply not read this time.
-        let specs: Vec<SourceSpec> = follow_sources(paths)
-            .into_iter()
-            .filter(|s| s.check().is_ok())
-            .collect();
+        let specs: Vec<SourceSpec> = paths.iter().cloned().map(SourceSpec::File).collect();
         let c = match correlator.take() {
             Some(c) => c,
             None => restore(store, settings.clone()).await?,
@@ -322,8 +327,27 @@ fn parse_all(
     };
     let mut reports = Vec::new();
     let mut rows = Rows::default();
-    for spec in specs {
-        let mut reader = LineReader::open(spec)?;
+    // Following, every reader is opened first (see `follow_readers`);
+    // otherwise each when its turn comes, so only one buffer is held.
+    let mut opened = if follow {
+        follow_readers(specs).into_iter()
+    } else {
+        Vec::new().into_iter()
+    };
+    let mut next = specs.iter();
+    loop {
+        let (spec, mut reader) = if follow {
+            match opened.next() {
+                Some(o) => o,
+                None => break,
+            }
+        } else {
+            match next.next() {
+                Some(s) => (s.clone(), LineReader::open(s)?),
+                None => break,
+            }
+        };
+        let spec = &spec;
         if follow {
             reader.hold_partial_lines();
         }

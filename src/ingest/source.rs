@@ -175,7 +175,13 @@ impl LineReader {
         if avail.is_empty() {
             return Ok(None);
         }
-        let n = memchr::memchr(b'\n', avail).map_or(avail.len(), |i| i + 1);
+        let newline = memchr::memchr(b'\n', avail);
+        // A first line still being written would give another fingerprint
+        // once whole: wait for it.
+        if self.hold_partial && newline.is_none() && avail.len() < FINGERPRINT_BYTES {
+            return Ok(None);
+        }
+        let n = newline.map_or(avail.len(), |i| i + 1);
         Ok(Some(xxh3_64(&avail[..n.min(FINGERPRINT_BYTES)]) as i64))
     }
 
