@@ -77,6 +77,7 @@ fn settings() -> Settings {
         internal_relays: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
         tz: chrono_tz::Asia::Taipei,
         webmail_networks: vec![],
+        agent: "default".into(),
     }
 }
 

@@ -37,6 +37,11 @@ pub enum Command {
         /// Log files, in order (oldest first); `-` reads stdin.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<String>,
+        /// Name of this ingest's saved state (overrides `ingest.agent`):
+        /// ingests that write to one database at the same time, one per
+        /// mail host, each need their own.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
     },
     /// A mailbox's SMTP sending history: daily table and details.
     History(Query),
@@ -250,8 +255,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database schema is up to date");
             Ok(())
         }
-        Command::Ingest { paths } => {
+        Command::Ingest { paths, agent } => {
             let c = load_config(&cli)?;
+            let mut settings = Settings::from_config(&c)?;
+            if let Some(a) = agent {
+                ingest::check_agent(a).map_err(|e| UsageError(format!("--agent: {e:#}")))?;
+                settings.agent = a.clone();
+            }
             let specs: Vec<SourceSpec> = paths.iter().map(|p| SourceSpec::parse(p)).collect();
             if specs.iter().filter(|s| **s == SourceSpec::Stdin).count() > 1 {
                 return Err(UsageError("`-` (stdin) can be given only once".into()).into());
@@ -260,13 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.check().map_err(|e| UsageError(format!("{e:#}")))?;
             }
             let store = Store::open(&c.database_url).await?;
-            let report = ingest::run(
-                &store,
-                Settings::from_config(&c)?,
-                &specs,
-                c.ingest.batch_lines,
-            )
-            .await;
+            let report = ingest::run(&store, settings, &specs, c.ingest.batch_lines).await;
             store.close().await;
             print!("{}", report?.render());
             Ok(())

@@ -352,6 +352,12 @@ pub struct IngestConfig {
     /// ones make new lines visible sooner.
     #[serde(default = "default_batch_lines")]
     pub batch_lines: usize,
+    /// Name under which this ingest keeps its state (messages in flight)
+    /// in the database. Ingests that share one database, one per mail
+    /// host, each need their own; only one process at a time may use a
+    /// name.
+    #[serde(default = "default_agent")]
+    pub agent: String,
 }
 
 impl Default for IngestConfig {
@@ -360,6 +366,7 @@ impl Default for IngestConfig {
             paths: Vec::new(),
             internal_relays: default_internal_relays(),
             batch_lines: default_batch_lines(),
+            agent: default_agent(),
         }
     }
 }
@@ -382,6 +389,9 @@ fn default_internal_relays() -> Vec<IpNet> {
 }
 fn default_batch_lines() -> usize {
     200_000
+}
+fn default_agent() -> String {
+    crate::ingest::DEFAULT_AGENT.to_owned()
 }
 fn default_smtp_host() -> String {
     "127.0.0.1".to_owned()
@@ -503,6 +513,7 @@ impl Config {
         if self.ingest.batch_lines == 0 {
             bail!("ingest.batch_lines must be at least 1");
         }
+        crate::ingest::check_agent(&self.ingest.agent).context("ingest.agent")?;
         let smtp = &self.smtp;
         if smtp.host.trim().is_empty() {
             bail!("smtp.host is empty");

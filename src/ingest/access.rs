@@ -571,6 +571,7 @@ mod tests {
             internal_relays: vec![],
             tz: chrono_tz::Asia::Taipei,
             webmail_networks: vec!["10.0.0.0/24".parse().unwrap()],
+            agent: "default".into(),
         });
         let mut clock = Clock::new(
             chrono_tz::Asia::Taipei,

@@ -172,6 +172,8 @@ pub struct Settings {
     pub tz: chrono_tz::Tz,
     /// Clients of the webmail front end (their logins are labelled).
     pub webmail_networks: Vec<IpNet>,
+    /// The name the correlator's state is saved under.
+    pub agent: String,
 }
 
 impl Settings {
@@ -181,6 +183,7 @@ impl Settings {
             internal_relays: c.ingest.internal_relays.clone(),
             tz: c.tz()?,
             webmail_networks: c.webmail_networks.clone(),
+            agent: c.ingest.agent.clone(),
         })
     }
 }
@@ -1224,6 +1227,7 @@ mod tests {
             internal_relays: vec!["127.0.0.0/8".parse().unwrap()],
             tz: chrono_tz::Asia::Taipei,
             webmail_networks: vec![],
+            agent: "default".into(),
         }
     }
 

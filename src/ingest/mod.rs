@@ -31,9 +31,103 @@ use correlate::{Correlator, Rows, Settings, Stats};
 use envelope::{Clock, YearState};
 use source::{LineReader, SourceSpec};
 
-/// Name of the correlator state of a one-host ingest. (Several agents
-/// writing to one database would each use their own.)
+/// Name of the correlator state when `ingest.agent` is not set.
+/// Ingests that write to one database at the same time (one per mail
+/// host) each use their own name.
 pub const DEFAULT_AGENT: &str = "default";
+
+/// Checks an agent name: 1 to 64 letters, digits, `.`, `_` or `-` (it
+/// names a lock file beside a SQLite database).
+pub fn check_agent(agent: &str) -> anyhow::Result<()> {
+    let ok = (1..=64).contains(&agent.len())
+        && agent
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !agent.starts_with('.');
+    anyhow::ensure!(
+        ok,
+        "{agent:?} is not an agent name (1 to 64 letters, digits, '.', '_', '-')"
+    );
+    Ok(())
+}
+
+/// Held while an ingest runs under an agent name, so that a second
+/// process with the same name is refused instead of overwriting the
+/// first one's state. PostgreSQL: a session advisory lock on a connection
+/// kept for the purpose. SQLite: an exclusive lock on the file
+/// `DATABASE.ingest-AGENT.lock` beside the database. Released by
+/// [`AgentLock::release`], or, failing that, when dropped (the PostgreSQL
+/// connection is then closed rather than returned to the pool) or when
+/// the process dies.
+pub struct AgentLock {
+    pg: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    _file: Option<std::fs::File>,
+}
+
+impl Drop for AgentLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.pg.take() {
+            // Still locked: closing the session is what releases it.
+            drop(conn.detach());
+        }
+    }
+}
+
+impl AgentLock {
+    pub async fn take(store: &Store, agent: &str) -> anyhow::Result<AgentLock> {
+        check_agent(agent)?;
+        let busy = || {
+            anyhow::anyhow!(
+                "another ingest with agent {agent:?} is running on this database; \
+                 ingests that run at the same time (one per mail host) need their own \
+                 ingest.agent (or --agent)"
+            )
+        };
+        let mut lock = AgentLock {
+            pg: None,
+            _file: None,
+        };
+        match store {
+            Store::Postgres(p) => {
+                let mut conn = p.acquire().await?;
+                let got: bool = sqlx::query_scalar(
+                    "SELECT pg_try_advisory_lock(hashtext('mailtrail-ingest:' || $1))",
+                )
+                .bind(agent)
+                .fetch_one(&mut *conn)
+                .await?;
+                if !got {
+                    return Err(busy());
+                }
+                lock.pg = Some(conn);
+            }
+            Store::Sqlite(p) => {
+                if let Some(path) = crate::store::sqlite_lock_path(p, &format!("ingest-{agent}")) {
+                    let f = crate::store::open_lock_file(&path)?;
+                    match f.try_lock() {
+                        Ok(()) => lock._file = Some(f),
+                        Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
+                        Err(std::fs::TryLockError::Error(e)) => {
+                            return Err(anyhow::Error::new(e)
+                                .context(format!("cannot lock {}", path.display())));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(lock)
+    }
+
+    /// Releases the lock and gives the connection back to the pool.
+    pub async fn release(mut self) -> anyhow::Result<()> {
+        if let Some(mut conn) = self.pg.take() {
+            sqlx::query("SELECT pg_advisory_unlock_all()")
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 /// Batches in flight between the parser and the writer: one being filled,
 /// one being written.
@@ -123,8 +217,10 @@ pub async fn run(
         s.check()?;
     }
     let tz = settings.tz;
+    let lock = AgentLock::take(store, &settings.agent).await?;
+    let agent = settings.agent.clone();
     let correlator = restore(store, settings).await?;
-    let mut writer = Writer::new(store, DEFAULT_AGENT).await?;
+    let mut writer = Writer::new(store, &agent).await?;
     let (_, report) = pass(
         store,
         &mut writer,
@@ -135,12 +231,13 @@ pub async fn run(
         false,
     )
     .await?;
+    lock.release().await?;
     Ok(report)
 }
 
 /// The correlator as the last committed batch left it.
 async fn restore(store: &Store, settings: Settings) -> anyhow::Result<Correlator> {
-    Ok(match store.load_state(DEFAULT_AGENT).await? {
+    Ok(match store.load_state(&settings.agent).await? {
         Some(bytes) => Correlator::restore(settings, &bytes)?,
         None => Correlator::new(settings),
     })
@@ -260,8 +357,9 @@ where
 {
     tokio::pin!(shutdown);
     let tz = settings.tz;
+    let lock = AgentLock::take(store, &settings.agent).await?;
     let mut correlator = Some(restore(store, settings.clone()).await?);
-    let mut writer = Writer::new(store, DEFAULT_AGENT).await?;
+    let mut writer = Writer::new(store, &settings.agent).await?;
     loop {
         let specs: Vec<SourceSpec> = paths.iter().cloned().map(SourceSpec::File).collect();
         let c = match correlator.take() {
@@ -285,11 +383,11 @@ where
                 // The database is as the last committed batch left it: go
                 // on from there.
                 tracing::error!("follow pass failed: {e:#}");
-                writer = Writer::new(store, DEFAULT_AGENT).await?;
+                writer = Writer::new(store, &settings.agent).await?;
             }
         }
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => return lock.release().await,
             _ = tokio::time::sleep(poll) => {}
         }
     }

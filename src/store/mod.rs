@@ -443,6 +443,28 @@ impl Writer {
     }
 }
 
+/// The path `DATABASE.WHAT.lock` beside a SQLite database file, or
+/// `None` for an in-memory database.
+pub(crate) fn sqlite_lock_path(pool: &SqlitePool, what: &str) -> Option<std::path::PathBuf> {
+    let db = pool.connect_options().get_filename().to_owned();
+    if db.as_os_str().is_empty() || db.to_str() == Some(":memory:") {
+        return None;
+    }
+    let mut path = db.into_os_string();
+    path.push(format!(".{what}.lock"));
+    Some(path.into())
+}
+
+/// Opens (creating it if need be) a file used only for its lock.
+pub(crate) fn open_lock_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))
+}
+
 impl Store {
     /// Opens the database at `url` and brings its schema up to date.
     ///
@@ -490,10 +512,27 @@ impl Store {
         }
     }
 
-    /// Applies the migrations the database has not seen yet.
+    /// Applies the migrations the database has not seen yet. Processes
+    /// that start at once take turns: PostgreSQL's migrator holds an
+    /// advisory lock; SQLite's holds none, so a lock file beside the
+    /// database does it.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Store::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
+            Store::Sqlite(p) => {
+                let _turn = match sqlite_lock_path(p, "migrate") {
+                    Some(path) => Some(
+                        tokio::task::spawn_blocking(move || -> anyhow::Result<std::fs::File> {
+                            let f = open_lock_file(&path)?;
+                            f.lock()
+                                .with_context(|| format!("cannot lock {}", path.display()))?;
+                            Ok(f)
+                        })
+                        .await??,
+                    ),
+                    None => None,
+                };
+                sqlx::migrate!("migrations/sqlite").run(p).await?
+            }
             Store::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await?,
         }
         Ok(())
