@@ -34,7 +34,7 @@ fn run_of(log: &str) -> Value {
 
 async fn db_with(webmail: &str) -> TestDb {
     let db = TestDb::new().await;
-    let text = crate::support::config_text(&db.db_path(), 1000).replace(
+    let text = db.config_text().replace(
         "[ingest]",
         &format!("webmail_networks = [{webmail}]\n[ingest]"),
     );
@@ -238,8 +238,32 @@ async fn passwords_never_reach_the_database_or_any_output() {
             seen.push_str(&h.render(f));
         }
     }
-    db.store.close().await;
     let mut bytes = Vec::new();
+    if let mailtrail::store::Store::Postgres(p) = &db.store {
+        // Every row of every table as text, and the binary columns raw.
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap();
+        assert!(tables.len() > 5, "{tables:?}");
+        for t in tables {
+            let sql = format!("SELECT CAST(t AS TEXT) FROM \"{t}\" t");
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(p)
+                .await
+                .unwrap();
+            bytes.extend(rows.concat().into_bytes());
+        }
+        let state: Vec<Vec<u8>> = sqlx::query_scalar("SELECT state FROM ingest_state")
+            .fetch_all(p)
+            .await
+            .unwrap();
+        assert!(!state.is_empty());
+        bytes.extend(state.concat());
+    }
+    db.store.close().await;
     for entry in std::fs::read_dir(db.dir.path()).unwrap() {
         bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }

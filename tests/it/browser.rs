@@ -179,7 +179,7 @@ async fn a_person_fills_the_form_in_chromium_on_a_phone_and_gets_the_report() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let text = crate::support::config_text(&db.db_path(), 1000).replace(
+    let text = db.config_text().replace(
         "[ingest]",
         &format!("[ingest]\npaths = [\"{}\"]", log.display()),
     );

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::{config_text, fixture};
+use crate::support::{config_text, database_url, fixture};
 
 struct Cli {
     _dir: tempfile::TempDir,
@@ -14,7 +14,7 @@ impl Cli {
     fn new() -> Cli {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, config_text(&dir.path().join("cli.db"), 1000)).unwrap();
+        std::fs::write(&config, config_text(&database_url(dir.path(), "cli"), 1000)).unwrap();
         Cli { _dir: dir, config }
     }
 
@@ -222,10 +222,28 @@ fn check_config_validates() {
 fn database_flag_overrides_the_config() {
     let cli = Cli::new();
     let dir = tempfile::tempdir().unwrap();
-    let other = dir.path().join("other.db");
-    let url = format!("sqlite://{}?mode=rwc", other.display());
+    let url = database_url(dir.path(), "other");
     cli.ok(&["--database", &url, "ingest", path(&fixture("mail.log"))]);
-    assert!(other.exists());
+    // The rows are in the other database, and none in the configured one.
+    let rows = |url: String| async move {
+        let store = mailtrail::store::Store::connect(&url).await.unwrap();
+        let n: i64 = crate::on_any_pool!(&store, p => sqlx::query_scalar("SELECT COUNT(*) FROM smtp_events")
+            .fetch_one(p)
+            .await
+            .unwrap_or(0));
+        store.close().await;
+        n
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(rows(url)) > 0);
+    let configured = std::fs::read_to_string(&cli.config).unwrap();
+    let configured = configured
+        .lines()
+        .find_map(|l| l.strip_prefix("database_url = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    assert_eq!(rt.block_on(rows(configured)), 0);
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn day(s: &str) -> Day {
 
 /// The test database's config with other `[alerts]`, `timezone` and a relay.
 fn config(db: &TestDb, tz: &str, alerts: &str, port: u16) -> Config {
-    let text = crate::support::config_text(&db.db_path(), 1000).replace("Asia/Taipei", tz);
+    let text = db.config_text().replace("Asia/Taipei", tz);
     Config::from_toml(&format!(
         "{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"mailtrail@example.edu\"\n[report]\ndefault_language = \"en\"\n{alerts}"
     ))
@@ -448,16 +448,12 @@ async fn retention_purges_old_days_in_batches() {
     let t = schedule::tick(&db.store, &c, after).await.unwrap();
     assert!(t.purged > 7);
     assert!(db.history("alice").await.details.is_empty());
-    let mailtrail::store::Store::Sqlite(pool) = &db.store else {
-        unreachable!()
-    };
     for table in ["smtp_events", "access_events", "daily_counts", "alerts"] {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM {table} WHERE day < 20261125"
-        )))
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE day < 20261125");
+        let n: i64 = crate::on_any_pool!(&db.store, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(pool)
         .await
-        .unwrap();
+        .unwrap());
         assert_eq!(n, 0, "{table}");
     }
 }

@@ -540,15 +540,12 @@ async fn a_report_too_large_even_zipped_is_truncated_visibly_and_fits() {
     let log = crate::support::generated_log(db.dir.path(), 300_000, 7);
     db.ingest(&[log]).await.unwrap();
     // The busiest sender of the generated log.
-    let Store::Sqlite(pool) = &db.store else {
-        unreachable!()
-    };
-    let (busiest, n, first, last): (String, i64, i32, i32) = sqlx::query_as(
-        "SELECT m.address, COUNT(*) c, MIN(e.day), MAX(e.day) FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id GROUP BY m.address ORDER BY c DESC LIMIT 1",
+    let (busiest, n, first, last): (String, i64, i32, i32) = crate::on_any_pool!(&db.store, pool => sqlx::query_as(
+        "SELECT m.address, COUNT(*) c, MIN(e.day), MAX(e.day) FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id GROUP BY m.address ORDER BY c DESC, m.address LIMIT 1",
     )
     .fetch_one(pool)
     .await
-    .unwrap();
+    .unwrap());
     assert!(n > 2000, "{busiest} has {n} rows");
     let tz = db.config.tz().unwrap();
     let s = Spec {
@@ -627,7 +624,7 @@ async fn report_and_worker_commands_queue_send_and_write_files() {
         &config,
         format!(
             "{}\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"mailtrail@example.edu\"\ntimeout_secs = 10\n[report]\ndefault_language = \"en\"\n",
-            crate::support::config_text(&dir.path().join("t.db"), 1000),
+            crate::support::config_text(&crate::support::database_url(dir.path(), "t"), 1000),
             server.port
         ),
     )

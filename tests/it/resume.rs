@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{TestDb, config_text, generated_log};
+use crate::support::{TestDb, config_text, database_url, generated_log};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_ingest_resumes_exactly() {
@@ -17,7 +17,7 @@ async fn killed_ingest_resumes_exactly() {
     // The same ingest as a separate process, killed with SIGKILL once it
     // has committed some batches but before it is done.
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("killed.db");
+    let db = database_url(dir.path(), "killed");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(&db, 2_000)).unwrap();
     let bin = env!("CARGO_BIN_EXE_mailtrail");
@@ -73,9 +73,8 @@ async fn killed_ingest_resumes_exactly() {
 
     let resumed = TestDb {
         config: mailtrail::config::Config::from_toml(&config_text(&db, 2_000)).unwrap(),
-        store: mailtrail::store::Store::open(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap(),
+        store: mailtrail::store::Store::open(&db).await.unwrap(),
+        url: db,
         dir,
     };
     let got = resumed.dump().await;
@@ -83,18 +82,25 @@ async fn killed_ingest_resumes_exactly() {
     assert_eq!(got, want);
 }
 
-/// The committed offset of the (only) source, if any batch is committed.
-async fn read_offset(db: &std::path::Path) -> Option<i64> {
-    if !db.exists() {
-        return None;
-    }
-    let url = format!("sqlite://{}?mode=ro", db.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.ok()?;
-    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(offset_bytes) FROM ingest_sources")
-        .fetch_one(&pool)
+/// The committed offset of the (only) source, if any batch is committed
+/// (and the schema exists yet).
+async fn read_offset(url: &str) -> Option<i64> {
+    let url = match url.strip_suffix("?mode=rwc") {
+        // Reading must not create the file before the ingest does.
+        Some(file) => {
+            if !std::path::Path::new(file.trim_start_matches("sqlite://")).exists() {
+                return None;
+            }
+            format!("{file}?mode=ro")
+        }
+        None => url.to_owned(),
+    };
+    let store = mailtrail::store::Store::connect(&url).await.ok()?;
+    let v: Option<i64> = crate::on_any_pool!(&store, p => sqlx::query_scalar("SELECT MAX(offset_bytes) FROM ingest_sources")
+        .fetch_one(p)
         .await
         .ok()
-        .flatten();
-    pool.close().await;
+        .flatten());
+    store.close().await;
     v
 }

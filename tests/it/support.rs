@@ -1,4 +1,11 @@
-//! Shared helpers: a config and a fresh SQLite database per test.
+//! Shared helpers: a config and a fresh database per test.
+//!
+//! The tests run on SQLite unless `MAILTRAIL_TEST_BACKEND=postgres`, in
+//! which case every test gets a database of its own on the PostgreSQL
+//! server at `MAILTRAIL_TEST_POSTGRES` (a URL naming a database the role
+//! may connect to, such as `postgres://mt:mt@127.0.0.1/postgres`; the role
+//! needs CREATEDB). The tests that are about PostgreSQL itself (schema
+//! parity, concurrent ingests) run whenever that URL is set.
 
 use std::path::{Path, PathBuf};
 
@@ -22,19 +29,118 @@ pub fn dovecot(name: &str) -> PathBuf {
 
 /// The config the fixture's Postfix matches: its content filter runs on
 /// 127.0.0.1; its test destinations on 127.0.0.2-9 are other hosts.
-pub fn config_text(db: &Path, batch_lines: usize) -> String {
+pub fn config_text(database_url: &str, batch_lines: usize) -> String {
     format!(
         r#"
 timezone = "Asia/Taipei"
 local_domains = [".example.edu"]
 default_domain = "example.edu"
-database_url = "sqlite://{}?mode=rwc"
+database_url = "{database_url}"
 [ingest]
 internal_relays = ["127.0.0.1/32"]
 batch_lines = {batch_lines}
-"#,
-        db.display()
+"#
     )
+}
+
+/// Whether the tests run on PostgreSQL (`MAILTRAIL_TEST_BACKEND=postgres`).
+pub fn on_postgres() -> bool {
+    match std::env::var("MAILTRAIL_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("MAILTRAIL_TEST_BACKEND={other}: sqlite or postgres"),
+    }
+}
+
+/// The PostgreSQL server for tests, if one is configured.
+pub fn postgres_server() -> Option<String> {
+    let url = std::env::var("MAILTRAIL_TEST_POSTGRES").ok()?;
+    (!url.trim().is_empty()).then(|| url.trim().to_owned())
+}
+
+/// A fresh, empty database of the backend under test: a file `NAME.db`
+/// under `dir` on SQLite, a new database on PostgreSQL.
+pub fn database_url(dir: &Path, name: &str) -> String {
+    if on_postgres() {
+        let server = postgres_server()
+            .expect("MAILTRAIL_TEST_BACKEND=postgres needs MAILTRAIL_TEST_POSTGRES");
+        fresh_postgres(&server)
+    } else {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.join(format!("{name}.db")).display()
+        )
+    }
+}
+
+/// Creates a new, empty database on the PostgreSQL server at `server` and
+/// returns its URL. The first call of a test run also drops what earlier
+/// runs left behind. Works from synchronous and asynchronous tests alike:
+/// the statements run on a thread of their own.
+pub fn fresh_postgres(server: &str) -> String {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static SWEPT: Mutex<bool> = Mutex::new(false);
+    let pid = std::process::id();
+    let name = format!("mtt_{pid}_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let (base, _) = server
+        .rsplit_once('/')
+        .expect("MAILTRAIL_TEST_POSTGRES is a URL ending in /DATABASE");
+    let url = format!("{base}/{name}");
+    let server = server.to_owned();
+    let mut swept = SWEPT.lock().unwrap();
+    let sweep = !*swept;
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Connection as _;
+                let mut c = sqlx::PgConnection::connect(&server)
+                    .await
+                    .expect("cannot connect to MAILTRAIL_TEST_POSTGRES");
+                if sweep {
+                    let old: Vec<String> = sqlx::query_scalar(
+                        "SELECT datname FROM pg_database WHERE datname LIKE 'mtt\\_%' AND datname NOT LIKE $1",
+                    )
+                    .bind(format!("mtt\\_{pid}\\_%"))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+                    for db in old {
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await
+                        .unwrap();
+                    }
+                }
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+            })
+    })
+    .join()
+    .expect("creating a test database");
+    *swept = true;
+    url
+}
+
+/// Runs `$body` with `$pool` bound to the test store's own pool, whichever
+/// backend it is.
+#[macro_export]
+macro_rules! on_any_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            mailtrail::store::Store::Sqlite($pool) => $body,
+            mailtrail::store::Store::Postgres($pool) => $body,
+        }
+    };
 }
 
 /// One stored row, every column, for comparisons.
@@ -55,6 +161,7 @@ type DumpRow = (
 
 pub struct TestDb {
     pub dir: tempfile::TempDir,
+    pub url: String,
     pub config: Config,
     pub store: Store,
 }
@@ -66,14 +173,20 @@ impl TestDb {
 
     pub async fn with_batch(batch_lines: usize) -> TestDb {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("t.db");
-        let config = Config::from_toml(&config_text(&db, batch_lines)).unwrap();
+        let url = database_url(dir.path(), "t");
+        let config = Config::from_toml(&config_text(&url, batch_lines)).unwrap();
         let store = Store::open(&config.database_url).await.unwrap();
-        TestDb { dir, config, store }
+        TestDb {
+            dir,
+            url,
+            config,
+            store,
+        }
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("t.db")
+    /// The config text of this database, to extend.
+    pub fn config_text(&self) -> String {
+        config_text(&self.url, self.config.ingest.batch_lines)
     }
 
     pub async fn ingest(&self, paths: &[PathBuf]) -> anyhow::Result<Report> {
@@ -107,20 +220,51 @@ impl TestDb {
     /// Like [`TestDb::dump`], optionally without the sub-second part of
     /// times (which only RFC 3339 stamps carry).
     pub async fn dump_rows(&self, exact_time: bool) -> Vec<String> {
-        let Store::Sqlite(pool) = &self.store else {
-            panic!("tests use SQLite")
-        };
-        let rows: Vec<DumpRow> =
-            sqlx::query_as("SELECT e.key, e.day, e.time_us, m.address, e.kind, e.host, e.queue_id, e.sender_ip, e.relay, e.recipient, e.dsn, e.response FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id ORDER BY e.day, e.key")
-                .fetch_all(pool)
-                .await
-                .unwrap();
+        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.time_us, m.address, CAST(e.kind AS BIGINT), e.host, e.queue_id, e.sender_ip, e.relay, e.recipient, e.dsn, e.response FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id ORDER BY e.day, e.key";
+        let rows: Vec<DumpRow> = crate::on_any_pool!(&self.store, p => sqlx::query_as(SQL)
+            .fetch_all(p)
+            .await
+            .unwrap());
         rows.into_iter()
             .map(|mut r| {
                 if !exact_time {
                     r.2 -= r.2.rem_euclid(1_000_000);
                 }
                 format!("{r:?}")
+            })
+            .collect()
+    }
+}
+
+impl TestDb {
+    /// Every stored access row, for comparing databases.
+    pub async fn dump_access(&self) -> Vec<String> {
+        type AccessDump = (
+            i64,
+            i64,
+            i64,
+            String,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.time_us, m.address, CAST(e.kind AS BIGINT), e.host, e.protocol, e.remote_ip, e.session, e.deleted, e.retained, e.message_id, e.folder, e.reason FROM access_events e JOIN mailboxes m ON m.id = e.mailbox_id ORDER BY e.day, e.key";
+        let rows: Vec<AccessDump> = crate::on_any_pool!(&self.store, p => sqlx::query_as(SQL)
+            .fetch_all(p)
+            .await
+            .unwrap());
+        rows.into_iter()
+            .map(|r| {
+                let a = (r.0, r.1, r.2, r.3, r.4, r.5, r.6);
+                let b = (r.7, r.8, r.9, r.10, r.11, r.12, r.13);
+                format!("{a:?} {b:?}")
             })
             .collect()
     }

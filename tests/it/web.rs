@@ -20,7 +20,7 @@ async fn free_port() -> u16 {
 }
 
 fn config(db: &TestDb, log: &Path, web_port: u16, smtp_port: u16, web: &str) -> Config {
-    let text = crate::support::config_text(&db.db_path(), 1000).replace(
+    let text = db.config_text().replace(
         "[ingest]",
         &format!("[ingest]\npaths = [\"{}\"]", log.display()),
     );
@@ -354,13 +354,10 @@ async fn the_form_refuses_what_it_must_with_a_clear_page() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     svc.stop().await;
-    let n: Vec<String> = sqlx::query_scalar("SELECT mailbox FROM requests ORDER BY id")
-        .fetch_all(match &db.store {
-            Store::Sqlite(p) => p,
-            _ => unreachable!(),
-        })
+    let n: Vec<String> = crate::on_any_pool!(&db.store, p => sqlx::query_scalar("SELECT mailbox FROM requests ORDER BY id")
+        .fetch_all(p)
         .await
-        .unwrap();
+        .unwrap());
     assert_eq!(
         n,
         [
@@ -561,7 +558,7 @@ fn the_request_command_reads_stdin_and_exits_zero() {
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
-        crate::support::config_text(&dir.path().join("t.db"), 1000),
+        crate::support::config_text(&crate::support::database_url(dir.path(), "t"), 1000),
     )
     .unwrap();
     let run = |sender: &str, msg: &[u8]| {
