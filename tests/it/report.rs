@@ -737,3 +737,31 @@ async fn an_attempt_cut_off_by_a_crash_is_retried_after_its_lease_once() {
     let row = db.store.outbox_mail(id).await.unwrap().unwrap();
     assert_eq!((row.state.as_str(), row.attempts), ("sent", 2));
 }
+
+#[tokio::test]
+async fn a_request_that_cannot_be_rendered_is_marked_failed_and_queues_nothing() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    // A warning for a day on which no threshold was recorded for alice:
+    // there is nothing to warn about, so nothing may be mailed.
+    let s = spec("alice@example.edu", Kind::Smtp, Lang::En);
+    let id =
+        mailtrail::requests::submit_as(&db.store, &s, None, mailtrail::requests::Purpose::Warning)
+            .await
+            .unwrap();
+    let row = db.store.request(id).await.unwrap().unwrap();
+    let err = mailtrail::requests::process(&db.store, &db.config, &row)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("no threshold"), "{err:#}");
+    let row = db.store.request(id).await.unwrap().unwrap();
+    assert_eq!(row.state, "failed");
+    assert!(row.error.unwrap().contains("no threshold"));
+    assert_eq!(row.outbox_id, None);
+    assert!(db.store.pending_requests(10).await.unwrap().is_empty());
+    let queued: i64 = crate::on_any_pool!(&db.store, p => sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(p)
+        .await
+        .unwrap());
+    assert_eq!(queued, 0);
+}
