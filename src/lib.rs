@@ -29,6 +29,8 @@
 //! * [`aggregate`], [`alerts`], [`schedule`]: the nightly job: each
 //!   complete local day's per-mailbox table, threshold warnings once per
 //!   mailbox and day, catch-up after downtime, retention.
+//! * [`background`]: the thread, at a lower CPU priority, that renders and
+//!   composes reports, so that the web form is served first.
 //! * [`serve`]: all of it in one process: the follower, the scheduler, the
 //!   worker and the web form.
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
@@ -36,6 +38,7 @@
 pub mod access;
 pub mod aggregate;
 pub mod alerts;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod domain;

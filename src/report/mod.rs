@@ -283,8 +283,9 @@ pub async fn build(store: &Store, config: &Config, spec: Spec) -> anyhow::Result
     let data = Data::load(store, &spec, tz).await?;
     let limits = Limits::from_config(config);
     let now = Utc::now();
-    // Rendering and zipping are CPU work; keep them off the async threads.
-    tokio::task::spawn_blocking(move || render(spec, &data, limits, tz, now)).await?
+    // Rendering and zipping are CPU work: off the async threads, and behind
+    // the web form's.
+    crate::background::run(move || render(spec, &data, limits, tz, now)).await?
 }
 
 /// Reads the day of `spec` and renders it as a threshold warning.
@@ -298,8 +299,7 @@ pub async fn build_warning(
     let data = Data::load(store, &spec, tz).await?;
     let limits = Limits::from_config(config);
     let now = Utc::now();
-    tokio::task::spawn_blocking(move || render_warning(spec, &data, limits, tz, now, &crossed))
-        .await?
+    crate::background::run(move || render_warning(spec, &data, limits, tz, now, &crossed)).await?
 }
 
 /// The view the templates see as `r`.

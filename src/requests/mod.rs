@@ -113,7 +113,9 @@ pub async fn process(store: &Store, config: &Config, row: &RequestRow) -> anyhow
             _ => report::build(store, config, spec).await?,
         };
         let now = chrono::Utc::now().timestamp();
-        let mail = message::compose(&report, &config.smtp.from, &mail_key(row), now)?;
+        let (from, key) = (config.smtp.from.clone(), mail_key(row));
+        let mail =
+            crate::background::run(move || message::compose(&report, &from, &key, now)).await??;
         let (id, _fresh) = store.queue_mail(&mail, Some(row.id), now).await?;
         anyhow::Ok(id)
     }
