@@ -26,6 +26,8 @@ struct Driver {
     base: String,
     session: String,
     http: reqwest::Client,
+    /// Chromium's profile, removed after the browser has quit.
+    _profile: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -57,7 +59,7 @@ impl Driver {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = tempfile::tempdir().unwrap().keep();
+        let profile = tempfile::tempdir().unwrap();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -66,7 +68,7 @@ impl Driver {
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
-                    format!("--user-data-dir={}", profile.display()),
+                    format!("--user-data-dir={}", profile.path().display()),
                 ]
             }
         }}});
@@ -88,7 +90,18 @@ impl Driver {
             base,
             session,
             http,
+            _profile: profile,
         }
+    }
+
+    /// Ends the session, which closes Chromium; killing only ChromeDriver
+    /// (as dropping the driver does) would leave the browser running.
+    async fn quit(self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send()
+            .await;
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
@@ -278,6 +291,7 @@ async fn a_person_fills_the_form_in_chromium_on_a_phone_and_gets_the_report() {
         .parse(&got[0].data)
         .unwrap();
     assert!(m.subject().unwrap().contains("Mailbox access history"));
+    d.quit().await;
     let _ = stop_tx.send(());
     svc.await.unwrap().unwrap();
     assert!(shots().join("accepted.png").exists());
