@@ -30,7 +30,7 @@ use crate::config::{Config, Lang};
 use crate::domain::{DateRange, Day, InputError, Mailbox};
 use crate::report::render::{render_page, strings, text};
 use crate::report::{Channel, Kind, Requester, Spec};
-use crate::store::Store;
+use crate::store::{Limits, PostOutcome, Store};
 
 /// What the service knows about its own ingest, for `/health`.
 #[derive(Debug, Default)]
@@ -54,11 +54,10 @@ pub struct WebState {
     pub posts: Posts,
 }
 
-/// One post to write: the used code (nonce, expiry), the request if the
-/// form was accepted, and where to say what became of it.
+/// One post to write, and where to say what became of it.
 type Post = (
-    (String, i64, Option<crate::store::NewRequest>),
-    tokio::sync::oneshot::Sender<anyhow::Result<Option<Option<i64>>>>,
+    crate::store::Post,
+    tokio::sync::oneshot::Sender<anyhow::Result<PostOutcome>>,
 );
 
 /// Writes posts in groups: one task takes every post waiting and commits
@@ -93,17 +92,12 @@ impl Posts {
         Posts(tx)
     }
 
-    /// Uses a code up and writes the request, if any; `None` when the code
-    /// was used before.
-    pub async fn write(
-        &self,
-        nonce: String,
-        expires_at: i64,
-        request: Option<crate::store::NewRequest>,
-    ) -> anyhow::Result<Option<Option<i64>>> {
+    /// Uses a code up and, if there is a request, checks its limits and
+    /// writes it.
+    pub async fn write(&self, post: crate::store::Post) -> anyhow::Result<PostOutcome> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.0
-            .send(((nonce, expires_at, request), tx))
+            .send((post, tx))
             .await
             .map_err(|_| anyhow::anyhow!("the post writer stopped"))?;
         rx.await
@@ -394,36 +388,6 @@ async fn check(
     else {
         return Ok(Err(Refusal::Fix(errors)));
     };
-    let by_client = s
-        .store
-        .requests_from(
-            &ip.to_string(),
-            now - 3600,
-            i64::from(c.web.max_per_client_per_hour),
-        )
-        .await?;
-    let by_mailbox = s
-        .store
-        .requests_for(
-            mailbox.as_str(),
-            now - 86_400,
-            i64::from(c.web.max_per_mailbox_per_day),
-        )
-        .await?;
-    if by_client >= i64::from(c.web.max_per_client_per_hour) {
-        return Ok(Err(Refusal::Rate(text(
-            lang,
-            "err_rate_client",
-            &[("ip", &ip.to_string())],
-        ))));
-    }
-    if by_mailbox >= i64::from(c.web.max_per_mailbox_per_day) {
-        return Ok(Err(Refusal::Rate(text(
-            lang,
-            "err_rate_mailbox",
-            &[("mailbox", mailbox.as_str())],
-        ))));
-    }
     let report_lang = f.lang.parse().unwrap_or(lang);
     Ok(Ok(Spec {
         mailbox,
@@ -454,23 +418,53 @@ async fn submit(
     let checked = check(&s, ip, lang, &f, token.as_ref()).await;
     // The code is used up whatever else is wrong, so it cannot be guessed
     // at; when everything is right, with the request in one transaction.
+    // The limits are checked where the request is written, so that posts
+    // arriving together cannot pass them together.
+    let c = &s.config.web;
     let request = match &checked {
-        Ok(Ok(spec)) => Some(super::new_request(spec, None, super::Purpose::Report)),
+        Ok(Ok(spec)) => Some((
+            super::new_request(spec, None, super::Purpose::Report),
+            Limits {
+                client_since: now - 3600,
+                client_cap: i64::from(c.max_per_client_per_hour),
+                mailbox_since: now - 86_400,
+                mailbox_cap: i64::from(c.max_per_mailbox_per_day),
+            },
+        )),
         _ => None,
     };
-    let used = match &token {
-        Some(t) => match s.posts.write(t.nonce.clone(), t.expires_at, request).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::error!("cannot store the request: {e:#}");
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let outcome = match &token {
+        Some(t) => {
+            let post = crate::store::Post {
+                nonce: t.nonce.clone(),
+                expires_at: t.expires_at,
+                request,
+            };
+            match s.posts.write(post).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!("cannot store the request: {e:#}");
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
             }
-        },
-        None => None,
+        }
+        None => PostOutcome::CodeUsed,
     };
-    let checked = match (checked, used) {
+    let checked = match (checked, outcome) {
         // Right in every way, but the code was used before.
-        (Ok(Ok(_)), None) => Ok(Err(Refusal::Fix(vec![text(lang, "err_code", &[])]))),
+        (Ok(Ok(_)), PostOutcome::CodeUsed) => {
+            Ok(Err(Refusal::Fix(vec![text(lang, "err_code", &[])])))
+        }
+        (Ok(Ok(_)), PostOutcome::ClientLimited) => Ok(Err(Refusal::Rate(text(
+            lang,
+            "err_rate_client",
+            &[("ip", &ip.to_string())],
+        )))),
+        (Ok(Ok(spec)), PostOutcome::MailboxLimited) => Ok(Err(Refusal::Rate(text(
+            lang,
+            "err_rate_mailbox",
+            &[("mailbox", spec.mailbox.as_str())],
+        )))),
         (c, _) => c,
     };
     let spec = match checked {
@@ -491,7 +485,7 @@ async fn submit(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    if let Some(Some(id)) = used {
+    if let PostOutcome::Written(id) = outcome {
         tracing::info!(request = id, mailbox = %spec.mailbox, client = %ip, "web request");
     }
     message(

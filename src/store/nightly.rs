@@ -201,6 +201,46 @@ impl Store {
     }
 }
 
+/// Requests by a client address since $2, counted up to $3.
+const BY_CLIENT: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE client_ip = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
+/// Requests for a mailbox since $2, counted up to $3.
+const BY_MAILBOX: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE mailbox = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
+
+/// A form post to write: its verification code (nonce and expiry), and
+/// the request when the form was right, with the limits it must fit.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub nonce: String,
+    pub expires_at: i64,
+    pub request: Option<(super::NewRequest, Limits)>,
+}
+
+/// Request limits: at most `client_cap` requests from the client address
+/// since `client_since`, and `mailbox_cap` for the mailbox since
+/// `mailbox_since` (unix seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub client_since: i64,
+    pub client_cap: i64,
+    pub mailbox_since: i64,
+    pub mailbox_cap: i64,
+}
+
+/// What became of a [`Post`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostOutcome {
+    /// The code was used before: nothing written.
+    CodeUsed,
+    /// The code is now used; there was no request to write.
+    NoRequest,
+    /// The request was written, with this id.
+    Written(i64),
+    /// The client address has had its requests.
+    ClientLimited,
+    /// The mailbox has had its requests.
+    MailboxLimited,
+}
+
 impl Store {
     /// The key the form's verification codes are sealed with, made on
     /// first use (`fresh` is only stored if there is none yet).
@@ -217,29 +257,41 @@ impl Store {
     }
 
     /// Uses verification codes up and, for each form that was accepted,
-    /// writes its request, all in one transaction (posts that arrive
-    /// together share one commit). For each: `None` when the code was
-    /// already used (and nothing was written), else the request's id if
-    /// one was written.
-    pub async fn use_challenges(
-        &self,
-        posts: &[(String, i64, Option<super::NewRequest>)],
-    ) -> anyhow::Result<Vec<Option<Option<i64>>>> {
+    /// checks the request limits and writes its request, all in one
+    /// transaction (posts that arrive together share one commit). The
+    /// limits are counted in the transaction that writes, after the posts
+    /// before it in the group, so concurrent posts cannot slip past them
+    /// together.
+    pub async fn use_challenges(&self, posts: &[Post]) -> anyhow::Result<Vec<PostOutcome>> {
         const USE: &str = "INSERT INTO used_challenges (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING";
         const REQUEST: &str = "INSERT INTO requests (mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, idem_key, purpose, state) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') RETURNING id";
         let r = in_tx!(self, tx => {
             let mut out = Vec::with_capacity(posts.len());
-            for (nonce, expires_at, request) in posts {
-                let fresh = sqlx::query(USE).bind(nonce).bind(expires_at).execute(&mut *tx).await?.rows_affected() == 1;
-                out.push(match (fresh, request) {
-                    (false, _) => None,
-                    (true, None) => Some(None),
-                    (true, Some(r)) => Some(Some(sqlx::query_scalar::<_, i64>(REQUEST)
-                        .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
-                        .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose)
-                        .fetch_one(&mut *tx).await?)),
-                });
+            for post in posts {
+                let fresh = sqlx::query(USE).bind(&post.nonce).bind(post.expires_at).execute(&mut *tx).await?.rows_affected() == 1;
+                let Some((r, limits)) = post.request.as_ref().filter(|_| fresh) else {
+                    out.push(if fresh { PostOutcome::NoRequest } else { PostOutcome::CodeUsed });
+                    continue;
+                };
+                let by_client: i64 = sqlx::query_scalar(BY_CLIENT)
+                    .bind(&r.client_ip).bind(limits.client_since).bind(limits.client_cap)
+                    .fetch_one(&mut *tx).await?;
+                if by_client >= limits.client_cap {
+                    out.push(PostOutcome::ClientLimited);
+                    continue;
+                }
+                let by_mailbox: i64 = sqlx::query_scalar(BY_MAILBOX)
+                    .bind(&r.mailbox).bind(limits.mailbox_since).bind(limits.mailbox_cap)
+                    .fetch_one(&mut *tx).await?;
+                if by_mailbox >= limits.mailbox_cap {
+                    out.push(PostOutcome::MailboxLimited);
+                    continue;
+                }
+                out.push(PostOutcome::Written(sqlx::query_scalar::<_, i64>(REQUEST)
+                    .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
+                    .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose)
+                    .fetch_one(&mut *tx).await?));
             }
             out
         });
@@ -262,17 +314,15 @@ impl Store {
         since: i64,
         cap: i64,
     ) -> anyhow::Result<i64> {
-        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE client_ip = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
         Ok(
-            on_pool!(self, p => sqlx::query_scalar(SQL).bind(client_ip).bind(since).bind(cap).fetch_one(p).await?),
+            on_pool!(self, p => sqlx::query_scalar(BY_CLIENT).bind(client_ip).bind(since).bind(cap).fetch_one(p).await?),
         )
     }
 
     /// Requests for a mailbox since `since`, counted up to `cap`.
     pub async fn requests_for(&self, mailbox: &str, since: i64, cap: i64) -> anyhow::Result<i64> {
-        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE mailbox = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
         Ok(
-            on_pool!(self, p => sqlx::query_scalar(SQL).bind(mailbox).bind(since).bind(cap).fetch_one(p).await?),
+            on_pool!(self, p => sqlx::query_scalar(BY_MAILBOX).bind(mailbox).bind(since).bind(cap).fetch_one(p).await?),
         )
     }
 

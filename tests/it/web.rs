@@ -693,3 +693,55 @@ async fn following_survives_rotation_copytruncate_and_restart() {
 
     assert_eq!(db.dump().await, want, "the same rows as one clean ingest");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_arriving_together_cannot_pass_a_limit_together() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(
+        &db,
+        &log,
+        free_port().await,
+        1,
+        "max_per_mailbox_per_day = 2\nmax_per_client_per_hour = 100\n",
+    );
+    let day = today(&cfg).to_string();
+    let svc = Service::start(cfg.clone(), db.store.clone()).await;
+    let c = reqwest::Client::new();
+    // Twelve forms filled in first, then posted at once.
+    let mut forms = Vec::new();
+    for _ in 0..12 {
+        forms.push(filled_form(&c, &svc.base, &db.store).await);
+    }
+    let posts: Vec<_> = forms
+        .into_iter()
+        .map(|(id, code)| {
+            let (c, base, day) = (c.clone(), svc.base.clone(), day.clone());
+            tokio::spawn(async move {
+                let fields = [
+                    ("mailbox", "bob"),
+                    ("kind", "smtp"),
+                    ("from", day.as_str()),
+                    ("lang", "en"),
+                    ("challenge", id.as_str()),
+                    ("code", code.as_str()),
+                ];
+                post(&c, &base, &fields).await.0
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for p in posts {
+        statuses.push(p.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [[200; 2].as_slice(), &[429; 10]].concat());
+    let stored = db
+        .store
+        .requests_for("bob@example.edu", 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+    svc.stop().await;
+}
