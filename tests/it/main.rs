@@ -9,6 +9,7 @@ mod access;
 mod bad_input;
 mod browser;
 mod cli;
+mod e2e;
 mod fixtures;
 mod idempotence;
 mod nightly;
