@@ -1,8 +1,10 @@
 //! The service under load: `cargo bench --bench serve`.
 //!
 //! 1. Fills a SQLite database with 1,000,000 stored deliveries (50,000
-//!    senders), starts `serve` in this process (web form, follower,
-//!    worker, scheduler) on loopback.
+//!    senders), then starts the release binary's `mailtrail serve` (web
+//!    form, follower, worker, scheduler) on loopback, in a process of its
+//!    own as in production: the load comes from this process, on the same
+//!    two cores.
 //! 2. For `MAILTRAIL_LOAD_SECS` (default 20) seconds, 50 concurrent
 //!    clients each load the form and its code image and post it, over and
 //!    over, each from its own campus address behind a trusted proxy
@@ -98,7 +100,7 @@ async fn main() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let config = Config::from_toml(&format!(
+    let config_text = format!(
         r#"
 timezone = "Asia/Taipei"
 local_domains = [".example.edu"]
@@ -120,8 +122,10 @@ max_per_mailbox_per_day = 100000
 "#,
         db.display(),
         log.display()
-    ))
-    .unwrap();
+    );
+    let config = Config::from_toml(&config_text).unwrap();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, &config_text).unwrap();
     let store = Store::open(&config.database_url).await.unwrap();
     let t = Instant::now();
     fill(&store).await;
@@ -147,10 +151,14 @@ max_per_mailbox_per_day = 100000
         .map(<[u8]>::to_vec)
         .collect();
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let svc = tokio::spawn(mailtrail::serve::run(config, store.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let mut svc = std::process::Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mailtrail serve starts");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
@@ -303,6 +311,9 @@ max_per_mailbox_per_day = 100000
         "follower: {total_lines} lines ({size} bytes) written at {LINES_PER_SEC}/s; most unread at any probe {worst_unread} bytes; all read {:.2} s after the last write",
         caught_up.as_secs_f64()
     );
-    let _ = stop_tx.send(());
-    svc.await.unwrap().unwrap();
+    // SIGTERM, as systemd stops it: it must finish cleanly.
+    // SAFETY: kill sends a signal to the child we started.
+    unsafe { libc::kill(svc.id() as libc::pid_t, libc::SIGTERM) };
+    let status = svc.wait().unwrap();
+    assert!(status.success(), "serve stopped with {status}");
 }
