@@ -124,24 +124,31 @@ pub fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
     if !trusted(&peer) {
         return peer;
     }
-    let mut chain: Vec<IpAddr> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let Ok(v) = value.to_str() else { return peer };
-        for part in v.split(',') {
-            match part.trim().parse() {
-                Ok(ip) => chain.push(ip),
-                // A malformed chain is not believed at all.
-                Err(_) => return peer,
+    // From the right, past the proxies' own entries: what the first trusted
+    // proxy saw. Entries further left were written by the client and are
+    // never read, not even to find them malformed: a proxy that appends
+    // (nginx's $proxy_add_x_forwarded_for) puts the client's own header in
+    // front of the real address, and a client that sent garbage there must
+    // not be taken for the proxy itself.
+    let values: Vec<&[u8]> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    for value in values.into_iter().rev() {
+        for part in value.rsplit(|&b| b == b',') {
+            let ip = std::str::from_utf8(part)
+                .ok()
+                .and_then(|p| p.trim().parse::<IpAddr>().ok());
+            match ip {
+                Some(ip) if trusted(&ip) => continue,
+                Some(ip) => return ip,
+                // Unreadable where a trusted proxy wrote: believe nothing.
+                None => return peer,
             }
         }
     }
-    // From the right, past the proxies' own entries: what the first
-    // trusted proxy saw. Entries further left were written by the client.
-    chain
-        .into_iter()
-        .rev()
-        .find(|ip| !trusted(ip))
-        .unwrap_or(peer)
+    peer
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -538,6 +545,8 @@ mod tests {
         .unwrap()
     }
 
+    use axum::http::HeaderValue;
+
     fn xff(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", v.parse().unwrap());
@@ -568,11 +577,21 @@ mod tests {
             client_ip(&c, ip("10.0.0.5"), &xff("140.114.1.2, 10.0.0.7")),
             ip("140.114.1.2")
         );
-        // Garbage: the peer.
+        // Garbage where the proxy wrote: the peer.
         assert_eq!(
             client_ip(&c, ip("10.0.0.5"), &xff("nonsense")),
             ip("10.0.0.5")
         );
+        // Garbage the client wrote in front of what the proxy appended is
+        // never read: the client is not taken for the proxy.
+        assert_eq!(
+            client_ip(&c, ip("10.0.0.5"), &xff("nonsense, 192.0.2.66")),
+            ip("192.0.2.66")
+        );
+        let mut two = HeaderMap::new();
+        two.append("x-forwarded-for", HeaderValue::from_bytes(b"\xff").unwrap());
+        two.append("x-forwarded-for", "192.0.2.66".parse().unwrap());
+        assert_eq!(client_ip(&c, ip("10.0.0.5"), &two), ip("192.0.2.66"));
         assert_eq!(
             client_ip(&c, ip("10.0.0.5"), &HeaderMap::new()),
             ip("10.0.0.5")
