@@ -1,5 +1,6 @@
 //! The command line: parse, load the config, call the library, map errors
-//! to exit codes (0 done, 1 failed, 2 the user's input was wrong).
+//! to exit codes (0 done, 1 failed, 2 the user's input was wrong; 75 for
+//! `request`'s own failures, which Postfix retries).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -155,6 +156,14 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `request` runs as Postfix's pipe: a failure of its own (config,
+    // database) is temporary for Postfix (EX_TEMPFAIL), which keeps the
+    // message and tries again later, instead of bouncing it (any other
+    // status).
+    let failed = match cli.command {
+        Command::Request { .. } => ExitCode::from(EX_TEMPFAIL),
+        _ => ExitCode::FAILURE,
+    };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -164,11 +173,14 @@ pub fn main() -> ExitCode {
             {
                 ExitCode::from(2)
             } else {
-                ExitCode::FAILURE
+                failed
             }
         }
     }
 }
+
+/// sysexits.h: a temporary failure; the caller should try again later.
+const EX_TEMPFAIL: u8 = 75;
 
 /// A wrong argument that is not a bad value (exit code 2).
 #[derive(Debug, thiserror::Error)]

@@ -589,6 +589,18 @@ fn the_request_command_reads_stdin_and_exits_zero() {
     let (code, out) = run("x@evil.test", &message("x@evil.test", "smtp", "", ""));
     assert_eq!(code, Some(0));
     assert!(out.starts_with("ignored"), "{out}");
+    // Its own failure (here a database it cannot open) is temporary for
+    // Postfix's pipe: 75, EX_TEMPFAIL, so the message is kept and retried.
+    std::fs::write(
+        &cfg,
+        crate::support::config_text("sqlite:///proc/mailtrail-none/t.db?mode=rwc", 1000),
+    )
+    .unwrap();
+    let (code, _) = run(
+        "alice@example.edu",
+        &message("alice@example.edu", "smtp", "", ""),
+    );
+    assert_eq!(code, Some(75));
 }
 
 #[tokio::test]
