@@ -21,7 +21,14 @@ for setting in "fsync = off" "synchronous_commit = off" "full_page_writes = off"
     echo "$setting" | $SUDO tee -a "$conf" >/dev/null
 done
 if pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "main" {print $4}' | grep -q online; then
-    $SUDO pg_ctlcluster "$ver" main restart
+    # Running already: the durability settings take a reload; the address
+    # and port a restart, done only when they differ.
+    now=$(as_postgres psql -Atc "SELECT current_setting('listen_addresses') || ' ' || current_setting('port')")
+    if [ "$now" = "127.0.0.1 5432" ]; then
+        $SUDO pg_ctlcluster "$ver" main reload
+    else
+        $SUDO pg_ctlcluster "$ver" main restart
+    fi
 else
     $SUDO pg_ctlcluster "$ver" main start
 fi
