@@ -113,6 +113,18 @@ pub async fn load(
     range: DateRange,
     tz: Tz,
 ) -> anyhow::Result<History> {
+    load_limited(store, mailbox, range, tz, None).await
+}
+
+/// Like [`load`], with at most `limit` detail rows (the first by time);
+/// the daily table and the total always count every row.
+pub async fn load_limited(
+    store: &Store,
+    mailbox: &Mailbox,
+    range: DateRange,
+    tz: Tz,
+    limit: Option<usize>,
+) -> anyhow::Result<History> {
     let (from, to) = (range.from.key(), range.to.key());
     let counts = store.daily_counts(mailbox.as_str(), from, to).await?;
     let mut days: Vec<DayRow> = range
@@ -132,7 +144,7 @@ pub async fn load(
         total.add(kind, n);
     }
     let details = store
-        .events(mailbox.as_str(), from, to)
+        .events(mailbox.as_str(), from, to, limit)
         .await?
         .into_iter()
         .map(|e: EventRow| Detail {

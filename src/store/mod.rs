@@ -581,16 +581,19 @@ impl Store {
             .collect())
     }
 
-    /// Every event of one mailbox in a day range, by time.
+    /// The events of one mailbox in a day range, by time: the first
+    /// `limit` of them, or all.
     pub async fn events(
         &self,
         mailbox: &str,
         from_day: i32,
         to_day: i32,
+        limit: Option<usize>,
     ) -> anyhow::Result<Vec<EventRow>> {
         const SQL: &str = "SELECT e.time_us, e.day, e.kind, e.host, e.queue_id, e.sender_ip, e.relay, e.recipient, e.dsn, e.response \
             FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id \
-            WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 ORDER BY e.time_us, e.id";
+            WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 ORDER BY e.time_us, e.id LIMIT $4";
+        let limit = limit.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
         type Tuple = (
             i64,
             i32,
@@ -604,7 +607,7 @@ impl Store {
             Option<String>,
         );
         let rows: Vec<Tuple> = on_pool!(self, p => sqlx::query_as(SQL)
-            .bind(mailbox).bind(from_day).bind(to_day).fetch_all(p).await?);
+            .bind(mailbox).bind(from_day).bind(to_day).bind(limit).fetch_all(p).await?);
         Ok(rows
             .into_iter()
             .filter_map(|t| {

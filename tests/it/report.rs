@@ -569,6 +569,7 @@ async fn a_report_too_large_even_zipped_is_truncated_visibly_and_fits() {
         max_message_bytes: limit,
         ..Limits::from_config(&db.config)
     };
+    let s2 = s.clone();
     let r = report::render(s, &data, limits, tz, chrono::Utc::now()).unwrap();
     let t = r.truncated.clone().expect("truncated");
     assert_eq!(t.total as i64, n);
@@ -595,6 +596,34 @@ async fn a_report_too_large_even_zipped_is_truncated_visibly_and_fits() {
     z.by_name(&name).unwrap().read_to_string(&mut html).unwrap();
     assert!(html.contains(&says));
     assert_eq!(html.matches("<tr class=\"st-").count(), t.shown);
+
+    // Rows that could never fit are not even read: at most max_rows (and
+    // one more, to say where the rest start), whatever the mailbox holds.
+    let cap = limits.max_rows();
+    assert!(cap < n as usize, "{cap} of {n}");
+    let capped = Data::load_within(&db.store, &s2, tz, limits).await.unwrap();
+    let Data::Smtp(h) = &capped else {
+        unreachable!()
+    };
+    assert_eq!(h.details.len(), cap + 1);
+    assert_eq!(h.total.counts.sum, n, "the table still counts every row");
+    let r = report::render(s2, &capped, limits, tz, chrono::Utc::now()).unwrap();
+    let t = r.truncated.clone().expect("truncated");
+    assert_eq!(t.total as i64, n);
+    assert!(t.shown <= cap);
+    let Data::Smtp(all) = &data else {
+        unreachable!()
+    };
+    assert_eq!(
+        t.next, all.details[t.shown].time,
+        "where the rows left out start"
+    );
+    let mail = mailtrail::mail::message::compose(&r, "mailtrail@example.edu", "k", now()).unwrap();
+    assert!(mail.message.len() as u64 <= limit);
+    assert!(
+        r.text
+            .contains(&format!("the first {} of {} rows", t.shown, t.total))
+    );
 }
 
 /// Runs the `mailtrail` binary off the async threads, so the test's SMTP
