@@ -36,9 +36,13 @@
 //! * `MAILTRAIL_SCALE_KEEP=1`: keep the database at the end (it is
 //!   dropped or deleted otherwise);
 //! * `MAILTRAIL_SCALE_FILL`: `ingest` (default: every day through the
-//!   ingest) or `copy` (PostgreSQL only: the first and the last day through
-//!   the ingest; each day between is a copy of the first day's stored rows,
-//!   with its day and times shifted by whole days, by `INSERT ... SELECT`).
+//!   ingest) or `copy` (the first and the last day through the ingest; each
+//!   day between is a copy of the first day's stored rows, with its day and
+//!   times shifted by whole days, by `INSERT ... SELECT`, on PostgreSQL
+//!   `MAILTRAIL_SCALE_COPY_JOBS` (default 2) days at a time);
+//! * `MAILTRAIL_SCALE_MIN_FREE_GB` (default 5): days stop being added (the
+//!   last day is still ingested) when the file system of
+//!   `MAILTRAIL_SCALE_DIR` has less free space than this.
 
 #[allow(dead_code)]
 #[path = "support/genlog.rs"]
@@ -163,6 +167,8 @@ struct DayResult {
     access: u64,
     ingest: Duration,
     copied: bool,
+    /// Largest `id` in `smtp_events` and `access_events` after this day.
+    max_ids: [i64; 2],
 }
 
 /// `smtp_events` rows of a day: (deliveries, other kinds).
@@ -222,6 +228,13 @@ async fn ingest_day(
     let ingest = t.elapsed();
     std::fs::remove_file(&path).unwrap();
     assert_eq!(report.stats.lines_read, stats.lines);
+    const MAX_IDS: &str = "SELECT (SELECT COALESCE(MAX(id), 0) FROM smtp_events), \
+                           (SELECT COALESCE(MAX(id), 0) FROM access_events)";
+    let max_ids: (i64, i64) = match store {
+        Store::Sqlite(p) => sqlx::query_as(MAX_IDS).fetch_one(p).await,
+        Store::Postgres(p) => sqlx::query_as(MAX_IDS).fetch_one(p).await,
+    }
+    .unwrap();
     let key = Day::from_date(date).key();
     let (deliveries, smtp_other) = smtp_counts(store, key).await;
     let r = DayResult {
@@ -232,6 +245,7 @@ async fn ingest_day(
         access: report.rows_new.saturating_sub(deliveries + smtp_other),
         ingest,
         copied: false,
+        max_ids: [max_ids.0, max_ids.1],
     };
     println!(
         "{date}: generated {} lines ({:.0} MB, {} delivery lines) in {:.1} s; ingested in {:.1} s = {:.0} lines/s, {:.0} deliveries/s; stored {} delivery rows, {} other smtp rows, {} access rows",
@@ -253,17 +267,17 @@ const SMTP_COLS: &str = "mailbox_id, day, key, time_us, kind, host, queue_id, se
 const ACCESS_COLS: &str = "mailbox_id, day, key, time_us, kind, host, protocol, remote_ip, local_ip, tls, session, client, \
      deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason";
 
-/// PostgreSQL: the stored rows of `from` again as day `to`, times shifted
-/// by the whole days between.
+/// The stored rows of `from` again as day `to`, times shifted by the whole
+/// days between. `source.max_ids` bounds the rows read to those of the
+/// first ingest (`access_events` has no index on `day`).
 async fn copy_day(store: &Store, from: NaiveDate, to: NaiveDate, source: &DayResult) -> DayResult {
-    let Store::Postgres(p) = store else {
-        panic!("MAILTRAIL_SCALE_FILL=copy is for PostgreSQL only")
-    };
     let shift_us = (to - from).num_days() * 86_400 * 1_000_000;
     let (fk, tk) = (Day::from_date(from).key(), Day::from_date(to).key());
     let t = Instant::now();
-    let mut tx = p.begin().await.unwrap();
     let mut n = [0u64; 2];
+    macro_rules! copy {
+        ($p:expr) => {{
+            let mut tx = $p.begin().await.unwrap();
     for (i, (table, cols)) in [("smtp_events", SMTP_COLS), ("access_events", ACCESS_COLS)]
         .iter()
         .enumerate()
@@ -271,18 +285,26 @@ async fn copy_day(store: &Store, from: NaiveDate, to: NaiveDate, source: &DayRes
         let select = cols
             .replace("day, ", "$2, ")
             .replace("time_us,", "time_us + $3,");
-        let sql =
-            format!("INSERT INTO {table} ({cols}) SELECT {select} FROM {table} WHERE day = $1");
+        let sql = format!(
+            "INSERT INTO {table} ({cols}) SELECT {select} FROM {table} WHERE id <= $4 AND day = $1"
+        );
         n[i] = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(fk)
             .bind(tk)
             .bind(shift_us)
+            .bind(source.max_ids[i])
             .execute(&mut *tx)
             .await
             .unwrap()
             .rows_affected();
     }
-    tx.commit().await.unwrap();
+            tx.commit().await.unwrap();
+        }};
+    }
+    match store {
+        Store::Sqlite(p) => copy!(p),
+        Store::Postgres(p) => copy!(p),
+    }
     let el = t.elapsed();
     assert_eq!(n[0], source.deliveries + source.smtp_other);
     println!(
@@ -359,6 +381,27 @@ async fn ranked(store: &Store, table: &str, kinds: &str, day: i32) -> Vec<(Strin
         }
     }
     .unwrap()
+}
+
+/// Whether the file system of `dir` (which here holds the SQLite database,
+/// and usually PostgreSQL's too) has `MAILTRAIL_SCALE_MIN_FREE_GB` (default
+/// 5) free; adding days stops otherwise.
+fn room(dir: &Path) -> bool {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs only writes into the struct we pass.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return true;
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let ok = free >= env_u64("MAILTRAIL_SCALE_MIN_FREE_GB", 5) << 30;
+    if !ok {
+        println!(
+            "only {:.1} GB free: no more days are added",
+            free as f64 / 1e9
+        );
+    }
+    ok
 }
 
 fn ms(d: Duration) -> f64 {
@@ -488,26 +531,69 @@ async fn main() {
 
     let started = Instant::now();
     let mut results: Vec<DayResult> = Vec::new();
-    for i in 0..days {
+    let mut copy_wall = None;
+    let mut i = 0;
+    while i < days {
+        if copy && i > 0 && i + 1 < days {
+            // The days between, `jobs` at a time, each in its own transaction.
+            // SQLite takes one writer at a time.
+            let jobs = match store {
+                Store::Sqlite(_) => 1,
+                Store::Postgres(_) => env_u64("MAILTRAIL_SCALE_COPY_JOBS", 2).max(1) as usize,
+            };
+            let t = Instant::now();
+            let todo: Vec<NaiveDate> = (i..days - 1)
+                .map(|j| first + chrono::Days::new(u64::from(j)))
+                .collect();
+            for chunk in todo.chunks(jobs) {
+                if !room(dir.path()) {
+                    break;
+                }
+                let mut set = tokio::task::JoinSet::new();
+                for &d in chunk {
+                    let (store, source) = (store.clone(), results[0]);
+                    set.spawn(async move { (d, copy_day(&store, first, d, &source).await) });
+                }
+                let mut done: Vec<(NaiveDate, DayResult)> = set.join_all().await;
+                done.sort_by_key(|(d, _)| *d);
+                results.extend(done.into_iter().map(|(_, r)| r));
+                println!("  elapsed {:.0} s", started.elapsed().as_secs_f64());
+            }
+            copy_wall = Some(t.elapsed());
+            println!(
+                "copied {} days in {:.0} s ({jobs} at a time)",
+                results.len() - 1,
+                t.elapsed().as_secs_f64()
+            );
+            i = days - 1;
+            continue;
+        }
+        if i > 0 && !room(dir.path()) {
+            // Still ingest the last day into what is there.
+            i = days - 1;
+        }
         let date = first + chrono::Days::new(u64::from(i));
-        let r = if copy && i > 0 && i + 1 < days {
-            copy_day(&store, first, date, &results[0]).await
-        } else {
-            ingest_day(&store, dir.path(), date, 1000 + u64::from(i), lines, rate).await
-        };
+        let r = ingest_day(&store, dir.path(), date, 1000 + u64::from(i), lines, rate).await;
         results.push(r);
         println!("  elapsed {:.0} s", started.elapsed().as_secs_f64());
+        i += 1;
     }
     let load_wall = started.elapsed();
 
     let sum = |f: fn(&DayResult) -> u64| results.iter().map(f).sum::<u64>();
     let (lines_all, deliveries) = (sum(|r| r.lines), sum(|r| r.deliveries));
-    let ingest_time: Duration = results.iter().map(|r| r.ingest).sum();
+    let ingest_time: Duration = results
+        .iter()
+        .filter(|r| !r.copied)
+        .map(|r| r.ingest)
+        .sum::<Duration>()
+        + copy_wall.unwrap_or_default();
     let lastr = results.last().unwrap();
     println!("== results");
     println!(
-        "whole load: {days} days, {lines_all} lines, {deliveries} delivery rows, {} other smtp rows, {} access rows; \
+        "whole load: {} days, {lines_all} lines, {deliveries} delivery rows, {} other smtp rows, {} access rows; \
          {:.0} s in ingest/copy ({:.0} s wall incl. generating and counting)",
+        results.len(),
         sum(|r| r.smtp_other),
         sum(|r| r.access),
         ingest_time.as_secs_f64(),
@@ -525,7 +611,7 @@ async fn main() {
     );
     println!(
         "ingest rate, last day (into {} days already stored): {:.0} lines/s, {:.0} deliveries/s ({:.1} s)",
-        days - 1,
+        results.len() - 1,
         lastr.lines as f64 / lastr.ingest.as_secs_f64(),
         lastr.deliveries as f64 / lastr.ingest.as_secs_f64(),
         lastr.ingest.as_secs_f64()
