@@ -439,6 +439,12 @@ async fn report_latency(store: &Store, label: &str, mailbox: &str, kind: Kind, r
             mailtrail::mail::message::compose(&r, "mailtrail@example.edu", "bench", 0).unwrap();
         total.push(t.elapsed());
         load.push(loaded);
+        // One run can take minutes for a busy mailbox: show each.
+        println!(
+            "  run: load {:.0} ms, load + render + compose {:.0} ms",
+            ms(loaded),
+            ms(t.elapsed())
+        );
         let rows = match &data {
             Data::Smtp(h) => h.details.len(),
             Data::Access(h) => h.events.len(),
