@@ -206,6 +206,63 @@ const BY_CLIENT: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE clie
 /// Requests for a mailbox since $2, counted up to $3.
 const BY_MAILBOX: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM requests WHERE mailbox = $1 AND requested_at >= $2 AND channel <> 'automatic' LIMIT $3) AS r";
 
+/// Posts per transaction at most (2,560 parameters in the requests'
+/// insert, within both backends' limits).
+const POST_CHUNK: usize = 256;
+
+/// `PREFIX ($1, ..., $n TAIL), ($n+1, ...) ... SUFFIX`: `rows` rows of
+/// `per_row` placeholders each, built from constant text and placeholders
+/// only.
+fn values_sql(prefix: &str, rows: usize, per_row: usize, tail: &str, suffix: &str) -> String {
+    let mut s = String::from(prefix);
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..per_row {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("${}", r * per_row + c + 1));
+        }
+        s.push_str(tail);
+        s.push(')');
+    }
+    s.push_str(suffix);
+    s
+}
+
+/// Requests since `$since` (not counting automatic ones) for each of
+/// `keys` in column `$col` (`client_ip` or `mailbox`), in the open
+/// transaction `$conn`.
+macro_rules! counts {
+    ($conn:expr, $col:literal, $since:expr, $keys:expr) => {{
+        let keys: &[&str] = $keys;
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            $col,
+            ", COUNT(*) FROM requests WHERE requested_at >= $1 AND channel <> 'automatic' AND ",
+            $col,
+            " IN ("
+        ));
+        for i in 0..keys.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", i + 2));
+        }
+        sql.push_str(concat!(") GROUP BY ", $col));
+        let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind($since);
+        for k in keys {
+            q = q.bind(*k);
+        }
+        q.fetch_all($conn)
+            .await?
+            .into_iter()
+            .collect::<rustc_hash::FxHashMap<String, i64>>()
+    }};
+}
+
 /// A form post to write: its verification code (nonce and expiry), and
 /// the request when the form was right, with the limits it must fit.
 #[derive(Debug, Clone)]
@@ -263,39 +320,101 @@ impl Store {
     /// before it in the group, so concurrent posts cannot slip past them
     /// together.
     pub async fn use_challenges(&self, posts: &[Post]) -> anyhow::Result<Vec<PostOutcome>> {
-        const USE: &str = "INSERT INTO used_challenges (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING";
-        const REQUEST: &str = "INSERT INTO requests (mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, idem_key, purpose, state) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') RETURNING id";
-        let r = in_tx!(self, tx => {
-            let mut out = Vec::with_capacity(posts.len());
-            for post in posts {
-                let fresh = sqlx::query(USE).bind(&post.nonce).bind(post.expires_at).execute(&mut *tx).await?.rows_affected() == 1;
-                let Some((r, limits)) = post.request.as_ref().filter(|_| fresh) else {
-                    out.push(if fresh { PostOutcome::NoRequest } else { PostOutcome::CodeUsed });
-                    continue;
-                };
-                let by_client: i64 = sqlx::query_scalar(BY_CLIENT)
-                    .bind(&r.client_ip).bind(limits.client_since).bind(limits.client_cap)
-                    .fetch_one(&mut *tx).await?;
-                if by_client >= limits.client_cap {
-                    out.push(PostOutcome::ClientLimited);
-                    continue;
+        // A group's statements are few and do not grow with it, but for the
+        // requests' own rows: each statement is a round trip to the
+        // database, and under load a group holds dozens of posts.
+        let mut out = Vec::with_capacity(posts.len());
+        for group in posts.chunks(POST_CHUNK) {
+            let r = in_tx!(self, tx => {
+                // 1. Use the codes up, learning which were still unused.
+                let sql = values_sql(
+                    "INSERT INTO used_challenges (nonce, expires_at) VALUES ",
+                    group.len(),
+                    2,
+                    "",
+                    " ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
+                );
+                let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for p in group {
+                    q = q.bind(&p.nonce).bind(p.expires_at);
                 }
-                let by_mailbox: i64 = sqlx::query_scalar(BY_MAILBOX)
-                    .bind(&r.mailbox).bind(limits.mailbox_since).bind(limits.mailbox_cap)
-                    .fetch_one(&mut *tx).await?;
-                if by_mailbox >= limits.mailbox_cap {
-                    out.push(PostOutcome::MailboxLimited);
-                    continue;
+                let mut fresh: rustc_hash::FxHashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+                // 2. What the clients and mailboxes of this group have had.
+                let wanted: Vec<(&super::NewRequest, Limits)> = group
+                    .iter()
+                    .filter(|p| fresh.contains(&p.nonce))
+                    .filter_map(|p| p.request.as_ref().map(|(r, l)| (r, *l)))
+                    .collect();
+                let mut by_client = rustc_hash::FxHashMap::<String, i64>::default();
+                let mut by_mailbox = rustc_hash::FxHashMap::<String, i64>::default();
+                if let Some(since) = wanted.iter().map(|(_, l)| l.client_since).min() {
+                    let keys: Vec<&str> = wanted.iter().map(|(r, _)| r.client_ip.as_str()).collect();
+                    by_client = counts!(&mut *tx, "client_ip", since, &keys);
                 }
-                out.push(PostOutcome::Written(sqlx::query_scalar::<_, i64>(REQUEST)
-                    .bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
-                    .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose)
-                    .fetch_one(&mut *tx).await?));
-            }
-            out
-        });
-        Ok(r)
+                if let Some(since) = wanted.iter().map(|(_, l)| l.mailbox_since).min() {
+                    let keys: Vec<&str> = wanted.iter().map(|(r, _)| r.mailbox.as_str()).collect();
+                    by_mailbox = counts!(&mut *tx, "mailbox", since, &keys);
+                }
+                // 3. Decide each post in order, counting the ones before it.
+                let mut decided = Vec::with_capacity(group.len());
+                let mut accepted: Vec<&super::NewRequest> = Vec::new();
+                for p in group {
+                    // A nonce twice in one group: the first post has it.
+                    if !fresh.remove(&p.nonce) {
+                        decided.push(PostOutcome::CodeUsed);
+                        continue;
+                    }
+                    let Some((r, limits)) = &p.request else {
+                        decided.push(PostOutcome::NoRequest);
+                        continue;
+                    };
+                    let c = by_client.entry(r.client_ip.clone()).or_default();
+                    if *c >= limits.client_cap {
+                        decided.push(PostOutcome::ClientLimited);
+                        continue;
+                    }
+                    let m = by_mailbox.entry(r.mailbox.clone()).or_default();
+                    if *m >= limits.mailbox_cap {
+                        decided.push(PostOutcome::MailboxLimited);
+                        continue;
+                    }
+                    *c += 1;
+                    *m += 1;
+                    decided.push(PostOutcome::Written(0));
+                    accepted.push(r);
+                }
+                // 4. The accepted requests, in one statement. Their ids are
+                // given in the order of the rows (SQLite's rowids and
+                // PostgreSQL's identity both count up row by row); RETURNING
+                // may list them in any order, so they are sorted.
+                if !accepted.is_empty() {
+                    let sql = values_sql(
+                        "INSERT INTO requests (mailbox, kind, from_day, to_day, lang, channel, client_ip, requested_at, idem_key, purpose, state) VALUES ",
+                        accepted.len(),
+                        10,
+                        ", 'pending'",
+                        " RETURNING id",
+                    );
+                    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for r in &accepted {
+                        q = q.bind(&r.mailbox).bind(&r.kind).bind(r.from_day).bind(r.to_day).bind(&r.lang)
+                            .bind(&r.channel).bind(&r.client_ip).bind(r.requested_at).bind(&r.idem_key).bind(&r.purpose);
+                    }
+                    let mut ids = q.fetch_all(&mut *tx).await?;
+                    anyhow::ensure!(ids.len() == accepted.len(), "{} requests written, {} ids", accepted.len(), ids.len());
+                    ids.sort_unstable();
+                    let mut ids = ids.into_iter();
+                    for d in decided.iter_mut() {
+                        if let PostOutcome::Written(id) = d {
+                            *id = ids.next().unwrap_or_default();
+                        }
+                    }
+                }
+                decided
+            });
+            out.extend(r);
+        }
+        Ok(out)
     }
 
     /// Forgets used codes that expired before `now`.
