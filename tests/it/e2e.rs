@@ -809,14 +809,17 @@ fn real_mail_traffic_comes_back_as_reports_and_a_warning_in_real_mailboxes() {
     let alice_ok = rcpt("ok", 3, "ok.test");
     let alice_bounced = rcpt("nobody", 2, "bounce.test");
     let alice_deferred = rcpt("later", 2, "defer.test");
-    let mut alice_accepted = 0; // messages Postfix took from alice with AUTH
-    let mut n = 0;
-    for (list, status) in [
+    let to_bob = vec![bob.clone()];
+    // What alice sends, by what should become of it.
+    let alice_plan = [
         (&alice_ok, "sent"),
         (&alice_bounced, "bounced"),
         (&alice_deferred, "deferred"),
-        (&vec![bob.clone()], "sent"),
-    ] {
+        (&to_bob, "sent"),
+    ];
+    let mut alice_accepted = 0; // messages Postfix took from alice with AUTH
+    let mut n = 0;
+    for (list, status) in alice_plan {
         for r in list {
             n += 1;
             let q = s.send(
@@ -984,12 +987,7 @@ fn real_mail_traffic_comes_back_as_reports_and_a_warning_in_real_mailboxes() {
     assert_eq!(numbers(&csv_row(&csv, "Total"), 7), want);
     // Every recipient with what happened to it.
     let details = csv_details(&csv);
-    for (list, status) in [
-        (&alice_ok, "sent"),
-        (&alice_bounced, "bounced"),
-        (&alice_deferred, "deferred"),
-        (&vec![bob.clone()], "sent"),
-    ] {
+    for (list, status) in alice_plan {
         for r in list {
             let n = details
                 .iter()

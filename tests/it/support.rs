@@ -234,9 +234,7 @@ impl TestDb {
             })
             .collect()
     }
-}
 
-impl TestDb {
     /// Every stored access row, for comparing databases.
     pub async fn dump_access(&self) -> Vec<String> {
         type AccessDump = (
