@@ -4,6 +4,9 @@
 //! lets a pass or a send under way finish (what is not sent stays queued),
 //! and returns. Every batch of rows is committed with its checkpoint, so a
 //! stop at any moment loses and repeats nothing.
+//!
+//! On SQLite it also copies the write-ahead log into the database a few
+//! times a second, off the writers' path (see [`Store::wal_checkpoint`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +23,9 @@ use crate::store::Store;
 
 /// How often the followed files are read.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// How often SQLite's write-ahead log is copied into the database (see
+/// [`Store::wal_checkpoint`]).
+pub const WAL_CHECKPOINT: Duration = Duration::from_millis(250);
 /// How often the worker looks for requests and due mail.
 pub const WORKER_POLL: Duration = Duration::from_secs(2);
 
@@ -99,10 +105,28 @@ pub async fn run(
         })
     };
 
+    let checkpointer = {
+        let store = store.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WAL_CHECKPOINT);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = store.wal_checkpoint().await {
+                    tracing::warn!("checkpoint of the write-ahead log failed: {e:#}");
+                }
+            }
+        })
+    };
+
     shutdown.await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
-    let (w, f, s) = tokio::join!(worker, follower, web);
+    let (w, f, s, _) = tokio::join!(worker, follower, web, checkpointer);
     sched.shutdown().await?;
     w??;
     f??;

@@ -307,3 +307,35 @@ async fn a_second_ingest_under_the_same_agent_is_refused() {
     let text = succeeded(ingest_cmd(&config, "mx1", &log).output().unwrap());
     assert!(text.contains("lines"), "{text}");
 }
+
+/// `serve` copies SQLite's write-ahead log into the database itself, off
+/// the writers' path: everything the log holds is copied, and the next
+/// write starts the log again from its beginning instead of growing it
+/// (so no commit reaches `wal_autocheckpoint` and does the copy while
+/// holding the write lock). PostgreSQL has nothing to do.
+#[tokio::test]
+async fn the_write_ahead_log_is_checkpointed_and_restarts() {
+    let db = TestDb::new().await;
+    let log = generated_log(db.dir.path(), 20_000, 11);
+    db.ingest(&[log]).await.unwrap();
+    let (frames, copied) = db.store.wal_checkpoint().await.unwrap();
+    if let Store::Postgres(_) = db.store {
+        assert_eq!((frames, copied), (0, 0));
+        return;
+    }
+    assert!(
+        frames > 50,
+        "an ingest of 20,000 lines left {frames} frames"
+    );
+    assert_eq!(
+        copied, frames,
+        "a passive checkpoint with no reader copies all"
+    );
+    db.store.record_job(20261123, "test", "", 0).await.unwrap();
+    let (again, copied) = db.store.wal_checkpoint().await.unwrap();
+    assert!(
+        again < 10,
+        "one small write after a full checkpoint: the log restarted, {again} frames (was {frames})"
+    );
+    assert_eq!(copied, again);
+}
