@@ -232,29 +232,31 @@ fn values_sql(prefix: &str, rows: usize, per_row: usize, tail: &str, suffix: &st
 
 /// Requests since `$since` (not counting automatic ones) for each of
 /// `keys` in column `$col` (`client_ip` or `mailbox`), in the open
-/// transaction `$conn`.
+/// transaction `$conn`, each counted only up to `$cap`: what a key costs
+/// is bounded by the limit, however many requests it has made.
 macro_rules! counts {
-    ($conn:expr, $col:literal, $since:expr, $keys:expr) => {{
-        let keys: &[&str] = $keys;
+    ($conn:expr, $col:literal, $since:expr, $cap:expr, $keys:expr) => {{
+        let mut keys: Vec<&str> = $keys;
+        keys.sort_unstable();
+        keys.dedup();
         let mut sql = String::from(concat!(
-            "SELECT ",
+            "SELECT k.column1, (SELECT COUNT(*) FROM (SELECT 1 FROM requests r WHERE r.",
             $col,
-            ", COUNT(*) FROM requests WHERE requested_at >= $1 AND channel <> 'automatic' AND ",
-            $col,
-            " IN ("
+            " = k.column1 AND r.requested_at >= $1 AND r.channel <> 'automatic' LIMIT $2) AS c) FROM (VALUES "
         ));
         for i in 0..keys.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", i + 2));
+            sql.push_str(&format!("(${})", i + 3));
         }
-        sql.push_str(concat!(") GROUP BY ", $col));
+        sql.push_str(") AS k");
         let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
             .persistent(false)
-            .bind($since);
+            .bind($since)
+            .bind($cap);
         for k in keys {
-            q = q.bind(*k);
+            q = q.bind(k);
         }
         q.fetch_all($conn)
             .await?
@@ -347,13 +349,17 @@ impl Store {
                     .collect();
                 let mut by_client = rustc_hash::FxHashMap::<String, i64>::default();
                 let mut by_mailbox = rustc_hash::FxHashMap::<String, i64>::default();
+                // Each key is counted from the earliest start and up to the
+                // highest cap of the group's posts: enough to decide each.
                 if let Some(since) = wanted.iter().map(|(_, l)| l.client_since).min() {
-                    let keys: Vec<&str> = wanted.iter().map(|(r, _)| r.client_ip.as_str()).collect();
-                    by_client = counts!(&mut *tx, "client_ip", since, &keys);
+                    let cap = wanted.iter().map(|(_, l)| l.client_cap).max().unwrap_or(0);
+                    let keys = wanted.iter().map(|(r, _)| r.client_ip.as_str()).collect();
+                    by_client = counts!(&mut *tx, "client_ip", since, cap, keys);
                 }
                 if let Some(since) = wanted.iter().map(|(_, l)| l.mailbox_since).min() {
-                    let keys: Vec<&str> = wanted.iter().map(|(r, _)| r.mailbox.as_str()).collect();
-                    by_mailbox = counts!(&mut *tx, "mailbox", since, &keys);
+                    let cap = wanted.iter().map(|(_, l)| l.mailbox_cap).max().unwrap_or(0);
+                    let keys = wanted.iter().map(|(r, _)| r.mailbox.as_str()).collect();
+                    by_mailbox = counts!(&mut *tx, "mailbox", since, cap, keys);
                 }
                 // 3. Decide each post in order, counting the ones before it.
                 let mut decided = Vec::with_capacity(group.len());
