@@ -110,12 +110,17 @@ pub fn fresh_postgres(server: &str) -> String {
                     .await
                     .unwrap();
                     for db in old {
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        // Housekeeping only: a database that autovacuum is
+                        // visiting (a backend this role may not end) is
+                        // left for the next run.
+                        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
                         )))
                         .execute(&mut c)
                         .await
-                        .unwrap();
+                        {
+                            eprintln!("old test database {db} left: {e}");
+                        }
                     }
                 }
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
