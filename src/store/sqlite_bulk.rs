@@ -76,8 +76,16 @@ impl Binder<'_> {
     }
 }
 
-/// Runs `sql` once per row, binding each with `bind`; returns how many rows
-/// were inserted (`OR IGNORE` skips the others).
+/// Runs `sql` once per row, binding each with `bind` (given the row's
+/// mailbox number, from `mailbox_of`); returns how many rows were inserted
+/// (`OR IGNORE` skips the others).
+///
+/// Rows go in by mailbox, each mailbox's in their own order: every row is
+/// also a key in the index `(mailbox_id, day, key)`, and rows of one
+/// mailbox land side by side there, so inserting them together walks the
+/// same pages while they are in the processor's cache instead of jumping
+/// across the whole index for every row. A mailbox's rows keep their order,
+/// so their ids still follow the log (reports sort ties in time by id).
 ///
 /// # Safety
 ///
@@ -88,8 +96,15 @@ unsafe fn insert_each<T, const N: usize>(
     db: NonNull<ffi::sqlite3>,
     sql: &CStr,
     rows: &[T],
-    bind: impl Fn(&Binder<'_>, &T) -> [c_int; N],
+    mailbox_of: impl Fn(&T) -> i64,
+    bind: impl Fn(&Binder<'_>, &T, i64) -> [c_int; N],
 ) -> anyhow::Result<u64> {
+    let mut order: Vec<(i64, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (mailbox_of(r), i as u32))
+        .collect();
+    order.sort_unstable();
     let db = db.as_ptr();
     let mut raw = ptr::null_mut();
     // SAFETY: `db` is valid (caller's contract); `sql` is NUL-terminated.
@@ -100,8 +115,11 @@ unsafe fn insert_each<T, const N: usize>(
     let stmt = Stmt(raw);
     let binder = Binder(&stmt);
     let mut inserted = 0u64;
-    for r in rows {
-        if bind(&binder, r).iter().any(|&rc| rc != ffi::SQLITE_OK) {
+    for (mailbox, i) in order {
+        if bind(&binder, &rows[i as usize], mailbox)
+            .iter()
+            .any(|&rc| rc != ffi::SQLITE_OK)
+        {
             return Err(error(db, "bind"));
         }
         // SAFETY: valid statement, bound above; the connection is ours.
@@ -135,22 +153,28 @@ pub unsafe fn insert_rows(
 ) -> anyhow::Result<u64> {
     // SAFETY: the caller's contract is the one insert_each needs.
     unsafe {
-        insert_each(db, INSERT, rows, |b, r| {
-            [
-                b.int(1, Some(r.key)),
-                b.int(2, Some(i64::from(r.day))),
-                b.int(3, Some(r.time_us)),
-                b.int(4, Some(mailbox_id(&r.mailbox))),
-                b.int(5, Some(r.kind as i64)),
-                b.text(6, Some(&r.host)),
-                b.text(7, r.queue_id.as_deref()),
-                b.text(8, r.sender_ip.as_deref()),
-                b.text(9, r.relay.as_deref()),
-                b.text(10, r.recipient.as_deref()),
-                b.text(11, r.dsn.as_deref()),
-                b.text(12, r.response.as_deref()),
-            ]
-        })
+        insert_each(
+            db,
+            INSERT,
+            rows,
+            |r| mailbox_id(&r.mailbox),
+            |b, r, mailbox| {
+                [
+                    b.int(1, Some(r.key)),
+                    b.int(2, Some(i64::from(r.day))),
+                    b.int(3, Some(r.time_us)),
+                    b.int(4, Some(mailbox)),
+                    b.int(5, Some(r.kind as i64)),
+                    b.text(6, Some(&r.host)),
+                    b.text(7, r.queue_id.as_deref()),
+                    b.text(8, r.sender_ip.as_deref()),
+                    b.text(9, r.relay.as_deref()),
+                    b.text(10, r.recipient.as_deref()),
+                    b.text(11, r.dsn.as_deref()),
+                    b.text(12, r.response.as_deref()),
+                ]
+            },
+        )
     }
 }
 
@@ -169,34 +193,40 @@ pub unsafe fn insert_access_rows(
 ) -> anyhow::Result<u64> {
     // SAFETY: the caller's contract is the one insert_each needs.
     unsafe {
-        insert_each(db, INSERT_ACCESS, rows, |b, r| {
-            [
-                b.int(1, Some(r.key)),
-                b.int(2, Some(i64::from(r.day))),
-                b.int(3, Some(r.time_us)),
-                b.int(4, Some(mailbox_id(&r.mailbox))),
-                b.int(5, r.kind.map(|k| k as i64)),
-                b.text(6, Some(&r.host)),
-                b.text(7, r.protocol),
-                b.text(8, r.remote_ip.as_deref()),
-                b.text(9, r.local_ip.as_deref()),
-                b.int(10, r.tls.map(i64::from)),
-                b.text(11, r.session.as_deref()),
-                b.text(12, r.client.as_deref()),
-                b.int(13, r.deleted),
-                b.int(14, r.retained),
-                b.int(15, r.size_bytes),
-                b.int(16, r.in_bytes),
-                b.int(17, r.out_bytes),
-                b.int(18, r.expunged),
-                b.int(19, r.trashed),
-                b.int(20, r.downloaded),
-                b.int(21, r.attempts),
-                b.int(22, r.uid),
-                b.text(23, r.message_id.as_deref()),
-                b.text(24, r.folder.as_deref()),
-                b.text(25, r.reason.as_deref()),
-            ]
-        })
+        insert_each(
+            db,
+            INSERT_ACCESS,
+            rows,
+            |r| mailbox_id(&r.mailbox),
+            |b, r, mailbox| {
+                [
+                    b.int(1, Some(r.key)),
+                    b.int(2, Some(i64::from(r.day))),
+                    b.int(3, Some(r.time_us)),
+                    b.int(4, Some(mailbox)),
+                    b.int(5, r.kind.map(|k| k as i64)),
+                    b.text(6, Some(&r.host)),
+                    b.text(7, r.protocol),
+                    b.text(8, r.remote_ip.as_deref()),
+                    b.text(9, r.local_ip.as_deref()),
+                    b.int(10, r.tls.map(i64::from)),
+                    b.text(11, r.session.as_deref()),
+                    b.text(12, r.client.as_deref()),
+                    b.int(13, r.deleted),
+                    b.int(14, r.retained),
+                    b.int(15, r.size_bytes),
+                    b.int(16, r.in_bytes),
+                    b.int(17, r.out_bytes),
+                    b.int(18, r.expunged),
+                    b.int(19, r.trashed),
+                    b.int(20, r.downloaded),
+                    b.int(21, r.attempts),
+                    b.int(22, r.uid),
+                    b.text(23, r.message_id.as_deref()),
+                    b.text(24, r.folder.as_deref()),
+                    b.text(25, r.reason.as_deref()),
+                ]
+            },
+        )
     }
 }

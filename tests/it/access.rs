@@ -295,3 +295,54 @@ async fn webmail_logins_are_labelled() {
         );
     }
 }
+
+/// A session's events often share one second (classic syslog stamps have
+/// no fraction), so the report orders them by time and then by the order
+/// they were stored in: that order must be the log's, whatever order the
+/// writer inserts a batch's rows in. Each session opens with its login and
+/// ends with its logout, and a message is marked deleted before it is
+/// expunged.
+#[tokio::test]
+async fn events_within_one_second_keep_the_order_of_the_log() {
+    let db = db_with("").await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let run = run_of("mail.log");
+    let mut sessions_checked = 0;
+    let mut same_second = 0;
+    for user in run["users"].as_object().unwrap().keys() {
+        let h = history(&db, user).await;
+        let mut by_session: BTreeMap<&str, Vec<&access::Event>> = BTreeMap::new();
+        for e in &h.events {
+            if let Some(s) = e.session.as_deref() {
+                by_session.entry(s).or_default().push(e);
+            }
+        }
+        for (session, events) in by_session {
+            let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+            if !kinds.contains(&"login") || !kinds.contains(&"logout") {
+                continue;
+            }
+            sessions_checked += 1;
+            if events.first().map(|e| &e.time) == events.last().map(|e| &e.time) {
+                same_second += 1;
+            }
+            assert_eq!(kinds.first(), Some(&"login"), "{user} {session}: {kinds:?}");
+            assert_eq!(kinds.last(), Some(&"logout"), "{user} {session}: {kinds:?}");
+            for (i, e) in events.iter().enumerate() {
+                if e.kind == "message_deleted" {
+                    assert!(
+                        !events[i..]
+                            .iter()
+                            .any(|l| l.kind == "message_marked_deleted"
+                                && l.message_id == e.message_id),
+                        "{user} {session}: expunged before marked: {kinds:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        same_second > 0,
+        "the capture has sessions within one second ({sessions_checked} checked)"
+    );
+}
