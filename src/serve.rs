@@ -6,7 +6,8 @@
 //! stop at any moment loses and repeats nothing.
 //!
 //! On SQLite it also copies the write-ahead log into the database a few
-//! times a second, off the writers' path (see [`Store::wal_checkpoint`]).
+//! times a second, off the writers' path (see
+//! [`crate::store::WalCheckpointer`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,9 +24,6 @@ use crate::store::Store;
 
 /// How often the followed files are read.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
-/// How often SQLite's write-ahead log is copied into the database (see
-/// [`Store::wal_checkpoint`]).
-pub const WAL_CHECKPOINT: Duration = Duration::from_millis(250);
 /// How often the worker looks for requests and due mail.
 pub const WORKER_POLL: Duration = Duration::from_secs(2);
 
@@ -66,6 +64,7 @@ pub async fn run(
     );
 
     let mut sched = crate::schedule::start(store.clone(), config.clone()).await?;
+    let checkpointer = crate::store::WalCheckpointer::start(&store);
 
     let worker = {
         let (store, config, stop) = (store.clone(), config.clone(), stop_rx.clone());
@@ -105,28 +104,11 @@ pub async fn run(
         })
     };
 
-    let checkpointer = {
-        let store = store.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(WAL_CHECKPOINT);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                if let Err(e) = store.wal_checkpoint().await {
-                    tracing::warn!("checkpoint of the write-ahead log failed: {e:#}");
-                }
-            }
-        })
-    };
-
     shutdown.await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
-    let (w, f, s, _) = tokio::join!(worker, follower, web, checkpointer);
+    let (w, f, s) = tokio::join!(worker, follower, web);
+    checkpointer.stop().await;
     sched.shutdown().await?;
     w??;
     f??;

@@ -465,6 +465,57 @@ pub(crate) fn open_lock_file(path: &Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("cannot open the lock file {}", path.display()))
 }
 
+/// Checkpoints SQLite's write-ahead log every [`WAL_CHECKPOINT_EVERY`] on a
+/// connection of its own, until stopped.
+///
+/// Without it, the commit that finds the log past `wal_autocheckpoint`
+/// pages copies it into the database and syncs both itself, while holding
+/// the write lock: under the web form's load every writer stalled 100 ms
+/// every two seconds. Done here, the copy runs beside the writers, and the
+/// automatic checkpoint stays only as a backstop. `serve` runs one. (A
+/// bulk `ingest` with one too measured the same, within this machine's
+/// noise, so it keeps the automatic checkpoint.) On PostgreSQL it does
+/// nothing.
+pub struct WalCheckpointer {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How often [`WalCheckpointer`] checkpoints. One with nothing to copy
+/// costs about a millisecond.
+pub const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+impl WalCheckpointer {
+    pub fn start(store: &Store) -> WalCheckpointer {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = matches!(store, Store::Sqlite(_)).then(|| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(WAL_CHECKPOINT_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                    if let Err(e) = store.wal_checkpoint().await {
+                        tracing::warn!("checkpoint of the write-ahead log failed: {e:#}");
+                    }
+                }
+            })
+        });
+        WalCheckpointer { stop, task }
+    }
+
+    /// Stops after the checkpoint under way, if any.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
 impl Store {
     /// Opens the database at `url` and brings its schema up to date.
     ///
@@ -515,13 +566,8 @@ impl Store {
     /// Copies what SQLite's write-ahead log holds into the database file
     /// (a passive checkpoint: it waits for no reader nor writer, and
     /// writers go on appending meanwhile), so that the log restarts from
-    /// its beginning. Without it, the commit that finds the log past
-    /// `wal_autocheckpoint` pages does the copy and its syncs itself while
-    /// holding the write lock: under the web form's load, every writer
-    /// stalled 100 ms every two seconds. `serve` calls this four times a
-    /// second ([`crate::serve::WAL_CHECKPOINT`]).
-    /// Returns the frames in the log and how many are now in the file;
-    /// nothing to do on PostgreSQL.
+    /// its beginning. Returns the frames in the log and how many are now in
+    /// the file; nothing to do on PostgreSQL. See [`WalCheckpointer`].
     pub async fn wal_checkpoint(&self) -> anyhow::Result<(i64, i64)> {
         match self {
             Store::Sqlite(p) => {
