@@ -25,6 +25,8 @@ use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+#[cfg(doc)]
+use super::correlate::Rows;
 use super::correlate::Text;
 use super::dovecot::{self, Access, AuthFailure, Proto, SessionEvent};
 use crate::domain::{LocalDomains, normalize_logged_address_into};
@@ -81,6 +83,11 @@ pub struct AccessRow {
     pub time_us: i64,
     pub day: i32,
     pub mailbox: Text,
+    /// The mailbox's number among the ingest's mailboxes, by which the
+    /// writer finds its database id: given when the row joins a batch
+    /// ([`Rows::number_mailboxes`]); `None` before, and in rows read back
+    /// from the store.
+    pub mailbox_no: Option<u32>,
     pub kind: Option<AccessKind>,
     pub host: Text,
     pub protocol: Option<&'static str>,
@@ -298,6 +305,7 @@ impl AccessState {
             time_us: line.time_us,
             day: line.day,
             mailbox,
+            mailbox_no: None,
             kind: Some(kind),
             host: line.host.clone(),
             protocol: Some(proto.as_str()),

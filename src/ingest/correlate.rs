@@ -41,6 +41,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 use super::access::{AccessRow, AccessSettings, AccessState, Line as AccessLine};
 use super::dovecot;
 use super::envelope::{Clock, LocalDays};
+use super::mailboxes::Mailboxes;
 use super::postfix::{self, Event, Parsed, Status};
 use crate::domain::{LocalDomains, normalize_logged_address};
 
@@ -117,6 +118,10 @@ pub struct Row {
     /// The local day of that instant, `YYYYMMDD`.
     pub day: i32,
     pub mailbox: Text,
+    /// The mailbox's number among the ingest's mailboxes, by which the
+    /// writer finds its database id: given when the row joins a batch
+    /// ([`Rows::number_mailboxes`]).
+    pub mailbox_no: Option<u32>,
     pub kind: Kind,
     pub host: Text,
     pub queue_id: Option<Text>,
@@ -143,6 +148,18 @@ impl Rows {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Gives every row the number of its mailbox among `mailboxes`, for
+    /// the writer. (This runs on the parser's thread, which has time to
+    /// spare, as the batch is handed over; see [`Mailboxes`].)
+    pub fn number_mailboxes(&mut self, mailboxes: &mut Mailboxes) {
+        for r in &mut self.smtp {
+            r.mailbox_no = Some(mailboxes.number(&r.mailbox));
+        }
+        for r in &mut self.access {
+            r.mailbox_no = Some(mailboxes.number(&r.mailbox));
+        }
     }
 
     /// Takes the rows out. The next ones go into `spare`, rows already
@@ -487,6 +504,7 @@ impl Emitter {
             time_us: p.time_us,
             day,
             mailbox: mailbox.clone(),
+            mailbox_no: None,
             kind: p.kind,
             host: host.clone(),
             queue_id: queue_id.cloned(),

@@ -3,7 +3,8 @@
 //! * [`source`]: files (plain, rotated, `.gz`) and stdin as lines of bytes;
 //! * [`envelope`]: the syslog envelope of each line (time, host, program);
 //! * [`postfix`], [`dovecot`]: the messages of each program;
-//! * [`correlate`]: lines joined into lifecycles and rows per mailbox.
+//! * [`correlate`]: lines joined into lifecycles and rows per mailbox;
+//! * [`mailboxes`]: the mailboxes of those rows, numbered for the writer.
 //!
 //! Crash safety: lines are handled in batches. A batch's rows, the offset
 //! its source was read to and the correlator's state after its last line
@@ -20,6 +21,7 @@ pub mod access;
 pub mod correlate;
 pub mod dovecot;
 pub mod envelope;
+pub mod mailboxes;
 pub mod postfix;
 pub mod source;
 
@@ -29,6 +31,7 @@ use tokio::sync::mpsc;
 use crate::store::{Batch, Checkpoint, Store, Writer};
 use correlate::{Correlator, Rows, Settings, Stats};
 use envelope::{Clock, YearState};
+use mailboxes::Mailboxes;
 use source::{LineReader, SourceSpec};
 
 /// Name of the correlator state when `ingest.agent` is not set.
@@ -265,13 +268,23 @@ async fn pass(
     // batch needs fresh memory from the system (zeroed page by page).
     let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Rows>();
     let specs = specs.to_vec();
+    let mut mailboxes = writer.lend_mailboxes();
     let parser = tokio::task::spawn_blocking(move || {
         let io = Channels {
             cp_req: &cp_req_tx,
             out: &batch_tx,
             spare: &spare_rx,
         };
-        parse_all(correlator, tz, &specs, batch_lines, follow, &io)
+        let r = parse_all(
+            correlator,
+            &mut mailboxes,
+            tz,
+            &specs,
+            batch_lines,
+            follow,
+            &io,
+        );
+        r.map(|r| (r, mailboxes))
     });
 
     let mut rows_new = 0;
@@ -299,7 +312,9 @@ async fn pass(
             },
         }
     }
-    let (correlator, stats, sources) = parser.await.context("the parser thread failed")??;
+    let ((correlator, stats, sources), mailboxes) =
+        parser.await.context("the parser thread failed")??;
+    writer.return_mailboxes(mailboxes);
     Ok((
         correlator,
         Report {
@@ -409,9 +424,10 @@ struct Channels<'a> {
 }
 
 /// The parser thread: reads every source, feeds the correlator, sends
-/// batches.
+/// batches, their rows' mailboxes numbered with `mailboxes`.
 fn parse_all(
     mut correlator: Correlator,
+    mailboxes: &mut Mailboxes,
     tz: chrono_tz::Tz,
     specs: &[SourceSpec],
     batch_lines: usize,
@@ -419,9 +435,15 @@ fn parse_all(
     io: &Channels<'_>,
 ) -> anyhow::Result<(Correlator, Stats, Vec<SourceReport>)> {
     let Channels { cp_req, out, spare } = *io;
-    let send = |b: Batch| {
-        out.blocking_send(b)
-            .map_err(|_| anyhow::anyhow!("the database writer stopped"))
+    let mut send = |mut rows: Rows, checkpoint: Option<Checkpoint>, state: Vec<u8>| {
+        rows.number_mailboxes(mailboxes);
+        out.blocking_send(Batch {
+            rows,
+            mailboxes: mailboxes.take_new(),
+            checkpoint,
+            state: Some(state),
+        })
+        .map_err(|_| anyhow::anyhow!("the database writer stopped"))
     };
     let mut reports = Vec::new();
     let mut rows = Rows::default();
@@ -484,19 +506,19 @@ fn parse_all(
             correlator.feed(&mut clock, line, &mut rows);
             in_batch += 1;
             if in_batch >= batch_lines {
-                send(Batch {
-                    rows: rows.take(spare.try_recv().ok()),
-                    checkpoint: Some(checkpoint(&reader, &clock)),
-                    state: Some(correlator.snapshot()),
-                })?;
+                send(
+                    rows.take(spare.try_recv().ok()),
+                    Some(checkpoint(&reader, &clock)),
+                    correlator.snapshot(),
+                )?;
                 in_batch = 0;
             }
         }
-        send(Batch {
-            rows: rows.take(spare.try_recv().ok()),
-            checkpoint: Some(checkpoint(&reader, &clock)),
-            state: Some(correlator.snapshot()),
-        })?;
+        send(
+            rows.take(spare.try_recv().ok()),
+            Some(checkpoint(&reader, &clock)),
+            correlator.snapshot(),
+        )?;
         reports.push(SourceReport {
             name: spec.name(),
             resumed_at,
@@ -506,11 +528,7 @@ fn parse_all(
     if !follow {
         correlator.finish(&mut rows);
     }
-    send(Batch {
-        rows,
-        checkpoint: None,
-        state: Some(correlator.snapshot()),
-    })?;
+    send(rows, None, correlator.snapshot())?;
     let stats = correlator.stats.clone();
     Ok((correlator, stats, reports))
 }

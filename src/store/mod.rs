@@ -22,6 +22,7 @@ use sqlx::sqlite::{
 
 use crate::ingest::access::AccessRow;
 use crate::ingest::correlate::{Kind, Row, Rows, Text};
+use crate::ingest::mailboxes::{Mailboxes, NewMailboxes};
 
 mod sqlite_bulk;
 
@@ -110,6 +111,8 @@ pub struct Checkpoint {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub rows: Rows,
+    /// The mailboxes first numbered in these rows.
+    pub mailboxes: NewMailboxes,
     /// The checkpoint of the source these rows came from, if any.
     pub checkpoint: Option<Checkpoint>,
     /// The correlator's state after the last line of this batch.
@@ -199,7 +202,7 @@ macro_rules! insert_rows {
             if chunk.len() == INSERT_CHUNK {
                 let mut q = sqlx::query(insert_chunk_sql());
                 for r in chunk {
-                    let id = $id_of(&r.mailbox);
+                    let id = $id_of(r.mailbox_no)?;
                     q = bind_row!(q, r, id);
                 }
                 inserted += q.execute(&mut **$tx).await?.rows_affected();
@@ -207,7 +210,7 @@ macro_rules! insert_rows {
                 // The tail: one cached single-row statement rather than a
                 // new statement text for every tail length.
                 for r in chunk {
-                    let id = $id_of(&r.mailbox);
+                    let id = $id_of(r.mailbox_no)?;
                     let q = bind_row!(sqlx::query(insert_one_sql()), r, id);
                     inserted += q.execute(&mut **$tx).await?.rows_affected();
                 }
@@ -230,7 +233,7 @@ macro_rules! insert_access {
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT (mailbox_id, day, key) DO NOTHING";
         let mut inserted: u64 = 0;
         for r in $rows {
-            let id = $id_of(&r.mailbox);
+            let id = $id_of(r.mailbox_no)?;
             inserted += sqlx::query(SQL)
                 .bind(r.key)
                 .bind(r.day)
@@ -265,34 +268,35 @@ macro_rules! insert_access {
     }};
 }
 
-/// Writes ingest batches; remembers the numbers of the mailboxes it has
-/// seen so that only new mailboxes cost a query.
+/// Writes ingest batches; remembers the ids of the mailboxes it has seen
+/// so that only new mailboxes cost a query.
 pub struct Writer {
     store: Store,
     agent: String,
-    /// Looked up for every row, so with a fast hash; a seeded one, since
-    /// log lines can name mailboxes an attacker chose.
+    /// Looked up for each mailbox new to the batches (not for each row),
+    /// with a seeded hash, since log lines can name mailboxes an attacker
+    /// chose.
     ids: MailboxIds,
+    /// The database id of each mailbox number the batches have given
+    /// (see [`crate::ingest::mailboxes`]), at its number: looked up for
+    /// every row.
+    by_no: Vec<i64>,
+    /// The numbering those batches use, while no pass has it.
+    mailboxes: Option<Mailboxes>,
 }
 
-/// Mailbox number by address.
+/// Mailbox id by address.
 type MailboxIds = foldhash::HashMap<Text, i64>;
 
 /// Mailboxes created per statement when a batch brings new ones.
 const MAILBOX_CHUNK: usize = 256;
 
-/// Resolves, in the open transaction, the numbers of the mailboxes of
-/// `rows` not in `known`, creating the missing ones in multi-row inserts.
+/// Resolves, in the open transaction, the ids of the mailboxes `names`
+/// not in `known`, creating the missing ones in multi-row inserts.
 macro_rules! new_mailbox_ids {
-    ($conn:expr, $rows:expr, $known:expr, $numbered:expr) => {{
+    ($conn:expr, $names:expr, $known:expr, $numbered:expr) => {{
         const GET: &str = "SELECT id FROM mailboxes WHERE address = $1";
-        let mut new: Vec<&Text> = $rows
-            .smtp
-            .iter()
-            .map(|r: &Row| &r.mailbox)
-            .chain($rows.access.iter().map(|r: &AccessRow| &r.mailbox))
-            .filter(|m| !$known.contains_key(*m))
-            .collect();
+        let mut new: Vec<&Text> = $names.filter(|m| !$known.contains_key(*m)).collect();
         new.sort_unstable();
         new.dedup();
         let mut fresh = MailboxIds::with_capacity_and_hasher(new.len(), Default::default());
@@ -346,17 +350,25 @@ macro_rules! commit_in {
         const SAVE_STATE: &str = "INSERT INTO ingest_state (agent, state, updated_us) VALUES ($1, $2, $3) \
             ON CONFLICT (agent) DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us";
         let now = chrono::Utc::now().timestamp_micros();
-        let Batch { rows, checkpoint, state } = $batch;
+        let Batch {
+            rows,
+            mailboxes,
+            checkpoint,
+            state,
+        } = $batch;
         let tx = &mut $tx;
-        let fresh = new_mailbox_ids!(&mut **tx, rows, $self.ids, $numbered);
-        let id_of = |m: &Text| -> i64 {
-            *$self
-                .ids
-                .get(m)
-                .or_else(|| fresh.get(m))
-                // Every mailbox of `rows` not in `ids` was just resolved
-                // into `fresh` (or the transaction failed with `?`).
-                .expect("mailbox numbers resolved for every row")
+        let fresh = new_mailbox_ids!(&mut **tx, mailboxes.names.iter(), $self.ids, $numbered);
+        // Every name not in `ids` was just resolved into `fresh` (or the
+        // transaction failed with `?`). The caller takes these back out if
+        // the transaction fails.
+        for m in &mailboxes.names {
+            let id = $self.ids.get(m).or_else(|| fresh.get(m));
+            $self.by_no.push(*id.context("a new mailbox was not resolved")?);
+        }
+        let by_no = &$self.by_no;
+        let id_of = |no: Option<u32>| -> anyhow::Result<i64> {
+            no.and_then(|n| by_no.get(n as usize).copied())
+                .ok_or_else(|| anyhow::anyhow!("a row to store names mailbox number {no:?}, which no batch has given"))
         };
         let Rows { smtp, access } = rows;
         let n = insert_rows!(@ $insert tx, smtp, id_of) + insert_access!(@ $insert tx, access, id_of);
@@ -410,7 +422,24 @@ impl Writer {
                 .into_iter()
                 .map(|(id, a)| (Text::from(a), id))
                 .collect(),
+            by_no: Vec::new(),
+            mailboxes: Some(Mailboxes::default()),
         })
+    }
+
+    /// The numbering of mailboxes this writer's batches must use, for the
+    /// parser of a pass, which gives it back with
+    /// [`Writer::return_mailboxes`]. When it was not given back (the pass
+    /// failed), numbering starts again.
+    pub fn lend_mailboxes(&mut self) -> Mailboxes {
+        self.mailboxes.take().unwrap_or_else(|| {
+            self.by_no.clear();
+            Mailboxes::default()
+        })
+    }
+
+    pub fn return_mailboxes(&mut self, mailboxes: Mailboxes) {
+        self.mailboxes = Some(mailboxes);
     }
 
     /// Commits a batch: its rows (a row whose key is already stored is
@@ -418,7 +447,26 @@ impl Writer {
     /// transaction. Returns how many rows were new, and the rows
     /// themselves when the backend left them (SQLite does), so that the
     /// caller can reuse their memory.
+    ///
+    /// Batches come in the order they were made, their mailboxes numbered
+    /// with what [`Writer::lend_mailboxes`] gave: each numbers its new
+    /// mailboxes from where the one before stopped.
     pub async fn commit(&mut self, batch: Batch) -> anyhow::Result<(u64, Rows)> {
+        let known = self.by_no.len();
+        anyhow::ensure!(
+            batch.mailboxes.first as usize == known,
+            "mailbox numbers out of step: the batch numbers from {}, the writer knows {known}",
+            batch.mailboxes.first
+        );
+        let r = self.commit_tx(batch).await;
+        if r.is_err() {
+            // The new mailboxes may not exist after all.
+            self.by_no.truncate(known);
+        }
+        r
+    }
+
+    async fn commit_tx(&mut self, batch: Batch) -> anyhow::Result<(u64, Rows)> {
         let (n, fresh, spent) = match &self.store {
             Store::Sqlite(p) => {
                 // IMMEDIATE takes the write lock up front: a deferred BEGIN
@@ -727,6 +775,7 @@ impl Store {
                         day: r.try_get(1)?,
                         time_us: r.try_get(2)?,
                         mailbox: Text::from(mailbox),
+                        mailbox_no: None,
                         kind: crate::ingest::access::AccessKind::from_i64(i64::from(
                             r.try_get::<i32, _>(3)?,
                         )),
