@@ -224,7 +224,10 @@ pub async fn run(
     let agent = settings.agent.clone();
     let correlator = restore(store, settings).await?;
     let mut writer = Writer::new(store, &agent).await?;
-    let (_, report) = pass(
+    // Copies SQLite's write-ahead log into the database beside the writer,
+    // instead of in the commit that finds it long (see WalCheckpointer).
+    let checkpointer = crate::store::WalCheckpointer::start(store);
+    let passed = pass(
         store,
         &mut writer,
         correlator,
@@ -233,7 +236,9 @@ pub async fn run(
         batch_lines,
         false,
     )
-    .await?;
+    .await;
+    checkpointer.stop().await;
+    let (_, report) = passed?;
     lock.release().await?;
     Ok(report)
 }
