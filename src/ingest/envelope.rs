@@ -148,6 +148,30 @@ pub struct Clock {
     last_utc: i64,
     /// The last valid date seen and its day number.
     date_cache: Option<(i32, u32, u32, i64)>,
+    /// The last classic stamp read, with the space after it, and its
+    /// instant: a busy log writes many lines a second, and a line whose
+    /// stamp is the same bytes has the same instant.
+    last_stamp: Option<LastStamp>,
+}
+
+/// A classic stamp's bytes and the instant they were read as.
+#[derive(Debug, Clone, Copy)]
+struct LastStamp {
+    bytes: [u8; LastStamp::MAX],
+    len: u8,
+    time_us: i64,
+}
+
+impl LastStamp {
+    /// `Nov  3 10:40:57.123456 `: 23 bytes with six fraction digits.
+    const MAX: usize = 32;
+
+    /// The stamp of `s` and the rest, if `s` starts with these bytes.
+    #[inline]
+    fn reuse<'a>(&self, s: &'a [u8]) -> Option<(i64, &'a [u8])> {
+        let len = self.len as usize;
+        (s.get(..len)? == &self.bytes[..len]).then(|| (self.time_us, &s[len..]))
+    }
 }
 
 impl Clock {
@@ -159,6 +183,7 @@ impl Clock {
             local_cache: None,
             last_utc: i64::MIN,
             date_cache: None,
+            last_stamp: None,
         }
     }
 
@@ -264,8 +289,23 @@ impl Clock {
         }
         let (time_us, rest) = if s.first().is_some_and(u8::is_ascii_digit) {
             self.iso_stamp(s)?
+        } else if let Some(same) = self.last_stamp.and_then(|l| l.reuse(s)) {
+            // Reading it again would change nothing: the year inference
+            // and the choice in a repeated hour give what they gave.
+            same
         } else {
-            self.classic_stamp(s)?
+            let (time_us, rest) = self.classic_stamp(s)?;
+            let len = s.len() - rest.len();
+            self.last_stamp = (len <= LastStamp::MAX).then(|| {
+                let mut bytes = [0; LastStamp::MAX];
+                bytes[..len].copy_from_slice(&s[..len]);
+                LastStamp {
+                    bytes,
+                    len: len as u8,
+                    time_us,
+                }
+            });
+            (time_us, rest)
         };
         split_tag(rest).map(|(host, program, pid, message)| Envelope {
             time_us,
@@ -540,6 +580,58 @@ mod tests {
                 month: 1
             })
         );
+    }
+
+    #[test]
+    fn a_stamp_repeated_reads_as_it_did() {
+        // Lines through a repeated hour (Europe/Berlin falls back on
+        // 2026-10-25) and a new year, each once and each twice in a row:
+        // the second reading of a stamp comes from the last-stamp cache and
+        // must change nothing.
+        let lines = [
+            "Oct 25 02:10:00 h p: m",
+            "Oct 25 02:50:00 h p: m",
+            "Oct 25 02:10:00 h p: m",
+            "Oct 25 02:10:00.5 h p: m",
+            "Oct 25 03:00:00 h p: m",
+            "Dec 31 23:59:59 h p: m",
+            "Jan  1 00:00:01 h p: m",
+            "Dec 31 23:59:58 h p: m",
+            "Jan  1 00:00:01 h p: m",
+        ];
+        let read = |twice: bool| {
+            let mut c = Clock::new(
+                chrono_tz::Europe::Berlin,
+                NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+                None,
+            );
+            let mut out = Vec::new();
+            for l in lines {
+                let e = c.split(l.as_bytes()).unwrap();
+                out.push((e.time_us, e.host.to_vec(), e.message.to_vec()));
+                if twice {
+                    let again = c.split(l.as_bytes()).unwrap();
+                    assert_eq!(again.time_us, e.time_us, "{l}");
+                    assert_eq!(again.message, e.message, "{l}");
+                }
+            }
+            (out, c.year)
+        };
+        let (once, year_once) = read(false);
+        assert_eq!(read(true), (once.clone(), year_once));
+        assert_eq!(iso(once[2].0), "2026-10-25T01:10:00+00:00");
+        assert_eq!(iso(once[3].0), "2026-10-25T01:10:00.500+00:00");
+        assert_eq!(iso(once[6].0), "2026-12-31T23:00:01+00:00");
+        // A different line with the stamp of the last one is split anew
+        // after the stamp.
+        let mut c = clock("2026-11-23");
+        c.split(b"Nov  3 10:40:57 mail postfix/qmgr[1]: X: removed")
+            .unwrap();
+        let e = c
+            .split(b"Nov  3 10:40:57 other dovecot: imap-login: x")
+            .unwrap();
+        assert_eq!((e.host, e.program), (&b"other"[..], &b"dovecot"[..]));
+        assert_eq!(iso(e.time_us), "2026-11-03T02:40:57+00:00");
     }
 
     #[test]
