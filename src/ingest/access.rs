@@ -246,13 +246,16 @@ fn string(b: &[u8]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SessId {
     len: u8,
-    bytes: [u8; 31],
+    bytes: [u8; SessId::MAX],
 }
 
 impl SessId {
+    /// Longest ID kept whole.
+    const MAX: usize = 31;
+
     fn new(s: &[u8]) -> SessId {
-        let mut bytes = [0u8; 31];
-        let n = s.len().min(31);
+        let mut bytes = [0u8; Self::MAX];
+        let n = s.len().min(Self::MAX);
         bytes[..n].copy_from_slice(&s[..n]);
         SessId {
             len: n as u8,
@@ -495,9 +498,11 @@ impl AccessState {
                 };
                 let mut r = Self::row(line, mailbox, kind, proto);
                 r.remote_ip = rip;
-                // (Session IDs longer than a `SessId` holds share a key.)
+                // The session was found by this line's ID, so its text is
+                // the line's, unless the ID is longer than a `SessId` holds
+                // (such IDs share a key).
                 r.session = id
-                    .filter(|i| Some(i.as_bytes()) == session)
+                    .filter(|i| session.is_some_and(|s| s.len() < SessId::MAX || i.as_bytes() == s))
                     .or_else(|| session.map(text));
                 r.client = client;
                 match event {

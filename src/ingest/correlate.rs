@@ -552,7 +552,7 @@ pub struct Correlator {
     /// Hashes of host names (same order as `state.hosts`), for line keys.
     host_hashes: Vec<u64>,
     /// The last host looked up: consecutive lines usually share it.
-    last_host: Option<(Vec<u8>, u32)>,
+    last_host: Option<u32>,
     pub stats: Stats,
 }
 
@@ -603,22 +603,23 @@ impl Correlator {
     }
 
     fn host_id(&mut self, host: &[u8]) -> u32 {
-        if let Some((h, id)) = &self.last_host
-            && h == host
+        if let Some(id) = self.last_host
+            && self.state.hosts[id as usize].as_bytes() == host
         {
-            return *id;
+            return id;
         }
-        let id = match self.state.hosts.iter().position(|h| h.as_bytes() == host) {
+        // Names are kept as text: one that is not UTF-8 is found by its
+        // lossy form (borrowed, for the usual valid name).
+        let name = String::from_utf8_lossy(host);
+        let id = match self.state.hosts.iter().position(|h| **h == *name) {
             Some(i) => i as u32,
             None => {
-                self.state
-                    .hosts
-                    .push(String::from_utf8_lossy(host).as_ref().into());
+                self.state.hosts.push(name.as_ref().into());
                 self.host_hashes.push(xxh3_64(host));
                 (self.state.hosts.len() - 1) as u32
             }
         };
-        self.last_host = Some((host.to_vec(), id));
+        self.last_host = Some(id);
         id
     }
 
@@ -855,10 +856,9 @@ impl Correlator {
                 response,
             } => {
                 let key = (ctx.host, Qid::new(qid));
-                let rcpt = normalize_logged_address(to, &self.default_domain);
                 let pending = Pending {
                     relay: Some(lossy(relay)),
-                    recipient: rcpt.clone(),
+                    recipient: normalize_logged_address(to, &self.default_domain),
                     dsn: Some(lossy(dsn)),
                     response: Some(lossy(response)),
                     ..Pending::new(
@@ -877,14 +877,15 @@ impl Correlator {
                     None
                 };
                 let m = self.msg(key, ctx.time_us);
-                if let Some(r) = rcpt {
+                // Who is still deferred, for a later `expired`.
+                if let Some(r) = &pending.recipient {
                     match status {
                         Status::Deferred => {
-                            if !m.deferred.contains(&r) {
-                                m.deferred.push(r);
+                            if !m.deferred.contains(r) {
+                                m.deferred.push(r.clone());
                             }
                         }
-                        Status::Sent | Status::Bounced => m.deferred.retain(|d| *d != r),
+                        Status::Sent | Status::Bounced => m.deferred.retain(|d| d != r),
                     }
                 }
                 match handoff_to {
