@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use super::correlate::Rows;
-use super::correlate::Text;
+use super::correlate::{Phrases, Text, lossy as string, lossy_text as text};
 use super::dovecot::{self, Access, AuthFailure, Proto, SessionEvent};
 use crate::domain::{LocalDomains, normalize_logged_address_into};
 
@@ -169,34 +169,6 @@ pub struct AccessState {
     scratch: String,
 }
 
-/// Most texts a [`Phrases`] keeps: far more than the login methods, server
-/// addresses, folder names and logout reasons of a site, and little memory
-/// should a log hold many more.
-const MAX_PHRASES: usize = 1024;
-
-/// Shared copies of texts that recur, such as `INBOX` or `Logged out`, so
-/// that rows clone a pointer instead of allocating a string each.
-#[derive(Debug, Clone, Default)]
-struct Phrases(FxHashMap<Box<[u8]>, Text>);
-
-impl Phrases {
-    /// The shared text for `b`, made by `make` the first time.
-    fn get_with(&mut self, b: &[u8], make: impl FnOnce() -> Text) -> Text {
-        if let Some(t) = self.0.get(b) {
-            return t.clone();
-        }
-        let t = make();
-        if self.0.len() < MAX_PHRASES {
-            self.0.insert(b.into(), t.clone());
-        }
-        t
-    }
-
-    fn get(&mut self, b: &[u8]) -> Text {
-        self.get_with(b, || text(b))
-    }
-}
-
 mod pairs {
     use super::*;
     use serde::{Deserializer, Serializer};
@@ -225,20 +197,6 @@ pub(crate) struct Line<'a> {
     pub key: i64,
     pub time_us: i64,
     pub day: i32,
-}
-
-fn text(b: &[u8]) -> Text {
-    match std::str::from_utf8(b) {
-        Ok(s) => Text::from(s),
-        Err(_) => Text::from(String::from_utf8_lossy(b).as_ref()),
-    }
-}
-
-fn string(b: &[u8]) -> String {
-    match std::str::from_utf8(b) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(b).into_owned(),
-    }
 }
 
 /// A session ID, inline so map lookups need no allocation. Dovecot's are

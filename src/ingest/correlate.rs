@@ -29,6 +29,7 @@
 //! the ingest saves with each checkpoint, so an ingest stopped at any point
 //! and resumed continues exactly as an uninterrupted one.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -43,7 +44,7 @@ use super::dovecot;
 use super::envelope::{Clock, LocalDays};
 use super::mailboxes::Mailboxes;
 use super::postfix::{self, Event, Parsed, Status};
-use crate::domain::{LocalDomains, normalize_logged_address};
+use crate::domain::{LocalDomains, normalize_logged_address, normalize_logged_address_into};
 
 /// How long (log time) a hand-off waits for its new queue ID to appear, and
 /// a possible re-injection for the hand-off that names it. Content filters
@@ -127,9 +128,9 @@ pub struct Row {
     pub queue_id: Option<Text>,
     /// The submitting client's address (or `local (uid N)` for sendmail).
     pub sender_ip: Option<Text>,
-    pub relay: Option<String>,
+    pub relay: Option<Text>,
     pub recipient: Option<String>,
-    pub dsn: Option<String>,
+    pub dsn: Option<Text>,
     /// The remote server's answer or Postfix's reason, whole.
     pub response: Option<String>,
 }
@@ -315,9 +316,9 @@ struct Pending {
     key: i64,
     time_us: i64,
     kind: Kind,
-    relay: Option<String>,
+    relay: Option<Text>,
     recipient: Option<String>,
-    dsn: Option<String>,
+    dsn: Option<Text>,
     response: Option<String>,
 }
 
@@ -463,6 +464,38 @@ struct LineCtx<'a> {
     message: &'a [u8],
 }
 
+/// Most texts a [`Phrases`] keeps: far more than the login methods, server
+/// addresses, folder names and logout reasons of a site, or the relays most
+/// of its mail goes through, and little memory should a log hold many more.
+const MAX_PHRASES: usize = 1024;
+
+/// Shared copies of texts that recur, such as `INBOX`, `Logged out`, a
+/// relay or a DSN code, so that rows clone a pointer instead of allocating
+/// a string each. The first [`MAX_PHRASES`] texts are kept; later ones are
+/// made anew each time. (Some of these texts come from other people's
+/// servers and mail clients: the limit also bounds what hash collisions
+/// could cost.)
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Phrases(FxHashMap<Box<[u8]>, Text>);
+
+impl Phrases {
+    /// The shared text for `b`, made by `make` the first time.
+    pub(crate) fn get_with(&mut self, b: &[u8], make: impl FnOnce() -> Text) -> Text {
+        if let Some(t) = self.0.get(b) {
+            return t.clone();
+        }
+        let t = make();
+        if self.0.len() < MAX_PHRASES {
+            self.0.insert(b.into(), t.clone());
+        }
+        t
+    }
+
+    pub(crate) fn get(&mut self, b: &[u8]) -> Text {
+        self.get_with(b, || lossy_text(b))
+    }
+}
+
 /// Makes rows; kept apart from [`State`] so a lifecycle can be read while
 /// its events are turned into rows.
 struct Emitter {
@@ -553,6 +586,11 @@ pub struct Correlator {
     host_hashes: Vec<u64>,
     /// The last host looked up: consecutive lines usually share it.
     last_host: Option<u32>,
+    /// Relays and DSN codes, which recur from delivery to delivery.
+    relays: Phrases,
+    dsns: Phrases,
+    /// Room for normalising an address before it becomes shared text.
+    scratch: RefCell<String>,
     pub stats: Stats,
 }
 
@@ -578,6 +616,9 @@ impl Correlator {
             state,
             host_hashes,
             last_host: None,
+            relays: Phrases::default(),
+            dsns: Phrases::default(),
+            scratch: RefCell::new(String::new()),
             stats: Stats::default(),
         }
     }
@@ -758,7 +799,9 @@ impl Correlator {
     }
 
     fn address(&self, raw: &[u8]) -> Option<Text> {
-        normalize_logged_address(raw, &self.default_domain).map(Text::from)
+        let mut s = self.scratch.borrow_mut();
+        normalize_logged_address_into(raw, &self.default_domain, &mut s)
+            .then(|| Text::from(s.as_str()))
     }
 
     fn postfix_event(&mut self, ctx: &LineCtx<'_>, ev: Event<'_>, out: &mut Vec<Row>) {
@@ -857,9 +900,9 @@ impl Correlator {
             } => {
                 let key = (ctx.host, Qid::new(qid));
                 let pending = Pending {
-                    relay: Some(lossy(relay)),
+                    relay: Some(self.relays.get(relay)),
                     recipient: normalize_logged_address(to, &self.default_domain),
-                    dsn: Some(lossy(dsn)),
+                    dsn: Some(self.dsns.get(dsn)),
                     response: Some(lossy(response)),
                     ..Pending::new(
                         self.line_key(ctx),
@@ -1208,7 +1251,7 @@ fn mix(key: i64, extra: u64) -> i64 {
 
 /// Log bytes as text; invalid UTF-8 becomes U+FFFD. (Checking first is
 /// much faster than the lossy decoder on the valid text that is the rule.)
-fn lossy(b: &[u8]) -> String {
+pub(crate) fn lossy(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(b).into_owned(),
@@ -1216,7 +1259,7 @@ fn lossy(b: &[u8]) -> String {
 }
 
 /// Like [`lossy`], straight into shared text (one allocation, not two).
-fn lossy_text(b: &[u8]) -> Text {
+pub(crate) fn lossy_text(b: &[u8]) -> Text {
     match std::str::from_utf8(b) {
         Ok(s) => Text::from(s),
         Err(_) => Text::from(String::from_utf8_lossy(b).as_ref()),
