@@ -25,10 +25,10 @@ use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-#[cfg(doc)]
-use super::correlate::Rows;
 use super::correlate::{Phrases, Text, lossy as string, lossy_text as text};
 use super::dovecot::{self, Access, AuthFailure, Proto, SessionEvent};
+#[cfg(doc)]
+use super::mailboxes::Mailboxes;
 use crate::domain::{LocalDomains, normalize_logged_address_into};
 
 /// How long a verdict waits for its login-process line: a client may take
@@ -85,8 +85,8 @@ pub struct AccessRow {
     pub mailbox: Text,
     /// The mailbox's number among the ingest's mailboxes, by which the
     /// writer finds its database id: given when the row joins a batch
-    /// ([`Rows::number_mailboxes`]); `None` before, and in rows read back
-    /// from the store.
+    /// ([`Mailboxes::prepare`]); `None` before, and in rows read back from
+    /// the store.
     pub mailbox_no: Option<u32>,
     pub kind: Option<AccessKind>,
     pub host: Text,

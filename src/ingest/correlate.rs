@@ -42,6 +42,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 use super::access::{AccessRow, AccessSettings, AccessState, Line as AccessLine};
 use super::dovecot;
 use super::envelope::{Clock, LocalDays};
+#[cfg(doc)]
 use super::mailboxes::Mailboxes;
 use super::postfix::{self, Event, Parsed, Status};
 use crate::domain::{LocalDomains, normalize_logged_address, normalize_logged_address_into};
@@ -121,7 +122,7 @@ pub struct Row {
     pub mailbox: Text,
     /// The mailbox's number among the ingest's mailboxes, by which the
     /// writer finds its database id: given when the row joins a batch
-    /// ([`Rows::number_mailboxes`]).
+    /// ([`Mailboxes::prepare`]).
     pub mailbox_no: Option<u32>,
     pub kind: Kind,
     pub host: Text,
@@ -149,18 +150,6 @@ impl Rows {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Gives every row the number of its mailbox among `mailboxes`, for
-    /// the writer. (This runs on the parser's thread, which has time to
-    /// spare, as the batch is handed over; see [`Mailboxes`].)
-    pub fn number_mailboxes(&mut self, mailboxes: &mut Mailboxes) {
-        for r in &mut self.smtp {
-            r.mailbox_no = Some(mailboxes.number(&r.mailbox));
-        }
-        for r in &mut self.access {
-            r.mailbox_no = Some(mailboxes.number(&r.mailbox));
-        }
     }
 
     /// Takes the rows out. The next ones go into `spare`, rows already

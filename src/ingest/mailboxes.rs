@@ -1,20 +1,30 @@
 //! The mailboxes of an ingest's rows, numbered for the writer.
 //!
 //! Each row carries its mailbox's address; the database wants the
-//! mailbox's id. The parser's thread numbers every row's mailbox in order
-//! of first appearance as the row joins a batch
-//! ([`crate::ingest::correlate::Rows::number_mailboxes`]), and each batch
-//! carries the addresses numbered since the batch before
-//! ([`NewMailboxes`]). The writer resolves the id of each new address
-//! once, and maps every row's number to its id through a vector.
+//! mailbox's id. As a batch is handed to the writer, the parser's thread
+//! numbers every row's mailbox in order of first appearance
+//! ([`Mailboxes::prepare`]), and the batch carries the addresses numbered
+//! since the batch before ([`NewMailboxes`]). The writer resolves the id of
+//! each new address once, and maps every row's number to its id through a
+//! vector ([`Ids`]).
 //!
-//! Before, the writer looked up every row's address in a map of all
-//! mailboxes: text the parser had written on the other core a batch
-//! earlier, so most lookups missed the processor's caches, on the thread
-//! that limits the whole ingest. The parser's thread has time to spare,
-//! and the rows it has just made are still near it.
+//! The parser's thread also puts the batch's rows in the order the writer
+//! inserts them, by the id of their mailbox: the rows of one mailbox sit
+//! side by side in the tables' index `(mailbox_id, day, key)`, so that
+//! order walks the index instead of jumping across it (see the store's
+//! bulk insert), and the writer then reads the rows front to back.
+//!
+//! Both were the writer's work, on the thread that limits the whole
+//! ingest. Before, it looked up every row's address in a map of all
+//! mailboxes, and read the rows in mailbox order wherever they lay: text
+//! and rows the parser had written on the other core, so most reads missed
+//! the processor's caches. The parser's thread has time to spare, and the
+//! rows it has just made are still near it.
 
-use super::correlate::Text;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::access::AccessRow;
+use super::correlate::{Row, Rows, Text};
 
 /// Numbers by address, and addresses by number.
 ///
@@ -28,6 +38,8 @@ pub struct Mailboxes {
     names: Vec<Text>,
     /// `names[..sent]` went out with a batch already.
     sent: usize,
+    /// The ids the writer has found for the numbers so far.
+    ids: Ids,
 }
 
 /// The addresses numbered since the batch before: `names[i]` has number
@@ -38,7 +50,35 @@ pub struct NewMailboxes {
     pub names: Vec<Text>,
 }
 
+/// The database id of each mailbox number, at its number, as far as the
+/// writer has committed them; shared by the writer, which adds the ids of
+/// each batch's new mailboxes, and the parser's thread, which orders rows
+/// by them.
+#[derive(Debug, Clone, Default)]
+pub struct Ids(Arc<RwLock<Vec<i64>>>);
+
+impl Ids {
+    /// Runs `f` on the ids. (A thread that panicked holding the lock left
+    /// a vector of whole ids, only perhaps fewer: still good to read.)
+    pub fn read<R>(&self, f: impl FnOnce(&[i64]) -> R) -> R {
+        f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs `f` on the ids, to change them.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Vec<i64>) -> R) -> R {
+        f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 impl Mailboxes {
+    /// A numbering whose ids the writer keeps in `ids`.
+    pub fn new(ids: Ids) -> Mailboxes {
+        Mailboxes {
+            ids,
+            ..Mailboxes::default()
+        }
+    }
+
     /// The number of the mailbox `address`, given now if it is new.
     pub fn number(&mut self, address: &Text) -> u32 {
         if let Some(&no) = self.numbers.get(address) {
@@ -50,9 +90,29 @@ impl Mailboxes {
         no
     }
 
-    /// The addresses numbered since the last call, for the batch that
-    /// holds the first rows naming them.
-    pub fn take_new(&mut self) -> NewMailboxes {
+    /// Readies `rows` for the writer: numbers every row's mailbox, and
+    /// orders the rows by the id of their mailbox (mailboxes with no id
+    /// yet after all others, by number), each mailbox's rows in the order
+    /// they came. Returns the mailboxes numbered since the last call, for
+    /// the batch that holds the first rows naming them.
+    pub fn prepare(&mut self, rows: &mut Rows) -> NewMailboxes {
+        for r in &mut rows.smtp {
+            r.mailbox_no = Some(self.number(&r.mailbox));
+        }
+        for r in &mut rows.access {
+            r.mailbox_no = Some(self.number(&r.mailbox));
+        }
+        self.ids.read(|ids| {
+            let key = |no: Option<u32>| {
+                let no = no.unwrap_or(u32::MAX);
+                match ids.get(no as usize) {
+                    Some(&id) => (id, 0),
+                    None => (i64::MAX, no),
+                }
+            };
+            order(&mut rows.smtp, |r: &Row| key(r.mailbox_no));
+            order(&mut rows.access, |r: &AccessRow| key(r.mailbox_no));
+        });
         let first = self.sent;
         self.sent = self.names.len();
         NewMailboxes {
@@ -62,39 +122,89 @@ impl Mailboxes {
     }
 }
 
+/// Reorders `rows` by `key`, stably, moving each row twice: rows are
+/// hundreds of bytes, and a sort that swaps them would move each many
+/// times.
+fn order<T, K: Ord>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    let mut by: Vec<(K, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (key(r), i as u32))
+        .collect();
+    if by.is_sorted() {
+        return;
+    }
+    by.sort_unstable();
+    let mut taken: Vec<Option<T>> = rows.drain(..).map(Some).collect();
+    rows.extend(
+        by.into_iter()
+            .filter_map(|(_, i)| taken.get_mut(i as usize).and_then(Option::take)),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn row(mailbox: &str, key: i64) -> AccessRow {
+        AccessRow {
+            key,
+            mailbox: Text::from(mailbox),
+            ..AccessRow::default()
+        }
+    }
+
+    fn keys(rows: &Rows) -> Vec<(String, i64, Option<u32>)> {
+        rows.access
+            .iter()
+            .map(|r| (r.mailbox.to_string(), r.key, r.mailbox_no))
+            .collect()
+    }
+
     #[test]
-    fn numbers_follow_first_appearance_and_go_out_once() {
-        let mut m = Mailboxes::default();
-        let (a, b, c) = (Text::from("a@x"), Text::from("b@x"), Text::from("c@x"));
-        // Equal addresses in separate texts are one mailbox.
-        let numbers = [m.number(&a), m.number(&b), m.number(&Text::from("a@x"))];
-        assert_eq!(numbers, [0, 1, 0]);
+    fn rows_are_numbered_and_ordered_by_id_then_new_by_number() {
+        let ids = Ids::default();
+        let mut m = Mailboxes::new(ids.clone());
+        let mut rows = Rows {
+            access: vec![row("b@x", 1), row("a@x", 2), row("b@x", 3)],
+            ..Rows::default()
+        };
+        let new = m.prepare(&mut rows);
+        // No ids yet: by number, which is order of first appearance.
         assert_eq!(
-            m.take_new(),
-            NewMailboxes {
-                first: 0,
-                names: vec![a.clone(), b]
-            }
+            keys(&rows),
+            [
+                ("b@x".into(), 1, Some(0)),
+                ("b@x".into(), 3, Some(0)),
+                ("a@x".into(), 2, Some(1)),
+            ]
         );
-        assert_eq!(m.number(&a), 0);
+        assert_eq!(new.first, 0);
+        assert_eq!(new.names, [Text::from("b@x"), Text::from("a@x")]);
+        // The writer gave b@x id 20 and a@x id 10.
+        ids.write(|v| v.extend([20, 10]));
+        rows.access = vec![
+            row("c@x", 4),
+            row("b@x", 5),
+            row("a@x", 6),
+            row("b@x", 7),
+            row("d@x", 8),
+        ];
+        let new = m.prepare(&mut rows);
         assert_eq!(
-            m.take_new(),
-            NewMailboxes {
-                first: 2,
-                names: vec![]
-            }
+            keys(&rows),
+            [
+                ("a@x".into(), 6, Some(1)),
+                ("b@x".into(), 5, Some(0)),
+                ("b@x".into(), 7, Some(0)),
+                ("c@x".into(), 4, Some(2)),
+                ("d@x".into(), 8, Some(3)),
+            ]
         );
-        assert_eq!(m.number(&c), 2);
-        assert_eq!(
-            m.take_new(),
-            NewMailboxes {
-                first: 2,
-                names: vec![c]
-            }
-        );
+        assert_eq!(new.first, 2);
+        assert_eq!(new.names, [Text::from("c@x"), Text::from("d@x")]);
+        // Nothing new: nothing to announce.
+        rows.access = vec![row("a@x", 9)];
+        assert_eq!(m.prepare(&mut rows).names, Vec::<Text>::new());
     }
 }

@@ -429,7 +429,7 @@ struct Channels<'a> {
 }
 
 /// The parser thread: reads every source, feeds the correlator, sends
-/// batches, their rows' mailboxes numbered with `mailboxes`.
+/// batches, their rows readied for the writer with `mailboxes`.
 fn parse_all(
     mut correlator: Correlator,
     mailboxes: &mut Mailboxes,
@@ -441,10 +441,10 @@ fn parse_all(
 ) -> anyhow::Result<(Correlator, Stats, Vec<SourceReport>)> {
     let Channels { cp_req, out, spare } = *io;
     let mut send = |mut rows: Rows, checkpoint: Option<Checkpoint>, state: Vec<u8>| {
-        rows.number_mailboxes(mailboxes);
+        let new = mailboxes.prepare(&mut rows);
         out.blocking_send(Batch {
             rows,
-            mailboxes: mailboxes.take_new(),
+            mailboxes: new,
             checkpoint,
             state: Some(state),
         })

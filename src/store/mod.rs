@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 
 use crate::ingest::access::AccessRow;
 use crate::ingest::correlate::{Kind, Row, Rows, Text};
-use crate::ingest::mailboxes::{Mailboxes, NewMailboxes};
+use crate::ingest::mailboxes::{Ids, Mailboxes, NewMailboxes};
 
 mod sqlite_bulk;
 
@@ -165,22 +165,23 @@ fn insert_sql(rows: usize) -> String {
     s
 }
 
-/// Binds one row's twelve values, in the column order of [`insert_sql`].
+/// Binds one row's twelve values, in the column order of [`insert_sql`],
+/// borrowed from the row.
 macro_rules! bind_row {
     ($q:expr, $r:expr, $mailbox_id:expr) => {{
-        let r = $r;
+        let r: &Row = $r;
         $q.bind(r.key)
             .bind(r.day)
             .bind(r.time_us)
             .bind($mailbox_id)
             .bind(r.kind as i32)
-            .bind(r.host)
-            .bind(r.queue_id)
-            .bind(r.sender_ip)
-            .bind(r.relay)
-            .bind(r.recipient)
-            .bind(r.dsn)
-            .bind(r.response)
+            .bind(&*r.host)
+            .bind(r.queue_id.as_deref())
+            .bind(r.sender_ip.as_deref())
+            .bind(r.relay.as_deref())
+            .bind(r.recipient.as_deref())
+            .bind(r.dsn.as_deref())
+            .bind(r.response.as_deref())
     }};
 }
 
@@ -195,27 +196,22 @@ macro_rules! insert_rows {
         unsafe { sqlite_bulk::insert_rows(handle.as_raw_handle(), &$rows, &$id_of)? }
     }};
     (@chunks $tx:expr, $rows:expr, $id_of:expr) => {{
-        let mut rows = $rows.into_iter();
         let mut inserted: u64 = 0;
-        loop {
-            let chunk: Vec<Row> = rows.by_ref().take(INSERT_CHUNK).collect();
-            if chunk.len() == INSERT_CHUNK {
-                let mut q = sqlx::query(insert_chunk_sql());
-                for r in chunk {
-                    let id = $id_of(r.mailbox_no)?;
-                    q = bind_row!(q, r, id);
-                }
-                inserted += q.execute(&mut **$tx).await?.rows_affected();
-            } else {
-                // The tail: one cached single-row statement rather than a
-                // new statement text for every tail length.
-                for r in chunk {
-                    let id = $id_of(r.mailbox_no)?;
-                    let q = bind_row!(sqlx::query(insert_one_sql()), r, id);
-                    inserted += q.execute(&mut **$tx).await?.rows_affected();
-                }
-                break;
+        let mut chunks = $rows.chunks_exact(INSERT_CHUNK);
+        for chunk in chunks.by_ref() {
+            let mut q = sqlx::query(insert_chunk_sql());
+            for r in chunk {
+                let id = $id_of(r.mailbox_no)?;
+                q = bind_row!(q, r, id);
             }
+            inserted += q.execute(&mut **$tx).await?.rows_affected();
+        }
+        // The tail: one cached single-row statement rather than a new
+        // statement text for every tail length.
+        for r in chunks.remainder() {
+            let id = $id_of(r.mailbox_no)?;
+            let q = bind_row!(sqlx::query(insert_one_sql()), r, id);
+            inserted += q.execute(&mut **$tx).await?.rows_affected();
         }
         inserted
     }};
@@ -240,13 +236,13 @@ macro_rules! insert_access {
                 .bind(r.time_us)
                 .bind(id)
                 .bind(r.kind.map(|k| k as i32))
-                .bind(r.host)
+                .bind(&*r.host)
                 .bind(r.protocol)
-                .bind(r.remote_ip)
-                .bind(r.local_ip)
+                .bind(r.remote_ip.as_deref())
+                .bind(r.local_ip.as_deref())
                 .bind(r.tls)
-                .bind(r.session)
-                .bind(r.client)
+                .bind(r.session.as_deref())
+                .bind(r.client.as_deref())
                 .bind(r.deleted)
                 .bind(r.retained)
                 .bind(r.size_bytes)
@@ -257,9 +253,9 @@ macro_rules! insert_access {
                 .bind(r.downloaded)
                 .bind(r.attempts)
                 .bind(r.uid)
-                .bind(r.message_id)
-                .bind(r.folder)
-                .bind(r.reason)
+                .bind(r.message_id.as_deref())
+                .bind(r.folder.as_deref())
+                .bind(r.reason.as_deref())
                 .execute(&mut **$tx)
                 .await?
                 .rows_affected();
@@ -281,6 +277,8 @@ pub struct Writer {
     /// (see [`crate::ingest::mailboxes`]), at its number: looked up for
     /// every row.
     by_no: Vec<i64>,
+    /// The same, for the parser's thread, which orders rows by them.
+    shared_ids: Ids,
     /// The numbering those batches use, while no pass has it.
     mailboxes: Option<Mailboxes>,
 }
@@ -371,8 +369,7 @@ macro_rules! commit_in {
                 .ok_or_else(|| anyhow::anyhow!("a row to store names mailbox number {no:?}, which no batch has given"))
         };
         let Rows { smtp, access } = rows;
-        let n = insert_rows!(@ $insert tx, smtp, id_of) + insert_access!(@ $insert tx, access, id_of);
-        let spent = spent_rows!(@ $insert smtp, access);
+        let n = insert_rows!(@ $insert tx, &smtp, id_of) + insert_access!(@ $insert tx, &access, id_of);
         if let Some(cp) = checkpoint {
             sqlx::query(SAVE_CP)
                 .bind(cp.fingerprint)
@@ -391,22 +388,8 @@ macro_rules! commit_in {
                 .execute(&mut **tx)
                 .await?;
         }
-        (n, fresh, spent)
+        (n, fresh, Rows { smtp, access })
     }};
-}
-
-/// The rows after their insert: SQLite's bulk path only borrowed them;
-/// PostgreSQL's binds took them.
-macro_rules! spent_rows {
-    (@sqlite $smtp:expr, $access:expr) => {
-        Rows {
-            smtp: $smtp,
-            access: $access,
-        }
-    };
-    (@chunks $smtp:expr, $access:expr) => {
-        Rows::default()
-    };
 }
 
 impl Writer {
@@ -423,7 +406,8 @@ impl Writer {
                 .map(|(id, a)| (Text::from(a), id))
                 .collect(),
             by_no: Vec::new(),
-            mailboxes: Some(Mailboxes::default()),
+            shared_ids: Ids::default(),
+            mailboxes: None,
         })
     }
 
@@ -434,7 +418,8 @@ impl Writer {
     pub fn lend_mailboxes(&mut self) -> Mailboxes {
         self.mailboxes.take().unwrap_or_else(|| {
             self.by_no.clear();
-            Mailboxes::default()
+            self.shared_ids = Ids::default();
+            Mailboxes::new(self.shared_ids.clone())
         })
     }
 
@@ -445,8 +430,8 @@ impl Writer {
     /// Commits a batch: its rows (a row whose key is already stored is
     /// skipped), its checkpoint and the correlator state, in one
     /// transaction. Returns how many rows were new, and the rows
-    /// themselves when the backend left them (SQLite does), so that the
-    /// caller can reuse their memory.
+    /// themselves (the inserts only borrowed them), so that the caller can
+    /// reuse their memory.
     ///
     /// Batches come in the order they were made, their mailboxes numbered
     /// with what [`Writer::lend_mailboxes`] gave: each numbers its new
@@ -462,6 +447,9 @@ impl Writer {
         if r.is_err() {
             // The new mailboxes may not exist after all.
             self.by_no.truncate(known);
+        } else {
+            let new = &self.by_no[known..];
+            self.shared_ids.write(|ids| ids.extend_from_slice(new));
         }
         r
     }
