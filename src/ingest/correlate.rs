@@ -31,7 +31,6 @@
 
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use ipnet::IpNet;
 use memchr::memmem;
@@ -68,9 +67,12 @@ const MAX_EXAMPLES: usize = 5;
 /// Longest example shown, in bytes.
 const EXAMPLE_BYTES: usize = 200;
 
-/// Text shared by many rows (a mailbox, a host, a queue ID): cloning it
-/// copies a pointer, and the store binds it without copying.
-pub type Text = Arc<str>;
+/// Text of rows and of the state: a mailbox, a host, a queue ID, a client's
+/// address. Up to 23 bytes (hosts, addresses of clients, queue and session
+/// IDs, most phrases, many mailboxes) it is held inline: made without
+/// allocating, cloned by copying, dropped for nothing. Longer text is
+/// shared: cloning it copies a pointer. The store binds it without copying.
+pub type Text = smol_str::SmolStr;
 
 /// What a row counts as; the stored integer is stable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
