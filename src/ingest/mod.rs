@@ -4,7 +4,8 @@
 //! * [`envelope`]: the syslog envelope of each line (time, host, program);
 //! * [`postfix`], [`dovecot`]: the messages of each program;
 //! * [`correlate`]: lines joined into lifecycles and rows per mailbox;
-//! * [`mailboxes`]: the mailboxes of those rows, numbered for the writer.
+//! * [`mailboxes`]: those rows readied for the writer: their mailboxes
+//!   numbered, the rows ordered by mailbox.
 //!
 //! Crash safety: lines are handled in batches. A batch's rows, the offset
 //! its source was read to and the correlator's state after its last line
