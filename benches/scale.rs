@@ -221,7 +221,10 @@ async fn ingest_day(
         store,
         settings(),
         &[SourceSpec::File(path.clone())],
-        BATCH_LINES,
+        mailtrail::ingest::Batching {
+            lines: BATCH_LINES,
+            ..mailtrail::ingest::Batching::from_config(&Default::default())
+        },
     )
     .await
     .unwrap();

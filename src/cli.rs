@@ -282,7 +282,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.check().map_err(|e| UsageError(format!("{e:#}")))?;
             }
             let store = Store::open(&c.database_url).await?;
-            let report = ingest::run(&store, settings, &specs, c.ingest.batch_lines).await;
+            let batching = ingest::Batching::from_config(&c.ingest);
+            let report = ingest::run(&store, settings, &specs, batching).await;
             store.close().await;
             print!("{}", report?.render());
             Ok(())

@@ -352,6 +352,11 @@ pub struct IngestConfig {
     /// ones make new lines visible sooner.
     #[serde(default = "default_batch_lines")]
     pub batch_lines: usize,
+    /// How long a one-shot `mailtrail ingest` goes on adding batches to one
+    /// transaction before it commits; 0 commits every batch. (`serve`
+    /// commits every batch.)
+    #[serde(default = "default_commit_after_ms")]
+    pub commit_after_ms: u64,
     /// Name under which this ingest keeps its state (messages in flight)
     /// in the database. Ingests that share one database, one per mail
     /// host, each need their own; only one process at a time may use a
@@ -366,6 +371,7 @@ impl Default for IngestConfig {
             paths: Vec::new(),
             internal_relays: default_internal_relays(),
             batch_lines: default_batch_lines(),
+            commit_after_ms: default_commit_after_ms(),
             agent: default_agent(),
         }
     }
@@ -389,6 +395,9 @@ fn default_internal_relays() -> Vec<IpNet> {
 }
 fn default_batch_lines() -> usize {
     200_000
+}
+fn default_commit_after_ms() -> u64 {
+    1000
 }
 fn default_agent() -> String {
     crate::ingest::DEFAULT_AGENT.to_owned()

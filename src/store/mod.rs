@@ -281,6 +281,11 @@ pub struct Writer {
     shared_ids: Ids,
     /// The numbering those batches use, while no pass has it.
     mailboxes: Option<Mailboxes>,
+    /// SQLite: the transaction holding the batches written but not yet
+    /// committed.
+    open: Option<OpenTx>,
+    /// How long a SQLite transaction takes batches.
+    commit_after: Duration,
 }
 
 /// Mailbox id by address.
@@ -408,6 +413,8 @@ impl Writer {
             by_no: Vec::new(),
             shared_ids: Ids::default(),
             mailboxes: None,
+            open: None,
+            commit_after: Duration::ZERO,
         })
     }
 
@@ -417,6 +424,8 @@ impl Writer {
     /// failed), numbering starts again.
     pub fn lend_mailboxes(&mut self) -> Mailboxes {
         self.mailboxes.take().unwrap_or_else(|| {
+            // What a failed pass left uncommitted rolls back.
+            self.open = None;
             self.by_no.clear();
             self.shared_ids = Ids::default();
             Mailboxes::new(self.shared_ids.clone())
@@ -427,55 +436,131 @@ impl Writer {
         self.mailboxes = Some(mailboxes);
     }
 
-    /// Commits a batch: its rows (a row whose key is already stored is
+    /// How long a SQLite transaction may go on taking batches before it is
+    /// committed, from now on (zero, the default, commits every batch):
+    /// see [`Writer::write`].
+    pub fn commit_after(&mut self, time: Duration) {
+        self.commit_after = time;
+    }
+
+    /// Writes a batch: its rows (a row whose key is already stored is
     /// skipped), its checkpoint and the correlator state, in one
-    /// transaction. Returns how many rows were new, and the rows
-    /// themselves (the inserts only borrowed them), so that the caller can
-    /// reuse their memory.
+    /// transaction with the batches before it that are not committed yet.
+    /// That transaction is committed after the batch that finds it open
+    /// for [`Writer::commit_after`], or by [`Writer::flush`]; until then
+    /// nothing of it is stored, and a failure rolls all of it back.
+    /// (PostgreSQL commits every batch.) Returns how many rows were new,
+    /// and the rows themselves (the inserts only borrowed them), so that
+    /// the caller can reuse their memory.
     ///
     /// Batches come in the order they were made, their mailboxes numbered
     /// with what [`Writer::lend_mailboxes`] gave: each numbers its new
     /// mailboxes from where the one before stopped.
-    pub async fn commit(&mut self, batch: Batch) -> anyhow::Result<(u64, Rows)> {
+    pub async fn write(&mut self, batch: Batch) -> anyhow::Result<(u64, Rows)> {
         let known = self.by_no.len();
         anyhow::ensure!(
             batch.mailboxes.first as usize == known,
             "mailbox numbers out of step: the batch numbers from {}, the writer knows {known}",
             batch.mailboxes.first
         );
-        let r = self.commit_tx(batch).await;
+        let r = self.write_tx(batch).await;
         if r.is_err() {
-            // The new mailboxes may not exist after all.
-            self.by_no.truncate(known);
-        } else {
-            let new = &self.by_no[known..];
-            self.shared_ids.write(|ids| ids.extend_from_slice(new));
+            self.rolled_back(known);
         }
         r
     }
 
-    async fn commit_tx(&mut self, batch: Batch) -> anyhow::Result<(u64, Rows)> {
-        let (n, fresh, spent) = match &self.store {
+    /// Commits what [`Writer::write`] left uncommitted, if anything.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let from = open.from;
+        match open.commit().await {
+            Ok(fresh) => {
+                self.committed(fresh);
+                Ok(())
+            }
+            Err(e) => {
+                self.rolled_back(from);
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_tx(&mut self, batch: Batch) -> anyhow::Result<(u64, Rows)> {
+        match &self.store {
             Store::Sqlite(p) => {
-                // IMMEDIATE takes the write lock up front: a deferred BEGIN
-                // that reads then writes fails with SQLITE_BUSY under a
-                // concurrent writer instead of waiting.
-                let _turn = SQLITE_WRITE.lock().await;
-                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let r = commit_in!(tx, self, batch, false, sqlite);
-                tx.commit().await?;
-                r
+                let mut open = match self.open.take() {
+                    Some(open) => open,
+                    None => OpenTx {
+                        // IMMEDIATE takes the write lock up front: a
+                        // deferred BEGIN that reads then writes fails with
+                        // SQLITE_BUSY under a concurrent writer instead of
+                        // waiting.
+                        _turn: SQLITE_WRITE.lock().await,
+                        tx: p.begin_with("BEGIN IMMEDIATE").await?,
+                        began: std::time::Instant::now(),
+                        from: self.by_no.len(),
+                        fresh: MailboxIds::default(),
+                    },
+                };
+                // On an error the transaction, dropped, rolls back.
+                let (n, fresh, spent) = commit_in!(open.tx, self, batch, false, sqlite);
+                open.fresh.extend(fresh);
+                if open.began.elapsed() >= self.commit_after {
+                    let fresh = open.commit().await?;
+                    self.committed(fresh);
+                } else {
+                    self.open = Some(open);
+                }
+                Ok((n, spent))
             }
             Store::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                let r = commit_in!(tx, self, batch, true, chunks);
+                let (n, fresh, spent) = commit_in!(tx, self, batch, true, chunks);
                 tx.commit().await?;
-                r
+                self.committed(fresh);
+                Ok((n, spent))
             }
-        };
-        // Only now are the new numbers certain to exist.
+        }
+    }
+
+    /// A transaction committed: its new mailboxes exist.
+    fn committed(&mut self, fresh: MailboxIds) {
         self.ids.extend(fresh);
-        Ok((n, spent))
+        let published = self.shared_ids.read(<[i64]>::len);
+        let new = &self.by_no[published.min(self.by_no.len())..];
+        self.shared_ids.write(|ids| ids.extend_from_slice(new));
+    }
+
+    /// A transaction failed: the mailboxes numbered from `from` on may not
+    /// exist after all.
+    fn rolled_back(&mut self, from: usize) {
+        self.open = None;
+        self.by_no.truncate(from);
+    }
+}
+
+/// A SQLite transaction [`Writer::write`] has left open for more batches.
+struct OpenTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    /// This process's turn at SQLite's write lock, for as long as the
+    /// transaction lasts.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    /// When it began.
+    began: std::time::Instant,
+    /// The mailbox numbers known before it.
+    from: usize,
+    /// The mailboxes it created, by address.
+    fresh: MailboxIds,
+}
+
+impl OpenTx {
+    /// Commits; returns the mailboxes it created.
+    async fn commit(self) -> anyhow::Result<MailboxIds> {
+        self.tx.commit().await?;
+        Ok(self.fresh)
     }
 }
 

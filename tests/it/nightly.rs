@@ -296,7 +296,7 @@ async fn the_scheduler_does_each_local_day_once_in_order_across_dst_and_downtime
         &db.store,
         mailtrail::ingest::correlate::Settings::from_config(&c).unwrap(),
         &specs,
-        1000,
+        mailtrail::ingest::Batching::from_config(&c.ingest),
     )
     .await
     .unwrap();
@@ -402,9 +402,14 @@ async fn the_real_scheduler_ticks_and_stops() {
     std::fs::write(&path, log).unwrap();
     let specs = vec![mailtrail::ingest::source::SourceSpec::File(path)];
     let settings = mailtrail::ingest::correlate::Settings::from_config(&c).unwrap();
-    mailtrail::ingest::run(&db.store, settings, &specs, 1000)
-        .await
-        .unwrap();
+    mailtrail::ingest::run(
+        &db.store,
+        settings,
+        &specs,
+        mailtrail::ingest::Batching::from_config(&c.ingest),
+    )
+    .await
+    .unwrap();
 
     // tokio-cron-scheduler on the real clock, ticking every second here
     // (every minute in service). The day before yesterday is complete

@@ -39,6 +39,9 @@ database_url = "{database_url}"
 [ingest]
 internal_relays = ["127.0.0.1/32"]
 batch_lines = {batch_lines}
+# Several of the tests' small batches to a transaction, as in a real
+# ingest's large ones.
+commit_after_ms = 20
 "#
     )
 }
@@ -200,7 +203,7 @@ impl TestDb {
             &self.store,
             Settings::from_config(&self.config).unwrap(),
             &specs,
-            self.config.ingest.batch_lines,
+            mailtrail::ingest::Batching::from_config(&self.config.ingest),
         )
         .await
     }
