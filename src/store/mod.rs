@@ -463,9 +463,12 @@ impl Writer {
             "mailbox numbers out of step: the batch numbers from {}, the writer knows {known}",
             batch.mailboxes.first
         );
+        // A failure rolls back the batches before this one that share its
+        // transaction, and their new mailboxes.
+        let from = self.open.as_ref().map_or(known, |open| open.from);
         let r = self.write_tx(batch).await;
         if r.is_err() {
-            self.rolled_back(known);
+            self.rolled_back(from);
         }
         r
     }

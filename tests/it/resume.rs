@@ -104,3 +104,119 @@ async fn read_offset(url: &str) -> Option<i64> {
     store.close().await;
     v
 }
+
+/// A row of `mailbox` numbered `no` (the writer resolves the number).
+fn row(key: i64, mailbox: &str, no: u32) -> mailtrail::ingest::correlate::Row {
+    use mailtrail::ingest::correlate::{Kind, Row, Text};
+    Row {
+        key,
+        time_us: 1_795_000_000_000_000 + key,
+        day: 20261119,
+        mailbox: Text::from(mailbox),
+        mailbox_no: Some(no),
+        kind: Kind::Sent,
+        host: Text::from("mx1"),
+        queue_id: None,
+        sender_ip: None,
+        relay: None,
+        recipient: None,
+        dsn: None,
+        response: None,
+    }
+}
+
+/// A batch of `rows`, whose new mailboxes are `new` from number `first`.
+fn batch(
+    rows: Vec<mailtrail::ingest::correlate::Row>,
+    first: u32,
+    new: &[&str],
+) -> mailtrail::store::Batch {
+    use mailtrail::ingest::correlate::{Rows, Text};
+    use mailtrail::ingest::mailboxes::NewMailboxes;
+    mailtrail::store::Batch {
+        rows: Rows {
+            smtp: rows,
+            ..Rows::default()
+        },
+        mailboxes: NewMailboxes {
+            first,
+            names: new.iter().map(|m| Text::from(*m)).collect(),
+        },
+        checkpoint: None,
+        state: None,
+    }
+}
+
+#[tokio::test]
+async fn batches_that_share_a_transaction_are_stored_or_lost_together() {
+    use crate::support::on_postgres;
+    let db = TestDb::new().await;
+    let mut w = mailtrail::store::Writer::new(&db.store, "default")
+        .await
+        .unwrap();
+    // A transaction that takes batches for an hour: only a flush (or an
+    // error) ends it. (PostgreSQL commits every batch.)
+    w.commit_after(Duration::from_secs(3600));
+    let _numbering = w.lend_mailboxes();
+    w.write(batch(
+        vec![row(1, "a@example.edu", 0)],
+        0,
+        &["a@example.edu"],
+    ))
+    .await
+    .unwrap();
+    w.write(batch(
+        vec![row(2, "b@example.edu", 1)],
+        1,
+        &["b@example.edu"],
+    ))
+    .await
+    .unwrap();
+    w.flush().await.unwrap();
+    assert_eq!(db.dump().await.len(), 2);
+
+    // Two more batches, the second naming a mailbox number no batch gave:
+    // it fails, and takes the one before it along (on SQLite).
+    w.write(batch(
+        vec![row(3, "c@example.edu", 2)],
+        2,
+        &["c@example.edu"],
+    ))
+    .await
+    .unwrap();
+    let err = w
+        .write(batch(vec![row(4, "a@example.edu", 7)], 3, &[]))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("mailbox number"), "{err:#}");
+    w.flush().await.unwrap();
+    let stored = db.dump().await;
+    let mailboxes: i64 = crate::on_any_pool!(&db.store, p => sqlx::query_scalar("SELECT COUNT(*) FROM mailboxes")
+        .fetch_one(p)
+        .await
+        .unwrap());
+    if on_postgres() {
+        assert_eq!((stored.len(), mailboxes), (3, 3));
+    } else {
+        assert_eq!((stored.len(), mailboxes), (2, 2));
+        // The numbers of what was rolled back are given again.
+        let err = w
+            .write(batch(
+                vec![row(5, "d@example.edu", 3)],
+                3,
+                &["d@example.edu"],
+            ))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("out of step"), "{err:#}");
+        w.write(batch(
+            vec![row(5, "d@example.edu", 2)],
+            2,
+            &["d@example.edu"],
+        ))
+        .await
+        .unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(db.dump().await.len(), 3);
+    }
+}
