@@ -9,7 +9,8 @@
 //!
 //! Crash safety: lines are handled in batches. A batch's rows, the offset
 //! its source was read to and the correlator's state after its last line
-//! are committed in one transaction. A process killed at any point leaves
+//! are committed in one transaction (which a one-shot ingest lets take
+//! several batches: see [`Batching`]). A process killed at any point leaves
 //! the database as it was after some whole batch; the next run loads that
 //! state, skips to that offset and goes on as if never stopped. Rows also
 //! carry a key derived from their line, so input read twice (the same file
