@@ -1,4 +1,5 @@
-//! The mailboxes of an ingest's rows, numbered for the writer.
+//! A batch's rows readied for the writer: their mailboxes numbered, the
+//! rows ordered by mailbox.
 //!
 //! Each row carries its mailbox's address; the database wants the
 //! mailbox's id. As a batch is handed to the writer, the parser's thread
@@ -52,8 +53,8 @@ pub struct NewMailboxes {
 
 /// The database id of each mailbox number, at its number, as far as the
 /// writer has committed them; shared by the writer, which adds the ids of
-/// each batch's new mailboxes, and the parser's thread, which orders rows
-/// by them.
+/// a transaction's new mailboxes once it commits, and the parser's thread,
+/// which orders rows by them.
 #[derive(Debug, Clone, Default)]
 pub struct Ids(Arc<RwLock<Vec<i64>>>);
 

@@ -128,15 +128,17 @@ impl Binder<'_> {
 }
 
 /// Inserts `rows` into `table`, binding each with `bind` (given the row's
-/// mailbox number, from `mailbox_of`); returns how many rows were inserted
+/// mailbox id, from `mailbox_of`); returns how many rows were inserted
 /// (`OR IGNORE` skips the others).
 ///
-/// Rows go in by mailbox, each mailbox's in their own order: every row is
-/// also a key in the index `(mailbox_id, day, key)`, and rows of one
+/// Rows go in by mailbox id, each mailbox's in their own order: every row
+/// is also a key in the index `(mailbox_id, day, key)`, and rows of one
 /// mailbox land side by side there, so inserting them together walks the
 /// same pages while they are in the processor's cache instead of jumping
 /// across the whole index for every row. A mailbox's rows keep their order,
 /// so their ids still follow the log (reports sort ties in time by id).
+/// (The parser's thread has put a batch in nearly this order already, see
+/// [`crate::ingest::mailboxes`], so the sort here finds little to do.)
 ///
 /// # Safety
 ///
