@@ -195,7 +195,12 @@ pub(crate) struct Line<'a> {
     pub host_id: u32,
     pub host: &'a Text,
     pub key: i64,
+    /// The line's own instant: what its row records.
     pub time_us: i64,
+    /// The host's clock when the line was read (see the correlator's
+    /// per-host clocks): what waiting and forgetting are measured by, so
+    /// that a line stamped far off moves no deadline.
+    pub now_us: i64,
     pub day: i32,
 }
 
@@ -343,7 +348,7 @@ impl AccessState {
                             rip: rip.clone(),
                             v24,
                             client: client.clone(),
-                            last_us: line.time_us,
+                            last_us: line.now_us,
                             id: session.clone(),
                         },
                     );
@@ -433,7 +438,7 @@ impl AccessState {
                     SessionEvent::MailboxDeleted { .. } => AccessKind::MailboxDeleted,
                     SessionEvent::Other => {
                         if let Some(v) = key.and_then(|k| self.sessions.get_mut(&k)) {
-                            v.last_us = line.time_us;
+                            v.last_us = line.now_us;
                         }
                         return true;
                     }
@@ -442,7 +447,7 @@ impl AccessState {
                 let sess = match key {
                     Some(k) if kind == AccessKind::Logout => self.sessions.remove(&k),
                     Some(k) => self.sessions.get_mut(&k).map(|v| {
-                        v.last_us = line.time_us;
+                        v.last_us = line.now_us;
                         v.clone()
                     }),
                     None => None,
@@ -516,13 +521,22 @@ impl AccessState {
         true
     }
 
-    /// Forgets what waited too long.
-    pub(crate) fn sweep(&mut self, now: i64) {
+    /// Forgets what waited too long, each host by its own clock
+    /// (`now_of(host)`). `all` is the end of a one-shot ingest: whatever
+    /// rows are still held are given out. Rows go to `out`.
+    pub(crate) fn sweep(
+        &mut self,
+        now_of: impl Fn(u32) -> i64,
+        all: bool,
+        out: &mut Vec<AccessRow>,
+    ) {
+        let _ = (all, out);
         self.verdicts
-            .retain(|v| v.time_us + VERDICT_WINDOW_US > now);
-        self.ids.retain(|_, (_, t)| *t + VERDICT_WINDOW_US > now);
+            .retain(|v| v.time_us + VERDICT_WINDOW_US > now_of(v.host));
+        self.ids
+            .retain(|(h, _), (_, t)| *t + VERDICT_WINDOW_US > now_of(*h));
         self.sessions
-            .retain(|_, s| s.last_us + SESSION_STALE_US > now);
+            .retain(|(h, _), s| s.last_us + SESSION_STALE_US > now_of(*h));
     }
 
     pub(crate) fn in_flight(&self) -> usize {

@@ -211,6 +211,9 @@ pub struct Stats {
     pub lines_other_programs: u64,
     /// Lines with no envelope, or a Postfix line of an unknown shape.
     pub lines_unrecognised: u64,
+    /// Lines longer than the reader takes ([`super::source::MAX_LINE`]):
+    /// each counted once and skipped whole, never parsed.
+    pub lines_too_long: u64,
     /// Rows produced for local mailboxes.
     pub rows: u64,
     /// Events that could not be given to a mailbox (a lifecycle that began
@@ -227,6 +230,7 @@ impl Stats {
         self.lines_noise += o.lines_noise;
         self.lines_other_programs += o.lines_other_programs;
         self.lines_unrecognised += o.lines_unrecognised;
+        self.lines_too_long += o.lines_too_long;
         self.rows += o.rows;
         self.events_unattributed += o.events_unattributed;
         for e in &o.examples {
@@ -663,6 +667,13 @@ impl Correlator {
         self.count(before, out);
     }
 
+    /// Counts a line that was too long to read (the reader skipped it
+    /// whole): it is read, and nothing else.
+    pub fn too_long(&mut self) {
+        self.stats.lines_read += 1;
+        self.stats.lines_too_long += 1;
+    }
+
     /// End of input for a one-shot ingest: hand-offs whose new ID never
     /// appeared are deliveries, re-injection candidates nobody claimed count
     /// as they are. (A follower does not call this: more lines may come.)
@@ -728,6 +739,7 @@ impl Correlator {
                 host: &self.state.hosts[host as usize],
                 key: self.line_key(&ctx),
                 time_us: env.time_us,
+                now_us: self.state.now_us,
                 day: self.em.days.day_key(env.time_us),
             };
             if let Some(f) = dovecot::auth_failure(env.program, env.message) {
@@ -1201,7 +1213,7 @@ impl Correlator {
         }
 
         if !all {
-            self.state.access.sweep(now);
+            self.state.access.sweep(|_| now, all, &mut Vec::new());
         }
         let before = self.state.sasl_fails.len();
         self.state

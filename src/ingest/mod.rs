@@ -213,6 +213,14 @@ impl Report {
             s.lines_noise, s.lines_other_programs
         );
         let _ = writeln!(o, "lines unrecognised  {:>12}", s.lines_unrecognised);
+        if s.lines_too_long > 0 {
+            let _ = writeln!(
+                o,
+                "lines too long      {:>12}  (over {} bytes: skipped whole)",
+                s.lines_too_long,
+                source::MAX_LINE
+            );
+        }
         let _ = writeln!(
             o,
             "rows stored         {:>12}  ({} already stored)",
