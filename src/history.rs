@@ -32,7 +32,8 @@ pub struct Counts {
 impl Counts {
     fn add(&mut self, kind: Kind, n: i64) {
         match kind {
-            Kind::AuthBlk => self.auth_blk += n,
+            // A content filter's refusal is a refusal like the others.
+            Kind::AuthBlk | Kind::Blocked => self.auth_blk += n,
             Kind::AuthRcv => self.auth_rcv += n,
             Kind::Bounced => self.bounced += n,
             Kind::Deferred => self.deferred += n,

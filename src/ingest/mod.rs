@@ -227,11 +227,20 @@ impl Report {
             self.rows_new,
             s.rows.saturating_sub(self.rows_new)
         );
-        if s.events_unattributed > 0 {
+        let u = &s.unattributed;
+        if u.total() > 0 {
+            let _ = writeln!(o, "events for no mailbox {:>10}", u.total());
+            for (cause, n) in u.causes() {
+                if n > 0 {
+                    let _ = writeln!(o, "  {n:>10}  {cause}");
+                }
+            }
+        }
+        if s.handoffs_waiting > 0 {
             let _ = writeln!(
                 o,
-                "events without a mailbox {:>7}  (lifecycle began before the input, or no user named)",
-                s.events_unattributed
+                "hand-offs waiting {:>14}  (to a content filter, for their copy: later lines settle them)",
+                s.handoffs_waiting
             );
         }
         if !s.examples.is_empty() {
@@ -273,7 +282,7 @@ pub async fn run(
         tz,
         specs,
         batching.lines,
-        false,
+        Mode::Once,
     )
     .await;
     checkpointer.stop().await;
@@ -290,10 +299,20 @@ async fn restore(store: &Store, settings: Settings) -> anyhow::Result<Correlator
     })
 }
 
-/// One pass over `specs`: parse on a thread, write here. With `follow`,
-/// a last line still being written is left for the next pass, and what
-/// is in flight stays in flight (the next pass goes on with it) instead
-/// of being settled at the end.
+/// How a pass ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A one-shot ingest: what waits is settled at the end of the input.
+    Once,
+    /// A follower's pass: a last line still being written is left for the
+    /// next pass, and what is in flight stays in flight (the next pass goes
+    /// on with it). `idle` is how long no line has come: when this pass
+    /// reads none either, waits that long are over (see
+    /// [`Correlator::idle`]).
+    Follow { idle: std::time::Duration },
+}
+
+/// One pass over `specs`: parse on a thread, write here.
 async fn pass(
     store: &Store,
     writer: &mut Writer,
@@ -301,7 +320,7 @@ async fn pass(
     tz: chrono_tz::Tz,
     specs: &[SourceSpec],
     batch_lines: usize,
-    follow: bool,
+    mode: Mode,
 ) -> anyhow::Result<(Correlator, Report)> {
     // Checkpoints are looked up by the parser thread, which only knows a
     // source's fingerprint once it has opened it.
@@ -325,7 +344,7 @@ async fn pass(
             tz,
             &specs,
             batch_lines,
-            follow,
+            mode,
             &io,
         );
         r.map(|r| (r, mailboxes))
@@ -423,14 +442,23 @@ where
     let lock = AgentLock::take(store, &settings.agent).await?;
     let mut correlator = Some(restore(store, settings.clone()).await?);
     let mut writer = Writer::new(store, &settings.agent).await?;
+    // When a line last came.
+    let mut lines_at = std::time::Instant::now();
     loop {
         let specs: Vec<SourceSpec> = paths.iter().cloned().map(SourceSpec::File).collect();
         let c = match correlator.take() {
             Some(c) => c,
             None => restore(store, settings.clone()).await?,
         };
-        match pass(store, &mut writer, c, tz, &specs, batch_lines, true).await {
+        let read_before = c.stats.lines_read;
+        let mode = Mode::Follow {
+            idle: lines_at.elapsed(),
+        };
+        match pass(store, &mut writer, c, tz, &specs, batch_lines, mode).await {
             Ok((c, report)) => {
+                if c.stats.lines_read > read_before {
+                    lines_at = std::time::Instant::now();
+                }
                 correlator = Some(c);
                 let unread = report
                     .sources
@@ -479,9 +507,11 @@ fn parse_all(
     tz: chrono_tz::Tz,
     specs: &[SourceSpec],
     batch_lines: usize,
-    follow: bool,
+    mode: Mode,
     io: &Channels<'_>,
 ) -> anyhow::Result<(Correlator, Stats, Vec<SourceReport>)> {
+    let follow = mode != Mode::Once;
+    let read_before = correlator.stats.lines_read;
     let Channels { cp_req, out, spare } = *io;
     let mut send = |mut rows: Rows, checkpoint: Option<Checkpoint>, state: Vec<u8>| {
         let new = mailboxes.prepare(&mut rows);
@@ -573,8 +603,15 @@ fn parse_all(
             ended_at: reader.offset(),
         });
     }
-    if !follow {
-        correlator.finish(&mut rows);
+    match mode {
+        Mode::Once => correlator.finish(&mut rows),
+        Mode::Follow { idle } if correlator.stats.lines_read == read_before => {
+            correlator.idle(
+                i64::try_from(idle.as_micros()).unwrap_or(i64::MAX),
+                &mut rows,
+            );
+        }
+        Mode::Follow { .. } => {}
     }
     send(rows, None, correlator.snapshot())?;
     let stats = correlator.stats.clone();

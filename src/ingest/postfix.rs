@@ -41,6 +41,9 @@ pub enum Event<'a> {
         client_ip: &'a [u8],
         sasl_user: Option<&'a [u8]>,
         orig_queue_id: Option<&'a [u8]>,
+        /// XFORWARD's `orig_client=NAME[ADDR]`: the address of the client
+        /// that submitted the original, for a content filter's copy.
+        orig_client_ip: Option<&'a [u8]>,
     },
     /// pickup took a message from sendmail(1):
     /// `69EADD0808B: uid=300 from=<triceratops@dinos.test>`
@@ -48,6 +51,14 @@ pub enum Event<'a> {
         qid: QidBytes<'a>,
         uid: &'a [u8],
         from: &'a [u8],
+    },
+    /// cleanup read the message's header: what a content filter's copy
+    /// shares with the original when no queue ID links them:
+    /// `4AA091855DA0: message-id=<ca10035e-2951-bfd5-ec7e-1a5773fce1cd@mail.sender.com>`
+    MessageId {
+        qid: QidBytes<'a>,
+        /// As logged, angle brackets included; may be empty or cut short.
+        id: &'a [u8],
     },
     /// qmgr put a message in the active queue (again on every retry):
     /// `4AA091855DA0: from=<user@sender.com>, size=391, nrcpt=1 (queue active)`
@@ -141,6 +152,35 @@ fn qid_prefix(msg: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = memchr::memchr(b':', msg.get(..25.min(msg.len()))?)?;
     let (qid, rest) = (&msg[..colon], &msg[colon..]);
     (rest.get(1) == Some(&b' ') && is_qid(qid)).then(|| (qid, &rest[2..]))
+}
+
+/// A line that starts like `QID: ` with something that is not a queue ID
+/// (anonymised `7E1AEC2C388XXXX`, a hand-edited or damaged ID): one of a
+/// message's lines whose message cannot be known. It is unrecognised,
+/// never noise, so that the summary shows it. Words such as `warning:`
+/// have no digit, and Postfix's other prefixes are not alphanumeric.
+fn damaged_qid(msg: &[u8]) -> bool {
+    let Some(colon) = msg
+        .get(..41.min(msg.len()))
+        .and_then(|h| find_pair(h, b':', b' '))
+    else {
+        return false;
+    };
+    let id = &msg[..colon];
+    id.len() >= 6
+        && id.iter().all(u8::is_ascii_alphanumeric)
+        && id.iter().any(u8::is_ascii_digit)
+        && !is_qid(id)
+}
+
+/// What a line of a queue-ID daemon that does not start with a queue ID is:
+/// unrecognised if it looks like one with a damaged ID, else `other`.
+fn without_qid<'a>(msg: &'a [u8], other: Parsed<'a>) -> Parsed<'a> {
+    if damaged_qid(msg) {
+        Parsed::Unknown
+    } else {
+        other
+    }
 }
 
 /// The daemon of a Postfix tag (`postfix/submission/smtpd` → `smtpd`), or
@@ -238,10 +278,12 @@ fn client<'a>(qid: &'a [u8], v: &'a [u8]) -> Parsed<'a> {
     };
     let mut sasl_user = None;
     let mut orig_queue_id = None;
+    let mut orig_client_ip = None;
     for (k, val) in comma_fields(rest) {
         match k {
             b"sasl_username" => sasl_user = Some(val),
             b"orig_queue_id" => orig_queue_id = Some(val),
+            b"orig_client" => orig_client_ip = bracketed(val).map(|(ip, _)| ip),
             _ => {}
         }
     }
@@ -250,6 +292,7 @@ fn client<'a>(qid: &'a [u8], v: &'a [u8]) -> Parsed<'a> {
         client_ip: ip,
         sasl_user,
         orig_queue_id,
+        orig_client_ip,
     })
 }
 
@@ -400,7 +443,7 @@ fn qmgr(msg: &[u8]) -> Parsed<'_> {
 /// TLS) is noise.
 fn agent(msg: &[u8]) -> Parsed<'_> {
     let Some((qid, rest)) = qid_prefix(msg) else {
-        return Parsed::Noise;
+        return without_qid(msg, Parsed::Noise);
     };
     let Some(v) = rest.strip_prefix(b"to=") else {
         return Parsed::Noise;
@@ -474,7 +517,10 @@ fn cleanup(msg: &[u8]) -> Parsed<'_> {
             Parsed::Unknown
         };
     };
-    if rest.starts_with(b"message-id=") || rest.starts_with(b"resent-message-id=") {
+    if let Some(id) = rest.strip_prefix(b"message-id=") {
+        return Parsed::Event(Event::MessageId { qid, id });
+    }
+    if rest.starts_with(b"resent-message-id=") {
         return Parsed::Noise;
     }
     reject(Some(qid), rest).unwrap_or(Parsed::Noise)
@@ -483,7 +529,7 @@ fn cleanup(msg: &[u8]) -> Parsed<'_> {
 /// pickup: `QID: uid=N from=<S>`.
 fn pickup(msg: &[u8]) -> Parsed<'_> {
     let Some((qid, rest)) = qid_prefix(msg) else {
-        return Parsed::Noise;
+        return without_qid(msg, Parsed::Noise);
     };
     let Some(v) = rest.strip_prefix(b"uid=") else {
         return Parsed::Unknown;
@@ -508,7 +554,8 @@ fn postscreen(msg: &[u8]) -> Parsed<'_> {
 fn postsuper(msg: &[u8]) -> Parsed<'_> {
     match qid_prefix(msg) {
         Some((qid, b"removed")) => Parsed::Event(Event::Removed { qid }),
-        _ => Parsed::Noise,
+        Some(_) => Parsed::Noise,
+        None => without_qid(msg, Parsed::Noise),
     }
 }
 
@@ -567,7 +614,8 @@ mod tests {
                 qid: b"4AA091855DA0",
                 client_ip: b"1.2.3.4",
                 sasl_user: Some(b"user@sender.com"),
-                orig_queue_id: None
+                orig_queue_id: None,
+                orig_client_ip: None
             }
         );
         assert_eq!(
@@ -579,7 +627,8 @@ mod tests {
                 qid: b"ED01244770",
                 client_ip: b"127.0.0.1",
                 sasl_user: None,
-                orig_queue_id: Some(b"4F5C64474F")
+                orig_queue_id: Some(b"4F5C64474F"),
+                orig_client_ip: Some(b"28.55.140.112")
             }
         );
         assert_eq!(
@@ -591,7 +640,8 @@ mod tests {
                 qid: b"3mPVKl0Mhjz7sXv",
                 client_ip: b"2a02:168:636a::15e2",
                 sasl_user: None,
-                orig_queue_id: None
+                orig_queue_id: None,
+                orig_client_ip: None
             }
         );
         for noise in [
@@ -882,12 +932,61 @@ mod tests {
         );
         assert_eq!(p("frobnicator", "x"), Parsed::Unknown);
         assert_eq!(
-            p(
+            ev(
                 "cleanup",
                 "776E41855DB2: message-id=<ca10035e@mail.sender.com>"
             ),
+            Event::MessageId {
+                qid: b"776E41855DB2",
+                id: b"<ca10035e@mail.sender.com>"
+            }
+        );
+        assert_eq!(
+            p(
+                "cleanup",
+                "776E41855DB2: resent-message-id=<ca10035e@mail.sender.com>"
+            ),
             Parsed::Noise
         );
+    }
+
+    #[test]
+    fn damaged_queue_ids_are_unrecognised_not_noise() {
+        // An anonymised real line (FgForrest's log) and hand-damaged ones.
+        for (d, l) in [
+            (
+                "smtp",
+                "7E1AEC2C388XXXX: to=<k0i3u1e0v4@f1eh43i4.e0f>, relay=none, delay=71766, delays=71766/0.01/0.29/0, dsn=4.4.1, status=deferred (connect to michaela.com[176.74.176.167]:25: Connection refused)",
+            ),
+            ("qmgr", "7E1AEC2C388XXXX: removed"),
+            ("postsuper", "7E1AEC2C388XXXX: removed"),
+            (
+                "pickup",
+                "69EADD0808BQQ: uid=300 from=<triceratops@dinos.test>",
+            ),
+            ("smtpd", "4AA091855DA0XX: client=a[192.0.2.1]"),
+            ("cleanup", "4AA091855DA0XX: message-id=<a@b>"),
+        ] {
+            assert_eq!(p(d, l), Parsed::Unknown, "{l}");
+        }
+        // Noise of the same daemons stays noise.
+        for (d, l) in [
+            (
+                "smtp",
+                "connect to michaela.com[176.74.176.167]:25: Connection refused",
+            ),
+            (
+                "smtp",
+                "warning: no MX host for x.test has a valid address record",
+            ),
+            ("postsuper", "Deleted: 3 messages"),
+            (
+                "pickup",
+                "warning: 9F3E81855DA0: message has been queued for 1 days",
+            ),
+        ] {
+            assert_eq!(p(d, l), Parsed::Noise, "{l}");
+        }
     }
 
     #[test]

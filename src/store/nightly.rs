@@ -59,9 +59,10 @@ impl Store {
     /// transaction; returns the number of mailboxes in it.
     pub async fn aggregate_day(&self, day: i32) -> anyhow::Result<u64> {
         // Kinds: 1 sent, 2 bounced, 3 deferred, 4 expired, 5 auth_rcv,
-        // 6 auth_blk (see migrations/sqlite/0001_initial.sql).
+        // 6 auth_blk, 7 blocked by a content filter, which Auth_blk counts
+        // too (see migrations/sqlite/0001_initial.sql, `Kind`).
         const COUNT: &str = "SELECT mailbox_id, COUNT(*), \
-            SUM(CASE WHEN kind = 6 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 5 THEN 1 ELSE 0 END), \
+            SUM(CASE WHEN kind IN (6, 7) THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 5 THEN 1 ELSE 0 END), \
             SUM(CASE WHEN kind = 2 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 3 THEN 1 ELSE 0 END), \
             SUM(CASE WHEN kind = 4 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 1 THEN 1 ELSE 0 END) \
             FROM smtp_events WHERE day = $1 GROUP BY mailbox_id";

@@ -699,6 +699,21 @@ async fn following_survives_rotation_copytruncate_and_restart() {
         .open(&log)
         .unwrap();
     append(&log, &chunk(3 * n / 4 + 15, n));
+    // What waits for later lines (a lifecycle is closed a little after
+    // `removed`, an `expired` settled a little after it is read) is
+    // settled when the log moves on: a line two minutes later.
+    let last = lines[n - 1];
+    let stamp = chrono::NaiveDateTime::parse_from_str(
+        &format!("2000 {}", &last[..15]),
+        "%Y %b %e %H:%M:%S",
+    )
+    .unwrap()
+        + chrono::Duration::minutes(2);
+    let stamp = stamp.format("%b %e %H:%M:%S");
+    append(
+        &log,
+        &format!("{stamp} mail postfix/anvil[1]: statistics: max cache size 1 at {stamp}\n"),
+    );
     settle().await;
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();

@@ -41,14 +41,15 @@ pub(super) struct Emitter {
     pub(super) days: LocalDays,
     /// `NOQUEUE`, shared by every reject's row.
     pub(super) noqueue: Text,
-    /// Events with no mailbox since the caller last looked.
-    pub(super) unattributed: u64,
+    /// Events that went to no mailbox, by cause, since the caller last
+    /// looked.
+    pub(super) unattributed: Unattributed,
 }
 
 impl Emitter {
     /// Turns one event into rows: one for the envelope sender and one for
-    /// the SMTP AUTH user when that is another local mailbox. Mailboxes
-    /// outside the local domains get none.
+    /// the SMTP AUTH user when that is another local mailbox. An event
+    /// that gives no row is counted by why.
     pub(super) fn emit(
         &mut self,
         host: &Text,
@@ -67,6 +68,13 @@ impl Emitter {
             .as_ref()
             .filter(|u| Some(*u) != sender && local.is_local_address(u));
         if sender.is_none() && user.is_none() {
+            let u = &mut self.unattributed;
+            match origin.sender {
+                Sender::Unknown => u.sender_unseen += 1,
+                Sender::Null => u.null_sender += 1,
+                Sender::Bad => u.bad_address += 1,
+                Sender::Addr(_) => u.not_local += 1,
+            }
             return;
         }
         let day = self.days.day_key(p.time_us);
@@ -93,22 +101,6 @@ impl Emitter {
             (Some(s), None) => out.push(row(s, p.key, p)),
             (None, Some(u)) => out.push(row(u, mix(p.key, 1), p)),
             (None, None) => {}
-        }
-    }
-
-    /// Emits what a lifecycle holds, if its mailbox is settled.
-    pub(super) fn release(&mut self, host: &Text, m: &mut Msg, out: &mut Vec<Row>) {
-        if m.held.is_empty() {
-            return;
-        }
-        let held = std::mem::take(&mut m.held);
-        match m.attribution() {
-            Some(origin) => {
-                for p in held {
-                    self.emit(host, Some(&m.qid), origin, p, out);
-                }
-            }
-            None => m.held = held,
         }
     }
 }

@@ -1,12 +1,19 @@
 //! Lifecycles: one message per (host, queue ID), and what waits on it.
+//!
+//! A message's events are held until it is settled whom they count for
+//! ([`Msg::attribution`]): its envelope sender is known, its own first line
+//! (`client=`, pickup's `uid=`) has been read or had time to arrive, and it
+//! is not waiting to be claimed as a content filter's copy. Until then they
+//! wait in [`Msg::held`], in the order they arrived, so lines read in any
+//! order within a few seconds give the same rows.
 
 use super::*;
 
 /// A queue ID, inline so map lookups need no allocation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct Qid {
-    pub(super) len: u8,
-    pub(super) bytes: [u8; 24],
+    len: u8,
+    bytes: [u8; 24],
 }
 
 impl Qid {
@@ -19,6 +26,7 @@ impl Qid {
             bytes,
         }
     }
+
     pub(super) fn as_str(&self) -> &str {
         // Queue IDs are checked to be ASCII alphanumerics before they get here.
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
@@ -55,6 +63,8 @@ pub(super) enum Sender {
     Unknown,
     /// `from=<>`: a bounce or notification, which counts for nobody.
     Null,
+    /// Longer than any mailbox's address can be: counts for nobody.
+    Bad,
     Addr(Text),
 }
 
@@ -76,6 +86,23 @@ pub(super) struct Pending {
     pub(super) recipient: Option<String>,
     pub(super) dsn: Option<Text>,
     pub(super) response: Option<String>,
+    /// Set for a hand-off to a content filter: then this is not a row but
+    /// a link to follow once the message is settled (see [`super::links`]);
+    /// the row only if no copy ever claims it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) handoff: Option<Box<HandoffLine>>,
+}
+
+/// What a hand-off line says beyond its row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct HandoffLine {
+    /// Queue IDs the filter's reply may name for the copy (`queued as
+    /// NEWID`, `sent <id> <NEWID>`...): every token of the reply that could
+    /// be one. Only one that turns out to be a copy's ID links.
+    pub(super) candidates: Vec<Qid>,
+    /// The line was older than its host's log had already reached when it
+    /// was read (read again, or from a file read out of order).
+    pub(super) late: bool,
 }
 
 impl Pending {
@@ -88,8 +115,41 @@ impl Pending {
             recipient: None,
             dsn: None,
             response: None,
+            handoff: None,
         }
     }
+}
+
+/// Whether a message is a content filter's copy of another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Link {
+    /// Not a copy, as far as is known.
+    #[default]
+    None,
+    /// Came from an internal relay without SMTP AUTH: it may be a filter's
+    /// re-injection whose hand-off has not been read yet, so its events
+    /// wait, up to [`LINK_WINDOW_US`] of log time from its first line.
+    Awaiting,
+    /// A hand-off claimed it: its events count for the original's origin,
+    /// or for its own sender when the original's was never read (the
+    /// original began before the input).
+    Claimed {
+        orig: MsgKey,
+        origin: Option<Origin>,
+    },
+    /// Waited its window, or the input ended, with no hand-off claiming
+    /// it: a submission of its own.
+    Own,
+}
+
+/// qmgr's `status=expired` line, settled a little later: a deferral of the
+/// same moment may be read after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Expiry {
+    pub(super) key: i64,
+    pub(super) time_us: i64,
+    /// The host's clock when it was read.
+    pub(super) at_us: i64,
 }
 
 /// One queue-ID lifecycle.
@@ -97,56 +157,91 @@ impl Pending {
 pub(super) struct Msg {
     /// The queue ID as text, made once for all the rows of the message.
     pub(super) qid: Text,
-    /// Time of the latest line, for dropping lifecycles that never end.
+    /// The host's clock at the first line read: the waits for the
+    /// message's own first line and for a hand-off run from it.
+    pub(super) first_us: i64,
+    /// The host's clock at the latest line, for forgetting lifecycles that
+    /// never end.
     pub(super) last_us: i64,
     /// What this message's own lines say.
     pub(super) own: Origin,
-    /// Set when the message is a content filter's re-injection of another:
-    /// then the events count for the original's sender, user and client.
-    pub(super) origin: Option<Origin>,
-    /// Came from an internal relay without AUTH: may be a re-injection
-    /// whose hand-off line has not been read yet, so its events wait.
-    pub(super) awaiting_link: bool,
+    /// Its own first line (`client=`, or pickup's `uid=`) was read.
+    pub(super) started: bool,
+    pub(super) link: Link,
+    /// XFORWARD's `orig_queue_id=` on a copy's `client=` line.
+    pub(super) xforward: Option<Qid>,
+    /// A hash of cleanup's `message-id=`, which a content filter's copy
+    /// shares with the original.
+    pub(super) msgid: Option<u64>,
     /// The `client=` line of an authenticated submission whose envelope
     /// sender was not known yet: (key, time), for the sender's Auth_rcv.
     pub(super) auth_line: Option<(i64, i64)>,
     /// Recipients whose latest status is `deferred`: qmgr's `expired` line
     /// names none, so this is how it is known who expired.
     pub(super) deferred: Vec<String>,
+    pub(super) expired: Option<Expiry>,
+    /// `removed` (qmgr: done; postsuper: deleted): (the line's own time,
+    /// the host's clock then). The lifecycle is closed a little later, so
+    /// that its lines read after `removed` still join it.
+    pub(super) removed: Option<(i64, i64)>,
     /// Events waiting for the sender or the link, in arrival order.
     pub(super) held: Vec<Pending>,
+    /// A possible copy that counted as its own (its window passed, or the
+    /// input ended): the events given out so, while a hand-off may still
+    /// claim it. Then they are given out again for the original's origin,
+    /// which adds the rows its own origin lacked (the AUTH user's) and
+    /// nothing twice (the same lines' rows have the same keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) released: Vec<Pending>,
 }
 
 impl Msg {
-    /// Whom the events count for, once that is settled.
-    pub(super) fn attribution(&self) -> Option<&Origin> {
-        if let Some(o) = &self.origin {
-            return Some(o);
+    /// Whom the events count for, once that is settled (`None`: wait).
+    /// Never an origin whose sender is unknown.
+    pub(super) fn attribution(&self, now_us: i64) -> Option<&Origin> {
+        match &self.link {
+            Link::Claimed {
+                origin: Some(o), ..
+            } => return Some(o),
+            Link::Awaiting => return None,
+            Link::None | Link::Own | Link::Claimed { origin: None, .. } => {}
         }
-        (!self.awaiting_link && self.own.sender != Sender::Unknown).then_some(&self.own)
+        if self.own.sender == Sender::Unknown {
+            return None;
+        }
+        // Lines within a second may come in any order: an authenticated
+        // submission's `client=` (which names the AUTH user and the client
+        // address) may follow its deliveries. Give it the time to arrive.
+        if !self.started && now_us < self.first_us.saturating_add(GRACE_US) {
+            return None;
+        }
+        Some(&self.own)
     }
 
-    /// This message as the origin of a re-injected copy.
-    pub(super) fn as_origin(&self) -> Origin {
-        self.origin.clone().unwrap_or_else(|| self.own.clone())
+    /// Whom the events count for when nothing more will be waited for (the
+    /// lifecycle closes): like [`Msg::attribution`] with every wait over.
+    pub(super) fn final_attribution(&self) -> Option<&Origin> {
+        match &self.link {
+            Link::Claimed {
+                origin: Some(o), ..
+            } => Some(o),
+            _ => (self.own.sender != Sender::Unknown).then_some(&self.own),
+        }
     }
-}
 
-/// A hand-off to a content filter whose new queue ID has not shown up yet.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Handoff {
-    pub(super) origin: Origin,
-    pub(super) old_qid: Text,
-    /// If the new ID never appears, the hand-off was a delivery after all.
-    pub(super) fallback: Pending,
-    pub(super) deadline_us: i64,
-}
-
-/// A re-injection candidate that ended before any hand-off named it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Orphan {
-    pub(super) msg: Msg,
-    pub(super) deadline_us: i64,
+    /// May this message be a content filter's copy that a hand-off claims
+    /// now? Those that came from an internal relay without AUTH (for a
+    /// while after they counted as their own), and those whose own first
+    /// line has not been read (a hand-off that names the queue ID is
+    /// evidence enough).
+    pub(super) fn claimable(&self, now_us: i64) -> bool {
+        match self.link {
+            Link::Awaiting => true,
+            Link::Own => now_us < self.first_us.saturating_add(RECLAIM_US),
+            Link::None => !self.started,
+            Link::Claimed { .. } => false,
+        }
+    }
 }
 
 /// A Postfix SASL failure without a user name, waiting for Dovecot's line.
@@ -156,6 +251,9 @@ pub(super) struct SaslFail {
     pub(super) ip: Text,
     pub(super) key: i64,
     pub(super) time_us: i64,
+    /// The host's clock when it was read.
+    #[serde(default)]
+    pub(super) at_us: i64,
     pub(super) what: String,
 }
 
@@ -166,6 +264,9 @@ pub(super) struct AuthFail {
     pub(super) ip: Text,
     pub(super) user: Text,
     pub(super) time_us: i64,
+    /// The host's clock when it was read.
+    #[serde(default)]
+    pub(super) at_us: i64,
 }
 
 /// Everything remembered between lines; saved with each checkpoint.
@@ -173,19 +274,25 @@ pub(super) struct AuthFail {
 pub struct State {
     /// Host names, numbered in order of appearance.
     pub(super) hosts: Vec<Text>,
+    /// Each host's clock, by host number.
+    #[serde(default)]
+    pub(super) clocks: Vec<HostClock>,
     #[serde(with = "as_pairs")]
     pub(super) messages: FxHashMap<MsgKey, Msg>,
-    #[serde(with = "as_pairs")]
-    pub(super) handoffs: FxHashMap<MsgKey, Handoff>,
-    #[serde(with = "as_pairs")]
-    pub(super) orphans: FxHashMap<MsgKey, Orphan>,
+    /// Hand-offs no copy has claimed yet, in the order they were made.
+    #[serde(default)]
+    pub(super) handoffs: Vec<Handoff>,
+    /// Copies that ended unclaimed, still claimable for a while.
+    #[serde(default)]
+    pub(super) closed_copies: Vec<ClosedCopy>,
     pub(super) sasl_fails: Vec<SaslFail>,
     pub(super) auth_fails: Vec<AuthFail>,
     /// Dovecot sessions in flight.
     pub(super) access: AccessState,
-    /// Latest log time seen, µs.
-    pub(super) now_us: i64,
-    pub(super) last_sweep_us: i64,
+    /// Where copies are found by what links them; derived from
+    /// `messages`, made again when a state is restored.
+    #[serde(skip)]
+    pub(super) copies: CopyIndex,
 }
 
 /// Maps with tuple keys are stored as lists of pairs, in key order so the
@@ -199,7 +306,7 @@ pub(super) mod as_pairs {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         let mut v: Vec<(u32, &Qid, &V)> = m.iter().map(|((h, q), v)| (*h, q, v)).collect();
-        v.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+        v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         v.serialize(s)
     }
 

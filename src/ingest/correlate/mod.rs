@@ -1,29 +1,35 @@
 //! Correlation: from parsed lines to per-mailbox rows.
 //!
 //! Postfix writes one line per step of a message's life, from several
-//! processes, interleaved with other messages and other hosts. Lines are
-//! joined by `(host, queue ID)`, never by adjacency:
+//! processes, interleaved with other messages and other hosts, and syslog
+//! relays reorder lines within a second or two. Lines are joined by
+//! `(host, queue ID)`, never by adjacency or order:
 //!
-//! * a lifecycle starts at the first line naming a queue ID and ends at
-//!   `removed`; the same ID may then start a new, unrelated lifecycle;
+//! * a lifecycle starts at the first line naming a queue ID and ends a
+//!   little after `removed` ([`lifecycle`]); the same ID may then start a
+//!   new, unrelated lifecycle;
 //! * smtpd's `client=` gives the client address and the SMTP AUTH user (one
 //!   Auth_rcv), qmgr's `from=` or pickup's gives the envelope sender;
 //! * each `status=` line is one Sent, Bounced or Deferred for the recipient;
 //!   qmgr's `status=expired` turns every recipient still deferred into one
 //!   Expired;
-//! * a `status=sent (... queued as NEW)` to an internal relay is a hand-off
-//!   to a content filter, not a delivery: the message is followed to NEW,
-//!   whose deliveries count for the original sender, once;
+//! * a delivery to an internal relay (a content filter) is a hand-off, never
+//!   a final delivery: it is followed to the filter's copy, whose deliveries
+//!   count for the original sender, once; a filter's refusal is a row of
+//!   its own, Blocked ([`links`]);
 //! * rejects and failed SMTP AUTH are Auth_blk for the sender or user named.
 //!
-//! An event whose mailbox is not known yet (lines out of order, or a message
-//! that may be a filter's re-injection) is held in its lifecycle until it is,
-//! and released in the order it arrived.
+//! An event whose mailbox is not settled yet (its sender not read yet, its
+//! `client=` line not read yet, or a message that may be a filter's copy) is
+//! held in its lifecycle until it is, and released in the order it arrived,
+//! so the same lines in any order within a few seconds give the same rows.
+//! Waiting is measured on each host's own clock ([`clock`]).
 //!
-//! Rows are produced only for mailboxes in the local domains. Each row has a
-//! key derived from the line it came from (host, second, program, pid and
-//! text), so a line read twice, from the same file or an overlapping one,
-//! yields the same key and the store keeps one row.
+//! Rows are produced only for mailboxes in the local domains; every other
+//! event is counted by why it has no mailbox ([`Unattributed`]). Each row
+//! has a key derived from the line it came from (host, second, program, pid
+//! and text), so a line read twice, from the same file or an overlapping
+//! one, yields the same key and the store keeps one row.
 //!
 //! Everything the correlator remembers between lines is in [`State`], which
 //! the ingest saves with each checkpoint, so an ingest stopped at any point
@@ -46,31 +52,29 @@ use super::mailboxes::Mailboxes;
 use super::postfix::{self, Event, Parsed, Status};
 use crate::domain::{LocalDomains, normalize_logged_address, normalize_logged_address_into};
 
+mod clock;
 mod emit;
 mod lifecycle;
 mod links;
 mod sweep;
 
+use clock::*;
 use emit::Emitter;
 pub(crate) use emit::Phrases;
 use lifecycle::*;
+use links::*;
 
-/// How long (log time) a hand-off waits for its new queue ID to appear, and
-/// a possible re-injection for the hand-off that names it. Content filters
-/// answer within seconds; a minute leaves room for a slow one.
-const LINK_WINDOW_US: i64 = 60 * 1_000_000;
 /// How far apart Dovecot's password verdict and Postfix's `SASL ...
 /// authentication failed` for the same attempt may be. Dovecot delays a
 /// failure reply by `auth_failure_delay` (2 s by default) before Postfix sees
 /// and logs it.
 const SASL_JOIN_BEFORE_US: i64 = 15 * 1_000_000;
 const SASL_JOIN_AFTER_US: i64 = 2 * 1_000_000;
-/// A lifecycle with no line for this long is dropped: Postfix's
-/// `maximal_queue_lifetime` is 5 days by default, so nothing legitimate is
-/// silent longer. Keeps memory bounded when `removed` was never logged.
-const STALE_US: i64 = 10 * 86_400 * 1_000_000;
-/// Housekeeping runs when log time has moved on by this much.
-const SWEEP_EVERY_US: i64 = 10 * 1_000_000;
+/// How long either of the two waits for the other, on its host's clock.
+const SASL_WAIT_US: i64 = SASL_JOIN_BEFORE_US + GRACE_US;
+/// The longest address a mailbox can have (RFC 5321's 256-byte path, less
+/// its angle brackets). A longer one in a log names no mailbox.
+const MAX_ADDRESS: usize = 254;
 /// How many unrecognised lines are kept as examples for the summary.
 const MAX_EXAMPLES: usize = 5;
 /// Longest example shown, in bytes.
@@ -92,6 +96,10 @@ pub enum Kind {
     Expired = 4,
     AuthRcv = 5,
     AuthBlk = 6,
+    /// A content filter of this mail system refused the message after it
+    /// was queued (`250 2.7.0 BLOCKED`, a `5.7.x` refusal): a refusal,
+    /// counted in Auth_blk beside the others.
+    Blocked = 7,
 }
 
 impl Kind {
@@ -103,6 +111,7 @@ impl Kind {
             4 => Kind::Expired,
             5 => Kind::AuthRcv,
             6 => Kind::AuthBlk,
+            7 => Kind::Blocked,
             _ => return None,
         })
     }
@@ -116,6 +125,7 @@ impl Kind {
             Kind::Expired => "expired",
             Kind::AuthRcv => "auth_rcv",
             Kind::AuthBlk => "auth_blk",
+            Kind::Blocked => "blocked",
         }
     }
 }
@@ -225,9 +235,12 @@ pub struct Stats {
     pub lines_too_long: u64,
     /// Rows produced for local mailboxes.
     pub rows: u64,
-    /// Events that could not be given to a mailbox (a lifecycle that began
-    /// before the first line read, a failed AUTH with no user name).
-    pub events_unattributed: u64,
+    /// Events that went to no mailbox, by cause.
+    pub unattributed: Unattributed,
+    /// Hand-offs to a content filter still waiting for their copy when the
+    /// input ended: they stay in the saved state, and later lines settle
+    /// them (see [`Correlator::finish`]).
+    pub handoffs_waiting: u64,
     /// The first few unrecognised lines (secrets cut off).
     pub examples: Vec<String>,
 }
@@ -241,7 +254,8 @@ impl Stats {
         self.lines_unrecognised += o.lines_unrecognised;
         self.lines_too_long += o.lines_too_long;
         self.rows += o.rows;
-        self.events_unattributed += o.events_unattributed;
+        self.unattributed.add(&o.unattributed);
+        self.handoffs_waiting = o.handoffs_waiting;
         for e in &o.examples {
             if self.examples.len() < MAX_EXAMPLES {
                 self.examples.push(e.clone());
@@ -250,10 +264,75 @@ impl Stats {
     }
 }
 
+/// Events that went to no mailbox, by why. Some go to none by rule (mail
+/// of other domains, bounce notices); the others could not be given one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Unattributed {
+    /// The sender and the SMTP AUTH user are outside the local domains.
+    pub not_local: u64,
+    /// From the null sender (`from=<>`): bounce and delay notices, which
+    /// count for nobody.
+    pub null_sender: u64,
+    /// The message's sender was never read: its lifecycle began before the
+    /// input (or its `from=` line was lost).
+    pub sender_unseen: u64,
+    /// A failed SMTP AUTH that named no user: Postfix before 3.9 leaves the
+    /// name out, and no Dovecot verdict for the same client came near it.
+    pub auth_no_user: u64,
+    /// An address longer than a mailbox's can be.
+    pub bad_address: u64,
+    /// A hand-off to a content filter read from a line its host's log had
+    /// already passed (read again, or a file read out of order) that no
+    /// copy claimed: not counted as a delivery, because its copy, if it
+    /// was read before, counted already.
+    pub handoff_late: u64,
+}
+
+impl Unattributed {
+    pub fn add(&mut self, o: &Unattributed) {
+        self.not_local += o.not_local;
+        self.null_sender += o.null_sender;
+        self.sender_unseen += o.sender_unseen;
+        self.auth_no_user += o.auth_no_user;
+        self.bad_address += o.bad_address;
+        self.handoff_late += o.handoff_late;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.not_local
+            + self.null_sender
+            + self.sender_unseen
+            + self.auth_no_user
+            + self.bad_address
+            + self.handoff_late
+    }
+
+    /// The causes with their counts, as the summary names them.
+    pub fn causes(&self) -> [(&'static str, u64); 6] {
+        [
+            ("sender or user outside the local domains", self.not_local),
+            ("null sender (bounce and delay notices)", self.null_sender),
+            (
+                "sender never read (message began before the input)",
+                self.sender_unseen,
+            ),
+            ("failed SMTP AUTH that named no user", self.auth_no_user),
+            ("address too long to be a mailbox", self.bad_address),
+            (
+                "hand-off from a line read before, no copy claimed it",
+                self.handoff_late,
+            ),
+        ]
+    }
+}
+
 /// The line being handled, for keys and rows.
 struct LineCtx<'a> {
     host: u32,
+    /// The line's own instant.
     time_us: i64,
+    /// The host's clock after the line (see [`clock`]).
+    now_us: i64,
     program: &'a [u8],
     pid: Option<u32>,
     message: &'a [u8],
@@ -275,6 +354,8 @@ pub struct Correlator {
     dsns: Phrases,
     /// Room for normalising an address before it becomes shared text.
     scratch: RefCell<String>,
+    /// Added to every host's clock while [`Correlator::idle`] sweeps.
+    idle_us: i64,
     pub stats: Stats,
 }
 
@@ -283,8 +364,11 @@ impl Correlator {
         Correlator::with_state(settings, State::default())
     }
 
-    pub fn with_state(settings: Settings, state: State) -> Correlator {
+    pub fn with_state(settings: Settings, mut state: State) -> Correlator {
         let host_hashes = state.hosts.iter().map(|h| xxh3_64(h.as_bytes())).collect();
+        // A state saved before clocks were kept per host has none.
+        state.clocks.resize(state.hosts.len(), HostClock::default());
+        state.copies = CopyIndex::build(&state.messages);
         Correlator {
             access_settings: AccessSettings {
                 local: settings.local.clone(),
@@ -295,7 +379,7 @@ impl Correlator {
                 days: LocalDays::new(settings.tz),
                 settings,
                 noqueue: "NOQUEUE".into(),
-                unattributed: 0,
+                unattributed: Unattributed::default(),
             },
             state,
             host_hashes,
@@ -303,6 +387,7 @@ impl Correlator {
             relays: Phrases::default(),
             dsns: Phrases::default(),
             scratch: RefCell::new(String::new()),
+            idle_us: 0,
             stats: Stats::default(),
         }
     }
@@ -319,12 +404,11 @@ impl Correlator {
         Ok(Correlator::with_state(settings, state))
     }
 
-    /// Lifecycles in memory now (for the memory benchmark and tests).
+    /// What is in memory waiting for later lines now: messages, hand-offs
+    /// waiting for their copy, mailbox sessions (for the memory benchmark,
+    /// tests and the summary).
     pub fn in_flight(&self) -> usize {
-        self.state.messages.len()
-            + self.state.handoffs.len()
-            + self.state.orphans.len()
-            + self.state.access.in_flight()
+        self.state.messages.len() + self.state.handoffs.len() + self.state.access.in_flight()
     }
 
     fn host_id(&mut self, host: &[u8]) -> u32 {
@@ -340,12 +424,20 @@ impl Correlator {
             Some(i) => i as u32,
             None => {
                 self.state.hosts.push(name.as_ref().into());
+                self.state.clocks.push(HostClock::default());
                 self.host_hashes.push(xxh3_64(host));
                 (self.state.hosts.len() - 1) as u32
             }
         };
         self.last_host = Some(id);
         id
+    }
+
+    /// The clock of host `h`.
+    fn now_of(&self, h: u32) -> i64 {
+        self.state.clocks[h as usize]
+            .now()
+            .saturating_add(self.idle_us)
     }
 
     /// Reads one line (without its newline). Rows it completes are pushed to
@@ -363,18 +455,37 @@ impl Correlator {
         self.stats.lines_too_long += 1;
     }
 
-    /// End of input for a one-shot ingest: hand-offs whose new ID never
-    /// appeared are deliveries, re-injection candidates nobody claimed count
-    /// as they are. (A follower does not call this: more lines may come.)
+    /// End of input for a one-shot ingest: every wait of a message is over
+    /// (possible copies no hand-off claimed count as their own, lifecycles
+    /// removed are closed, `expired` lines settled). Hand-offs still
+    /// waiting for their copy stay in the state, for the next run's lines.
+    /// (A follower does not call this: more lines may come.)
     pub fn finish(&mut self, out: &mut Rows) {
         let before = out.len();
-        self.sweep(true, &mut out.smtp);
+        self.sweep(true, out);
+        self.count(before, out);
+        self.stats.handoffs_waiting = self.state.handoffs.len() as u64;
+    }
+
+    /// The input has been quiet for `for_us` (a follower of live logs sees
+    /// no new line): waits are over as if that much log time had passed on
+    /// every host. The clocks themselves do not move, so the lines that
+    /// come next are read as they would have been.
+    pub fn idle(&mut self, for_us: i64, out: &mut Rows) {
+        if for_us <= 0 {
+            return;
+        }
+        let before = out.len();
+        self.idle_us = for_us;
+        self.sweep(false, out);
+        self.idle_us = 0;
         self.count(before, out);
     }
 
     fn count(&mut self, before: usize, out: &Rows) {
         self.stats.rows += (out.len() - before) as u64;
-        self.stats.events_unattributed += std::mem::take(&mut self.em.unattributed);
+        let u = std::mem::take(&mut self.em.unattributed);
+        self.stats.unattributed.add(&u);
     }
 
     fn feed_line(&mut self, clock: &mut Clock, line: &[u8], out: &mut Rows) {
@@ -391,64 +502,60 @@ impl Correlator {
                 return;
             }
         };
-        if env.time_us > self.state.now_us {
-            self.state.now_us = env.time_us;
-            if env.time_us - self.state.last_sweep_us >= SWEEP_EVERY_US {
-                self.state.last_sweep_us = env.time_us;
-                self.sweep(false, &mut out.smtp);
-            }
+        let postfix = postfix::daemon(env.program);
+        if postfix.is_none() && !dovecot::is_dovecot(env.program, env.host) {
+            self.stats.lines_noise += 1;
+            self.stats.lines_other_programs += 1;
+            return;
         }
-        if let Some(daemon) = postfix::daemon(env.program) {
+        let host = self.host_id(env.host);
+        let hc = &mut self.state.clocks[host as usize];
+        let now_us = hc.tick(env.time_us);
+        if now_us >= hc.swept_us.saturating_add(SWEEP_EVERY_US) {
+            hc.swept_us = now_us;
+            self.sweep(false, out);
+        }
+        let ctx = LineCtx {
+            host,
+            time_us: env.time_us,
+            now_us,
+            program: env.program,
+            pid: env.pid,
+            message: env.message,
+        };
+        if let Some(daemon) = postfix {
             match postfix::parse(daemon, env.message) {
                 Parsed::Event(ev) => {
                     self.stats.lines_used += 1;
-                    let ctx = LineCtx {
-                        host: self.host_id(env.host),
-                        time_us: env.time_us,
-                        program: env.program,
-                        pid: env.pid,
-                        message: env.message,
-                    };
                     self.postfix_event(&ctx, ev, &mut out.smtp);
                 }
                 Parsed::Noise => self.stats.lines_noise += 1,
                 Parsed::Unknown => self.unrecognised(line),
             }
-        } else if dovecot::is_dovecot(env.program, env.host) {
-            let host = self.host_id(env.host);
-            let ctx = LineCtx {
-                host,
-                time_us: env.time_us,
-                program: env.program,
-                pid: env.pid,
-                message: env.message,
-            };
-            let line = AccessLine {
-                host_id: host,
-                host: &self.state.hosts[host as usize],
-                key: self.line_key(&ctx),
-                time_us: env.time_us,
-                now_us: self.state.now_us,
-                day: self.em.days.day_key(env.time_us),
-            };
-            if let Some(f) = dovecot::auth_failure(env.program, env.message) {
-                self.stats.lines_used += 1;
-                self.state.access.verdict(&self.access_settings, &line, &f);
-                self.dovecot_auth_failure(host, env.time_us, f, &mut out.smtp);
-            } else if self.state.access.feed(
-                &self.access_settings,
-                &line,
-                env.program,
-                env.message,
-                &mut out.access,
-            ) {
-                self.stats.lines_used += 1;
-            } else {
-                self.stats.lines_noise += 1;
-            }
+            return;
+        }
+        let line = AccessLine {
+            host_id: host,
+            host: &self.state.hosts[host as usize],
+            key: self.line_key(&ctx),
+            time_us: env.time_us,
+            now_us,
+            day: self.em.days.day_key(env.time_us),
+        };
+        if let Some(f) = dovecot::auth_failure(env.program, env.message) {
+            self.stats.lines_used += 1;
+            self.state.access.verdict(&self.access_settings, &line, &f);
+            self.dovecot_auth_failure(&ctx, f, &mut out.smtp);
+        } else if self.state.access.feed(
+            &self.access_settings,
+            &line,
+            env.program,
+            env.message,
+            &mut out.access,
+        ) {
+            self.stats.lines_used += 1;
         } else {
             self.stats.lines_noise += 1;
-            self.stats.lines_other_programs += 1;
         }
     }
 
@@ -470,30 +577,92 @@ impl Correlator {
         xxh3_64_with_seed(ctx.message, seed) as i64
     }
 
-    /// The lifecycle of `key`, created at its first line.
-    fn msg(&mut self, key: MsgKey, time_us: i64) -> &mut Msg {
-        let handoffs = &mut self.state.handoffs;
+    /// The lifecycle a line of `key` belongs to, made at its first line.
+    ///
+    /// A lifecycle `removed` stays open a while for its own late lines. A
+    /// line stamped after its `removed` that starts a submission
+    /// (`client=`, pickup's `uid=`, cleanup's `message-id=`), or any line
+    /// stamped after it once the wait is over, belongs to a new lifecycle
+    /// of the same queue ID (IDs are reused): the old one is closed first.
+    fn msg(
+        &mut self,
+        key: MsgKey,
+        ctx: &LineCtx<'_>,
+        starts: bool,
+        out: &mut Vec<Row>,
+    ) -> &mut Msg {
+        if let Some((removed_us, removed_at)) =
+            self.state.messages.get(&key).and_then(|m| m.removed)
+            && ctx.time_us > removed_us
+            && (starts || ctx.now_us >= removed_at.saturating_add(GRACE_US))
+        {
+            self.close(key, out);
+        }
         let m = self.state.messages.entry(key).or_insert_with(|| Msg {
             qid: key.1.as_str().into(),
-            // A hand-off already named this ID: it is a re-injection.
-            origin: handoffs.remove(&key).map(|h| h.origin),
+            first_us: ctx.now_us,
             ..Msg::default()
         });
-        m.last_us = m.last_us.max(time_us);
+        m.last_us = m.last_us.max(ctx.now_us);
         m
     }
 
-    /// Emits what the lifecycle of `key` holds, if its mailbox is settled.
+    /// Emits what the lifecycle of `key` holds, if it is settled whom its
+    /// events count for; follows its hand-offs.
     fn release(&mut self, key: MsgKey, out: &mut Vec<Row>) {
-        if let Some(m) = self.state.messages.get_mut(&key) {
-            self.em.release(&self.state.hosts[key.0 as usize], m, out);
+        let now = self.now_of(key.0);
+        let Some(m) = self.state.messages.get_mut(&key) else {
+            return;
+        };
+        if m.held.is_empty() || m.attribution(now).is_none() {
+            return;
+        }
+        let held = std::mem::take(&mut m.held);
+        let Some(origin) = m.attribution(now) else {
+            m.held = held;
+            return;
+        };
+        let host = &self.state.hosts[key.0 as usize];
+        // A copy counted as its own may still be claimed: keep what it
+        // gives out (see `Msg::released`).
+        let keep = m.link == Link::Own && now < m.first_us.saturating_add(RECLAIM_US);
+        let mut kept = Vec::new();
+        let mut handoffs = Vec::new();
+        for p in held {
+            if p.handoff.is_some() {
+                handoffs.push(p);
+            } else {
+                if keep {
+                    kept.push(p.clone());
+                }
+                self.em.emit(host, Some(&m.qid), origin, p, out);
+            }
+        }
+        let origin = (!handoffs.is_empty()).then(|| origin.clone());
+        m.released.append(&mut kept);
+        for p in handoffs {
+            self.handoff(key, origin.clone(), p, out);
         }
     }
 
+    /// A logged address as a mailbox's: `None` for the null sender, and
+    /// for one longer than any mailbox's (see [`Correlator::sender`]).
     fn address(&self, raw: &[u8]) -> Option<Text> {
         let mut s = self.scratch.borrow_mut();
-        normalize_logged_address_into(raw, &self.default_domain, &mut s)
+        (normalize_logged_address_into(raw, &self.default_domain, &mut s) && s.len() <= MAX_ADDRESS)
             .then(|| Text::from(s.as_str()))
+    }
+
+    /// An envelope sender from `from=<...>`.
+    fn sender(&self, from: &[u8]) -> Sender {
+        let mut s = self.scratch.borrow_mut();
+        if !normalize_logged_address_into(from, &self.default_domain, &mut s) {
+            Sender::Null
+        } else if s.len() > MAX_ADDRESS {
+            Sender::Bad
+        } else {
+            Sender::Addr(Text::from(s.as_str()))
+        }
     }
 
     fn postfix_event(&mut self, ctx: &LineCtx<'_>, ev: Event<'_>, out: &mut Vec<Row>) {
@@ -503,83 +672,85 @@ impl Correlator {
                 client_ip,
                 sasl_user,
                 orig_queue_id,
+                orig_client_ip,
             } => {
                 let key = (ctx.host, Qid::new(qid));
                 let line_key = self.line_key(ctx);
-                // XFORWARD names the original: link now.
-                let linked = orig_queue_id
-                    .filter(|o| postfix::is_qid(o))
-                    .and_then(|o| self.state.messages.get(&(ctx.host, Qid::new(o))))
-                    .map(Msg::as_origin);
                 let internal = self.is_internal(client_ip);
                 let user = sasl_user.and_then(|u| self.address(u));
-                let m = self.msg(key, ctx.time_us);
+                let xforward = orig_queue_id.filter(|o| postfix::is_qid(o)).map(Qid::new);
+                let m = self.msg(key, ctx, true, out);
+                m.started = true;
                 m.own.client_ip = Some(lossy_text(client_ip));
                 m.own.sasl_user = user;
-                if linked.is_some() && m.origin.is_none() {
-                    m.origin = linked;
-                }
-                m.awaiting_link = m.origin.is_none() && internal && m.own.sasl_user.is_none();
                 if m.own.sasl_user.is_some() {
                     m.auth_line = Some((line_key, ctx.time_us));
+                } else if internal && m.link == Link::None {
+                    // A content filter's copy comes back this way, with no
+                    // AUTH; so does mail from a web application on the mail
+                    // host. Either waits for a hand-off to claim it.
+                    m.link = Link::Awaiting;
+                    m.xforward = xforward;
+                    // XFORWARD names the client the original came from:
+                    // the copy's own client, should no hand-off claim it.
+                    if let Some(ip) = orig_client_ip {
+                        m.own.client_ip = Some(lossy_text(ip));
+                    }
                 }
                 self.auth_rcv(key, true, out);
+                self.offer_copy(key, out);
                 self.release(key, out);
             }
             Event::Pickup { qid, uid, from } => {
                 let key = (ctx.host, Qid::new(qid));
                 let sender = self.sender(from);
-                let m = self.msg(key, ctx.time_us);
+                let m = self.msg(key, ctx, true, out);
+                m.started = true;
                 m.own.client_ip = Some(format!("local (uid {})", lossy(uid)).into());
                 set_sender(&mut m.own.sender, sender);
                 self.auth_rcv(key, false, out);
                 self.release(key, out);
             }
+            Event::MessageId { qid, id } => {
+                let key = (ctx.host, Qid::new(qid));
+                let m = self.msg(key, ctx, true, out);
+                if id.len() > 2 && m.msgid.is_none() {
+                    m.msgid = Some(xxh3_64(id));
+                    self.offer_copy(key, out);
+                }
+            }
             Event::QueueActive { qid, from } => {
                 let key = (ctx.host, Qid::new(qid));
                 let sender = self.sender(from);
-                let m = self.msg(key, ctx.time_us);
+                let m = self.msg(key, ctx, false, out);
+                let learnt = m.own.sender == Sender::Unknown;
                 set_sender(&mut m.own.sender, sender);
                 self.auth_rcv(key, false, out);
+                if learnt {
+                    self.offer_copy(key, out);
+                }
                 self.release(key, out);
             }
             Event::Expired { qid, from } => {
                 let key = (ctx.host, Qid::new(qid));
                 let line_key = self.line_key(ctx);
                 let sender = self.sender(from);
-                let m = self.msg(key, ctx.time_us);
+                let m = self.msg(key, ctx, false, out);
                 set_sender(&mut m.own.sender, sender);
-                for rcpt in std::mem::take(&mut m.deferred) {
-                    m.held.push(Pending {
-                        response: Some("expired, returned to sender".to_owned()),
-                        recipient: Some(rcpt.clone()),
-                        ..Pending::new(
-                            mix(line_key, xxh3_64(rcpt.as_bytes())),
-                            ctx.time_us,
-                            Kind::Expired,
-                        )
-                    });
-                }
+                // Settled a moment later (see `sweep`): a deferral logged in
+                // the same second may be read after this line.
+                m.expired = Some(Expiry {
+                    key: line_key,
+                    time_us: ctx.time_us,
+                    at_us: ctx.now_us,
+                });
                 self.release(key, out);
             }
             Event::Removed { qid } => {
                 let key = (ctx.host, Qid::new(qid));
-                self.release(key, out);
-                if let Some(m) = self.state.messages.remove(&key) {
-                    if m.held.is_empty() {
-                        return;
-                    }
-                    if m.awaiting_link {
-                        self.state.orphans.insert(
-                            key,
-                            Orphan {
-                                msg: m,
-                                deadline_us: ctx.time_us + LINK_WINDOW_US,
-                            },
-                        );
-                    } else {
-                        self.em.unattributed += m.held.len() as u64;
-                    }
+                let m = self.msg(key, ctx, false, out);
+                if m.removed.is_none() {
+                    m.removed = Some((ctx.time_us, ctx.now_us));
                 }
             }
             Event::Delivery {
@@ -591,49 +762,45 @@ impl Correlator {
                 response,
             } => {
                 let key = (ctx.host, Qid::new(qid));
+                let internal = self.relay_is_internal(relay);
+                let kind = match status {
+                    // A content filter's refusal, answered with 2.7.x
+                    // (Proxmox's `250 2.7.0 BLOCKED`, amavis's `250 2.7.0
+                    // Ok, discarded`) or 5.7.x.
+                    Status::Sent if internal && dsn.starts_with(b"2.7.") => Kind::Blocked,
+                    Status::Bounced if internal && dsn.starts_with(b"5.7.") => Kind::Blocked,
+                    Status::Sent => Kind::Sent,
+                    Status::Bounced => Kind::Bounced,
+                    Status::Deferred => Kind::Deferred,
+                };
+                let handoff = (internal && kind == Kind::Sent).then(|| {
+                    Box::new(HandoffLine {
+                        candidates: candidates(response),
+                        late: ctx.time_us.saturating_add(LATE_US) < ctx.now_us,
+                    })
+                });
                 let pending = Pending {
                     relay: Some(self.relays.get(relay)),
                     recipient: normalize_logged_address(to, &self.default_domain),
                     dsn: Some(self.dsns.get(dsn)),
                     response: Some(lossy(response)),
-                    ..Pending::new(
-                        self.line_key(ctx),
-                        ctx.time_us,
-                        match status {
-                            Status::Sent => Kind::Sent,
-                            Status::Bounced => Kind::Bounced,
-                            Status::Deferred => Kind::Deferred,
-                        },
-                    )
+                    handoff,
+                    ..Pending::new(self.line_key(ctx), ctx.time_us, kind)
                 };
-                let handoff_to = if status == Status::Sent {
-                    self.handoff_target(relay, response)
-                } else {
-                    None
-                };
-                let m = self.msg(key, ctx.time_us);
+                let m = self.msg(key, ctx, false, out);
                 // Who is still deferred, for a later `expired`.
                 if let Some(r) = &pending.recipient {
-                    match status {
-                        Status::Deferred => {
-                            if !m.deferred.contains(r) {
-                                m.deferred.push(r.clone());
-                            }
+                    if kind == Kind::Deferred {
+                        if !m.deferred.contains(r) {
+                            m.deferred.push(r.clone());
                         }
-                        Status::Sent | Status::Bounced => m.deferred.retain(|d| d != r),
+                    } else if !m.deferred.is_empty() {
+                        m.deferred.retain(|d| d != r);
                     }
                 }
-                match handoff_to {
-                    Some(new) => {
-                        let origin = m.as_origin();
-                        let old = m.qid.clone();
-                        self.handoff(ctx.host, old, new, origin, pending, out);
-                    }
-                    None => {
-                        m.held.push(pending);
-                        self.release(key, out);
-                    }
-                }
+                m.held.push(pending);
+                self.offer_copy(key, out);
+                self.release(key, out);
             }
             Event::Reject {
                 qid,
@@ -672,19 +839,29 @@ impl Correlator {
                     ip: lossy_text(client_ip),
                     key: self.line_key(ctx),
                     time_us: ctx.time_us,
+                    at_us: ctx.now_us,
                     what: lossy(what),
                 };
                 let named = sasl_user.and_then(|u| self.address(u));
                 // Dovecot's verdict on the same attempt names the user; when
                 // Postfix names it too, the verdict is used up all the same,
-                // so it cannot name a later, nameless failure.
-                let found = self.state.auth_fails.iter().position(|a| {
-                    a.host == fail.host
-                        && a.ip == fail.ip
-                        && a.time_us >= fail.time_us - SASL_JOIN_BEFORE_US
-                        && a.time_us <= fail.time_us + SASL_JOIN_AFTER_US
-                        && named.as_ref().is_none_or(|n| *n == a.user)
-                });
+                // so it cannot name a later, nameless failure. Of several,
+                // the earliest: the choice must not depend on the order in
+                // which lines of the same moment were read.
+                let found = self
+                    .state
+                    .auth_fails
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| {
+                        a.host == fail.host
+                            && a.ip == fail.ip
+                            && a.time_us >= fail.time_us - SASL_JOIN_BEFORE_US
+                            && a.time_us <= fail.time_us + SASL_JOIN_AFTER_US
+                            && named.as_ref().is_none_or(|n| *n == a.user)
+                    })
+                    .min_by_key(|(_, a)| a.time_us)
+                    .map(|(i, _)| i);
                 let verdict = found.map(|i| self.state.auth_fails.remove(i));
                 match named.or(verdict.map(|a| a.user)) {
                     Some(user) => self.emit_sasl_failure(fail, user, out),
@@ -694,32 +871,31 @@ impl Correlator {
         }
     }
 
-    /// An envelope sender from `from=<...>`.
-    fn sender(&self, from: &[u8]) -> Sender {
-        match self.address(from) {
-            Some(a) => Sender::Addr(a),
-            None => Sender::Null,
-        }
-    }
-
     fn dovecot_auth_failure(
         &mut self,
-        host: u32,
-        time_us: i64,
+        ctx: &LineCtx<'_>,
         f: dovecot::AuthFailure<'_>,
         out: &mut Vec<Row>,
     ) {
         let Some(user) = self.address(f.user) else {
             return;
         };
+        let (host, time_us) = (ctx.host, ctx.time_us);
         let ip = lossy_text(f.ip);
         let own_file = self.state.hosts[host as usize].is_empty();
-        let found = self.state.sasl_fails.iter().position(|s| {
-            s.ip == ip
-                && (s.host == host || own_file)
-                && time_us >= s.time_us - SASL_JOIN_BEFORE_US
-                && time_us <= s.time_us + SASL_JOIN_AFTER_US
-        });
+        let found = self
+            .state
+            .sasl_fails
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.ip == ip
+                    && (s.host == host || own_file)
+                    && time_us >= s.time_us - SASL_JOIN_BEFORE_US
+                    && time_us <= s.time_us + SASL_JOIN_AFTER_US
+            })
+            .min_by_key(|(_, s)| s.time_us)
+            .map(|(i, _)| i);
         match found {
             Some(i) => {
                 let s = self.state.sasl_fails.remove(i);
@@ -730,6 +906,7 @@ impl Correlator {
                 ip,
                 user,
                 time_us,
+                at_us: ctx.now_us,
             }),
         }
     }
@@ -1009,13 +1186,23 @@ mod tests {
 
     #[test]
     fn handoff_whose_id_never_appears_is_a_delivery() {
-        let (rows, _) = run("
+        const LINES: &str = "
             Nov  3 11:00:00 mail postfix/smtpd[10]: BBBB1: client=pc[192.0.2.7], sasl_method=PLAIN, sasl_username=alice@example.edu
             Nov  3 11:00:00 mail postfix/qmgr[2]: BBBB1: from=<alice@example.edu>, size=300, nrcpt=1 (queue active)
             Nov  3 11:00:01 mail postfix/smtp[12]: BBBB1: to=<x@remote.test>, relay=127.0.0.1[127.0.0.1]:2525, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 9999ABCD)
             Nov  3 11:00:01 mail postfix/qmgr[2]: BBBB1: removed
-        ");
+        ";
+        // The input ends inside the window: the copy may still come with
+        // the next lines, so nothing is counted yet, and it is in flight.
+        let (rows, c) = run(LINES);
+        assert_eq!(count(&rows, "alice@example.edu", Kind::Sent), 0);
+        assert_eq!(c.stats.handoffs_waiting, 1);
+        // A minute of log later with no copy, it was a delivery.
+        let later =
+            format!("{LINES}\n Nov  3 11:01:05 mail postfix/smtpd[10]: connect from pc[192.0.2.7]");
+        let (rows, c) = run(&later);
         assert_eq!(count(&rows, "alice@example.edu", Kind::Sent), 1);
+        assert_eq!(c.stats.handoffs_waiting, 0);
     }
 
     #[test]
@@ -1064,7 +1251,9 @@ mod tests {
         assert_eq!(rows.len(), 4);
         // The non-local sender's reject is not ours; the nameless failure
         // has no mailbox.
-        assert_eq!(c.stats.events_unattributed, 1);
+        assert_eq!(c.stats.unattributed.not_local, 1);
+        assert_eq!(c.stats.unattributed.auth_no_user, 1);
+        assert_eq!(c.stats.unattributed.total(), 2);
     }
 
     #[test]
