@@ -57,6 +57,8 @@ mod emit;
 mod lifecycle;
 mod links;
 mod sweep;
+#[cfg(test)]
+mod tests_shapes;
 
 use clock::*;
 use emit::Emitter;
@@ -1012,7 +1014,7 @@ mod tests {
     use super::*;
     use chrono::NaiveDate;
 
-    fn settings() -> Settings {
+    pub(super) fn settings() -> Settings {
         Settings {
             local: LocalDomains::new(&[".example.edu".into()], "example.edu"),
             internal_relays: vec!["127.0.0.0/8".parse().unwrap()],
@@ -1022,7 +1024,7 @@ mod tests {
         }
     }
 
-    fn clock() -> Clock {
+    pub(super) fn clock() -> Clock {
         Clock::new(
             chrono_tz::Asia::Taipei,
             NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
@@ -1031,7 +1033,7 @@ mod tests {
     }
 
     /// Feeds lines (and the end of input); returns (mailbox, kind, recipient) per row.
-    fn run(lines: &str) -> (Vec<(String, Kind, Option<String>)>, Correlator) {
+    pub(super) fn run(lines: &str) -> (Vec<(String, Kind, Option<String>)>, Correlator) {
         let mut c = Correlator::new(settings());
         let mut clk = clock();
         let mut out = Rows::default();
@@ -1047,7 +1049,11 @@ mod tests {
         (v, c)
     }
 
-    fn count(rows: &[(String, Kind, Option<String>)], mailbox: &str, kind: Kind) -> usize {
+    pub(super) fn count(
+        rows: &[(String, Kind, Option<String>)],
+        mailbox: &str,
+        kind: Kind,
+    ) -> usize {
         rows.iter()
             .filter(|r| r.0 == mailbox && r.1 == kind)
             .count()
