@@ -24,7 +24,7 @@
 //!   taken: its xz decoder writes into a `Write` instead of being read, so
 //!   a large file would have to be decoded whole; `liblzma`/`xz2` build
 //!   liblzma's C sources.
-//! * zstd: `ruzstd`'s frame decoder, driven by [`ZstdFrames`] here, which
+//! * zstd: `ruzstd`'s frame decoder, driven by `ZstdFrames` here, which
 //!   goes from frame to frame, passes over skippable frames (pzstd writes
 //!   them) and checks each frame's checksum; `ruzstd`'s own streaming
 //!   reader does neither. The `zstd` crate would build libzstd's C sources
