@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use mailtrail::ingest::correlate::{Correlator, Rows, Settings};
 use mailtrail::ingest::envelope::Clock;
-use mailtrail::ingest::source::{LineReader, SourceSpec};
+use mailtrail::ingest::source::{Line, LineReader, SourceSpec};
 
 /// The same allocator as the `mailtrail` binary.
 #[global_allocator]
@@ -100,8 +100,11 @@ fn parse_correlate(log: &Path) -> (u64, u64, usize, Duration) {
     let t = Instant::now();
     let mut reader = LineReader::open(&SourceSpec::File(log.to_owned())).unwrap();
     let mut i = 0u64;
-    while let Some((line, _)) = reader.next_line().unwrap() {
-        c.feed(&mut clock, line, &mut rows);
+    while let Some(line) = reader.next_line() {
+        match line {
+            Line::Whole(l) | Line::Last(l) => c.feed(&mut clock, l, &mut rows),
+            Line::TooLong => c.too_long(),
+        }
         if rows.len() >= 1 << 16 {
             n_rows += rows.len() as u64;
             black_box(&rows);

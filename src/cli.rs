@@ -33,7 +33,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Read Postfix/Dovecot logs (plain, rotated, .gz; `-` for stdin) and store what they say.
+    /// Read Postfix/Dovecot logs (plain, rotated, .gz/.bz2/.xz/.zst; `-` for stdin) and store what they say.
     Ingest {
         /// Log files, in order (oldest first); `-` reads stdin.
         #[arg(required = true, value_name = "PATH")]
@@ -285,7 +285,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let batching = ingest::Batching::from_config(&c.ingest);
             let report = ingest::run(&store, settings, &specs, batching).await;
             store.close().await;
-            print!("{}", report?.render());
+            let report = report?;
+            print!("{}", report.render());
+            // What could be read is stored; the summary says what could
+            // not. Exit 1 so that a script or a timer notices.
+            let damaged: Vec<&str> = report.damaged().map(|(name, _)| name).collect();
+            anyhow::ensure!(
+                damaged.is_empty(),
+                "could not read to the end: {} (damaged; see the summary)",
+                damaged.join(", ")
+            );
             Ok(())
         }
         Command::History(q) => {

@@ -1,6 +1,7 @@
 //! Ingest: read log sources, correlate their lines, store the rows.
 //!
-//! * [`source`]: files (plain, rotated, `.gz`) and stdin as lines of bytes;
+//! * [`source`]: files (plain, rotated; gzip, bzip2, xz, zstd) and stdin as
+//!   lines of bytes;
 //! * [`envelope`]: the syslog envelope of each line (time, host, program);
 //! * [`postfix`], [`dovecot`]: the messages of each program;
 //! * [`correlate`]: lines joined into lifecycles and rows per mailbox;
@@ -34,7 +35,7 @@ use crate::store::{Batch, Checkpoint, Store, Writer};
 use correlate::{Correlator, Rows, Settings, Stats};
 use envelope::{Clock, YearState};
 use mailboxes::Mailboxes;
-use source::{LineReader, SourceSpec};
+use source::{Damage, Line, LineReader, SourceSpec};
 
 /// Name of the correlator state when `ingest.agent` is not set.
 /// Ingests that write to one database at the same time (one per mail
@@ -172,8 +173,12 @@ pub struct SourceReport {
     pub name: String,
     /// Byte offset reading started at (0, or a checkpoint).
     pub resumed_at: u64,
-    /// Byte offset reading ended at.
+    /// Byte offset reading ended at: the end of the last line read.
     pub ended_at: u64,
+    /// Set when the source could not be read to its end (a read error, a
+    /// truncated or corrupt compressed file): the lines before the damage
+    /// were read and stored, the rest of the source was not.
+    pub damage: Option<Damage>,
 }
 
 /// The outcome of an ingest.
@@ -186,6 +191,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// The sources that could not be read to their end.
+    pub fn damaged(&self) -> impl Iterator<Item = (&str, &Damage)> {
+        self.sources
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.damage.as_ref()?)))
+    }
+
     /// The summary printed at the end of `mailtrail ingest`.
     pub fn render(&self) -> String {
         use std::fmt::Write;
@@ -194,12 +206,17 @@ impl Report {
         for src in &self.sources {
             let _ = writeln!(
                 o,
-                "{}: bytes {}..{}{}",
+                "{}: bytes {}..{}{}{}",
                 src.name,
                 src.resumed_at,
                 src.ended_at,
                 if src.resumed_at > 0 {
                     " (resumed from checkpoint)"
+                } else {
+                    ""
+                },
+                if src.damage.is_some() {
+                    " (DAMAGED, see below)"
                 } else {
                     ""
                 }
@@ -214,11 +231,16 @@ impl Report {
         );
         let _ = writeln!(o, "lines unrecognised  {:>12}", s.lines_unrecognised);
         if s.lines_too_long > 0 {
+            let cut = self.damaged().filter(|(_, d)| d.cut > 0).count();
             let _ = writeln!(
                 o,
-                "lines too long      {:>12}  (over {} bytes: skipped whole)",
+                "lines too long      {:>12}  (over {} bytes: skipped whole{})",
                 s.lines_too_long,
-                source::MAX_LINE
+                source::MAX_LINE,
+                match cut {
+                    0 => String::new(),
+                    n => format!("; {n} of them a last line cut short by damage"),
+                }
             );
         }
         let _ = writeln!(
@@ -248,6 +270,36 @@ impl Report {
             for e in &s.examples {
                 let _ = writeln!(o, "  {}", e.escape_debug());
             }
+        }
+        let mut damaged = self.damaged().peekable();
+        if damaged.peek().is_some() {
+            let _ = writeln!(
+                o,
+                "damaged sources (read up to the damage, the rest not read):"
+            );
+        }
+        for (name, d) in damaged {
+            // Decoders' messages, shown as text but never as control
+            // characters.
+            let error: String = d
+                .error
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            let _ = writeln!(o, "  {name}: {error}");
+            let _ = write!(
+                o,
+                "    read to uncompressed byte {}; the lines before it are stored",
+                d.reached
+            );
+            if d.cut > 0 {
+                let _ = write!(
+                    o,
+                    ", the last {} bytes (a line cut short) counted as a line too long",
+                    d.cut
+                );
+            }
+            let _ = writeln!(o);
         }
         o
     }
@@ -484,6 +536,21 @@ where
     }
 }
 
+/// The damage `reader` met, if any; following, also logged, since no one
+/// reads a follower's reports.
+fn damage_of(reader: &LineReader, follow: bool) -> Option<Damage> {
+    let d = reader.damage()?;
+    if follow {
+        tracing::warn!(
+            source = reader.name(),
+            reached = d.reached,
+            "source damaged: {}",
+            d.error
+        );
+    }
+    Some(d.clone())
+}
+
 type CheckpointRequest = (
     i64,
     tokio::sync::oneshot::Sender<anyhow::Result<Option<Checkpoint>>>,
@@ -549,11 +616,12 @@ fn parse_all(
         if follow {
             reader.hold_partial_lines();
         }
-        let Some(fp) = reader.fingerprint()? else {
+        let Some(fp) = reader.fingerprint() else {
             reports.push(SourceReport {
                 name: spec.name(),
                 resumed_at: 0,
                 ended_at: 0,
+                damage: damage_of(&reader, follow),
             });
             continue;
         };
@@ -569,7 +637,7 @@ fn parse_all(
             .and_then(|c| c.year_state.as_deref())
             .and_then(|y| serde_json::from_str(y).ok());
         let resumed_at = match &cp {
-            Some(c) => reader.skip(c.offset)?,
+            Some(c) => reader.skip(c.offset),
             None => 0,
         };
         let mut clock = Clock::new(tz, source::reference_date(reader.mtime, tz), year);
@@ -580,8 +648,13 @@ fn parse_all(
             year_state: clock.year.and_then(|y| serde_json::to_string(&y).ok()),
         };
         let mut in_batch = 0usize;
-        while let Some((line, _complete)) = reader.next_line()? {
-            correlator.feed(&mut clock, line, &mut rows);
+        while let Some(line) = reader.next_line() {
+            match line {
+                Line::Whole(l) | Line::Last(l) => correlator.feed(&mut clock, l, &mut rows),
+                // Never parsed: its tail could be anyone's text shaped as
+                // a line of its own.
+                Line::TooLong => correlator.too_long(),
+            }
             in_batch += 1;
             if in_batch >= batch_lines {
                 send(
@@ -592,6 +665,14 @@ fn parse_all(
                 in_batch = 0;
             }
         }
+        let damage = damage_of(&reader, follow);
+        if damage.as_ref().is_some_and(|d| d.cut > 0) {
+            // A last line the damage cut short: counted, not parsed.
+            correlator.too_long();
+        }
+        // The checkpoint is the end of the last whole line: a run after
+        // this one reads the damaged part again (and says so again), and
+        // stores nothing twice.
         send(
             rows.take(spare.try_recv().ok()),
             Some(checkpoint(&reader, &clock)),
@@ -601,6 +682,7 @@ fn parse_all(
             name: spec.name(),
             resumed_at,
             ended_at: reader.offset(),
+            damage,
         });
     }
     match mode {

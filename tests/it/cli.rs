@@ -421,3 +421,48 @@ fn postfix_and_dovecot_lines_mixed_in_one_file() {
         assert_eq!(separate.ok(&args), together.ok(&args), "{cmd} {mailbox}");
     }
 }
+
+#[test]
+fn a_damaged_file_is_summarised_and_exits_1() {
+    let cli = Cli::new();
+    let gz = std::fs::read(fixture("mail.log.gz")).unwrap();
+    let truncated = cli._dir.path().join("mail.log.2.gz");
+    std::fs::write(&truncated, &gz[..gz.len() / 2]).unwrap();
+    let good = fixture("mail-rfc3339.log");
+    let out = cli.run(&["ingest", path(&truncated), path(&good)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("lines read"), "{stdout}");
+    assert!(stdout.contains("damaged sources"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{}: gzip data: the data ends too soon",
+            path(&truncated)
+        )),
+        "{stdout}"
+    );
+    let len = std::fs::metadata(&good).unwrap().len();
+    assert!(
+        stdout.contains(&format!("{}: bytes 0..{len}\n", path(&good))),
+        "the good file was read whole: {stdout}"
+    );
+    assert!(stderr.contains(path(&truncated)), "{stderr}");
+}
+
+#[test]
+fn an_unsupported_compression_is_a_wrong_argument() {
+    let cli = Cli::new();
+    let lz4 = cli._dir.path().join("mail.log.2.lz4");
+    let mut bytes = vec![0x04, 0x22, 0x4d, 0x18];
+    bytes.extend_from_slice(&[0x60; 64]);
+    std::fs::write(&lz4, bytes).unwrap();
+    let out = cli.run(&["ingest", path(&fixture("mail.log")), path(&lz4)]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(path(&lz4)) && stderr.contains("lz4"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing was read");
+}
