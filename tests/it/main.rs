@@ -14,6 +14,7 @@ mod e2e;
 mod fixtures;
 mod idempotence;
 mod nightly;
+mod order;
 mod report;
 mod resume;
 mod smtp_server;

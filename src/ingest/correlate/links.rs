@@ -320,6 +320,9 @@ impl Correlator {
             origin: origin.clone(),
         };
         self.state.copies.file(copy, m);
+        if !self.state.handoffs.is_empty() {
+            self.use_up_handoffs(orig, copy);
+        }
         self.emit_again(copy, origin.as_ref(), released, out);
         self.release(copy, out);
     }
@@ -357,8 +360,7 @@ impl Correlator {
     }
 
     /// A possible copy learnt something it may be found by: the hand-offs
-    /// already waiting for it claim it. All of one original's waiting
-    /// hand-offs that lead here are used up (one line per recipient).
+    /// already waiting for it claim it.
     pub(super) fn offer_copy(&mut self, key: MsgKey, out: &mut Vec<Row>) {
         let Some(m) = self.state.messages.get(&key) else {
             return;
@@ -367,34 +369,45 @@ impl Correlator {
             return;
         }
         self.state.copies.file(key, m);
-        if self.state.handoffs.is_empty() {
-            return;
-        }
-        let content = content_key(m.msgid, &m.own.sender);
-        // Only a message from an internal relay without AUTH is found by
-        // XFORWARD or content; any unstarted one by a named queue ID.
-        let possible = m.link != Link::None;
-        let leads_here = |h: &Handoff| {
-            (h.orig.0 == key.0 && h.candidates.contains(&key.1))
-                || (possible && h.orig.0 == key.0 && m.xforward == Some(h.orig.1))
-                || (possible && content.is_some() && h.content == content)
-        };
-        let Some(first) = self.state.handoffs.iter().position(leads_here) else {
+        let Some(first) = self
+            .state
+            .handoffs
+            .iter()
+            .position(|h| self.leads_to(h, key))
+        else {
             return;
         };
         let orig = self.state.handoffs[first].orig;
-        let mut used = Vec::new();
+        let origin = self.state.handoffs[first].origin.clone();
+        self.claim(key, orig, origin, out);
+    }
+
+    /// Whether waiting hand-off `h` leads to message `key`: by a queue ID
+    /// its reply names (any message whose own first line is unread), or,
+    /// for a message from an internal relay without AUTH, by XFORWARD or
+    /// Message-ID and sender.
+    fn leads_to(&self, h: &Handoff, key: MsgKey) -> bool {
+        let Some(m) = self.state.messages.get(&key) else {
+            return false;
+        };
+        let possible = m.link != Link::None;
+        (h.orig.0 == key.0 && h.candidates.contains(&key.1))
+            || (possible && h.orig.0 == key.0 && m.xforward == Some(h.orig.1))
+            || (possible && h.content.is_some() && h.content == content_key(m.msgid, &m.own.sender))
+    }
+
+    /// Every waiting hand-off of `orig` that leads to `copy` is used up by
+    /// it (one line per recipient, read in any order around the copy's).
+    fn use_up_handoffs(&mut self, orig: MsgKey, copy: MsgKey) {
         let mut i = 0;
         while i < self.state.handoffs.len() {
             let h = &self.state.handoffs[i];
-            if h.orig == orig && leads_here(h) {
-                used.push(self.state.handoffs.remove(i));
+            if h.orig == orig && self.leads_to(h, copy) {
+                self.state.handoffs.remove(i);
             } else {
                 i += 1;
             }
         }
-        let origin = used.into_iter().next().and_then(|h| h.origin);
-        self.claim(key, orig, origin, out);
     }
 
     /// Hand-offs whose window has passed with no copy: the relay was the

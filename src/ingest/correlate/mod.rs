@@ -739,6 +739,10 @@ impl Correlator {
                 let sender = self.sender(from);
                 let m = self.msg(key, ctx, false, out);
                 set_sender(&mut m.own.sender, sender);
+                self.offer_copy(key, out);
+                let Some(m) = self.state.messages.get_mut(&key) else {
+                    return;
+                };
                 // Settled a moment later (see `sweep`): a deferral logged in
                 // the same second may be read after this line.
                 m.expired = Some(Expiry {
@@ -754,6 +758,7 @@ impl Correlator {
                 if m.removed.is_none() {
                     m.removed = Some((ctx.time_us, ctx.now_us));
                 }
+                self.offer_copy(key, out);
             }
             Event::Delivery {
                 qid,
