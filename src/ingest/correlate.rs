@@ -679,7 +679,7 @@ impl Correlator {
     /// as they are. (A follower does not call this: more lines may come.)
     pub fn finish(&mut self, out: &mut Rows) {
         let before = out.len();
-        self.sweep(true, &mut out.smtp);
+        self.sweep(true, out);
         self.count(before, out);
     }
 
@@ -706,7 +706,7 @@ impl Correlator {
             self.state.now_us = env.time_us;
             if env.time_us - self.state.last_sweep_us >= SWEEP_EVERY_US {
                 self.state.last_sweep_us = env.time_us;
-                self.sweep(false, &mut out.smtp);
+                self.sweep(false, out);
             }
         }
         if let Some(daemon) = postfix::daemon(env.program) {
@@ -1166,7 +1166,8 @@ impl Correlator {
 
     /// Deadlines and stale lifecycles. `all` settles everything pending
     /// (end of a one-shot ingest).
-    fn sweep(&mut self, all: bool, out: &mut Vec<Row>) {
+    fn sweep(&mut self, all: bool, rows: &mut Rows) {
+        let out = &mut rows.smtp;
         let now = self.state.now_us;
         let due = |deadline: i64| all || deadline <= now;
         let sorted = |mut keys: Vec<MsgKey>| {
@@ -1212,9 +1213,7 @@ impl Correlator {
             }
         }
 
-        if !all {
-            self.state.access.sweep(|_| now, all, &mut Vec::new());
-        }
+        self.state.access.sweep(|_| now, all, &mut rows.access);
         let before = self.state.sasl_fails.len();
         self.state
             .sasl_fails
