@@ -53,7 +53,7 @@ use crate::domain::{LocalDomains, normalize_logged_address, normalize_logged_add
 /// for the lines that may complete it. A host's lines arrive up to a few
 /// seconds out of order; ten seconds covers that with room for what relays
 /// add, and costs a report nothing (reports are of whole days).
-pub(crate) const HOLD_US: i64 = 10 * 1_000_000;
+pub const HOLD_US: i64 = 10 * 1_000_000;
 /// How long before a refused login (by the lines' own stamps) a verdict
 /// that names no session may be its own, and a master-user line naming no
 /// session a login's: a client may take a while to give up after a
