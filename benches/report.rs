@@ -123,6 +123,7 @@ fn access() -> AccessHistory {
                     .then(|| format!("<CAF{i:012}x@mail.gmail.com>")),
                 folder: (kind == "message_deleted").then(|| "INBOX".to_owned()),
                 reason: (kind == "auth_failed").then(|| "password mismatch (1 attempt)".to_owned()),
+                master_user: None,
             }
         })
         .collect();
@@ -136,6 +137,7 @@ fn access() -> AccessHistory {
             addresses: vec!["140.114.1.2".into(), "140.114.3.4".into()],
             pop3_deleting_addresses: vec!["140.114.1.2".into(), "140.114.3.4".into()],
             note: None,
+            master_users: vec![],
         })
         .collect();
     let facts = events

@@ -1,9 +1,11 @@
 //! A mailbox's access history: who logged in, from where, and what was
 //! deleted, with a per-day summary, as text, JSON or CSV.
 //!
-//! The summary answers the question users come with ("my mail
-//! disappears"): when more than one address deleted mail by POP3 on one
-//! day, it says so in plain words.
+//! The summary answers the questions users come with: "my mail
+//! disappears" (when more than one address deleted mail by POP3 on one
+//! day, it says so in plain words) and "who else reads it" (a login by a
+//! master user, such as an administrator's account, is named on its event
+//! and in the day's summary).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -14,6 +16,7 @@ use serde::Serialize;
 use crate::domain::{DateRange, Day, Mailbox};
 use crate::history::{Format, csv_cell, format_time, safe_text, to_json};
 use crate::ingest::access::{AccessKind, AccessRow};
+use crate::ingest::dovecot::Proto;
 use crate::store::Store;
 
 /// One event, with exactly the keys of the JSON output.
@@ -36,6 +39,9 @@ pub struct Event {
     pub message_id: Option<String>,
     pub folder: Option<String>,
     pub reason: Option<String>,
+    /// Login: the master user (an administrator's account, say) that
+    /// opened the mailbox, when it was not the mailbox's own user.
+    pub master_user: Option<String>,
 }
 
 /// What an event's `reason` was built from, for renderings that word it
@@ -58,7 +64,9 @@ pub struct EventFacts {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DaySummary {
     pub date: String,
-    /// Successful logins per protocol.
+    /// Successful logins per protocol: `imap` and `pop3`, and
+    /// `submission` and `managesieve` when the range has any of theirs
+    /// (every day of a range has the same protocols).
     pub logins: BTreeMap<&'static str, i64>,
     /// Failed login attempts.
     pub failed_logins: i64,
@@ -70,6 +78,8 @@ pub struct DaySummary {
     pub pop3_deleting_addresses: Vec<String>,
     /// The plain-words warning, when several addresses deleted mail by POP3.
     pub note: Option<String>,
+    /// Master users that logged in to the mailbox that day.
+    pub master_users: Vec<String>,
 }
 
 /// The whole answer, in the shape of the JSON output.
@@ -95,7 +105,11 @@ pub async fn load(
     let rows = store
         .access_events(mailbox.as_str(), range.from.key(), range.to.key())
         .await?;
-    let days = range.days().map(|d| summarize(d, &rows)).collect();
+    let protocols = protocols(&rows);
+    let days = range
+        .days()
+        .map(|d| summarize(d, &rows, &protocols))
+        .collect();
     let known: Vec<&AccessRow> = rows.iter().filter(|r| r.kind.is_some()).collect();
     let facts = known
         .iter()
@@ -137,6 +151,7 @@ pub async fn load(
                 trashed: r.trashed,
                 message_id: r.message_id.clone(),
                 folder: r.folder.as_deref().map(str::to_owned),
+                master_user: r.master_user.as_deref().map(str::to_owned),
                 reason: match (r.kind, r.attempts) {
                     (Some(AccessKind::AuthFailed), Some(n)) => Some(format!(
                         "{} ({n} attempt{})",
@@ -170,10 +185,22 @@ pub async fn load(
     })
 }
 
+/// The protocols the summary counts logins of, in the order it shows them:
+/// IMAP and POP3 always, submission and ManageSieve when the rows have
+/// any.
+fn protocols(rows: &[AccessRow]) -> Vec<&'static str> {
+    Proto::ALL
+        .iter()
+        .map(|p| p.as_str())
+        .filter(|p| ["imap", "pop3"].contains(p) || rows.iter().any(|r| r.protocol == Some(*p)))
+        .collect()
+}
+
 /// The summary of one day from the rows of the range.
-fn summarize(day: Day, rows: &[AccessRow]) -> DaySummary {
+fn summarize(day: Day, rows: &[AccessRow], protocols: &[&'static str]) -> DaySummary {
     let today: Vec<&AccessRow> = rows.iter().filter(|r| r.day == day.key()).collect();
-    let mut logins = BTreeMap::from([("imap", 0), ("pop3", 0)]);
+    let mut logins: BTreeMap<&'static str, i64> = protocols.iter().map(|p| (*p, 0)).collect();
+    let mut masters = BTreeSet::new();
     let mut failed = 0;
     let mut expunged_rows = 0;
     let mut logout_deleted = 0;
@@ -184,6 +211,9 @@ fn summarize(day: Day, rows: &[AccessRow]) -> DaySummary {
         match r.kind {
             Some(AccessKind::Login) => {
                 *logins.entry(r.protocol.unwrap_or("?")).or_insert(0) += 1;
+                if let Some(m) = &r.master_user {
+                    masters.insert(m.to_string());
+                }
             }
             Some(AccessKind::AuthFailed) => failed += r.attempts.unwrap_or(1),
             Some(AccessKind::MessageDeleted) => {
@@ -233,6 +263,31 @@ fn summarize(day: Day, rows: &[AccessRow]) -> DaySummary {
         addresses: addresses.into_iter().collect(),
         pop3_deleting_addresses: pop3_deleters.into_iter().collect(),
         note,
+        master_users: masters.into_iter().collect(),
+    }
+}
+
+/// The plain-words note of a day when master users opened the mailbox.
+fn master_note(d: &DaySummary) -> Option<String> {
+    (!d.master_users.is_empty()).then(|| {
+        format!(
+            "On {}, this mailbox was opened by the administrator account {} \
+             (a master user, which can open any mailbox without its password). \
+             If you do not know why, ask the mail service's administrators.",
+            d.date,
+            d.master_users.join(", ")
+        )
+    })
+}
+
+/// The summary's column of a protocol's logins.
+fn logins_column(protocol: &str) -> &'static str {
+    match protocol {
+        "imap" => "IMAP logins",
+        "pop3" => "POP3 logins",
+        "submission" => "Submission logins",
+        "managesieve" => "ManageSieve logins",
+        _ => "Other logins",
     }
 }
 
@@ -251,6 +306,15 @@ impl AccessHistory {
         self.events.is_empty()
     }
 
+    /// The protocols the summary has logins of, in their order.
+    fn protocols(&self) -> Vec<&'static str> {
+        Proto::ALL
+            .iter()
+            .map(|p| p.as_str())
+            .filter(|p| self.days.first().is_some_and(|d| d.logins.contains_key(p)))
+            .collect()
+    }
+
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Text => self.to_text(),
@@ -266,18 +330,25 @@ impl AccessHistory {
             "Mailbox access history of {} from {} to {}\n",
             self.mailbox, self.from, self.to
         );
+        let protocols = self.protocols();
+        let _ = write!(o, "{:<10}", "Date");
+        for p in &protocols {
+            let _ = write!(o, " {}", logins_column(p));
+        }
         let _ = writeln!(
             o,
-            "{:<10} {:>11} {:>11} {:>13} {:>8}  Addresses that downloaded or deleted mail",
-            "Date", "IMAP logins", "POP3 logins", "Failed logins", "Deleted"
+            " {:>13} {:>8}  Addresses that downloaded or deleted mail",
+            "Failed logins", "Deleted"
         );
         for d in &self.days {
+            let _ = write!(o, "{:<10}", d.date);
+            for p in &protocols {
+                let n = d.logins.get(p).copied().unwrap_or(0);
+                let _ = write!(o, " {n:>w$}", w = logins_column(p).len());
+            }
             let _ = writeln!(
                 o,
-                "{:<10} {:>11} {:>11} {:>13} {:>8}  {}",
-                d.date,
-                d.logins.get("imap").copied().unwrap_or(0),
-                d.logins.get("pop3").copied().unwrap_or(0),
+                " {:>13} {:>8}  {}",
                 d.failed_logins,
                 d.messages_deleted,
                 d.addresses.join(", ")
@@ -286,6 +357,9 @@ impl AccessHistory {
         for d in &self.days {
             if let Some(n) = &d.note {
                 let _ = writeln!(o, "\nNote: {n}");
+            }
+            if let Some(n) = master_note(d) {
+                let _ = writeln!(o, "\nNote: {}", safe_text(&n));
             }
         }
         if self.is_empty() {
@@ -327,9 +401,16 @@ impl AccessHistory {
                 "mailbox_deleted" => what.push_str(&safe(e.folder.as_deref())),
                 _ => what.push_str(&safe(e.reason.as_deref())),
             }
+            if let Some(m) = &e.master_user {
+                let _ = write!(
+                    what,
+                    " -- opened by the administrator account {}",
+                    safe(Some(m))
+                );
+            }
             let _ = writeln!(
                 o,
-                "{:<25} {:<22} {:<4} {:<15} {:<16} {:<14} {}",
+                "{:<25} {:<22} {:<11} {:<15} {:<16} {:<14} {}",
                 e.time,
                 e.kind,
                 e.protocol.unwrap_or("-"),
@@ -345,25 +426,26 @@ impl AccessHistory {
     /// Two sections, each with its header row: the daily summary, an empty
     /// line, the events.
     fn to_csv(&self) -> String {
-        let mut o = String::from(
-            "Date,IMAP logins,POP3 logins,Failed logins,Messages deleted,Addresses,Note\r\n",
-        );
+        let protocols = self.protocols();
+        let mut o = String::from("Date,");
+        for p in &protocols {
+            o.push_str(logins_column(p));
+            o.push(',');
+        }
+        o.push_str("Failed logins,Messages deleted,Addresses,Note\r\n");
         for d in &self.days {
-            let _ = write!(
-                o,
-                "{},{},{},{},{},",
-                d.date,
-                d.logins.get("imap").copied().unwrap_or(0),
-                d.logins.get("pop3").copied().unwrap_or(0),
-                d.failed_logins,
-                d.messages_deleted
-            );
+            let _ = write!(o, "{},", d.date);
+            for p in &protocols {
+                let _ = write!(o, "{},", d.logins.get(p).copied().unwrap_or(0));
+            }
+            let _ = write!(o, "{},{},", d.failed_logins, d.messages_deleted);
             o.push_str(&csv_cell(&d.addresses.join(" ")));
             o.push(',');
-            o.push_str(&csv_cell(d.note.as_deref().unwrap_or("")));
+            let notes: Vec<String> = d.note.iter().cloned().chain(master_note(d)).collect();
+            o.push_str(&csv_cell(&notes.join(" ")));
             o.push_str("\r\n");
         }
-        o.push_str("\r\nTime,Type,Protocol,Remote IP,Session,Client,Deleted,Retained,Size bytes,In bytes,Out bytes,Expunged,Trashed,Message-ID,Folder,Reason\r\n");
+        o.push_str("\r\nTime,Type,Protocol,Remote IP,Session,Client,Deleted,Retained,Size bytes,In bytes,Out bytes,Expunged,Trashed,Message-ID,Folder,Reason,Master user\r\n");
         for e in &self.events {
             let n = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
             let cells = [
@@ -383,6 +465,7 @@ impl AccessHistory {
                 e.message_id.clone().unwrap_or_default(),
                 e.folder.clone().unwrap_or_default(),
                 e.reason.clone().unwrap_or_default(),
+                e.master_user.clone().unwrap_or_default(),
             ];
             let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
             o.push_str(&row.join(","));

@@ -2,11 +2,14 @@
 //!
 //! Dovecot names each login with a session ID (`session=<UXdX/9u52oxbQgr8>`)
 //! that its later lines carry (`imap(user)<pid><UXdX/9u52oxbQgr8>: ...`),
-//! and so do the auth process's verdicts and the pre-login IMAP ID line.
-//! Lines are joined by (host, session), never by order:
+//! and so do the auth process's verdicts, its master-user lines and the
+//! pre-login IMAP ID line. Lines are joined by (host, session), never by
+//! order:
 //!
-//! * a login is one `login` event, with the remote and local address, TLS,
-//!   and the client name when IMAP ID gave one before it;
+//! * a login (IMAP, POP3, submission, ManageSieve) is one `login` event,
+//!   with the remote and local address, TLS, the client name from IMAP ID,
+//!   and the master user when an administrator's account opened the
+//!   mailbox;
 //! * the session's mail_log lines are `message_deleted` (expunge),
 //!   `message_marked_deleted` (the \Deleted flag) and `mailbox_deleted`,
 //!   and carry the session's remote address;
@@ -16,23 +19,45 @@
 //!   deleted/expunged/trashed counts;
 //! * a failed login is one `auth_failed` event, with the attempts and the
 //!   reason from the auth process's verdict on the same session (or, when
-//!   the verdict names no session, the same user and address just before).
+//!   either names no session, the same user and address up to two minutes
+//!   before).
+//!
+//! Lines of one host reach the log a second or two out of order (several
+//! processes, relays, multi-host syslog), and logs are read twice. So every
+//! row waits ([`HOLD_US`]) before it is given out, and while it waits the
+//! lines it needs may still come: a late login gives its session's rows
+//! their address, client and mailbox (and a POP3 logout its retained
+//! count), a late IMAP ID the client, a late verdict a failed login's
+//! reason, a late master-user line the login's master user. What a row
+//! holds is worked out from everything known of its session, not from
+//! what happened to come first, so any order of lines a few seconds apart,
+//! and any line read twice, make the same rows. The waiting rows are part
+//! of the saved state, and leave in the order they were made.
 //!
 //! Nothing of an auth line but the classified reason is kept: Dovecot can
 //! log the password that was tried, and that never leaves this module.
 
+use std::collections::VecDeque;
+
 use ipnet::IpNet;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::correlate::{Phrases, Text, lossy as string, lossy_text as text};
-use super::dovecot::{self, Access, AuthFailure, Proto, SessionEvent};
+use super::dovecot::{self, Access, AuthFailure, MasterLogin, Proto, SessionEvent};
 #[cfg(doc)]
 use super::mailboxes::Mailboxes;
-use crate::domain::{LocalDomains, normalize_logged_address_into};
+use crate::domain::{LocalDomains, normalize_logged_address, normalize_logged_address_into};
 
-/// How long a verdict waits for its login-process line: a client may take
-/// a while to give up after a refusal.
+/// How long a row waits, by its host's clock from when its line was read,
+/// for the lines that may complete it. A host's lines arrive up to a few
+/// seconds out of order; ten seconds covers that with room for what relays
+/// add, and costs a report nothing (reports are of whole days).
+pub const HOLD_US: i64 = 10 * 1_000_000;
+/// How long before a refused login (by the lines' own stamps) a verdict
+/// that names no session may be its own, and a master-user line naming no
+/// session a login's: a client may take a while to give up after a
+/// refusal.
 const VERDICT_WINDOW_US: i64 = 120 * 1_000_000;
 /// Sessions with no line for this long are forgotten (IMAP IDLE sessions
 /// last hours, so be generous).
@@ -75,8 +100,9 @@ impl AccessKind {
     }
 }
 
-/// One stored access fact about one mailbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One stored access fact about one mailbox. (Serialised only while it
+/// waits in [`AccessState`].)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRow {
     /// Identity of the source line: the store keeps one row per key.
     pub key: i64,
@@ -87,10 +113,13 @@ pub struct AccessRow {
     /// writer finds its database id: given when the row joins a batch
     /// ([`Mailboxes::prepare`]); `None` before, and in rows read back from
     /// the store.
+    #[serde(skip)]
     pub mailbox_no: Option<u32>,
     pub kind: Option<AccessKind>,
     pub host: Text,
-    pub protocol: Option<&'static str>,
+    /// `imap`, `pop3`, `submission` or `managesieve` ([`Proto::as_str`]).
+    #[serde(with = "protocol")]
+    pub protocol: ProtocolName,
     pub remote_ip: Option<Text>,
     pub local_ip: Option<Text>,
     pub tls: Option<bool>,
@@ -112,6 +141,32 @@ pub struct AccessRow {
     pub message_id: Option<String>,
     pub folder: Option<Text>,
     pub reason: Option<Text>,
+    /// Login: the master user (an administrator's account, say) that
+    /// opened this mailbox, as Dovecot logged it, when it is not the
+    /// mailbox's own user.
+    pub master_user: Option<Text>,
+}
+
+/// A protocol's name ([`Proto::as_str`]). (Named, so that serde's derive
+/// does not take the `&'static str` for text borrowed from the input.)
+pub type ProtocolName = Option<&'static str>;
+
+/// [`AccessRow::protocol`] by name, back to the one static name.
+mod protocol {
+    use super::Proto;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<&'static str>, s: S) -> Result<S::Ok, S::Error> {
+        p.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
+        let name: Option<String> = Option::deserialize(d)?;
+        Ok(name
+            .as_deref()
+            .and_then(Proto::from_name)
+            .map(Proto::as_str))
+    }
 }
 
 /// Settings the access correlation needs.
@@ -121,43 +176,139 @@ pub struct AccessSettings {
     pub webmail_networks: Vec<IpNet>,
 }
 
-/// A logged-in session.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Session {
-    user: Text,
+/// What a session's login line said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LoginInfo {
+    mailbox: Text,
     rip: Option<Text>,
     /// Logged by Dovecot 2.4 (`Logged in:`): POP3's `del=D/B` is then
     /// count/bytes, not count/messages.
     v24: bool,
-    client: Option<Text>,
-    last_us: i64,
-    /// The session ID as the rows show it, made once at login (a restored
-    /// session makes it again from its lines).
-    #[serde(skip)]
-    id: Option<Text>,
+    /// From one of `webmail_networks`.
+    webmail: bool,
 }
 
-/// An auth verdict waiting for its login-process line.
+/// The name an IMAP ID line gave a session. When a session has several,
+/// the one sent after login wins, then the later, then the greater name:
+/// a rule that does not depend on which line was read first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct ClientName {
+    after_login: bool,
+    time_us: i64,
+    name: Text,
+}
+
+/// What is known of one (host, session ID): its login, once read, and
+/// what other lines said about it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Session {
+    login: Option<LoginInfo>,
+    client: Option<ClientName>,
+    /// From the auth process's `Master user logging in as` line (the
+    /// greater name, should there be two).
+    master: Option<Text>,
+    /// The host's clock at the session's latest line.
+    last_us: i64,
+    /// The host's clock when its logout was read.
+    ended_us: Option<i64>,
+    /// Rows of the session that may still be waiting, by sequence number.
+    rows: Vec<u64>,
+}
+
+/// An auth verdict, kept for the failed logins it may explain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Verdict {
     host: u32,
-    session: Option<Text>,
+    session: Option<SessId>,
     user: Text,
     ip: Text,
-    reason: String,
+    reason: Text,
     time_us: i64,
+    /// The host's clock when it was read.
+    read_us: i64,
+}
+
+/// A master-user line that named no session (Dovecot before 2.2), kept
+/// for the login of the same mailbox from the same address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MasterLine {
+    host: u32,
+    user: Text,
+    ip: Text,
+    master: Text,
+    time_us: i64,
+    read_us: i64,
+}
+
+/// How lines read later may still complete a waiting row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Fill {
+    /// Nothing can.
+    Done,
+    /// A login: an IMAP ID line (client) or a master-user line.
+    Login {
+        session: Option<SessId>,
+        login: LoginInfo,
+        /// The master user its own line named (`auth_user=<...>`).
+        own_master: Option<Text>,
+    },
+    /// Another line of a session: its login gives the mailbox, address,
+    /// client (and to a POP3 logout its retained count).
+    Session {
+        session: SessId,
+        /// The mailbox its own `imap(user)` prefix names, if local.
+        own_mailbox: Option<Text>,
+        /// POP3 logout: `del=D/M`.
+        del: Option<(u64, Option<u64>)>,
+    },
+    /// A refused login: the verdict that explains it.
+    Refused {
+        session: Option<SessId>,
+        /// The reason when no verdict is found.
+        fallback: Text,
+        /// The verdict that counts among those found so far: the latest
+        /// (then the greater reason, for two in one instant), whichever
+        /// was read first.
+        best: Option<(i64, Text)>,
+    },
+}
+
+/// A row waiting for the lines that may complete it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Held {
+    /// Rows are numbered as they are made; the queue is in this order.
+    seq: u64,
+    host: u32,
+    /// The host's clock when the row's line was read: the wait is measured
+    /// from it, never from the line's own stamp.
+    read_us: i64,
+    row: AccessRow,
+    fill: Fill,
 }
 
 /// Everything remembered between Dovecot lines; part of the saved state.
+/// (A state saved by an older version, with other fields, loads as an
+/// empty one: `default`.)
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AccessState {
     /// (host, session ID) → session, stored as a list of pairs.
     #[serde(with = "pairs")]
-    sessions: FxHashMap<(u32, SessId), Session>,
-    /// Client names from pre-login IMAP ID lines, by (host, session).
-    #[serde(with = "pairs")]
-    ids: FxHashMap<(u32, SessId), (Text, i64)>,
-    verdicts: Vec<Verdict>,
+    by_session: FxHashMap<(u32, SessId), Session>,
+    /// Auth verdicts of the last minutes.
+    refusals: Vec<Verdict>,
+    /// Master-user lines without a session.
+    master_lines: Vec<MasterLine>,
+    /// Rows waiting, in the order they were made.
+    waiting: VecDeque<Held>,
+    /// The number of the next row made.
+    next_seq: u64,
+    /// Waiting failed logins, by sequence number (some may have left).
+    refused_rows: Vec<u64>,
+    /// Keys of the waiting rows: a line read twice while its row waits
+    /// makes no second row. Made again from `waiting` after a restore.
+    #[serde(skip)]
+    keys: Option<FxHashSet<i64>>,
     /// Texts that recur on many rows, made once; not part of the state.
     #[serde(skip)]
     phrases: Phrases,
@@ -204,8 +355,7 @@ pub(crate) struct Line<'a> {
     pub day: i32,
 }
 
-/// A session ID, inline so map lookups need no allocation. Dovecot's are
-/// 16 to 22 characters; longer ones are cut (still unique enough to join).
+/// A session ID, inline so map lookups need no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SessId {
     len: u8,
@@ -213,17 +363,25 @@ struct SessId {
 }
 
 impl SessId {
-    /// Longest ID kept whole.
-    const MAX: usize = 31;
+    /// The longest session ID Dovecot writes, and a little more: a login
+    /// process's ID is the base64 of a 48-bit time, the client's port and
+    /// its address, 16 characters for IPv4 and 32 for IPv6
+    /// (`client_get_session_id`), and a mail process may add `:N` to it.
+    const MAX: usize = 40;
 
-    fn new(s: &[u8]) -> SessId {
-        let mut bytes = [0u8; Self::MAX];
-        let n = s.len().min(Self::MAX);
-        bytes[..n].copy_from_slice(&s[..n]);
-        SessId {
-            len: n as u8,
-            bytes,
+    /// `None` for what cannot be one of Dovecot's IDs (empty, or longer):
+    /// such a line is handled as having no session rather than joined to
+    /// others by a part of its text.
+    fn new(s: &[u8]) -> Option<SessId> {
+        if s.is_empty() || s.len() > Self::MAX {
+            return None;
         }
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..s.len()].copy_from_slice(s);
+        Some(SessId {
+            len: s.len() as u8,
+            bytes,
+        })
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -239,8 +397,61 @@ impl Serialize for SessId {
 
 impl<'de> Deserialize<'de> for SessId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SessId, D::Error> {
-        Ok(SessId::new(String::deserialize(d)?.as_bytes()))
+        let s = String::deserialize(d)?;
+        SessId::new(s.as_bytes())
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a session ID")))
     }
+}
+
+/// The client a session's rows show: the IMAP ID name, marked as webmail
+/// for a login from the webmail front end.
+fn client_label(webmail: bool, name: Option<&Text>) -> Option<Text> {
+    match (webmail, name) {
+        (true, Some(c)) => Some(Text::from(format!("webmail ({c})"))),
+        (true, None) => Some(Text::from("webmail")),
+        (false, c) => c.cloned(),
+    }
+}
+
+/// Whether a verdict may explain a refused login on `host`: the same
+/// session when both name one; otherwise the same user and address, at
+/// most [`VERDICT_WINDOW_US`] before the refusal.
+fn explains(
+    v: &Verdict,
+    host: u32,
+    session: Option<SessId>,
+    user: &Text,
+    ip: Option<&Text>,
+    time_us: i64,
+) -> bool {
+    v.host == host
+        && match (v.session, session) {
+            (Some(a), Some(b)) => a == b,
+            _ => {
+                v.user == *user
+                    && Some(&v.ip) == ip
+                    && v.time_us <= time_us
+                    && v.time_us >= time_us - VERDICT_WINDOW_US
+            }
+        }
+}
+
+/// What completing a waiting row changes in it.
+enum Patch {
+    Login {
+        client: Option<Text>,
+        master_user: Option<Text>,
+    },
+    Session {
+        mailbox: Text,
+        remote_ip: Option<Text>,
+        client: Option<Text>,
+        retained: Option<i64>,
+    },
+    Refused {
+        reason: Text,
+        best: Option<(i64, Text)>,
+    },
 }
 
 impl AccessState {
@@ -260,6 +471,18 @@ impl AccessState {
             .map(|s| s.trim_start_matches("::ffff:"))
             .and_then(|s| s.parse::<std::net::IpAddr>().ok())
             .is_some_and(|ip| cfg.webmail_networks.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// The master user a login line names, when it is someone else than
+    /// the user: `%{auth_user}` is the user itself (or the name as the
+    /// client typed it, which `%{original_user}` shows when logged) unless
+    /// a master user logged in.
+    fn own_master(cfg: &AccessSettings, fields: &dovecot::LoginFields<'_>) -> Option<Text> {
+        let auth = fields.auth_user.filter(|a| !a.is_empty())?;
+        let norm = |u: &[u8]| normalize_logged_address(u, &cfg.local.default_domain);
+        let a = norm(auth);
+        let same = |u: &[u8]| a.is_some() && norm(u) == a;
+        (!same(fields.user) && !fields.orig_user.is_some_and(same)).then(|| text(auth))
     }
 
     /// A row with the line's identity filled in and nothing else. (Built
@@ -293,25 +516,289 @@ impl AccessState {
             message_id: None,
             folder: None,
             reason: None,
+            master_user: None,
         }
     }
 
-    /// An auth verdict: remembered for the failed login it explains.
+    /// The session record of (host, ID), made if new; its clock is moved to
+    /// the line's.
+    fn session(&mut self, line: &Line<'_>, id: SessId) -> &mut Session {
+        let s = self.by_session.entry((line.host_id, id)).or_default();
+        s.last_us = s.last_us.max(line.now_us);
+        s
+    }
+
+    /// The keys of the waiting rows (made again after a restore).
+    fn keys(&mut self) -> &mut FxHashSet<i64> {
+        let waiting = &self.waiting;
+        self.keys
+            .get_or_insert_with(|| waiting.iter().map(|h| h.row.key).collect())
+    }
+
+    /// The index of waiting row `seq`.
+    fn find(&self, seq: u64) -> Option<usize> {
+        self.waiting.binary_search_by_key(&seq, |h| h.seq).ok()
+    }
+
+    /// The lowest sequence number that may still wait: every row below it
+    /// has left.
+    fn oldest(&self) -> u64 {
+        self.waiting.front().map_or(self.next_seq, |h| h.seq)
+    }
+
+    /// Puts a new row in the queue, completed from what is known already.
+    /// A row whose line was read already (the same key) is still waiting:
+    /// this one is the same and is dropped.
+    fn hold(&mut self, line: &Line<'_>, row: AccessRow, fill: Fill) {
+        if !self.keys().insert(row.key) {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let oldest = self.oldest();
+        match &fill {
+            Fill::Login {
+                session: Some(id), ..
+            }
+            | Fill::Session { session: id, .. } => {
+                let s = self.session(line, *id);
+                s.rows.retain(|&r| r >= oldest);
+                s.rows.push(seq);
+            }
+            Fill::Refused { .. } => {
+                self.refused_rows.retain(|&r| r >= oldest);
+                self.refused_rows.push(seq);
+            }
+            _ => {}
+        }
+        self.waiting.push_back(Held {
+            seq,
+            host: line.host_id,
+            read_us: line.now_us,
+            row,
+            fill,
+        });
+        if let Some(i) = self.waiting.len().checked_sub(1) {
+            self.complete(i);
+        }
+    }
+
+    /// Works out again what waiting row `i` holds from everything known
+    /// now, so that its content does not depend on which lines came first.
+    fn complete(&mut self, i: usize) {
+        let h = &self.waiting[i];
+        let session = |id: &SessId| self.by_session.get(&(h.host, *id));
+        let patch = match &h.fill {
+            Fill::Done => return,
+            Fill::Login {
+                session: id,
+                login,
+                own_master,
+            } => {
+                let s = id.as_ref().and_then(session);
+                let master_user = own_master
+                    .clone()
+                    .or_else(|| s.and_then(|s| s.master.clone()))
+                    .or_else(|| {
+                        self.master_lines
+                            .iter()
+                            .filter(|m| {
+                                m.host == h.host
+                                    && m.user == login.mailbox
+                                    && Some(&m.ip) == login.rip.as_ref()
+                                    && m.time_us <= h.row.time_us
+                                    && m.time_us >= h.row.time_us - VERDICT_WINDOW_US
+                            })
+                            .map(|m| &m.master)
+                            .max()
+                            .cloned()
+                    });
+                Patch::Login {
+                    client: client_label(
+                        login.webmail,
+                        s.and_then(|s| s.client.as_ref()).map(|c| &c.name),
+                    ),
+                    master_user,
+                }
+            }
+            Fill::Session {
+                session: id,
+                own_mailbox,
+                del,
+            } => {
+                let s = session(id);
+                let login = s.and_then(|s| s.login.as_ref());
+                let num = |v: u64| i64::try_from(v).ok();
+                Patch::Session {
+                    mailbox: login
+                        .map(|l| l.mailbox.clone())
+                        .or_else(|| own_mailbox.clone())
+                        .unwrap_or_default(),
+                    remote_ip: login.and_then(|l| l.rip.clone()),
+                    client: client_label(
+                        login.is_some_and(|l| l.webmail),
+                        s.and_then(|s| s.client.as_ref()).map(|c| &c.name),
+                    ),
+                    // Known only when the session's login showed the
+                    // version (2.3 and older: `del=D/M` with M messages).
+                    retained: match (del, login) {
+                        (Some((d, Some(m))), Some(l)) if !l.v24 => num(m.saturating_sub(*d)),
+                        _ => None,
+                    },
+                }
+            }
+            Fill::Refused {
+                session,
+                fallback,
+                best,
+            } => {
+                let found = self
+                    .refusals
+                    .iter()
+                    .filter(|v| {
+                        explains(
+                            v,
+                            h.host,
+                            *session,
+                            &h.row.mailbox,
+                            h.row.remote_ip.as_ref(),
+                            h.row.time_us,
+                        )
+                    })
+                    .map(|v| (v.time_us, v.reason.clone()))
+                    .max();
+                let best = best.clone().max(found);
+                Patch::Refused {
+                    reason: best.as_ref().map_or(fallback, |b| &b.1).clone(),
+                    best,
+                }
+            }
+        };
+        let r = &mut self.waiting[i].row;
+        match patch {
+            Patch::Login {
+                client,
+                master_user,
+            } => {
+                r.client = client;
+                r.master_user = master_user;
+            }
+            Patch::Session {
+                mailbox,
+                remote_ip,
+                client,
+                retained,
+            } => {
+                r.mailbox = mailbox;
+                r.remote_ip = remote_ip;
+                r.client = client;
+                if r.kind == Some(AccessKind::Logout) && r.protocol == Some("pop3") {
+                    r.retained = retained;
+                }
+            }
+            Patch::Refused { reason, best } => {
+                r.reason = Some(reason);
+                if let Fill::Refused { best: b, .. } = &mut self.waiting[i].fill {
+                    *b = best;
+                }
+            }
+        }
+    }
+
+    /// Completes again the waiting rows of a session.
+    fn complete_session(&mut self, host: u32, id: SessId) {
+        let rows = match self.by_session.get(&(host, id)) {
+            Some(s) => s.rows.clone(),
+            None => return,
+        };
+        for seq in rows {
+            if let Some(i) = self.find(seq) {
+                self.complete(i);
+            }
+        }
+    }
+
+    /// An auth verdict: kept for the failed logins it may explain, those
+    /// waiting already included.
     pub(crate) fn verdict(&mut self, cfg: &AccessSettings, line: &Line<'_>, f: &AuthFailure<'_>) {
         let Some(user) = self.mailbox(cfg, f.user) else {
             return;
         };
-        self.verdicts.push(Verdict {
+        let v = Verdict {
             host: line.host_id,
-            session: f.session.map(text),
+            session: f.session.and_then(SessId::new),
             user,
             ip: text(f.ip),
-            reason: f.reason.to_owned(),
+            reason: Text::from(f.reason),
             time_us: line.time_us,
-        });
+            read_us: line.now_us,
+        };
+        // Failed logins read before it, still waiting.
+        let oldest = self.oldest();
+        self.refused_rows.retain(|&r| r >= oldest);
+        for &seq in &self.refused_rows {
+            let Ok(i) = self.waiting.binary_search_by_key(&seq, |h| h.seq) else {
+                continue;
+            };
+            let h = &mut self.waiting[i];
+            let Fill::Refused { session, best, .. } = &mut h.fill else {
+                continue;
+            };
+            let r = &mut h.row;
+            let this = (v.time_us, v.reason.clone());
+            if explains(
+                &v,
+                h.host,
+                *session,
+                &r.mailbox,
+                r.remote_ip.as_ref(),
+                r.time_us,
+            ) && best.as_ref().is_none_or(|b| this > *b)
+            {
+                r.reason = Some(this.1.clone());
+                *best = Some(this);
+            }
+        }
+        self.refusals.push(v);
+    }
+
+    /// A master user's login: for the login row of its session (or, with
+    /// none named, of the same mailbox and address).
+    fn master_login(&mut self, cfg: &AccessSettings, line: &Line<'_>, m: &MasterLogin<'_>) {
+        let Some(user) = self.mailbox(cfg, m.user) else {
+            return;
+        };
+        let master = text(m.master);
+        match m.session.and_then(SessId::new) {
+            Some(id) => {
+                let s = self.session(line, id);
+                if s.master.as_ref().is_none_or(|old| master > *old) {
+                    s.master = Some(master);
+                }
+                self.complete_session(line.host_id, id);
+            }
+            None => {
+                self.master_lines.push(MasterLine {
+                    host: line.host_id,
+                    user,
+                    ip: text(m.ip),
+                    master,
+                    time_us: line.time_us,
+                    read_us: line.now_us,
+                });
+                for i in 0..self.waiting.len() {
+                    if matches!(self.waiting[i].fill, Fill::Login { .. }) {
+                        self.complete(i);
+                    }
+                }
+            }
+        }
     }
 
     /// Handles one Dovecot access line; returns false when it was none.
+    /// Its row, if any, waits in the queue. Rows at the head of the queue
+    /// whose wait on this line's host is over go to `out`; the others
+    /// leave by [`AccessState::sweep`].
     pub(crate) fn feed(
         &mut self,
         cfg: &AccessSettings,
@@ -320,6 +807,19 @@ impl AccessState {
         msg: &[u8],
         out: &mut Vec<AccessRow>,
     ) -> bool {
+        while self
+            .waiting
+            .front()
+            .is_some_and(|h| h.host == line.host_id && line.now_us >= h.read_us + HOLD_US)
+        {
+            if let Some(h) = self.waiting.pop_front() {
+                self.release(h, out);
+            }
+        }
+        if let Some(m) = dovecot::master_login(program, msg) {
+            self.master_login(cfg, line, &m);
+            return true;
+        }
         let Some(a) = dovecot::parse(program, msg) else {
             return false;
         };
@@ -328,42 +828,37 @@ impl AccessState {
                 let Some(mailbox) = self.mailbox(cfg, fields.user) else {
                     return true;
                 };
-                let mut client = fields
-                    .session
-                    .and_then(|s| self.ids.remove(&(line.host_id, SessId::new(s))))
-                    .map(|(c, _)| c);
-                if Self::is_webmail(cfg, fields.rip) {
-                    client = Some(Text::from(match client {
-                        Some(c) => format!("webmail ({c})"),
-                        None => "webmail".to_owned(),
-                    }));
-                }
-                let rip = fields.rip.map(text);
-                let session = fields.session.map(text);
-                if let Some(s) = fields.session {
-                    self.sessions.insert(
-                        (line.host_id, SessId::new(s)),
-                        Session {
-                            user: mailbox.clone(),
-                            rip: rip.clone(),
-                            v24,
-                            client: client.clone(),
-                            last_us: line.now_us,
-                            id: session.clone(),
-                        },
-                    );
-                }
+                let id = fields.session.and_then(SessId::new);
+                let login = LoginInfo {
+                    mailbox: mailbox.clone(),
+                    rip: fields.rip.map(text),
+                    v24,
+                    webmail: Self::is_webmail(cfg, fields.rip),
+                };
                 let mut r = Self::row(line, mailbox, AccessKind::Login, proto);
-                r.remote_ip = rip;
+                r.remote_ip = login.rip.clone();
                 r.local_ip = fields.lip.map(|l| self.phrases.get(l));
                 r.tls = Some(fields.tls);
-                r.session = session;
-                r.client = client;
+                r.session = id.and(fields.session).map(text);
                 r.reason = fields.method.map(|m| {
                     self.methods
                         .get_with(m, || Text::from(format!("method {}", string(m))))
                 });
-                out.push(r);
+                let own_master = Self::own_master(cfg, &fields);
+                if let Some(id) = id {
+                    self.session(line, id).login = Some(login.clone());
+                    // Lines of the session read before its login.
+                    self.complete_session(line.host_id, id);
+                }
+                self.hold(
+                    line,
+                    r,
+                    Fill::Login {
+                        session: id,
+                        login,
+                        own_master,
+                    },
+                );
             }
             Access::LoginFailed {
                 proto,
@@ -374,54 +869,46 @@ impl AccessState {
                 let Some(mailbox) = self.mailbox(cfg, fields.user) else {
                     return true;
                 };
-                let session = fields.session.map(text);
-                let rip = fields.rip.map(text);
-                // The latest verdict is the one that counted.
-                let found = self.verdicts.iter().rposition(|v| {
-                    v.host == line.host_id
-                        && match (&v.session, &session) {
-                            (Some(a), Some(b)) => a == b,
-                            _ => {
-                                v.user == mailbox
-                                    && Some(&v.ip) == rip.as_ref()
-                                    && v.time_us >= line.time_us - VERDICT_WINDOW_US
-                            }
-                        }
-                });
-                let verdict = found.map(|i| self.verdicts.remove(i).reason);
-                if let Some(s) = &session {
-                    self.verdicts
-                        .retain(|v| !(v.host == line.host_id && v.session.as_ref() == Some(s)));
-                }
-                let reason = if dovecot::is_too_many_connections(msg) {
-                    Text::from("too many connections")
-                } else if let Some(v) = verdict {
-                    Text::from(v)
-                } else if dovecot::is_user_disabled(detail) {
-                    Text::from("disabled user")
-                } else {
-                    text(detail)
-                };
+                let id = fields.session.and_then(SessId::new);
                 let mut r = Self::row(line, mailbox, AccessKind::AuthFailed, proto);
                 r.attempts = attempts.map(i64::from);
-                r.remote_ip = rip;
+                r.remote_ip = fields.rip.map(text);
                 r.local_ip = fields.lip.map(|l| self.phrases.get(l));
                 r.tls = Some(fields.tls);
-                r.session = session;
-                r.reason = Some(reason);
-                out.push(r);
+                r.session = id.and(fields.session).map(text);
+                let fill = if dovecot::is_too_many_connections(msg) {
+                    r.reason = Some(Text::from("too many connections"));
+                    Fill::Done
+                } else {
+                    Fill::Refused {
+                        session: id,
+                        fallback: if dovecot::is_user_disabled(detail) {
+                            Text::from("disabled user")
+                        } else {
+                            text(detail)
+                        },
+                        best: None,
+                    }
+                };
+                self.hold(line, r, fill);
             }
-            Access::ClientId { session, name } => {
-                let (Some(s), Some(n)) = (session, name) else {
+            Access::ClientId {
+                session,
+                name,
+                after_login,
+            } => {
+                let (Some(id), Some(n)) = (session.and_then(SessId::new), name) else {
                     return true;
                 };
-                let key = (line.host_id, SessId::new(s));
-                let name = self.phrases.get(n);
-                match self.sessions.get_mut(&key) {
-                    Some(sess) => sess.client = Some(name),
-                    None => {
-                        self.ids.insert(key, (name, line.time_us));
-                    }
+                let name = ClientName {
+                    after_login,
+                    time_us: line.time_us,
+                    name: self.phrases.get(n),
+                };
+                let s = self.session(line, id);
+                if s.client.as_ref().is_none_or(|old| name > *old) {
+                    s.client = Some(name);
+                    self.complete_session(line.host_id, id);
                 }
             }
             Access::Session {
@@ -429,118 +916,169 @@ impl AccessState {
                 user,
                 session,
                 event,
-            } => {
-                let key = session.map(|s| (line.host_id, SessId::new(s)));
-                let kind = match event {
-                    SessionEvent::Logout { .. } => AccessKind::Logout,
-                    SessionEvent::Expunge { .. } => AccessKind::MessageDeleted,
-                    SessionEvent::MarkDeleted { .. } => AccessKind::MessageMarkedDeleted,
-                    SessionEvent::MailboxDeleted { .. } => AccessKind::MailboxDeleted,
-                    SessionEvent::Other => {
-                        if let Some(v) = key.and_then(|k| self.sessions.get_mut(&k)) {
-                            v.last_us = line.now_us;
-                        }
-                        return true;
-                    }
-                };
-                // The session's login, if it was read: its logout ends it.
-                let sess = match key {
-                    Some(k) if kind == AccessKind::Logout => self.sessions.remove(&k),
-                    Some(k) => self.sessions.get_mut(&k).map(|v| {
-                        v.last_us = line.now_us;
-                        v.clone()
-                    }),
-                    None => None,
-                };
-                let (mailbox, rip, client, v24, id) = match sess {
-                    Some(s) => (s.user, s.rip, s.client, Some(s.v24), s.id),
-                    None => match self.mailbox(cfg, user) {
-                        Some(m) => (m, None, None, None, None),
-                        None => return true,
-                    },
-                };
-                let mut r = Self::row(line, mailbox, kind, proto);
-                r.remote_ip = rip;
-                // The session was found by this line's ID, so its text is
-                // the line's, unless the ID is longer than a `SessId` holds
-                // (such IDs share a key).
-                r.session = id
-                    .filter(|i| session.is_some_and(|s| s.len() < SessId::MAX || i.as_bytes() == s))
-                    .or_else(|| session.map(text));
-                r.client = client;
-                match event {
-                    SessionEvent::Logout { reason, counters } => {
-                        // Reasons with numbers in them (`IDLE running for
-                        // 0.001 + waiting input for 82.885 secs...`) seldom
-                        // recur.
-                        r.reason = Some(if reason.iter().any(u8::is_ascii_digit) {
-                            text(reason)
-                        } else {
-                            self.phrases.get(reason)
-                        });
-                        let num = |v: u64| i64::try_from(v).ok();
-                        // Known only when the session's login showed the
-                        // version (2.3 and older: `del=D/M` with M messages).
-                        let retained_known = v24 == Some(false);
-                        for (k, n, m) in dovecot::counters(counters) {
-                            match (proto, k) {
-                                (_, b"in") => r.in_bytes = num(n),
-                                (_, b"out") => r.out_bytes = num(n),
-                                (Proto::Pop3, b"del") => {
-                                    r.deleted = num(n);
-                                    if retained_known {
-                                        r.retained = m.and_then(|m| num(m.saturating_sub(n)));
-                                    }
-                                }
-                                (Proto::Pop3, b"size") => r.size_bytes = num(n),
-                                (Proto::Pop3, b"retr") => r.downloaded = num(n),
-                                (Proto::Imap, b"deleted") => r.deleted = num(n),
-                                (Proto::Imap, b"expunged") => r.expunged = num(n),
-                                (Proto::Imap, b"trashed") => r.trashed = num(n),
-                                (Proto::Imap, b"body_count") => r.downloaded = num(n),
-                                _ => {}
-                            }
-                        }
-                    }
-                    SessionEvent::Expunge { folder, uid, msgid }
-                    | SessionEvent::MarkDeleted { folder, uid, msgid } => {
-                        r.folder = folder.map(|f| self.phrases.get(f));
-                        r.uid = uid
-                            .and_then(|u| std::str::from_utf8(u).ok())
-                            .and_then(|u| u.parse().ok());
-                        r.message_id = msgid.map(string);
-                    }
-                    SessionEvent::MailboxDeleted { folder } => {
-                        r.folder = Some(self.phrases.get(folder));
-                    }
-                    SessionEvent::Other => {}
-                }
-                out.push(r);
-            }
+            } => self.session_line(cfg, line, proto, user, session, event),
         }
         true
     }
 
-    /// Forgets what waited too long, each host by its own clock
-    /// (`now_of(host)`). `all` is the end of a one-shot ingest: whatever
-    /// rows are still held are given out. Rows go to `out`.
+    /// A line of a logged-in session: `imap(USER)<PID><SESSION>: REST`.
+    fn session_line(
+        &mut self,
+        cfg: &AccessSettings,
+        line: &Line<'_>,
+        proto: Proto,
+        user: &[u8],
+        session: Option<&[u8]>,
+        event: SessionEvent<'_>,
+    ) {
+        let id = session.and_then(SessId::new);
+        let kind = match event {
+            SessionEvent::Logout { .. } => AccessKind::Logout,
+            SessionEvent::Expunge { .. } => AccessKind::MessageDeleted,
+            SessionEvent::MarkDeleted { .. } => AccessKind::MessageMarkedDeleted,
+            SessionEvent::MailboxDeleted { .. } => AccessKind::MailboxDeleted,
+            SessionEvent::Other => {
+                if let Some(s) = id.and_then(|id| self.by_session.get_mut(&(line.host_id, id))) {
+                    s.last_us = s.last_us.max(line.now_us);
+                }
+                return;
+            }
+        };
+        let own_mailbox = self.mailbox(cfg, user);
+        // Without a session nothing can give the row a mailbox later.
+        if id.is_none() && own_mailbox.is_none() {
+            return;
+        }
+        let mut r = Self::row(line, own_mailbox.clone().unwrap_or_default(), kind, proto);
+        r.session = id.and(session).map(text);
+        let mut del = None;
+        match event {
+            SessionEvent::Logout { reason, counters } => {
+                // Reasons with numbers in them (`IDLE running for 0.001 +
+                // waiting input for 82.885 secs...`) seldom recur.
+                r.reason = Some(if reason.iter().any(u8::is_ascii_digit) {
+                    text(reason)
+                } else {
+                    self.phrases.get(reason)
+                });
+                let num = |v: u64| i64::try_from(v).ok();
+                for (k, n, m) in dovecot::counters(counters) {
+                    match (proto, k) {
+                        (_, b"in") => r.in_bytes = num(n),
+                        (_, b"out") => r.out_bytes = num(n),
+                        // 1.x and ManageSieve: `bytes=IN/OUT`.
+                        (_, b"bytes") => {
+                            r.in_bytes = r.in_bytes.or(num(n));
+                            r.out_bytes = r.out_bytes.or(m.and_then(num));
+                        }
+                        (Proto::Pop3, b"del") => {
+                            r.deleted = num(n);
+                            del = Some((n, m));
+                        }
+                        (Proto::Pop3, b"size") => r.size_bytes = num(n),
+                        (Proto::Pop3, b"retr") => r.downloaded = num(n),
+                        (Proto::Imap, b"deleted") => r.deleted = num(n),
+                        (Proto::Imap, b"expunged") => r.expunged = num(n),
+                        (Proto::Imap, b"trashed") => r.trashed = num(n),
+                        (Proto::Imap, b"body_count") => r.downloaded = num(n),
+                        _ => {}
+                    }
+                }
+            }
+            SessionEvent::Expunge { folder, uid, msgid }
+            | SessionEvent::MarkDeleted { folder, uid, msgid } => {
+                r.folder = folder.map(|f| self.phrases.get(f));
+                r.uid = uid
+                    .and_then(|u| std::str::from_utf8(u).ok())
+                    .and_then(|u| u.parse().ok());
+                r.message_id = msgid.map(string);
+            }
+            SessionEvent::MailboxDeleted { folder } => {
+                r.folder = Some(self.phrases.get(folder));
+            }
+            SessionEvent::Other => {}
+        }
+        let fill = match id {
+            Some(id) => {
+                if kind == AccessKind::Logout {
+                    // Kept a little longer: lines of the session may still
+                    // come, a second or two behind.
+                    let s = self.session(line, id);
+                    s.ended_us = Some(s.ended_us.map_or(line.now_us, |e| e.min(line.now_us)));
+                }
+                Fill::Session {
+                    session: id,
+                    own_mailbox,
+                    del,
+                }
+            }
+            None => Fill::Done,
+        };
+        self.hold(line, r, fill);
+    }
+
+    /// Gives out the rows whose wait is over (all of them when `all`, the
+    /// end of a one-shot ingest), in the order they were made, and forgets
+    /// what waited too long; each host by its own clock (`now_of(host)`).
+    /// Rows that never found a mailbox (a session of another domain) are
+    /// dropped.
     pub(crate) fn sweep(
         &mut self,
         now_of: impl Fn(u32) -> i64,
         all: bool,
         out: &mut Vec<AccessRow>,
     ) {
-        let _ = (all, out);
-        self.verdicts
-            .retain(|v| v.time_us + VERDICT_WINDOW_US > now_of(v.host));
-        self.ids
-            .retain(|(h, _), (_, t)| *t + VERDICT_WINDOW_US > now_of(*h));
-        self.sessions
-            .retain(|(h, _), s| s.last_us + SESSION_STALE_US > now_of(*h));
+        if all
+            || self
+                .waiting
+                .iter()
+                .any(|h| now_of(h.host) >= h.read_us + HOLD_US)
+        {
+            let waiting = std::mem::take(&mut self.waiting);
+            let mut stay = VecDeque::with_capacity(waiting.len());
+            for h in waiting {
+                if all || now_of(h.host) >= h.read_us + HOLD_US {
+                    self.release(h, out);
+                } else {
+                    stay.push_back(h);
+                }
+            }
+            self.waiting = stay;
+        }
+        let keep = VERDICT_WINDOW_US + HOLD_US;
+        self.refusals.retain(|v| v.read_us + keep > now_of(v.host));
+        self.master_lines
+            .retain(|m| m.read_us + keep > now_of(m.host));
+        let oldest = self.oldest();
+        let waiting = &self.waiting;
+        self.by_session.retain(|(h, _), s| {
+            s.rows
+                .retain(|&r| r >= oldest && waiting.binary_search_by_key(&r, |w| w.seq).is_ok());
+            if !s.rows.is_empty() {
+                return true;
+            }
+            let now = now_of(*h);
+            match (s.ended_us, &s.login) {
+                (Some(e), _) => e + HOLD_US > now,
+                (None, Some(_)) => s.last_us + SESSION_STALE_US > now,
+                // An IMAP ID or master-user line waiting for its login.
+                (None, None) => s.last_us + keep > now,
+            }
+        });
     }
 
+    /// A row whose wait is over, out of the queue already: to `out`,
+    /// unless it never found a mailbox (a session of another domain).
+    fn release(&mut self, h: Held, out: &mut Vec<AccessRow>) {
+        self.keys().remove(&h.row.key);
+        if !h.row.mailbox.is_empty() {
+            out.push(h.row);
+        }
+    }
+
+    /// Sessions and rows in memory now.
     pub(crate) fn in_flight(&self) -> usize {
-        self.sessions.len()
+        self.by_session.len() + self.waiting.len()
     }
 }
 
@@ -550,26 +1088,302 @@ mod tests {
     use crate::ingest::correlate::{Correlator, Rows, Settings};
     use crate::ingest::envelope::Clock;
 
-    fn run(lines: &str) -> Vec<AccessRow> {
-        let mut c = Correlator::new(Settings {
+    fn settings() -> Settings {
+        Settings {
             local: LocalDomains::new(&[".example.edu".into()], "example.edu"),
             internal_relays: vec![],
             tz: chrono_tz::Asia::Taipei,
             webmail_networks: vec!["10.0.0.0/24".parse().unwrap()],
             agent: "default".into(),
-        });
-        let mut clock = Clock::new(
+        }
+    }
+
+    fn clock() -> Clock {
+        Clock::new(
             chrono_tz::Asia::Taipei,
             chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
             None,
-        );
+        )
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// The access rows of `lines`, read in this order, to the end.
+    fn run_lines(lines: &[&str]) -> Vec<AccessRow> {
+        let mut c = Correlator::new(settings());
+        let mut clock = clock();
         let mut out = Rows::default();
-        for l in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        for l in lines {
             c.feed(&mut clock, l.as_bytes(), &mut out);
         }
         c.finish(&mut out);
         assert!(out.smtp.is_empty());
         out.access
+    }
+
+    fn run(text: &str) -> Vec<AccessRow> {
+        run_lines(&lines(text))
+    }
+
+    /// Rows in one order whatever order they left in (lines read out of
+    /// order make their rows out of order too).
+    fn by_key(mut rows: Vec<AccessRow>) -> Vec<AccessRow> {
+        rows.sort_by_key(|r| (r.time_us, r.key));
+        rows
+    }
+
+    /// A small deterministic generator for shuffles.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % n as u64) as usize
+        }
+    }
+
+    /// Every permutation of `v` (Heap's algorithm).
+    fn permutations<T: Clone>(v: &[T]) -> Vec<Vec<T>> {
+        fn go<T: Clone>(k: usize, v: &mut Vec<T>, out: &mut Vec<Vec<T>>) {
+            if k <= 1 {
+                out.push(v.clone());
+                return;
+            }
+            for i in 0..k {
+                go(k - 1, v, out);
+                let j = if k.is_multiple_of(2) { i } else { 0 };
+                v.swap(j, k - 1);
+            }
+        }
+        let mut out = Vec::new();
+        go(v.len(), &mut v.to_vec(), &mut out);
+        out
+    }
+
+    /// Sessions whose lines depend on each other, within two seconds.
+    const TANGLED: &str = "
+        Nov 23 10:00:00 mail dovecot: imap-login: ID sent: name=Thunderbird, version=115.0: user=<>, rip=10.0.0.5, lip=192.0.2.9, session=<IDS>
+        Nov 23 10:00:00 mail dovecot: imap-login: Login: user=<a@example.edu>, method=PLAIN, rip=10.0.0.5, lip=192.0.2.9, mpid=7, TLS, session=<IDS>
+        Nov 23 10:00:01 mail dovecot: imap(a@example.edu)<7><IDS>: expunge: box=INBOX, uid=3, msgid=<m3@x>, size=10
+        Nov 23 10:00:01 mail dovecot: pop3-login: Login: user=<b@example.edu>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.9, mpid=8, session=<POP>
+        Nov 23 10:00:02 mail dovecot: pop3(b@example.edu)<8><POP>: Disconnected: Logged out top=0/0, retr=1/10, del=1/5, size=30
+        Nov 23 10:00:01 mail dovecot: auth: passwd-file(c@example.edu,192.0.2.3,<BAD>): Password mismatch (given password: hunter2)
+        Nov 23 10:00:02 mail dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<c@example.edu>, method=PLAIN, rip=192.0.2.3, lip=192.0.2.9, session=<BAD>
+        Nov 23 10:00:02 mail dovecot: imap(a@example.edu)<7><IDS>: Disconnected: Logged out in=10 out=20 deleted=1 expunged=1 trashed=0
+    ";
+
+    #[test]
+    fn any_order_within_seconds_makes_the_same_rows() {
+        let all = lines(TANGLED);
+        let want = run_lines(&all);
+        // What each late line would have taken away.
+        let client: Vec<_> = want.iter().map(|r| r.client.as_deref()).collect();
+        assert_eq!(
+            client,
+            [Some("webmail (Thunderbird)"); 6]
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| [0, 1, 5].contains(&i).then_some(c).flatten())
+                .collect::<Vec<_>>()
+        );
+        let logout = |rows: &[AccessRow], m: &str| {
+            rows.iter()
+                .find(|r| r.kind == Some(AccessKind::Logout) && r.mailbox == m)
+                .cloned()
+                .unwrap()
+        };
+        let pop = logout(&want, "b@example.edu");
+        assert_eq!(
+            (pop.remote_ip.as_deref(), pop.deleted, pop.retained),
+            (Some("192.0.2.1"), Some(1), Some(4))
+        );
+        let failed = want
+            .iter()
+            .find(|r| r.kind == Some(AccessKind::AuthFailed))
+            .unwrap();
+        assert_eq!(failed.reason.as_deref(), Some("password mismatch"));
+        let want = by_key(want);
+        // The two sessions' lines, each order of them (the rest in place).
+        let imap: Vec<&str> = [0, 1, 2, 7].iter().map(|&i| all[i]).collect();
+        for p in permutations(&imap) {
+            let mut v = p.clone();
+            v.extend([3, 4, 5, 6].iter().map(|&i| all[i]));
+            assert_eq!(by_key(run_lines(&v)), want, "{p:#?}");
+        }
+        let rest: Vec<&str> = [3, 4, 5, 6].iter().map(|&i| all[i]).collect();
+        for p in permutations(&rest) {
+            let mut v: Vec<&str> = [0, 1, 2, 7].iter().map(|&i| all[i]).collect();
+            v.extend(p.iter().copied());
+            assert_eq!(by_key(run_lines(&v)), want, "{p:#?}");
+        }
+        // And shuffles of the whole, with lines read twice.
+        let mut g = Lcg(42);
+        for _ in 0..300 {
+            let mut v = all.clone();
+            for _ in 0..g.below(4) {
+                let i = g.below(v.len());
+                v.insert(g.below(v.len()), v[i]);
+            }
+            for i in (1..v.len()).rev() {
+                v.swap(i, g.below(i + 1));
+            }
+            assert_eq!(by_key(run_lines(&v)), want, "{v:#?}");
+        }
+    }
+
+    #[test]
+    fn a_line_read_twice_makes_one_row() {
+        let all = lines(TANGLED);
+        let want = run_lines(&all);
+        let twice: Vec<&str> = all.iter().flat_map(|l| [*l, *l]).collect();
+        assert_eq!(run_lines(&twice), want);
+    }
+
+    #[test]
+    fn master_users_are_named_on_their_logins() {
+        let rows = run("
+            Nov 23 10:00:00 mail dovecot: imap-login: Login: user=<a@example.edu>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.9, mpid=7, auth_user=<admin@example.edu>, session=<M1>
+            Nov 23 10:00:01 mail dovecot: imap-login: Login: user=<a@example.edu>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.9, mpid=8, auth_user=<A>, session=<M2>
+            Nov 23 10:00:02 mail dovecot: imap-login: Login: user=<a@example.edu>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.9, mpid=9, auth_user=<s1234>, orig_user=<s1234>, session=<M3>
+            Nov 23 10:00:03 mail dovecot: pop3-login: Login: user=<b@example.edu>, method=PLAIN, rip=192.0.2.8, lip=192.0.2.9, mpid=10, session=<M4>
+            Nov 23 10:00:03 mail dovecot: auth: passwd-file(root@example.edu,192.0.2.8,master,<M4>): Master user logging in as b@example.edu
+            Nov 23 10:00:04 mail dovecot: auth: passwd-file(root@example.edu,192.0.2.9,master,<M5>): Master user logging in as c@example.edu
+            Nov 23 10:00:04 mail dovecot: imap-login: Login: user=<c@example.edu>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.9, mpid=11, session=<M5>
+            Nov 23 10:00:05 mail dovecot: auth: passdb(root,192.0.2.10,master): Master user logging in as d
+            Nov 23 10:00:05 mail dovecot: imap-login: Login: user=<d>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.9
+            Nov 23 10:00:06 mail dovecot: imap-login: Login: user=<d>, method=PLAIN, rip=192.0.2.11, lip=192.0.2.9
+            Nov 23 10:00:07 mail dovecot: imap(c@example.edu)<11><M5>: Disconnected: Logged out in=1 out=2
+        ");
+        let masters: Vec<_> = rows
+            .iter()
+            .map(|r| (r.mailbox.as_str(), r.master_user.as_deref()))
+            .collect();
+        assert_eq!(
+            masters,
+            [
+                ("a@example.edu", Some("admin@example.edu")),
+                // The user itself, by another spelling or its login name.
+                ("a@example.edu", None),
+                ("a@example.edu", None),
+                // Named by the auth process, before or after the login.
+                ("b@example.edu", Some("root@example.edu")),
+                ("c@example.edu", Some("root@example.edu")),
+                // Without a session: the same mailbox and address.
+                ("d@example.edu", Some("root")),
+                ("d@example.edu", None),
+                // Only the login says so.
+                ("c@example.edu", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_id_longer_than_dovecot_writes_joins_nothing() {
+        // Two IDs alike in their first 40 bytes: cut to fit, they would be
+        // one session.
+        let long = "A".repeat(40);
+        let text = format!("
+            Nov 23 10:00:00 mail dovecot: pop3-login: Login: user=<a@example.edu>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.9, mpid=7, session=<{long}1>
+            Nov 23 10:00:01 mail dovecot: pop3(b@example.edu)<8><{long}2>: Disconnected: Logged out top=0/0, retr=1/10, del=1/5, size=30
+            Nov 23 10:00:02 mail dovecot: imap-login: Login: user=<a@example.edu>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.9, mpid=9, session=<Ioa5KGROsLUqAQT4DBcBRgAAAAAAAAAC>
+            Nov 23 10:00:03 mail dovecot: imap(a@example.edu)<9><Ioa5KGROsLUqAQT4DBcBRgAAAAAAAAAC>: Disconnected: Logged out in=1 out=2
+        ");
+        let rows = run(&text);
+        let seen: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.mailbox.as_str(),
+                    r.session.as_deref(),
+                    r.remote_ip.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a@example.edu", None, Some("192.0.2.1")),
+                ("b@example.edu", None, None),
+                // An IPv6 client's ID (32 characters) is one.
+                (
+                    "a@example.edu",
+                    Some("Ioa5KGROsLUqAQT4DBcBRgAAAAAAAAAC"),
+                    Some("192.0.2.1")
+                ),
+                (
+                    "a@example.edu",
+                    Some("Ioa5KGROsLUqAQT4DBcBRgAAAAAAAAAC"),
+                    Some("192.0.2.1")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_state_saved_before_the_queue_loads_empty() {
+        let old = r#"{"sessions":[[[0,"R6eQHOlgS5t/AAAB"],{"user":"a@example.edu","rip":"192.0.2.1","v24":false,"client":null,"last_us":5}]],"ids":[],"verdicts":[{"host":0,"session":null,"user":"a@example.edu","ip":"192.0.2.1","reason":"unknown user","time_us":3}]}"#;
+        let st: AccessState = serde_json::from_str(old).unwrap();
+        assert_eq!(st.in_flight(), 0);
+        assert!(st.refusals.is_empty());
+    }
+
+    #[test]
+    fn rows_wait_the_hold_time_by_their_hosts_clock() {
+        let cfg = AccessSettings {
+            local: LocalDomains::new(&[".example.edu".into()], "example.edu"),
+            webmail_networks: vec![],
+        };
+        let host = Text::from("mail");
+        let mut st = AccessState::default();
+        let mut out = Vec::new();
+        let sweep_every = 7 * 1_000_000;
+        let mut last_sweep = 0;
+        // A login a second, each with its logout; one line stamped a
+        // month ahead changes nothing.
+        for i in 0..120i64 {
+            let t = i * 1_000_000;
+            for (k, msg) in [
+                format!("pop3-login: Login: user=<u{i}@example.edu>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.9, session=<S{i}>"),
+                format!("pop3(u{i}@example.edu)<1><S{i}>: Disconnected: Logged out top=0/0, retr=0/0, del=0/1, size=1"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let line = Line {
+                    host_id: 0,
+                    host: &host,
+                    key: i * 2 + k as i64,
+                    time_us: if i == 50 { t + 30 * 86_400 * 1_000_000 } else { t },
+                    now_us: t,
+                    day: 20261123,
+                };
+                let before = out.len();
+                st.feed(&cfg, &line, b"dovecot", msg.as_bytes(), &mut out);
+                if t - last_sweep >= sweep_every {
+                    last_sweep = t;
+                    st.sweep(|_| t, false, &mut out);
+                }
+                for r in &out[before..] {
+                    let made = (r.key / 2) * 1_000_000;
+                    assert!(t - made >= HOLD_US, "{} left after {} µs", r.key, t - made);
+                    assert!(t - made <= HOLD_US + sweep_every, "{} left after {} µs", r.key, t - made);
+                }
+            }
+        }
+        // In the order they were made.
+        let keys: Vec<i64> = out.iter().map(|r| r.key).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert!(keys.len() > 200);
+        st.sweep(|_| 0, true, &mut out);
+        assert_eq!(out.len(), 240);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! authentication failed` line when Dovecot is its SASL server.
 //!
 //! [`parse`] also reads the lines of mailbox access (logins, failed logins,
-//! logouts with their counters, `mail_log` deletions, IMAP ID), in the
-//! shapes of Dovecot 2.3 and 2.4; the access history is built on it.
+//! logouts with their counters, `mail_log` deletions, IMAP ID) of IMAP,
+//! POP3, submission and ManageSieve, in the shapes of Dovecot 1.x to 2.4,
+//! and [`master_login`] the auth process's line on a master user's login;
+//! the access history is built on them.
 
 use std::sync::LazyLock;
 
@@ -22,7 +24,10 @@ macro_rules! needles {
 
 needles! {
     NEXT_PASSDB = b"trying the next passdb";
+    GIVEN_PASSWORD = b"(given password";
+    MASTER_LOGIN = b"Master user logging in as ";
     MISMATCH = b"assword mismatch";
+    INVALID_CREDENTIALS = b"nvalid credentials";
     PAM_FAILED = b"pam_authenticate() failed";
     UNKNOWN_USER = b"unknown user";
     ALLOW_NETS = b"allow_nets";
@@ -36,8 +41,6 @@ needles! {
     PASSWORD_EXPIRED = b"password expired";
     ATTEMPTS = b" attempts";
     MAX_CONNECTIONS = b"Maximum number of connections";
-    IN_COUNTER = b" in=";
-    TOP_COUNTER = b" top=";
     BOX_KEY = b"box=";
     UID_KEY = b"uid=";
     NAME_KEY = b"name=";
@@ -60,15 +63,24 @@ pub(crate) fn is_user_disabled(detail: &[u8]) -> bool {
 }
 
 /// True when the program of a line is Dovecot's: `dovecot` through syslog, or
-/// one of its processes (`auth`, `imap-login`, ...) in its own log file.
+/// one of its processes (`auth`, `imap-login`, `submission-login`, ...) in
+/// its own log file.
 pub fn is_dovecot(program: &[u8], host: &[u8]) -> bool {
     program == b"dovecot"
         || (host.is_empty()
-            && (program.starts_with(b"auth")
-                || program.starts_with(b"imap")
-                || program.starts_with(b"pop3")
-                || program.starts_with(b"lmtp")
-                || program.starts_with(b"master")))
+            && [
+                &b"auth"[..],
+                b"imap",
+                b"pop3",
+                b"IMAP",
+                b"POP3",
+                b"submission",
+                b"managesieve",
+                b"lmtp",
+                b"master",
+            ]
+            .iter()
+            .any(|p| program.starts_with(p)))
 }
 
 /// A refused password check, as the auth process logs it with
@@ -77,7 +89,9 @@ pub fn is_dovecot(program: &[u8], host: &[u8]) -> bool {
 /// `auth: passwd-file(carol@example.edu,127.0.0.5): Password mismatch`
 /// `auth-worker(304): pam(username,1.2.3.4): pam_authenticate() failed: Authentication failure (password mismatch?)`
 /// `auth: sql(admin@example.ru,192.168.144.226,<6rXunFtu493AqJDi>): Password mismatch`
+/// `auth-worker(57065): Info: conn unix:auth-worker (uid=143): auth-worker<225622>: sql(u@d,192.0.2.7,<sess>): Password mismatch`
 /// `auth(info@example.com,192.0.2.110,sasl:login)<CvN+E95Uf4e7eEnj>: Info: sql: Password mismatch (given password: ...)`
+/// `auth-worker(jose.basanta,138.255.206.154)<1489164><8oNSumM3A8mK/86a>: request [393]: unix_user: pam_authenticate() failed: ...`
 ///
 /// Nothing after the reason (such as a logged password) is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,12 +107,15 @@ pub struct AuthFailure<'a> {
 
 /// Classifies the text of an auth verdict; `None` when it is not a refusal.
 fn auth_reason(text: &[u8]) -> Option<&'static str> {
-    let has = |n: &Finder<'_>| has(text, n);
     // With several passdbs, a miss in one is not the verdict.
-    if has(&NEXT_PASSDB) {
+    if has(text, &NEXT_PASSDB) {
         return None;
     }
-    if has(&MISMATCH) || has(&PAM_FAILED) {
+    // A password Dovecot logged is no part of the reason, and must not be
+    // read as one (`(given password: disabled)`).
+    let text = &text[..GIVEN_PASSWORD.find(text).unwrap_or(text.len())];
+    let has = |n: &Finder<'_>| has(text, n);
+    if has(&MISMATCH) || has(&PAM_FAILED) || has(&INVALID_CREDENTIALS) {
         Some("password mismatch")
     } else if has(&UNKNOWN_USER) {
         Some("unknown user")
@@ -111,20 +128,31 @@ fn auth_reason(text: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// `(USER,IP[,more])` → (user, ip).
-fn user_ip(inside: &[u8]) -> Option<(&[u8], &[u8])> {
+/// Who an auth line is about, from its `(user,ip,...)` group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AuthSubject<'a> {
+    user: &'a [u8],
+    ip: &'a [u8],
+    session: Option<&'a [u8]>,
+}
+
+/// `user,ip[,more]` (2.3 puts `master` and `<session>` among the more,
+/// 2.4 `sasl:plain` and `master`; LDAP leaves an empty one: `u,ip,`).
+fn subject(inside: &[u8]) -> Option<AuthSubject<'_>> {
     let mut parts = inside.split(|&b| b == b',');
     let user = parts.next().filter(|u| !u.is_empty() && *u != b"?")?;
     let ip = parts.next().filter(|i| !i.is_empty())?;
-    Some((user, ip))
+    let session = parts.find_map(|p| p.strip_prefix(b"<").and_then(|p| p.strip_suffix(b">")));
+    Some(AuthSubject { user, ip, session })
 }
 
-/// Recognises [`AuthFailure`] in a Dovecot line (program and message as the
-/// envelope split them).
-pub fn auth_failure<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<AuthFailure<'a>> {
+/// Splits an auth process's line into who it is about and what it says
+/// (the text after the subject, severity word dropped). `program` and
+/// `msg` are as the envelope split them.
+fn auth_line<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<(AuthSubject<'a>, &'a [u8])> {
     // The process prefix: `auth`, `auth-worker(304)`, 2.4's
     // `auth(user,ip,sasl:login)<session>`; from syslog it leads the message.
-    let (prefix, mut m) = if program == b"dovecot" {
+    let (prefix, m) = if program == b"dovecot" {
         if !msg.starts_with(b"auth") {
             return None;
         }
@@ -135,68 +163,140 @@ pub fn auth_failure<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<AuthFailure<
     } else {
         return None;
     };
-    m = m.strip_prefix(b"Info: ").unwrap_or(m);
-    // 2.4: the user and address are in the process prefix.
-    if let Some(inner) = prefix.strip_prefix(b"auth(") {
-        let close = memchr::memchr(b')', inner)?;
-        let (user, ip) = user_ip(&inner[..close])?;
-        let session = inner[close + 1..]
-            .strip_prefix(b"<")
-            .and_then(|s| s.strip_suffix(b">"));
-        return Some(AuthFailure {
-            user,
-            ip,
-            session,
-            reason: auth_reason(m)?,
-        });
+    let m = m.strip_prefix(b"Info: ").unwrap_or(m);
+    // 2.4: the user and address are in the process prefix, then
+    // `<session>` (auth) or `<pid><session>` (auth-worker).
+    let worker = prefix.starts_with(b"auth-worker(");
+    if let Some(inner) = prefix
+        .strip_prefix(b"auth(")
+        .or_else(|| prefix.strip_prefix(b"auth-worker("))
+        && let Some(close) = memchr::memchr(b')', inner)
+        && memchr::memchr(b',', &inner[..close]).is_some()
+    {
+        let mut s = subject(&inner[..close])?;
+        let mut groups = angle_groups(&inner[close + 1..]);
+        if worker {
+            groups.next();
+        }
+        s.session = s.session.or(groups.next());
+        return Some((s, m));
     }
-    // 2.3: `driver(user,ip[,<session>]): reason`.
+    // 2.3: `driver(user,ip[,master][,<session>]): text`, after the auth
+    // worker's connection and request (`conn unix:auth-worker (uid=143):
+    // auth-worker<225622>: `) when it comes from one.
+    let mut m = m;
+    if m.starts_with(b"conn ") {
+        m = &m[CLOSE_REASON.find(m)? + 3..];
+    }
+    if m.starts_with(b"auth-worker<") {
+        m = &m[find_byte(b'>', m)? + 1..];
+        m = m.strip_prefix(b": ")?;
+    }
     let open = memchr::memchr(b'(', m)?;
     if open == 0
         || open > 20
         || !m[..open]
             .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
     {
         return None;
     }
     let close = open + CLOSE_REASON.find(&m[open..])?;
-    let inside = &m[open + 1..close];
-    let (user, ip) = user_ip(inside)?;
-    let session = inside
-        .split(|&b| b == b',')
-        .nth(2)
-        .and_then(|s| s.strip_prefix(b"<"))
-        .and_then(|s| s.strip_suffix(b">"));
+    Some((subject(&m[open + 1..close])?, &m[close + 3..]))
+}
+
+/// Recognises [`AuthFailure`] in a Dovecot line (program and message as the
+/// envelope split them).
+pub fn auth_failure<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<AuthFailure<'a>> {
+    let (s, text) = auth_line(program, msg)?;
+    // The target of a master login is no verdict, whatever its name holds.
+    if has(text, &MASTER_LOGIN) {
+        return None;
+    }
     Some(AuthFailure {
+        user: s.user,
+        ip: s.ip,
+        session: s.session,
+        reason: auth_reason(text)?,
+    })
+}
+
+/// A master user's login to someone else's mailbox, as the auth process
+/// logs it with `auth_verbose = yes` (`auth-request.c`,
+/// `auth_request_master_user_login_finish`): the prefix names the master
+/// user (and `master`), the text the mailbox it opens:
+///
+/// `auth: passwd-file(admin@example.edu,192.0.2.7,master,<S2wRH+lgK6F/AAAB>): Master user logging in as alice@example.edu`
+/// (2.2: `passdb(_mwi-master,127.0.0.1,master,<qR6mho3OtgBMv/lE>): Master user logging in as augie`;
+/// 2.4: `auth(admin,192.0.2.7,sasl:plain,master)<S>: passwd-file: Master user logging in as alice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterLogin<'a> {
+    /// The master user, who authenticated.
+    pub master: &'a [u8],
+    /// The mailbox opened.
+    pub user: &'a [u8],
+    pub ip: &'a [u8],
+    pub session: Option<&'a [u8]>,
+}
+
+/// Recognises [`MasterLogin`] in a Dovecot line.
+pub fn master_login<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<MasterLogin<'a>> {
+    let (s, text) = auth_line(program, msg)?;
+    let at = MASTER_LOGIN.find(text)? + MASTER_LOGIN.needle().len();
+    let user = &text[at..];
+    let user = &user[..find_byte(b' ', user).unwrap_or(user.len())];
+    (!user.is_empty()).then_some(MasterLogin {
+        master: s.user,
         user,
-        ip,
-        session,
-        reason: auth_reason(&m[close + 3..])?,
+        ip: s.ip,
+        session: s.session,
     })
 }
 
 /// The service a line is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     Imap,
     Pop3,
+    /// Dovecot's SMTP submission service.
+    Submission,
+    /// Sieve filter scripts, managed over ManageSieve.
+    ManageSieve,
 }
 
 impl Proto {
+    /// Every service, in the order views show them.
+    pub const ALL: [Proto; 4] = [
+        Proto::Imap,
+        Proto::Pop3,
+        Proto::Submission,
+        Proto::ManageSieve,
+    ];
+
     fn from_prefix(s: &[u8]) -> Option<Proto> {
         match s {
             b"imap" | b"imap-login" | b"IMAP" => Some(Proto::Imap),
             b"pop3" | b"pop3-login" | b"POP3" => Some(Proto::Pop3),
+            b"submission" | b"submission-login" => Some(Proto::Submission),
+            b"managesieve" | b"managesieve-login" => Some(Proto::ManageSieve),
             _ => None,
         }
     }
 
+    /// The protocol as stored and shown (`imap`, `pop3`, `submission`,
+    /// `managesieve`).
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Imap => "imap",
             Proto::Pop3 => "pop3",
+            Proto::Submission => "submission",
+            Proto::ManageSieve => "managesieve",
         }
+    }
+
+    /// The protocol [`Proto::as_str`] names.
+    pub fn from_name(s: &str) -> Option<Proto> {
+        Proto::ALL.into_iter().find(|p| p.as_str() == s)
     }
 }
 
@@ -213,6 +313,14 @@ pub struct LoginFields<'a> {
     /// `TLS` (possibly with detail) or `secured` was among the elements.
     pub tls: bool,
     pub secured: bool,
+    /// The user who authenticated, when the admin logs it: Dovecot's
+    /// `%{auth_user}` (the master user of a master login; otherwise the
+    /// user, or the name as the client gave it), in an element named
+    /// `auth_user`, `master_user` or `master`.
+    pub auth_user: Option<&'a [u8]>,
+    /// `%{original_user}`, in an element named `orig_user` or
+    /// `original_user`: the name as the client gave it.
+    pub orig_user: Option<&'a [u8]>,
 }
 
 /// One access-related Dovecot line.
@@ -242,6 +350,8 @@ pub enum Access<'a> {
     ClientId {
         session: Option<&'a [u8]>,
         name: Option<&'a [u8]>,
+        /// Sent after login (the mail process's line), not before.
+        after_login: bool,
     },
     /// A line of a logged-in session: `imap(USER)<PID><SESSION>: REST`.
     Session {
@@ -306,6 +416,7 @@ pub fn parse<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<Access<'a>> {
         return Some(Access::ClientId {
             session,
             name: comma_value(id, &NAME_KEY),
+            after_login: true,
         });
     }
     Some(Access::Session {
@@ -373,6 +484,7 @@ fn login_line(proto: Proto, s: &[u8]) -> Option<Access<'_>> {
         return Some(Access::ClientId {
             session: fields.session,
             name: comma_value(id, &NAME_KEY),
+            after_login: false,
         });
     }
     // A failed login has no session of its own in the user's sense; it
@@ -403,9 +515,12 @@ fn login_line(proto: Proto, s: &[u8]) -> Option<Access<'_>> {
 }
 
 /// Where the elements of a login-process line start: the last `: user=<`,
-/// else the last `: rip=`. One backward pass over the colons.
+/// else the last `: rip=`, else (an admin's order of elements that puts
+/// neither first) the first `: ` before a `key=`. One backward pass over
+/// the colons.
 fn elements_start(s: &[u8]) -> Option<usize> {
     let mut rip = None;
+    let mut first_key = None;
     for at in memchr::memrchr_iter(b':', s) {
         let after = &s[at + 1..];
         if after.starts_with(b" user=<") {
@@ -414,8 +529,17 @@ fn elements_start(s: &[u8]) -> Option<usize> {
         if rip.is_none() && after.starts_with(b" rip=") {
             rip = Some(at);
         }
+        if let Some(k) = after.strip_prefix(b" ") {
+            let key = k
+                .iter()
+                .take_while(|b| b.is_ascii_lowercase() || **b == b'_')
+                .count();
+            if key > 0 && k.get(key) == Some(&b'=') {
+                first_key = Some(at);
+            }
+        }
     }
-    rip
+    rip.or(first_key)
 }
 
 /// The words inside the parenthesis that holds the reason: the one with
@@ -482,6 +606,8 @@ fn login_fields(s: &[u8]) -> LoginFields<'_> {
                     b"rip" => f.rip = Some(v),
                     b"lip" => f.lip = Some(v),
                     b"session" => f.session = Some(unangle(v)),
+                    b"auth_user" | b"master_user" | b"master" => f.auth_user = Some(unangle(v)),
+                    b"orig_user" | b"original_user" => f.orig_user = Some(unangle(v)),
                     _ => {}
                 }
             }
@@ -546,23 +672,73 @@ fn session_event(s: &[u8]) -> SessionEvent<'_> {
             return SessionEvent::MailboxDeleted { folder };
         }
     }
-    let s2 = s.strip_prefix(b"Disconnected: ").unwrap_or(s);
-    for start in [&IN_COUNTER, &TOP_COUNTER] {
-        if let Some(i) = start.find(s2) {
-            let reason = &s2[..i];
-            if reason.starts_with(b"Logged out")
-                || reason.starts_with(b"Connection closed")
-                || reason.starts_with(b"Disconnected")
-                || reason.starts_with(b"Server shutting down")
-            {
-                return SessionEvent::Logout {
-                    reason,
-                    counters: &s2[i + 1..],
-                };
-            }
-        }
+    match logout(s) {
+        Some((reason, counters)) => SessionEvent::Logout { reason, counters },
+        None => SessionEvent::Other,
     }
-    SessionEvent::Other
+}
+
+/// The end of a session: the reason Dovecot gave, and the counters of
+/// `imap_logout_format` (or POP3's, submission's, ManageSieve's) after it,
+/// in any of the versions' and sites' shapes:
+///
+/// `Disconnected: Logged out in=469 out=2105 deleted=0 ...` (2.3.15 and later),
+/// `Logged out in=313 out=11985 ...`, `Connection closed (IDLE running for 0.001 + ...) in=276 ...`,
+/// `Disconnected for inactivity in=154 ...` (2.2.20 to 2.3.14),
+/// `Disconnected: Logged out bytes=748/17264`, `Disconnected in IDLE bytes=...` (1.x),
+/// `Disconnected: Logged out` (no counters), `Logged out in=93, out=1020, bytes=93/1020` (a custom format),
+/// `Disconnect from 192.0.2.7: Client has quit the connection in=120 out=560 (state=READY)` (submission).
+fn logout(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (s, said) = if let Some(r) = s.strip_prefix(b"Disconnected: ") {
+        (r, true)
+    } else if let Some(r) = s.strip_prefix(b"Disconnect from ") {
+        (&r[super::postfix::find_pair(r, b':', b' ')? + 2..], true)
+    } else {
+        (s, false)
+    };
+    let ends = said
+        || [
+            &b"Logged out"[..],
+            b"Connection closed",
+            b"Disconnected",
+            b"Server shutting down",
+        ]
+        .iter()
+        .any(|w| s.starts_with(w));
+    if !ends {
+        return None;
+    }
+    let at = counters_start(s);
+    Some((s[..at].trim_ascii_end(), &s[at..]))
+}
+
+/// Where the counters of a logout line start: the first word outside
+/// parentheses that is a lowercase key, `=` and a digit (the reason's
+/// parenthesis may hold `state=wait-input` and numbers).
+fn counters_start(s: &[u8]) -> usize {
+    let mut depth = 0u32;
+    let mut word_start = true;
+    for (i, &b) in s.iter().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth == 0 && word_start && is_counter(&s[i..]) {
+            return i;
+        }
+        word_start = b == b' ';
+    }
+    s.len()
+}
+
+/// `key=N...` at the start of `s`.
+fn is_counter(s: &[u8]) -> bool {
+    let key = s
+        .iter()
+        .take_while(|b| b.is_ascii_lowercase() || **b == b'_')
+        .count();
+    key > 0 && s.get(key) == Some(&b'=') && s.get(key + 1).is_some_and(u8::is_ascii_digit)
 }
 
 /// `msgid=<...>` (mail_log cuts it at 80 characters and adds `...`).
@@ -897,7 +1073,8 @@ mod tests {
             ),
             Access::ClientId {
                 session: Some(b"abc"),
-                name: Some(b"Thunderbird")
+                name: Some(b"Thunderbird"),
+                after_login: false,
             }
         );
         assert_eq!(
@@ -907,8 +1084,369 @@ mod tests {
             ),
             Access::ClientId {
                 session: Some(b"xyz"),
-                name: Some(b"K-9 Mail")
+                name: Some(b"K-9 Mail"),
+                after_login: true,
             }
+        );
+    }
+
+    #[test]
+    fn verdicts_of_auth_workers_and_other_passdbs() {
+        let v = |program: &str, msg: &str| {
+            auth_failure(program.as_bytes(), msg.as_bytes()).map(|f| {
+                (
+                    String::from_utf8_lossy(f.user).into_owned(),
+                    String::from_utf8_lossy(f.ip).into_owned(),
+                    f.session.map(|s| String::from_utf8_lossy(s).into_owned()),
+                    f.reason,
+                )
+            })
+        };
+        let own = |u: &str, ip: &str, s: Option<&str>, r: &'static str| {
+            Some((u.to_owned(), ip.to_owned(), s.map(str::to_owned), r))
+        };
+        // 2.3 auth workers name their connection and request first
+        // (crowdsec hub PR #714; groupoffice issue #1020, Dovecot's own file).
+        assert_eq!(
+            v(
+                "dovecot",
+                "auth-worker(63712): conn unix:auth-worker (pid=58074,uid=109): auth-worker<4>: sql(contact,220.169.110.101): unknown user"
+            ),
+            own("contact", "220.169.110.101", None, "unknown user")
+        );
+        assert_eq!(
+            v(
+                "auth-worker(847249)",
+                "Info: conn unix:auth-worker (pid=847248,uid=115): auth-worker<65>: sql(exampl@example.com,127.0.0.1,<3dGjXWn/4ox/AAAB>): Password mismatch (given password: {GOCRYPT2}def5020078)"
+            ),
+            own(
+                "exampl@example.com",
+                "127.0.0.1",
+                Some("3dGjXWn/4ox/AAAB"),
+                "password mismatch"
+            )
+        );
+        // The reference (section 1.3), with the password logged.
+        assert_eq!(
+            v(
+                "dovecot",
+                "auth-worker(10377): conn unix:auth-worker (pid=919,uid=112): auth-worker<1>: sql(testing@example.com,192.168.1.1): unknown user (given password: Password123$)"
+            ),
+            own("testing@example.com", "192.168.1.1", None, "unknown user")
+        );
+        // 2.4: user, address and session in the process prefix; the
+        // worker's has its pid before the session (reference 3.4).
+        assert_eq!(
+            v(
+                "dovecot",
+                "auth-worker(jose.basanta,138.255.206.154)<1489164><8oNSumM3A8mK/86a>: request [393]: unix_user: pam_authenticate() failed: Authentication failure (Password mismatch?)"
+            ),
+            own(
+                "jose.basanta",
+                "138.255.206.154",
+                Some("8oNSumM3A8mK/86a"),
+                "password mismatch"
+            )
+        );
+        // LDAP binds say "invalid credentials" for a wrong password
+        // (passdb-ldap; the shape of reference section 6, with an empty
+        // third element).
+        assert_eq!(
+            v(
+                "dovecot",
+                "auth: ldap(alice,192.0.2.7,): invalid credentials"
+            ),
+            own("alice", "192.0.2.7", None, "password mismatch")
+        );
+        assert_eq!(
+            v(
+                "dovecot",
+                "auth-worker(1668): pam(bob,192.0.2.8): unknown user"
+            ),
+            own("bob", "192.0.2.8", None, "unknown user")
+        );
+        // A password is never read as a reason.
+        assert_eq!(
+            v(
+                "dovecot",
+                "auth: passwd-file(a@example.edu,192.0.2.1,<S1>): Invalid password in passdb (given password: account disabled)"
+            ),
+            None
+        );
+        // An IPv6 client's session ID is 32 characters (froxlor issue #435).
+        assert_eq!(
+            v(
+                "dovecot",
+                "auth-worker(12274): sql(willy@example.de,2a01:4f8:c17:146::2,<Ioa5KGROsLUqAQT4DBcBRgAAAAAAAAAC>): Password mismatch"
+            ),
+            own(
+                "willy@example.de",
+                "2a01:4f8:c17:146::2",
+                Some("Ioa5KGROsLUqAQT4DBcBRgAAAAAAAAAC"),
+                "password mismatch"
+            )
+        );
+    }
+
+    #[test]
+    fn master_user_logins() {
+        // A real 2.2 line (the grok patterns' test of a public site's log).
+        let m = master_login(
+            b"dovecot",
+            b"auth: passdb(_mwi-master,127.0.0.1,master,<qR6mho3OtgBMv/lE>): Master user logging in as augie",
+        );
+        assert_eq!(
+            m,
+            Some(MasterLogin {
+                master: b"_mwi-master",
+                user: b"augie",
+                ip: b"127.0.0.1",
+                session: Some(b"qR6mho3OtgBMv/lE"),
+            })
+        );
+        // 2.3 names the passdb (auth-request.c, get_log_prefix), 2.4 puts
+        // the subject in the process prefix; Dovecot's own file as well.
+        for (program, msg) in [
+            (
+                "dovecot",
+                "auth: passwd-file(admin@example.edu,192.0.2.7,master,<S2wRH+lgK6F/AAAB>): Master user logging in as alice@example.edu",
+            ),
+            (
+                "auth",
+                "Info: passwd-file(admin@example.edu,192.0.2.7,master,<S2wRH+lgK6F/AAAB>): Master user logging in as alice@example.edu",
+            ),
+            (
+                "dovecot",
+                "auth(admin@example.edu,192.0.2.7,sasl:plain,master)<S2wRH+lgK6F/AAAB>: Info: passwd-file: Master user logging in as alice@example.edu",
+            ),
+        ] {
+            let m =
+                master_login(program.as_bytes(), msg.as_bytes()).unwrap_or_else(|| panic!("{msg}"));
+            assert_eq!(
+                (m.master, m.user, m.ip, m.session),
+                (
+                    &b"admin@example.edu"[..],
+                    &b"alice@example.edu"[..],
+                    &b"192.0.2.7"[..],
+                    Some(&b"S2wRH+lgK6F/AAAB"[..])
+                ),
+                "{msg}"
+            );
+            // Not a refusal, whatever the names hold.
+            assert_eq!(auth_failure(program.as_bytes(), msg.as_bytes()), None);
+        }
+        assert_eq!(
+            auth_failure(
+                b"dovecot",
+                b"auth: passwd-file(admin,192.0.2.7,master,<S>): Master user logging in as nologin.disabled"
+            ),
+            None
+        );
+        assert_eq!(
+            master_login(
+                b"dovecot",
+                b"auth: passwd-file(alice@example.edu,127.0.0.1,<pW7eHOlgX4R/AAAB>): Password mismatch"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn submission_and_managesieve() {
+        assert!(is_dovecot(b"submission-login", b""));
+        assert!(is_dovecot(b"managesieve-login", b""));
+        assert!(!is_dovecot(b"submission-login", b"mail"));
+        let cases = [
+            (
+                "submission-login: Client has quit the connection (auth failed, 1 attempts in 2 secs): user=<carol@example.edu>, method=LOGIN, rip=192.0.2.9, lip=192.0.2.1, session=<Q7mTbWFwuOvAqAIJ>",
+                Proto::Submission,
+                Some(1),
+            ),
+            (
+                "managesieve-login: Login aborted: Logged out (auth failed, 1 attempts in 10 secs) (auth_failed): user=<carol@example.edu>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1, session=<hOZlh0X7hqvAqAIJ>",
+                Proto::ManageSieve,
+                Some(1),
+            ),
+        ];
+        for (msg, want, n) in cases {
+            let Access::LoginFailed {
+                proto,
+                fields,
+                attempts,
+                ..
+            } = access("dovecot", msg)
+            else {
+                panic!("{msg}")
+            };
+            assert_eq!((proto, attempts), (want, n), "{msg}");
+            assert_eq!(fields.user, b"carol@example.edu");
+        }
+        let Access::Login { proto, .. } = access(
+            "managesieve-login",
+            "Info: Login: user=<carol@example.edu>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1, mpid=4711, TLS, session=<hOZlh0X7hqvAqAIJ>",
+        ) else {
+            panic!()
+        };
+        assert_eq!(proto, Proto::ManageSieve);
+        assert_eq!(Proto::from_name("submission"), Some(Proto::Submission));
+        assert_eq!(Proto::from_name("smtp"), None);
+    }
+
+    /// A counter of a logout line: (key, N, M).
+    type Counter = (String, u64, Option<u64>);
+
+    /// (reason, counters) of a session line that ends its session.
+    fn logout_of(msg: &str) -> Option<(String, Vec<Counter>)> {
+        let Access::Session { event, .. } = access("dovecot", msg) else {
+            panic!("{msg}")
+        };
+        match event {
+            SessionEvent::Logout { reason, counters } => Some((
+                String::from_utf8_lossy(reason).into_owned(),
+                super::counters(counters)
+                    .map(|(k, n, m)| (String::from_utf8_lossy(k).into_owned(), n, m))
+                    .collect(),
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn logouts_of_every_version() {
+        let c = |k: &str, n: u64, m: Option<u64>| (k.to_owned(), n, m);
+        let cases = [
+            // 1.x (lograptor; reference 3.5, 3.6).
+            (
+                "IMAP(trex): Disconnected: Logged out bytes=748/17264",
+                "Logged out",
+                vec![c("bytes", 748, Some(17264))],
+            ),
+            (
+                "POP3(uuuuu): Disconnected: Logged out top=0/0, retr=1/10014, del=1/8, size=55676",
+                "Logged out",
+                vec![
+                    c("top", 0, Some(0)),
+                    c("retr", 1, Some(10014)),
+                    c("del", 1, Some(8)),
+                    c("size", 55676, None),
+                ],
+            ),
+            (
+                "imap(u@example.edu): Disconnected in IDLE bytes=1250/8811",
+                "Disconnected in IDLE",
+                vec![c("bytes", 1250, Some(8811))],
+            ),
+            // 2.0 to 2.2.19.
+            (
+                "imap(administrator): Disconnected: Logged out in=613 out=471",
+                "Logged out",
+                vec![c("in", 613, None), c("out", 471, None)],
+            ),
+            (
+                "pop3(archaeopteryx): Connection closed top=0/0, retr=0/0, del=0/1074, size=294785727",
+                "Connection closed",
+                vec![
+                    c("top", 0, Some(0)),
+                    c("retr", 0, Some(0)),
+                    c("del", 0, Some(1074)),
+                    c("size", 294785727, None),
+                ],
+            ),
+            // 2.2.20 to 2.3.14: no `Disconnected: `.
+            (
+                "imap(h-71fa3d@h-ffeb17e38996c.com)<23303><44zQzN25SOFEt9oI>: Logged out in=313 out=11985 deleted=0 expunged=0 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0",
+                "Logged out",
+                vec![
+                    c("in", 313, None),
+                    c("out", 11985, None),
+                    c("deleted", 0, None),
+                    c("expunged", 0, None),
+                    c("trashed", 0, None),
+                    c("hdr_count", 0, None),
+                    c("hdr_bytes", 0, None),
+                    c("body_count", 0, None),
+                    c("body_bytes", 0, None),
+                ],
+            ),
+            (
+                "imap(h-aaf4c@h-ffeb17e38996c.com)<24599><nDvn9OK5qmouciOz>: Connection closed (UID FETCH finished 237.454 secs ago) in=206 out=2587 deleted=0 expunged=0 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0",
+                "Connection closed (UID FETCH finished 237.454 secs ago)",
+                vec![],
+            ),
+            (
+                "imap(h-304@h-ffeb17e38996c.com)<21711><UXdX/9u52oxbQgr8>: Disconnected for inactivity in=154 out=1817 deleted=0 expunged=0 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0",
+                "Disconnected for inactivity",
+                vec![],
+            ),
+            // A custom format, and one with no counters at all.
+            (
+                "imap(john@example.com): Logged out in=93, out=1020, bytes=93/1020",
+                "Logged out",
+                vec![
+                    c("in", 93, None),
+                    c("out", 1020, None),
+                    c("bytes", 93, Some(1020)),
+                ],
+            ),
+            (
+                "imap(u@example.edu): Disconnected: Logged out",
+                "Logged out",
+                vec![],
+            ),
+            // The submission service (submission/main.c, client_disconnect).
+            (
+                "submission(carol@example.edu)<4711><Q7mTbWFwuOvAqAIJ>: Disconnect from 192.0.2.9: Client has quit the connection in=120 out=560 (state=READY)",
+                "Client has quit the connection",
+                vec![c("in", 120, None), c("out", 560, None)],
+            ),
+            (
+                "managesieve(carol@example.edu)<4711><hOZlh0X7hqvAqAIJ>: Disconnected: Logged out bytes=143/517",
+                "Logged out",
+                vec![c("bytes", 143, Some(517))],
+            ),
+        ];
+        for (msg, reason, counters) in cases {
+            let (r, got) = logout_of(msg).unwrap_or_else(|| panic!("not a logout: {msg}"));
+            assert_eq!(r, reason, "{msg}");
+            if !counters.is_empty() {
+                assert_eq!(got, counters, "{msg}");
+            } else if msg.contains(" in=") {
+                assert_eq!(got.first().map(|g| g.0.as_str()), Some("in"), "{msg}");
+            }
+        }
+        // Other lines of a session are not its end.
+        for msg in [
+            "pop3(bob@example.edu)<23235><2cCvHOlgRap/AAAB>: flag_change: box=INBOX, uid=1, msgid=<mt-6@example.edu>, size=244, flags=(\\Seen \\Recent)",
+            "imap(ip@ncom-ufa.ru): Info: copy from INBOX: box=INBOX.office, uid=2374, msgid=<415077387.20140521143458@rbbf.ru>, size=117275",
+            "imap(u@example.edu)<1><S>: Error: Mailbox INBOX: Broken file",
+        ] {
+            assert_eq!(logout_of(msg), None, "{msg}");
+        }
+    }
+
+    #[test]
+    fn the_authenticating_user_by_its_element() {
+        // login_log_format_elements = "user=<%u> auth_user=<%{auth_user}> ...";
+        // elements are found by name, wherever the admin put them.
+        let Access::Login { fields, .. } = access(
+            "dovecot",
+            "imap-login: Login: user=<alice@example.edu>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=4711, auth_user=<admin@example.edu>, TLS, session=<S2wRH+lgK6F/AAAB>",
+        ) else {
+            panic!()
+        };
+        assert_eq!(fields.user, b"alice@example.edu");
+        assert_eq!(fields.auth_user, Some(&b"admin@example.edu"[..]));
+        assert_eq!(fields.session, Some(&b"S2wRH+lgK6F/AAAB"[..]));
+        assert!(fields.tls);
+        let Access::Login { fields, .. } = access(
+            "dovecot",
+            "pop3-login: Login: master_user=<admin>, orig_user=<Alice>, user=<alice@example.edu>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=4712, session=<S2wRH+lgK6F/AAAC>",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (fields.auth_user, fields.orig_user),
+            (Some(&b"admin"[..]), Some(&b"Alice"[..]))
         );
     }
 
@@ -918,9 +1456,15 @@ mod tests {
             "imap-login: Login aborted: Connection closed (auth failed, 3 attempts in 16 secs) (auth_failed): user=<test>, method=PLAIN, rip=192.0.2.241, lip=203.0.113.104, TLS, session=<9ZHq02g3J8S60fan>",
             "pop3(h@x)<22754><QnUBR+a59otNC7am>: Disconnected: Logged out top=0/0, retr=1/10014, del=1/8, size=55676",
             "imap(u@x)<1><S>: Mailbox INBOX: expunge: uid=5, msgid=<a@b>, size=123",
+            "auth-worker(10377): conn unix:auth-worker (pid=919,uid=112): auth-worker<1>: sql(testing@example.com,192.168.1.1): unknown user (given password: Password123$)",
+            "auth: passdb(_mwi-master,127.0.0.1,master,<qR6mho3OtgBMv/lE>): Master user logging in as augie",
+            "auth-worker(jose.basanta,138.255.206.154)<1489164><8oNSumM3A8mK/86a>: request [393]: unix_user: pam_authenticate() failed: Authentication failure (Password mismatch?)",
+            "submission(u@x)<7><S>: Disconnect from 192.0.2.7: Client has quit the connection in=120 out=560 (state=READY)",
         ];
         for l in lines {
             for cut in 0..=l.len() {
+                let _ = auth_failure(b"dovecot", &l.as_bytes()[..cut]);
+                let _ = master_login(b"dovecot", &l.as_bytes()[..cut]);
                 let _ = parse(b"dovecot", &l.as_bytes()[..cut]);
                 let _ = counter(&l.as_bytes()[..cut], b"del");
             }

@@ -225,8 +225,8 @@ macro_rules! insert_access {
         unsafe { sqlite_bulk::insert_access_rows(handle.as_raw_handle(), &$rows, &$id_of)? }
     }};
     (@chunks $tx:expr, $rows:expr, $id_of:expr) => {{
-        const SQL: &str = "INSERT INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT (mailbox_id, day, key) DO NOTHING";
+        const SQL: &str = "INSERT INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason, master_user) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (mailbox_id, day, key) DO NOTHING";
         let mut inserted: u64 = 0;
         for r in $rows {
             let id = $id_of(r.mailbox_no)?;
@@ -256,6 +256,7 @@ macro_rules! insert_access {
                 .bind(r.message_id.as_deref())
                 .bind(r.folder.as_deref())
                 .bind(r.reason.as_deref())
+                .bind(r.master_user.as_deref())
                 .execute(&mut **$tx)
                 .await?
                 .rows_affected();
@@ -828,7 +829,7 @@ impl Store {
         to_day: i32,
     ) -> anyhow::Result<Vec<AccessRow>> {
         const SQL: &str = "SELECT e.key, e.day, e.time_us, e.kind, e.host, e.protocol, e.remote_ip, e.local_ip, e.tls, e.session, e.client, \
-            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, e.folder, e.reason, e.attempts \
+            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, e.folder, e.reason, e.attempts, e.master_user \
             FROM access_events e JOIN mailboxes m ON m.id = e.mailbox_id \
             WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 ORDER BY e.time_us, e.id";
         macro_rules! read {
@@ -856,11 +857,10 @@ impl Store {
                             r.try_get::<i32, _>(3)?,
                         )),
                         host: Text::from(r.try_get::<String, _>(4)?),
-                        protocol: match protocol.as_deref() {
-                            Some("imap") => Some("imap"),
-                            Some("pop3") => Some("pop3"),
-                            _ => None,
-                        },
+                        protocol: protocol
+                            .as_deref()
+                            .and_then(crate::ingest::dovecot::Proto::from_name)
+                            .map(crate::ingest::dovecot::Proto::as_str),
                         remote_ip: text(6)?,
                         local_ip: text(7)?,
                         tls: r.try_get(8)?,
@@ -879,6 +879,7 @@ impl Store {
                         folder: text(21)?,
                         reason: text(22)?,
                         attempts: num(23)?,
+                        master_user: text(24)?,
                     });
                 }
                 v

@@ -19,7 +19,7 @@ use crate::ingest::correlate::Row;
 /// Rows per `INSERT` statement. A statement opens its cursors on the table
 /// and its index, and closes them, once however many rows its `VALUES`
 /// list holds; with one row each, that was about a fifth of the insert's
-/// time. (32 rows of 25 parameters stay far below SQLite's limit on
+/// time. (32 rows of 26 parameters stay far below SQLite's limit on
 /// parameters; larger groups measured no faster.)
 const ROWS_PER_STATEMENT: usize = 32;
 
@@ -284,6 +284,7 @@ const ACCESS_EVENTS: Table = Table {
         "message_id",
         "folder",
         "reason",
+        "master_user",
     ],
 };
 
@@ -332,6 +333,7 @@ pub unsafe fn insert_access_rows(
                     b.text(23, r.message_id.as_deref()),
                     b.text(24, r.folder.as_deref()),
                     b.text(25, r.reason.as_deref()),
+                    b.text(26, r.master_user.as_deref()),
                 ]
             },
         )

@@ -346,3 +346,463 @@ async fn events_within_one_second_keep_the_order_of_the_log() {
         "the capture has sessions within one second ({sessions_checked} checked)"
     );
 }
+
+// ------------------------------------------------------------------
+// Lines out of order, read twice, and ingests stopped at any line.
+
+use mailtrail::ingest::access::{AccessRow, HOLD_US};
+use mailtrail::ingest::correlate::{Correlator, Rows, Settings};
+use mailtrail::ingest::envelope::Clock;
+
+/// How often the correlator sweeps, in log time (its `SWEEP_EVERY_US`).
+const SWEEP_US: i64 = 10 * 1_000_000;
+
+fn settings() -> Settings {
+    let c = Config::from_toml(&crate::support::config_text("sqlite::memory:", 1000)).unwrap();
+    Settings::from_config(&c).unwrap()
+}
+
+fn clock() -> Clock {
+    Clock::new(
+        chrono_tz::Asia::Taipei,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+        None,
+    )
+}
+
+fn capture(log: &str) -> Vec<String> {
+    std::fs::read_to_string(fixture(log))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The access rows of `lines` read in this order to the end, and for
+/// each the log time (the latest stamp read) when it was given out.
+fn ingest_lines(lines: &[String], restore_every_line: bool) -> Vec<(AccessRow, i64)> {
+    let mut c = Correlator::new(settings());
+    let mut clk = clock();
+    let mut out = Rows::default();
+    let mut got = Vec::new();
+    let mut now = i64::MIN;
+    for l in lines {
+        c.feed(&mut clk, l.as_bytes(), &mut out);
+        if let Ok(e) = clock().split(l.as_bytes()) {
+            now = now.max(e.time_us);
+        }
+        got.extend(out.access.drain(..).map(|r| (r, now)));
+        if restore_every_line {
+            let saved = c.snapshot();
+            c = Correlator::restore(settings(), &saved).unwrap();
+            let year = clk.year;
+            clk = Clock::new(
+                chrono_tz::Asia::Taipei,
+                chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+                year,
+            );
+        }
+    }
+    c.finish(&mut out);
+    got.extend(out.access.drain(..).map(|r| (r, i64::MAX)));
+    got
+}
+
+fn rows_of(lines: &[String]) -> Vec<AccessRow> {
+    ingest_lines(lines, false)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// Rows in one order whatever order they were made in.
+fn sorted(mut rows: Vec<AccessRow>) -> Vec<AccessRow> {
+    rows.sort_by_key(|r| (r.time_us, r.key));
+    rows
+}
+
+/// A small deterministic generator (the shuffles must be the same on
+/// every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// `lines` in another order, each moved by less than `window_us` of log
+/// time from where its stamp puts it (so any two lines that trade places
+/// are within that much of each other), some read twice.
+fn shuffled(lines: &[String], window_us: i64, seed: u64, repeats: usize) -> Vec<String> {
+    let mut g = Lcg(seed);
+    let stamp = |l: &String| clock().split(l.as_bytes()).map(|e| e.time_us).unwrap_or(0);
+    let mut keyed: Vec<(i64, &String)> = Vec::new();
+    for l in lines {
+        keyed.push((stamp(l) + (g.next() as i64 % window_us), l));
+    }
+    for _ in 0..repeats {
+        let l = &lines[g.next() as usize % lines.len()];
+        keyed.push((stamp(l) + (g.next() as i64 % window_us), l));
+    }
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, l)| l.clone()).collect()
+}
+
+#[test]
+fn the_captures_in_any_order_within_three_seconds_make_the_same_rows() {
+    for log in ["mail.log", "dovecot.log"] {
+        let lines = capture(log);
+        let want = rows_of(&lines);
+        assert!(want.len() > 20, "{log}: {}", want.len());
+        // What depends on other lines is there to lose.
+        assert!(want.iter().any(|r| r.retained.is_some()));
+        assert!(want.iter().any(|r| r.client.is_some()));
+        assert!(
+            want.iter()
+                .any(|r| r.reason.as_deref() == Some("address not allowed"))
+        );
+        let want = sorted(want);
+        let mut reordered = 0;
+        for seed in 1..=12 {
+            let v = shuffled(&lines, 3_000_000, seed, 0);
+            reordered += usize::from(v != lines);
+            assert_eq!(sorted(rows_of(&v)), want, "{log}, seed {seed}:\n{v:#?}");
+            let v = shuffled(&lines, 3_000_000, seed, 8);
+            assert_eq!(v.len(), lines.len() + 8);
+            assert_eq!(
+                sorted(rows_of(&v)),
+                want,
+                "{log}, seed {seed}, lines read twice:\n{v:#?}"
+            );
+        }
+        assert!(reordered >= 10, "{log}: the shuffles shuffled");
+    }
+}
+
+#[test]
+fn a_state_saved_at_every_line_gives_the_same_rows() {
+    for log in ["mail.log", "dovecot.log"] {
+        for lines in [capture(log), shuffled(&capture(log), 3_000_000, 7, 5)] {
+            let want: Vec<AccessRow> = rows_of(&lines);
+            let got: Vec<AccessRow> = ingest_lines(&lines, true)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
+            assert_eq!(got, want, "{log}");
+        }
+    }
+}
+
+#[test]
+fn rows_wait_no_longer_than_the_hold_time_and_one_sweep() {
+    // The capture's POP3 session s1, again every 3 seconds for ten
+    // minutes, each its own session.
+    let s1: Vec<&str> = [
+        "pop3-login: Login: user=<alice@example.edu>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=23214, secured, session=<R6eQHOlgS5t/AA{n}>",
+        "pop3(alice@example.edu)<23214><R6eQHOlgS5t/AA{n}>: expunge: box=INBOX, uid=1, msgid=<mt-1@example.edu>, size=248",
+        "pop3(alice@example.edu)<23214><R6eQHOlgS5t/AA{n}>: Disconnected: Logged out top=2/474, retr=2/546, del=2/5, size=1285",
+    ]
+    .to_vec();
+    let mut lines = Vec::new();
+    for n in 0..200 {
+        let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 23)
+            .unwrap()
+            .and_hms_opt(11, 0, 0)
+            .unwrap()
+            + chrono::Duration::seconds(3 * n);
+        for l in &s1 {
+            lines.push(format!(
+                "{} mail dovecot: {}",
+                t.format("%b %d %H:%M:%S"),
+                l.replace("{n}", &format!("{n:02}"))
+            ));
+        }
+    }
+    let got = ingest_lines(&lines, false);
+    assert_eq!(got.len(), 600);
+    let mut before_the_end = 0;
+    for (r, out_at) in &got {
+        if *out_at == i64::MAX {
+            continue;
+        }
+        before_the_end += 1;
+        let waited = out_at - r.time_us;
+        assert!(
+            (HOLD_US..=HOLD_US + SWEEP_US).contains(&waited),
+            "{} waited {waited} µs",
+            r.key
+        );
+        assert_eq!(
+            r.retained,
+            Some(3).filter(|_| r.kind.map(|k| k.as_str()) == Some("logout"))
+        );
+    }
+    assert!(before_the_end > 550, "{before_the_end}");
+    // In the order they were made: login, expunge, logout, session by session.
+    let kinds: Vec<&str> = got.iter().map(|(r, _)| r.kind.unwrap().as_str()).collect();
+    for (i, k) in kinds.iter().enumerate() {
+        assert_eq!(*k, ["login", "message_deleted", "logout"][i % 3], "row {i}");
+    }
+}
+
+/// Lines of the services other than IMAP and POP3, of older Dovecots'
+/// logouts, of auth workers' verdicts and of master users, as the
+/// reference gives them (concrete names and addresses in place of its
+/// placeholders) and as Dovecot's source writes them.
+const MORE: &str = "\
+Nov 23 12:00:00 mail dovecot: submission-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.20, lip=192.0.2.1, mpid=4711, TLS, session=<Q7mTbWFwuOvAqAIJ>
+Nov 23 12:00:05 mail dovecot: submission(bob@example.edu)<4711><Q7mTbWFwuOvAqAIJ>: Disconnect from 192.0.2.20: Client has quit the connection in=1200 out=560 (state=READY)
+Nov 23 12:01:02 mail dovecot: submission-login: Client has quit the connection (auth failed, 1 attempts in 2 secs): user=<bob@example.edu>, method=LOGIN, rip=192.0.2.21, lip=192.0.2.1, session=<kRz5bWFwuOvAqAIV>
+Nov 23 12:01:00 mail dovecot: auth-worker(57065): Info: conn unix:auth-worker (uid=143): auth-worker<225622>: sql(bob@example.edu,192.0.2.21,<kRz5bWFwuOvAqAIV>): Password mismatch (given password: Wr0ng-Secret-9)
+Nov 23 12:02:10 mail dovecot: managesieve-login: Login aborted: Logged out (auth failed, 1 attempts in 10 secs) (auth_failed): user=<bob@example.edu>, method=PLAIN, rip=192.0.2.22, lip=192.0.2.1, session=<hOZlh0X7hqvAqAIW>
+Nov 23 12:02:01 mail dovecot: auth: ldap(bob@example.edu,192.0.2.22,): invalid credentials
+Nov 23 12:03:00 mail dovecot: managesieve-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.23, lip=192.0.2.1, mpid=4712, TLS, session=<hOZlh0X7hqvAqAIX>
+Nov 23 12:03:01 mail dovecot: managesieve(bob@example.edu)<4712><hOZlh0X7hqvAqAIX>: Disconnected: Logged out bytes=143/517
+Nov 23 12:04:00 mail dovecot: IMAP(bob): Disconnected: Logged out bytes=748/17264
+Nov 23 12:05:00 mail dovecot: imap-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.24, lip=192.0.2.1, mpid=4713, TLS, session=<m4sTeRLoGiNAqAIY>
+Nov 23 12:04:59 mail dovecot: auth: passwd-file(admin<b>x</b>,192.0.2.24,master,<m4sTeRLoGiNAqAIY>): Master user logging in as bob@example.edu
+Nov 23 12:05:01 mail dovecot: imap(bob@example.edu)<4713><m4sTeRLoGiNAqAIY>: expunge: box=INBOX, uid=9, msgid=<gone@example.edu>, size=100
+Nov 23 12:05:02 mail dovecot: imap(bob@example.edu)<4713><m4sTeRLoGiNAqAIY>: Disconnected: Logged out
+";
+
+async fn more_db() -> (TestDb, AccessHistory) {
+    let db = db_with("").await;
+    let log = db.dir.path().join("more.log");
+    std::fs::write(&log, MORE).unwrap();
+    let r = db.ingest(&[log]).await.unwrap();
+    assert_eq!(r.stats.lines_unrecognised, 0, "{:?}", r.stats.examples);
+    assert_eq!(r.stats.lines_noise, 0);
+    let h = history(&db, "bob@example.edu").await;
+    for f in [Format::Text, Format::Json, Format::Csv] {
+        assert!(!h.render(f).contains("Wr0ng-Secret-9"));
+    }
+    (db, h)
+}
+
+#[tokio::test]
+async fn submission_and_managesieve_are_protocols_of_their_own() {
+    let (_db, h) = more_db().await;
+    let day = h.days.iter().find(|d| d.date == "2026-11-23").unwrap();
+    assert_eq!(
+        day.logins.iter().map(|(p, n)| (*p, *n)).collect::<Vec<_>>(),
+        [
+            ("imap", 1),
+            ("managesieve", 1),
+            ("pop3", 0),
+            ("submission", 1)
+        ]
+    );
+    assert_eq!(day.failed_logins, 2);
+    let failed: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == "auth_failed")
+        .map(|e| (e.protocol, e.reason.as_deref(), e.remote_ip.as_deref()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (
+                Some("submission"),
+                Some("password mismatch (1 attempt)"),
+                Some("192.0.2.21")
+            ),
+            (
+                Some("managesieve"),
+                Some("password mismatch (1 attempt)"),
+                Some("192.0.2.22")
+            ),
+        ]
+    );
+    let logouts: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == "logout")
+        .map(|e| {
+            (
+                e.protocol,
+                e.in_bytes,
+                e.out_bytes,
+                e.reason.as_deref(),
+                e.remote_ip.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logouts,
+        [
+            (
+                Some("submission"),
+                Some(1200),
+                Some(560),
+                Some("Client has quit the connection"),
+                Some("192.0.2.20")
+            ),
+            (
+                Some("managesieve"),
+                Some(143),
+                Some(517),
+                Some("Logged out"),
+                Some("192.0.2.23")
+            ),
+            (
+                Some("imap"),
+                Some(748),
+                Some(17264),
+                Some("Logged out"),
+                None
+            ),
+            (
+                Some("imap"),
+                None,
+                None,
+                Some("Logged out"),
+                Some("192.0.2.24")
+            ),
+        ]
+    );
+    let text = h.render(Format::Text);
+    assert!(
+        text.contains(
+            "Date       IMAP logins POP3 logins Submission logins ManageSieve logins Failed logins"
+        ),
+        "{text}"
+    );
+    let csv = h.render(Format::Csv);
+    assert!(
+        csv.starts_with(
+            "Date,IMAP logins,POP3 logins,Submission logins,ManageSieve logins,Failed logins,"
+        ),
+        "{csv}"
+    );
+    assert!(csv.contains("\r\n2026-11-23,1,0,1,1,2,"), "{csv}");
+    // The captures have neither: their summaries keep two protocols.
+    let db = db_with("").await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let h = history(&db, "alice@example.edu").await;
+    assert!(h.days.iter().all(|d| d.logins.len() == 2));
+}
+
+#[tokio::test]
+async fn a_master_users_login_is_marked_everywhere_it_is_shown() {
+    let (db, h) = more_db().await;
+    let logins: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == "login")
+        .map(|e| (e.protocol, e.master_user.as_deref()))
+        .collect();
+    assert_eq!(
+        logins,
+        [
+            (Some("submission"), None),
+            (Some("managesieve"), None),
+            (Some("imap"), Some("admin<b>x</b>")),
+        ]
+    );
+    // Only the login: the session's other rows are the session's.
+    assert_eq!(
+        h.events.iter().filter(|e| e.master_user.is_some()).count(),
+        1
+    );
+    let day = h.days.iter().find(|d| d.date == "2026-11-23").unwrap();
+    assert_eq!(day.master_users, ["admin<b>x</b>"]);
+    assert!(
+        h.days
+            .iter()
+            .all(|d| d.date == day.date || d.master_users.is_empty())
+    );
+    let text = h.render(Format::Text);
+    assert!(
+        text.contains("-- opened by the administrator account admin<b>x</b>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Note: On 2026-11-23, this mailbox was opened by the administrator account admin<b>x</b>"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&h.render(Format::Json)).unwrap();
+    let with_master: Vec<&Value> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["master_user"].is_null())
+        .collect();
+    assert_eq!(with_master.len(), 1);
+    assert_eq!(with_master[0]["type"], "login");
+    assert!(
+        json["events"][0]
+            .as_object()
+            .unwrap()
+            .contains_key("master_user")
+    );
+    let csv = h.render(Format::Csv);
+    assert!(csv.contains(",Reason,Master user\r\n"), "{csv}");
+    assert!(
+        csv.contains("this mailbox was opened by the administrator account admin<b>x</b>"),
+        "the day's note: {csv}"
+    );
+    assert!(csv.contains(",admin<b>x</b>\r\n"), "{csv}");
+
+    // The report, in both languages: marked, and the name shown as text.
+    use mailtrail::config::Lang;
+    use mailtrail::report::{self, Channel, Data, Kind, Limits, Requester, Spec};
+    let tz = db.config.tz().unwrap();
+    for (lang, words) in [
+        (
+            Lang::En,
+            "Opened by the administrator account admin&lt;b&gt;x&lt;&#x2f;b&gt;",
+        ),
+        (
+            Lang::ZhTw,
+            "由管理者帳號 admin&lt;b&gt;x&lt;&#x2f;b&gt; 開啟",
+        ),
+    ] {
+        let spec = Spec {
+            mailbox: Mailbox::parse("bob", "example.edu").unwrap(),
+            kind: Kind::Access,
+            range: DateRange::new(
+                Day::parse("2026-11-23").unwrap(),
+                Day::parse("2026-11-23").unwrap(),
+            )
+            .unwrap(),
+            lang,
+            requester: Requester {
+                channel: Channel::Cli,
+                client_ip: "127.0.0.1".into(),
+                at: 1_795_398_077,
+            },
+        };
+        let data = Data::load(&db.store, &spec, tz).await.unwrap();
+        let r = report::render(
+            spec,
+            &data,
+            Limits::from_config(&db.config),
+            tz,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let html = String::from_utf8(r.attachment.bytes.clone()).unwrap();
+        assert!(html.contains(words), "{lang:?}:\n{html}");
+        assert!(html.contains("class=\"ev-login master\""), "{html}");
+        assert!(!html.contains("<b>x"), "{html}");
+        for part in [&r.html, &r.text] {
+            assert!(
+                part.contains("admin&lt;b&gt;x")
+                    || part.contains("admin<b>x</b>") && part == &r.text,
+                "{lang:?}: the summary names the account:\n{part}"
+            );
+        }
+        let column = match lang {
+            Lang::En => "ManageSieve logins",
+            Lang::ZhTw => "篩選規則（ManageSieve）登入",
+        };
+        assert!(r.text.contains(column), "{}", r.text);
+        assert!(html.contains(column), "{html}");
+    }
+}

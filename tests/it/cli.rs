@@ -311,6 +311,7 @@ fn access_history_from_the_command_line() {
             "expunged",
             "folder",
             "in_bytes",
+            "master_user",
             "message_id",
             "out_bytes",
             "protocol",

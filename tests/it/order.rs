@@ -71,11 +71,14 @@ impl Capture {
     }
 }
 
+/// What the store keeps one row of: (mailbox, key).
+type RowKey = (String, i64);
+
 /// The rows of a run, by what the store keeps one of.
 #[derive(Debug, Default, PartialEq)]
 struct Stored {
-    smtp: BTreeMap<(String, i64), Row>,
-    access: BTreeMap<(String, i64), AccessRow>,
+    smtp: BTreeMap<RowKey, Row>,
+    access: BTreeMap<RowKey, AccessRow>,
 }
 
 impl Stored {
@@ -109,8 +112,8 @@ impl Stored {
         Ok(())
     }
 
-    fn keys(&self) -> (Vec<&(String, i64)>, Vec<&(String, i64)>) {
-        (self.smtp.keys().collect(), self.access.keys().collect())
+    fn keys(&self) -> [Vec<&RowKey>; 2] {
+        [self.smtp.keys().collect(), self.access.keys().collect()]
     }
 }
 
@@ -129,7 +132,7 @@ fn captures() -> &'static [Capture] {
     C.get_or_init(|| {
         vec![
             Capture::load("postfix", &fixture("mail.log")),
-            // Capture::load("dovecot", &dovecot("mail.log")),
+            Capture::load("dovecot", &dovecot("mail.log")),
         ]
     })
 }
