@@ -16,7 +16,8 @@
 //!
 //! Year-less stamps take their year from [`Clock`], which starts from a
 //! reference date (a file's modification time) and steps the year forward
-//! when the months wrap from December to January.
+//! when the months wrap from December to January, never dating a stamp more
+//! than a day after the reference date.
 
 use chrono::{LocalResult, NaiveDate, Offset, TimeZone};
 use chrono_tz::Tz;
@@ -136,9 +137,11 @@ pub struct YearState {
 #[derive(Debug, Clone)]
 pub struct Clock {
     tz: Tz,
-    /// Date the first year-less stamp is assumed not to be after (the file's
-    /// modification time, or today for stdin).
-    reference: NaiveDate,
+    /// (year, month, day) a year-less stamp is never dated after: the day
+    /// after the reference date (the file's modification time, or today for
+    /// stdin). The day more allows for a host whose zone is ahead of the
+    /// configured one, and for clocks a little off.
+    limit: (i32, u32, u32),
     /// The year inference so far; `None` until the first year-less stamp.
     pub year: Option<YearState>,
     /// (days since epoch, hour) of local time → the zone's possible offsets
@@ -215,9 +218,11 @@ impl LastStamp {
 
 impl Clock {
     pub fn new(tz: Tz, reference: NaiveDate, year: Option<YearState>) -> Clock {
+        use chrono::Datelike;
+        let limit = reference.succ_opt().unwrap_or(reference);
         Clock {
             tz,
-            reference,
+            limit: (limit.year(), limit.month(), limit.day()),
             year,
             local_cache: None,
             last_utc: i64::MIN,
@@ -231,31 +236,39 @@ impl Clock {
     /// forward; the December → January wrap is the only big backward step),
     /// a jump forward of six months or more is a late line from the year
     /// before.
+    ///
+    /// Whatever the steps say, a stamp is never dated after the reference
+    /// date (a day allowed): the file was written by then. A line that
+    /// would be is from the year before, and moves the inference nowhere. So
+    /// a file whose months go back and forth (files merged by hand, a
+    /// central syslog mixing late hosts) is not carried into a year it was
+    /// never written in: `Dec` then `Jun` in a file modified in December is
+    /// the June before, not the June after.
     fn year_for(&mut self, month: u32, day: u32) -> i32 {
-        use chrono::Datelike;
-        match self.year {
-            None => {
-                let r = self.reference;
-                let year = if (month, day) > (r.month(), r.day()) {
-                    r.year() - 1
-                } else {
-                    r.year()
-                };
-                self.year = Some(YearState { year, month });
-                year
+        let limit = self.limit;
+        // The latest year this stamp can be in.
+        let top = if (limit.0, month, day) > limit {
+            limit.0 - 1
+        } else {
+            limit.0
+        };
+        let Some(st) = self.year.as_mut() else {
+            self.year = Some(YearState { year: top, month });
+            return top;
+        };
+        if month + 6 <= st.month {
+            if st.year < top {
+                st.year += 1;
+                st.month = month;
             }
-            Some(ref mut st) => {
-                if month + 6 <= st.month {
-                    st.year += 1;
-                    st.month = month;
-                    st.year
-                } else if month >= st.month + 6 {
-                    st.year - 1
-                } else {
-                    st.month = st.month.max(month);
-                    st.year
-                }
-            }
+            st.year.min(top)
+        } else if month >= st.month + 6 {
+            (st.year - 1).min(top)
+        } else if st.year <= top {
+            st.month = st.month.max(month);
+            st.year
+        } else {
+            top
         }
     }
 
@@ -636,9 +649,10 @@ mod tests {
             "Jan  1 00:00:01 h p: m",
         ];
         let read = |twice: bool| {
+            // Written until the day after its last line.
             let mut c = Clock::new(
                 chrono_tz::Europe::Berlin,
-                NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+                NaiveDate::from_ymd_opt(2027, 1, 2).unwrap(),
                 None,
             );
             let mut out = Vec::new();
@@ -776,5 +790,198 @@ mod tests {
             t(&mut c, "Mar 29 03:00:00 h p: m"),
             "2026-03-29T01:00:00+00:00"
         );
+    }
+
+    /// Splits `line` twice, as a file repeating a stamp would have it read:
+    /// the second reading (from the stamp cache, for classic stamps) must
+    /// agree with the first. → the instant, as RFC 3339 in UTC.
+    fn at(c: &mut Clock, line: &str) -> String {
+        let e = c
+            .split(line.as_bytes())
+            .unwrap_or_else(|e| panic!("{line}: {e:?}"));
+        let again = c.split(line.as_bytes()).unwrap();
+        assert_eq!(again.time_us, e.time_us, "{line}");
+        iso(e.time_us)
+    }
+
+    #[test]
+    fn a_year_less_stamp_is_never_after_the_file() {
+        // Files merged by hand, the whole modified in December: December,
+        // then June and July, then December again. The summer is the one
+        // before, not the next one, and moves the inference nowhere.
+        let mut c = clock("2026-12-20");
+        let r = "mail postfix/qmgr[1]: X: removed";
+        assert_eq!(
+            at(&mut c, &format!("Dec  1 12:00:00 {r}")),
+            "2026-12-01T04:00:00+00:00"
+        );
+        assert_eq!(
+            at(&mut c, &format!("Jun  5 12:00:00 {r}")),
+            "2026-06-05T04:00:00+00:00"
+        );
+        assert_eq!(
+            at(&mut c, &format!("Jul  1 12:00:00 {r}")),
+            "2026-07-01T04:00:00+00:00"
+        );
+        assert_eq!(
+            at(&mut c, &format!("Dec  2 12:00:00 {r}")),
+            "2026-12-02T04:00:00+00:00"
+        );
+        assert_eq!(
+            c.year,
+            Some(YearState {
+                year: 2026,
+                month: 12
+            })
+        );
+
+        // Months ahead of the file's date with no wrap between: a late
+        // host's lines from the year before.
+        let mut c = clock("2026-03-10");
+        assert_eq!(
+            at(&mut c, &format!("Mar  1 12:00:00 {r}")),
+            "2026-03-01T04:00:00+00:00"
+        );
+        assert_eq!(
+            at(&mut c, &format!("Jun  5 12:00:00 {r}")),
+            "2025-06-05T04:00:00+00:00"
+        );
+        assert_eq!(
+            at(&mut c, &format!("Mar  2 12:00:00 {r}")),
+            "2026-03-02T04:00:00+00:00"
+        );
+        assert_eq!(
+            c.year,
+            Some(YearState {
+                year: 2026,
+                month: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_day_after_the_file_is_allowed_and_no_more() {
+        let r = "mail postfix/qmgr[1]: X: removed";
+        // A first stamp a day after the file's date is this year's (a host
+        // in a zone ahead of the configured one); two days after, the year
+        // before.
+        let mut c = clock("2026-11-23");
+        assert_eq!(
+            at(&mut c, &format!("Nov 24 12:00:00 {r}")),
+            "2026-11-24T04:00:00+00:00"
+        );
+        let mut c = clock("2026-11-23");
+        assert_eq!(
+            at(&mut c, &format!("Nov 25 12:00:00 {r}")),
+            "2025-11-25T04:00:00+00:00"
+        );
+        // A file modified on New Year's Eve, its last lines from a host
+        // already in the new year: the wrap is taken.
+        let mut c = clock("2026-12-31");
+        assert_eq!(
+            at(&mut c, &format!("Dec 31 23:59:59 {r}")),
+            "2026-12-31T15:59:59+00:00"
+        );
+        assert_eq!(
+            at(&mut c, &format!("Jan  1 00:00:01 {r}")),
+            "2026-12-31T16:00:01+00:00"
+        );
+        // A day further is past the tolerance: the year before.
+        assert_eq!(
+            at(&mut c, &format!("Jan  2 12:00:00 {r}")),
+            "2026-01-02T04:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn a_file_with_no_wrap_keeps_its_year() {
+        let mut c = clock("2026-11-23");
+        for (line, want) in [
+            ("Nov  1 00:00:00", "2026-10-31T16:00:00+00:00"),
+            ("Nov 12 09:30:00", "2026-11-12T01:30:00+00:00"),
+            ("Nov 23 23:59:59", "2026-11-23T15:59:59+00:00"),
+        ] {
+            let line = format!("{line} mail postfix/qmgr[1]: X: removed");
+            assert_eq!(at(&mut c, &line), want);
+        }
+        assert_eq!(
+            c.year,
+            Some(YearState {
+                year: 2026,
+                month: 11
+            })
+        );
+    }
+
+    #[test]
+    fn stdin_is_dated_by_today() {
+        use chrono::Datelike;
+        let tz = chrono_tz::Asia::Taipei;
+        // What the ingest gives a source with no modification time.
+        let today = crate::ingest::source::reference_date(None, tz);
+        let line = |d: NaiveDate| {
+            d.format("%b %e 12:00:00 mail postfix/qmgr[1]: X: removed")
+                .to_string()
+        };
+        let mut c = Clock::new(tz, today, None);
+        assert_eq!(at(&mut c, &line(today)), format!("{today}T04:00:00+00:00"));
+        // A week after today is last year's (when that date exists).
+        let ahead = today + chrono::Days::new(7);
+        if let Some(last_year) = ahead.with_year(ahead.year() - 1) {
+            let mut c = Clock::new(tz, today, None);
+            assert_eq!(
+                at(&mut c, &line(ahead)),
+                format!("{last_year}T04:00:00+00:00")
+            );
+        }
+    }
+
+    #[test]
+    fn a_resumed_clock_reads_the_rest_as_one_that_never_stopped() {
+        let reference = "2027-02-01";
+        let lines = [
+            "Dec 30 08:00:00",
+            "Dec 31 23:59:59",
+            "Jan  1 00:00:01",
+            // Late, from the old year.
+            "Dec 31 23:59:58",
+            "Jan 15 10:00:00",
+            // Out of place: no later than the file.
+            "Jun  3 10:00:00",
+            "Jan 20 10:00:00",
+            "Feb  1 10:00:00",
+        ]
+        .map(|l| format!("{l} mail postfix/qmgr[1]: X: removed"));
+        let read = |c: &mut Clock, lines: &[String]| -> Vec<i64> {
+            lines
+                .iter()
+                .map(|l| c.split(l.as_bytes()).unwrap().time_us)
+                .collect()
+        };
+        let whole = read(&mut clock(reference), &lines);
+        for k in 0..=lines.len() {
+            let mut first = clock(reference);
+            read(&mut first, &lines[..k]);
+            // Saved with the checkpoint as JSON, as the ingest does.
+            let saved = first.year.map(|y| serde_json::to_string(&y).unwrap());
+            let restored = saved.map(|j| serde_json::from_str(&j).unwrap());
+            let mut second = Clock::new(
+                chrono_tz::Asia::Taipei,
+                NaiveDate::parse_from_str(reference, "%Y-%m-%d").unwrap(),
+                restored,
+            );
+            assert_eq!(read(&mut second, &lines[k..]), whole[k..], "after {k}");
+        }
+        let want = [
+            "2026-12-30T00:00:00+00:00",
+            "2026-12-31T15:59:59+00:00",
+            "2026-12-31T16:00:01+00:00",
+            "2026-12-31T15:59:58+00:00",
+            "2027-01-15T02:00:00+00:00",
+            "2026-06-03T02:00:00+00:00",
+            "2027-01-20T02:00:00+00:00",
+            "2027-02-01T02:00:00+00:00",
+        ];
+        assert_eq!(whole.iter().map(|&t| iso(t)).collect::<Vec<_>>(), want);
     }
 }
