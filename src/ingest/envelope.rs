@@ -18,6 +18,10 @@
 //! reference date (a file's modification time) and steps the year forward
 //! when the months wrap from December to January, never dating a stamp more
 //! than a day after the reference date.
+//!
+//! A host over [`MAX_HOST`] bytes or a program over [`MAX_PROGRAM`] makes
+//! the line unrecognised: no producer writes them, so they are junk or
+//! mischief, and must not reach a row.
 
 use chrono::{LocalResult, NaiveDate, Offset, TimeZone};
 use chrono_tz::Tz;
@@ -46,6 +50,22 @@ pub enum EnvelopeError {
     /// A timestamp, but no `host tag: ` after it.
     Tag,
 }
+
+/// The longest host name: a DNS name is at most 255 bytes (RFC 1035), and
+/// RFC 5424 allows no more in HOSTNAME.
+pub const MAX_HOST: usize = 255;
+
+/// The longest program (the tag without `[pid]`). Postfix sets no limit on
+/// `syslog_name` (main.cf's table gives it a minimum length of 1 and no
+/// maximum), but its tags are the admin's short names (`postfix`,
+/// `postfix-239.58.50.50/qmgr`, `postfix-smo/submission/smtpd`); through
+/// syslog Dovecot's is `dovecot`. The longest real ones are the first words
+/// of Dovecot's own file: `imap(USER)<PID><SESSION>` with a mailbox name (at
+/// most 254 bytes, RFC 5321's path less its brackets), about 300 bytes in
+/// all, and `auth(USER,IP,sasl:MECH)<SESSION>`, whose USER Dovecot cuts to
+/// 64 bytes. rsyslog, which writes most of these files, deems 512 bytes
+/// far too large for any valid tag (`CONF_TAG_MAXSIZE`).
+pub const MAX_PROGRAM: usize = 512;
 
 const MONTHS: [&[u8; 3]; 12] = [
     b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
@@ -444,6 +464,17 @@ impl Clock {
     }
 }
 
+/// A pid of 1 to 9 digits (more might not fit a `u32`).
+#[inline]
+fn pid(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + (b - b'0') as u32)
+    })
+}
+
 /// Maps instants to local days (`YYYYMMDD`) in the configured zone.
 ///
 /// Caches the zone's offset per UTC hour: offsets change at most a few times a
@@ -503,7 +534,8 @@ impl LocalDays {
 }
 
 /// `host tag[pid]: message` (or `tag: message` with no host) →
-/// (host, program, pid, message).
+/// (host, program, pid, message). A host over [`MAX_HOST`] bytes or a
+/// program over [`MAX_PROGRAM`] is an error.
 #[allow(clippy::type_complexity)]
 fn split_tag(s: &[u8]) -> Result<(&[u8], &[u8], Option<u32>, &[u8]), EnvelopeError> {
     let err = EnvelopeError::Tag;
@@ -531,22 +563,12 @@ fn split_tag(s: &[u8]) -> Result<(&[u8], &[u8], Option<u32>, &[u8]), EnvelopeErr
     };
     let (program, pid) = match tag.split_last() {
         Some((b']', inner)) => match inner.iter().rposition(|&c| c == b'[') {
-            Some(open) => {
-                let digits = &inner[open + 1..];
-                let pid = (!digits.is_empty() && digits.len() <= 9)
-                    .then(|| {
-                        digits.iter().try_fold(0u32, |n, &b| {
-                            b.is_ascii_digit().then(|| n * 10 + (b - b'0') as u32)
-                        })
-                    })
-                    .flatten();
-                (&inner[..open], pid)
-            }
+            Some(open) => (&inner[..open], pid(&inner[open + 1..])),
             None => (tag, None),
         },
         _ => (tag, None),
     };
-    if program.is_empty() {
+    if program.is_empty() || program.len() > MAX_PROGRAM || host.len() > MAX_HOST {
         return Err(err);
     }
     Ok((host, program, pid, message))
@@ -983,5 +1005,31 @@ mod tests {
             "2027-02-01T02:00:00+00:00",
         ];
         assert_eq!(whole.iter().map(|&t| iso(t)).collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn no_field_longer_than_producers_write() {
+        let mut c = clock("2026-11-23");
+        let line = |host: &str, program: &str| {
+            format!("Nov 23 00:41:17 {host} {program}[1]: connect from x[1.2.3.4]")
+        };
+        let h255 = "h".repeat(255);
+        let p512 = "p".repeat(512);
+        let longest = line(&h255, &p512);
+        let e = c.split(longest.as_bytes()).unwrap();
+        assert_eq!((e.host.len(), e.program.len()), (255, 512));
+        let h256 = "h".repeat(256);
+        let p513 = "p".repeat(513);
+        for bad in [line(&h256, "postfix/smtpd"), line("mail", &p513)] {
+            assert_eq!(c.split(bad.as_bytes()), Err(EnvelopeError::Tag));
+        }
+        // The longest real first word of Dovecot's own file: a mailbox
+        // name of 254 bytes, a pid and a session.
+        let user = format!("{}@{}", "u".repeat(64), "d".repeat(189));
+        let own = format!("Nov 23 00:41:17 imap({user})<4242><oEOptynOHNasEQAB>: Info: Logged out");
+        let e = c.split(own.as_bytes()).unwrap();
+        assert!(e.program.starts_with(b"imap(") && e.host.is_empty());
+        let junk = format!("Nov 23 00:41:17 {p513}: Info: x");
+        assert_eq!(c.split(junk.as_bytes()), Err(EnvelopeError::Tag));
     }
 }
