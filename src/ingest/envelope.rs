@@ -1,7 +1,8 @@
 //! The syslog envelope: splitting a line into time, host, program, pid and
 //! message.
 //!
-//! Accepted envelopes, possibly mixed in one file:
+//! Accepted envelopes, possibly mixed in one file, told apart by their first
+//! byte (a letter, a digit or `<`):
 //!
 //! * classic syslog, no year, local time, day padded with a space, a zero or
 //!   nothing: `Nov  3 10:40:57 mail postfix/smtpd[9708]: ...`
@@ -10,9 +11,14 @@
 //!   from line to line: `2026-11-23T09:41:17.336189+08:00 mail postfix/...`;
 //! * journalctl `-o short-iso`, offset without a colon:
 //!   `2026-11-23T09:41:17+0800 mail postfix/...`;
+//! * an ISO date and time with no offset (after `T` or a space), local
+//!   time: `2026-11-23 01:02:03 mail postfix/...`, and Dovecot's own file
+//!   with such a `log_timestamp`;
+//! * rsyslog's template with the year first, local time:
+//!   `2013 Jun 10 06:28:18.123 gds39d postfix/smtp[16152]: ...`;
 //! * Dovecot's own `log_path` file, which has no host:
 //!   `Nov 23 00:41:17 imap-login: Info: ...`;
-//! * any of these behind a `<PRI>` prefix.
+//! * any of the others behind a `<PRI>` prefix.
 //!
 //! Year-less stamps take their year from [`Clock`], which starts from a
 //! reference date (a file's modification time) and steps the year forward
@@ -359,16 +365,20 @@ impl Clock {
         {
             s = &s[end + 1..];
         }
-        let (time_us, rest) = if s.first().is_some_and(u8::is_ascii_digit) {
-            self.iso_stamp(s)?
-        } else if let Some(same) = self.last_stamp.and_then(|l| l.reuse(s)) {
-            // Reading it again would change nothing: the year inference
-            // and the choice in a repeated hour give what they gave.
-            same
-        } else {
-            let (time_us, rest) = self.classic_stamp(s)?;
-            self.last_stamp = LastStamp::new(s, s.len() - rest.len(), time_us);
-            (time_us, rest)
+        let (time_us, rest) = match s.first() {
+            // `2013 Jun 10 ...` has a space after its year, ISO a `-`.
+            Some(b'0'..=b'9') if s.get(4) == Some(&b' ') => self.year_first_stamp(s)?,
+            Some(b'0'..=b'9') => self.iso_stamp(s, true)?,
+            _ => match self.last_stamp.and_then(|l| l.reuse(s)) {
+                // Reading it again would change nothing: the year inference
+                // and the choice in a repeated hour give what they gave.
+                Some(same) => same,
+                None => {
+                    let (time_us, rest) = self.classic_stamp(s)?;
+                    self.last_stamp = LastStamp::new(s, s.len() - rest.len(), time_us);
+                    (time_us, rest)
+                }
+            },
         };
         split_tag(rest).map(|(host, program, pid, message)| Envelope {
             time_us,
@@ -381,49 +391,59 @@ impl Clock {
 
     /// `Nov  3 10:40:57 rest` → (instant, rest).
     fn classic_stamp<'a>(&mut self, s: &'a [u8]) -> Result<(i64, &'a [u8]), EnvelopeError> {
-        let err = EnvelopeError::Timestamp;
-        let mon = s.get(..3).ok_or(err)?;
-        let month = MONTHS.iter().position(|m| m[..] == *mon).ok_or(err)? as u32 + 1;
-        let mut i = 3;
-        while s.get(i) == Some(&b' ') && i < 5 {
-            i += 1;
-        }
-        if i == 3 {
-            return Err(err);
-        }
-        let mut day = digit(*s.get(i).ok_or(err)?).ok_or(err)?;
-        i += 1;
-        if let Some(d) = s.get(i).and_then(|&b| digit(b)) {
-            day = day * 10 + d;
-            i += 1;
-        }
-        if s.get(i) != Some(&b' ') || day == 0 || day > 31 {
-            return Err(err);
-        }
-        let secs = hms(s, i + 1).ok_or(err)?;
-        let (us, flen) = fraction(s, i + 9);
-        let after = i + 9 + flen;
-        if s.get(after) != Some(&b' ') {
-            return Err(err);
-        }
+        let (month, day, secs, us, len) = month_day_time(s).ok_or(EnvelopeError::Timestamp)?;
         let year = self.year_for(month, day);
+        let time_us = self.local_instant(year, month, day, secs, us)?;
+        Ok((time_us, &s[len..]))
+    }
+
+    /// `2013 Jun 10 06:28:18.123 rest` → (instant, rest): an rsyslog
+    /// template with the year first, in local time. From a real log:
+    /// `2013 Jun 10 06:28:18.123 gds39d postfix/smtp[16152]: 7E1AEC2C388XXXX: to=<k0i3u1e0v4@f1eh43i4.e0f>, relay=none, delay=71766, delays=71766/0.01/0.29/0, dsn=4.4.1, status=deferred (connect to michaela.com[176.74.176.167]:25: Connection refused)`
+    fn year_first_stamp<'a>(&mut self, s: &'a [u8]) -> Result<(i64, &'a [u8]), EnvelopeError> {
+        let err = EnvelopeError::Timestamp;
+        let year = (two(s, 0).ok_or(err)? * 100 + two(s, 2).ok_or(err)?) as i32;
+        let after_year = s.get(5..).ok_or(err)?;
+        let (month, day, secs, us, len) = month_day_time(after_year).ok_or(err)?;
+        let time_us = self.local_instant(year, month, day, secs, us)?;
+        Ok((time_us, &after_year[len..]))
+    }
+
+    /// A civil time in the configured zone → µs since the epoch; `Err` for
+    /// a date that does not exist (`Feb 30`, `Feb 29` of a common year).
+    #[inline]
+    fn local_instant(
+        &mut self,
+        year: i32,
+        month: u32,
+        day: u32,
+        secs: u32,
+        us: u32,
+    ) -> Result<i64, EnvelopeError> {
         let days = match self.date_cache {
             Some((y, m, d, days)) if (y, m, d) == (year, month, day) => days,
             _ => {
                 if NaiveDate::from_ymd_opt(year, month, day).is_none() {
-                    return Err(err);
+                    return Err(EnvelopeError::Timestamp);
                 }
                 let days = days_from_civil(year, month, day);
                 self.date_cache = Some((year, month, day, days));
                 days
             }
         };
-        let utc = self.local_to_utc(days, secs);
-        Ok((utc * 1_000_000 + us as i64, &s[after + 1..]))
+        Ok(self.local_to_utc(days, secs) * 1_000_000 + us as i64)
     }
 
     /// `2026-11-23T09:41:17[.ffffff](Z|+08:00|+0800) rest` → (instant, rest).
-    fn iso_stamp<'a>(&mut self, s: &'a [u8]) -> Result<(i64, &'a [u8]), EnvelopeError> {
+    /// With `offset_optional`, the offset may be missing (`2026-11-23 01:02:03 rest`
+    /// or `2026-11-23T01:02:03 rest`): local time in the configured zone, as
+    /// ISO 8601 reads a time with no zone.
+    #[inline]
+    fn iso_stamp<'a>(
+        &mut self,
+        s: &'a [u8],
+        offset_optional: bool,
+    ) -> Result<(i64, &'a [u8]), EnvelopeError> {
         let err = EnvelopeError::Timestamp;
         if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || !(s[10] == b'T' || s[10] == b' ') {
             return Err(err);
@@ -452,6 +472,12 @@ impl Clock {
                 let o = (h * 3600 + m * 60) as i64;
                 if sign == b'-' { -o } else { o }
             }
+            // Dovecot's own file with `log_timestamp = "%Y-%m-%d %H:%M:%S "`:
+            // `2013-08-11 03:56:40 auth-worker(default): Info: pam(username,1.2.3.4): pam_authenticate() failed: Authentication failure (password mismatch?)`
+            Some(b' ') if offset_optional => {
+                let time_us = self.local_instant(year, month, day, secs, us)?;
+                return Ok((time_us, &s[i + 1..]));
+            }
             _ => return Err(err),
         };
         if s.get(i) != Some(&b' ') {
@@ -462,6 +488,37 @@ impl Clock {
         self.last_utc = utc;
         Ok((utc * 1_000_000 + us as i64, &s[i + 1..]))
     }
+}
+
+/// `Nov  3 10:40:57[.ffffff] ` at the start of `s` → (month, day, seconds
+/// of the day, µs, length with the space).
+#[inline]
+fn month_day_time(s: &[u8]) -> Option<(u32, u32, u32, u32, usize)> {
+    let mon = s.get(..3)?;
+    let month = MONTHS.iter().position(|m| m[..] == *mon)? as u32 + 1;
+    let mut i = 3;
+    while s.get(i) == Some(&b' ') && i < 5 {
+        i += 1;
+    }
+    if i == 3 {
+        return None;
+    }
+    let mut day = digit(*s.get(i)?)?;
+    i += 1;
+    if let Some(d) = s.get(i).and_then(|&b| digit(b)) {
+        day = day * 10 + d;
+        i += 1;
+    }
+    if s.get(i) != Some(&b' ') || day == 0 || day > 31 {
+        return None;
+    }
+    let secs = hms(s, i + 1)?;
+    let (us, flen) = fraction(s, i + 9);
+    let after = i + 9 + flen;
+    if s.get(after) != Some(&b' ') {
+        return None;
+    }
+    Some((month, day, secs, us, after + 1))
 }
 
 /// A pid of 1 to 9 digits (more might not fit a `u32`).
@@ -766,10 +823,14 @@ mod tests {
             b"Nov  2 09:47:12 mail",
             b"Feb 30 09:47:12 mail x: y",
             b"2026-13-01T00:00:00Z mail x: y",
-            b"2026-11-01T00:00:00 mail x: y",
+            b"2026-11-01T00:00:00+08 mail x: y",
         ] {
             assert!(c.split(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        // No offset after `T`: local time, as ISO 8601 reads it.
+        let e = c.split(b"2026-11-01T00:00:00 mail x: y").unwrap();
+        assert_eq!(iso(e.time_us), "2026-10-31T16:00:00+00:00");
+        assert_eq!((e.host, e.program), (&b"mail"[..], &b"x"[..]));
     }
 
     #[test]
@@ -1005,6 +1066,91 @@ mod tests {
             "2027-02-01T02:00:00+00:00",
         ];
         assert_eq!(whole.iter().map(|&t| iso(t)).collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn iso_stamps_without_an_offset_are_local_time() {
+        let mut c = clock("2026-11-23");
+        // Dovecot's own file, `log_timestamp = "%Y-%m-%d %H:%M:%S "`
+        // (fail2ban's sample), read in Taipei (UTC+8).
+        let e = c
+            .split(b"2013-08-11 03:56:40 auth-worker(default): Info: pam(username,1.2.3.4): pam_authenticate() failed: Authentication failure (password mismatch?)")
+            .unwrap();
+        assert_eq!(iso(e.time_us), "2013-08-10T19:56:40+00:00");
+        assert_eq!(
+            (e.host, e.program, e.pid),
+            (&b""[..], &b"auth-worker(default)"[..], None)
+        );
+        assert!(e.message.starts_with(b"Info: pam(username,1.2.3.4)"));
+        let e = c.split(b"2026-11-23 01:02:03 host tag[42]: msg").unwrap();
+        assert_eq!(iso(e.time_us), "2026-11-22T17:02:03+00:00");
+        assert_eq!(
+            (e.host, e.program, e.pid, e.message),
+            (&b"host"[..], &b"tag"[..], Some(42), &b"msg"[..])
+        );
+        let e = c.split(b"2026-11-23T01:02:03.25 host tag: msg").unwrap();
+        assert_eq!(iso(e.time_us), "2026-11-22T17:02:03.250+00:00");
+        assert!(c.split(b"2026-02-29 01:02:03 host tag: msg").is_err());
+
+        // The zone's own rules: Europe/Berlin falls back on 2026-10-25,
+        // and 02:10 comes twice; it springs forward on 2026-03-29, and
+        // 02:30 never comes (read with the offset from before).
+        let mut c = Clock::new(
+            chrono_tz::Europe::Berlin,
+            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            None,
+        );
+        let t = |c: &mut Clock, s: &str| iso(c.split(s.as_bytes()).unwrap().time_us);
+        assert_eq!(
+            t(&mut c, "2013-08-11 03:56:40 auth-worker(default): Info: x"),
+            "2013-08-11T01:56:40+00:00"
+        );
+        assert_eq!(
+            t(&mut c, "2026-10-25 02:10:00 h p: m"),
+            "2026-10-25T00:10:00+00:00"
+        );
+        assert_eq!(
+            t(&mut c, "2026-10-25 02:50:00 h p: m"),
+            "2026-10-25T00:50:00+00:00"
+        );
+        assert_eq!(
+            t(&mut c, "2026-10-25 02:10:00 h p: m"),
+            "2026-10-25T01:10:00+00:00"
+        );
+        assert_eq!(
+            t(&mut c, "2026-03-29 02:30:00 h p: m"),
+            "2026-03-29T01:30:00+00:00"
+        );
+    }
+
+    #[test]
+    fn rsyslog_template_with_the_year_first() {
+        // FgForrest's real log (a Czech site), read in Europe/Prague:
+        // summer time, UTC+2.
+        let mut c = Clock::new(
+            chrono_tz::Europe::Prague,
+            NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+            None,
+        );
+        let e = c
+            .split(b"2013 Jun 10 06:28:18.123 gds39d postfix/smtp[16152]: 7E1AEC2C388XXXX: to=<k0i3u1e0v4@f1eh43i4.e0f>, relay=none, delay=71766, delays=71766/0.01/0.29/0, dsn=4.4.1, status=deferred (connect to michaela.com[176.74.176.167]:25: Connection refused)")
+            .unwrap();
+        assert_eq!(iso(e.time_us), "2013-06-10T04:28:18.123+00:00");
+        assert_eq!(
+            (e.host, e.program, e.pid),
+            (&b"gds39d"[..], &b"postfix/smtp"[..], Some(16152))
+        );
+        assert!(e.message.starts_with(b"7E1AEC2C388XXXX: to=<"));
+        // The year is given: no inference, whatever the reference.
+        assert_eq!(c.year, None);
+        for bad in [
+            &b"2013 Feb 29 06:28:18.123 gds39d postfix/smtp[16152]: x"[..],
+            b"2013 Jum 10 06:28:18.123 gds39d postfix/smtp[16152]: x",
+            b"2013 Jun 10 06:28 gds39d postfix/smtp[16152]: x",
+            b"201x Jun 10 06:28:18.123 gds39d postfix/smtp[16152]: x",
+        ] {
+            assert_eq!(c.split(bad), Err(EnvelopeError::Timestamp));
+        }
     }
 
     #[test]
