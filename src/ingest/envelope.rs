@@ -2,7 +2,7 @@
 //! message.
 //!
 //! Accepted envelopes, possibly mixed in one file, told apart by their first
-//! byte (a letter, a digit or `<`):
+//! byte (a letter, a digit, `@` or `<`):
 //!
 //! * classic syslog, no year, local time, day padded with a space, a zero or
 //!   nothing: `Nov  3 10:40:57 mail postfix/smtpd[9708]: ...`
@@ -18,6 +18,8 @@
 //!   `2013 Jun 10 06:28:18.123 gds39d postfix/smtp[16152]: ...`;
 //! * Dovecot's own `log_path` file, which has no host:
 //!   `Nov 23 00:41:17 imap-login: Info: ...`;
+//! * multilog's TAI64N label (daemontools), with or without a host:
+//!   `@400000004c91b044077a9e94 imap-login: Info: ...`;
 //! * any of the others behind a `<PRI>` prefix.
 //!
 //! Year-less stamps take their year from [`Clock`], which starts from a
@@ -38,7 +40,8 @@ use serde::{Deserialize, Serialize};
 pub struct Envelope<'a> {
     /// The line's instant, microseconds since the Unix epoch (UTC).
     pub time_us: i64,
-    /// The host that wrote the line; empty for Dovecot's own log file.
+    /// The host that wrote the line; empty where the envelope names none
+    /// (Dovecot's own log file, multilog).
     pub host: &'a [u8],
     /// The syslog tag without the pid: `postfix/submission/smtpd`, `dovecot`.
     pub program: &'a [u8],
@@ -369,6 +372,7 @@ impl Clock {
             // `2013 Jun 10 ...` has a space after its year, ISO a `-`.
             Some(b'0'..=b'9') if s.get(4) == Some(&b' ') => self.year_first_stamp(s)?,
             Some(b'0'..=b'9') => self.iso_stamp(s, true)?,
+            Some(b'@') => self.tai64n_stamp(s)?,
             _ => match self.last_stamp.and_then(|l| l.reuse(s)) {
                 // Reading it again would change nothing: the year inference
                 // and the choice in a repeated hour give what they gave.
@@ -488,7 +492,40 @@ impl Clock {
         self.last_utc = utc;
         Ok((utc * 1_000_000 + us as i64, &s[i + 1..]))
     }
+
+    /// `@` and a TAI64N label, then a space → (instant, rest). multilog
+    /// (daemontools), from fail2ban's Dovecot sample:
+    /// `@400000004c91b044077a9e94 imap-login: Info: Aborted login (auth failed, 1 attempts): user=<martin@waschbuesch.de>, method=CRAM-MD5, rip=80.187.101.33, lip=80.254.129.240, TLS`
+    ///
+    /// The label is 16 hex digits of TAI64 seconds and 8 of nanoseconds.
+    /// multilog takes the seconds as 2^62 + 10 + Unix time (daemontools'
+    /// `tai_now`), with no leap-second table, so taking as much away gives
+    /// the Unix time back exactly. A producer that does count leap seconds
+    /// (s6-log, on skalibs' default of a system clock in UTC) writes labels
+    /// 37 s past 2^62 + Unix time since 2017: those read 27 s late.
+    fn tai64n_stamp<'a>(&mut self, s: &'a [u8]) -> Result<(i64, &'a [u8]), EnvelopeError> {
+        let err = EnvelopeError::Timestamp;
+        if s.get(25) != Some(&b' ') {
+            return Err(err);
+        }
+        let (label, nanos) = (hex(&s[1..17]).ok_or(err)?, hex(&s[17..25]).ok_or(err)?);
+        let unix = label
+            .checked_sub(TAI64_UNIX_EPOCH)
+            .filter(|&u| u <= MAX_UNIX_SECS)
+            .ok_or(err)? as i64;
+        if nanos >= 1_000_000_000 {
+            return Err(err);
+        }
+        self.last_utc = unix;
+        Ok((unix * 1_000_000 + (nanos / 1000) as i64, &s[26..]))
+    }
 }
+
+/// 2^62 + 10: the TAI64 label of the Unix epoch as multilog counts.
+const TAI64_UNIX_EPOCH: u64 = (1 << 62) + 10;
+
+/// 9999-12-31T23:59:59Z, the last second an ISO stamp can write.
+const MAX_UNIX_SECS: u64 = 253_402_300_799;
 
 /// `Nov  3 10:40:57[.ffffff] ` at the start of `s` → (month, day, seconds
 /// of the day, µs, length with the space).
@@ -519,6 +556,14 @@ fn month_day_time(s: &[u8]) -> Option<(u32, u32, u32, u32, usize)> {
         return None;
     }
     Some((month, day, secs, us, after + 1))
+}
+
+/// Hex digits, either case, as a number (16 digits at most fit).
+fn hex(s: &[u8]) -> Option<u64> {
+    s.iter().try_fold(0u64, |n, &b| {
+        let d = (b as char).to_digit(16)?;
+        Some(n << 4 | d as u64)
+    })
 }
 
 /// A pid of 1 to 9 digits (more might not fit a `u32`).
@@ -1066,6 +1111,67 @@ mod tests {
             "2027-02-01T02:00:00+00:00",
         ];
         assert_eq!(whole.iter().map(|&t| iso(t)).collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn tai64n_from_multilog() {
+        let mut c = clock("2026-11-23");
+        // fail2ban's sample; Debian's daemontools 0.76 (`TZ=UTC
+        // tai64nlocal`) prints its label as 2010-09-16 05:50:50.125476500.
+        let e = c
+            .split(b"@400000004c91b044077a9e94 imap-login: Info: Aborted login (auth failed, 1 attempts): user=<martin@waschbuesch.de>, method=CRAM-MD5, rip=80.187.101.33, lip=80.254.129.240, TLS")
+            .unwrap();
+        assert_eq!(iso(e.time_us), "2010-09-16T05:50:50.125476+00:00");
+        assert_eq!(
+            (e.host, e.program, e.pid),
+            (&b""[..], &b"imap-login"[..], None)
+        );
+        assert!(e.message.starts_with(b"Info: Aborted login (auth failed"));
+        // The Unix epoch is TAI64 2^62 + 10.
+        let e = c.split(b"@400000000000000a00000000 imap-login: x").unwrap();
+        assert_eq!(e.time_us, 0);
+        // Written by `multilog t` (daemontools 0.76) between Unix times
+        // 1796617032.110039565 and 1796617032.119621145, read back with
+        // `date +%s.%N` on each side.
+        let e = c
+            .split(b"@400000006b16335206e6039c imap-login: Info: Aborted login (auth failed, 1 attempts): user=<a>")
+            .unwrap();
+        assert!((1_796_617_032_110_039..=1_796_617_032_119_621).contains(&e.time_us));
+        assert_eq!(e.time_us, 1_796_617_032_115_737);
+        // A syslog line through multilog keeps its host (written between
+        // 1796617646.228301325 and 1796617646.231336412).
+        let e = c
+            .split(b"@400000006b1635b80db4992c mail postfix/smtpd[9715]: connect from localhost[127.0.0.1]")
+            .unwrap();
+        assert!((1_796_617_646_228_301..=1_796_617_646_231_336).contains(&e.time_us));
+        assert_eq!(
+            (e.host, e.program, e.pid, e.message),
+            (
+                &b"mail"[..],
+                &b"postfix/smtpd"[..],
+                Some(9715),
+                &b"connect from localhost[127.0.0.1]"[..]
+            )
+        );
+        for bad in [
+            &b"@400000004c91b044077a9e9 imap-login: x"[..],
+            b"@400000004c91b044077a9e944 imap-login: x",
+            b"@400000004c91b044077a9e9g imap-login: x",
+            b"@400000004c91b044077a9e94",
+            b"@400000004c91b044077a9e94imap-login: x",
+            // A billion nanoseconds is a second, not a fraction.
+            b"@400000004c91b0443b9aca00 imap-login: x",
+            // Before the epoch, and past year 9999.
+            b"@3fffffffffffffff00000000 imap-login: x",
+            b"@ffffffffffffffff00000000 imap-login: x",
+        ] {
+            assert_eq!(
+                c.split(bad),
+                Err(EnvelopeError::Timestamp),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
