@@ -20,6 +20,7 @@
 //!   `Nov 23 00:41:17 imap-login: Info: ...`;
 //! * multilog's TAI64N label (daemontools), with or without a host:
 //!   `@400000004c91b044077a9e94 imap-login: Info: ...`;
+//! * RFC 5424: `<22>1 2026-11-23T09:41:17.336189+08:00 mail postfix/smtpd 1181 - - ...`;
 //! * any of the others behind a `<PRI>` prefix.
 //!
 //! Year-less stamps take their year from [`Clock`], which starts from a
@@ -41,9 +42,10 @@ pub struct Envelope<'a> {
     /// The line's instant, microseconds since the Unix epoch (UTC).
     pub time_us: i64,
     /// The host that wrote the line; empty where the envelope names none
-    /// (Dovecot's own log file, multilog).
+    /// (Dovecot's own log file, multilog, an RFC 5424 `-`).
     pub host: &'a [u8],
-    /// The syslog tag without the pid: `postfix/submission/smtpd`, `dovecot`.
+    /// The syslog tag without the pid: `postfix/submission/smtpd`, `dovecot`
+    /// (empty for an RFC 5424 `-`).
     pub program: &'a [u8],
     /// The pid in `tag[pid]:`, when present.
     pub pid: Option<u32>,
@@ -360,13 +362,17 @@ impl Clock {
     /// Splits a line into its envelope.
     pub fn split<'a>(&mut self, line: &'a [u8]) -> Result<Envelope<'a>, EnvelopeError> {
         let mut s = line;
-        // `<PRI>` from network syslog.
+        // `<PRI>` from network syslog, then RFC 5424 (a version and a
+        // space) or one of the other envelopes.
         if s.first() == Some(&b'<')
             && let Some(end) = s.iter().take(5).position(|&b| b == b'>')
             && end > 1
             && s[1..end].iter().all(u8::is_ascii_digit)
         {
             s = &s[end + 1..];
+            if let Some(version) = rfc5424_version(s) {
+                return self.rfc5424(&s[version..]);
+            }
         }
         let (time_us, rest) = match s.first() {
             // `2013 Jun 10 ...` has a space after its year, ISO a `-`.
@@ -519,6 +525,44 @@ impl Clock {
         self.last_utc = unix;
         Ok((unix * 1_000_000 + (nanos / 1000) as i64, &s[26..]))
     }
+
+    /// RFC 5424 after `<PRI>VERSION `: `TIMESTAMP HOSTNAME APP-NAME PROCID
+    /// MSGID STRUCTURED-DATA [MSG]`. What rsyslog forwards for Postfix:
+    /// `<22>1 2026-11-23T09:41:17.336189+08:00 mail postfix/smtpd 1181 - - 520C9C0192: client=pmghost.mydomain.tld[192.168.1.1]`
+    ///
+    /// `-` stands for a header field with no value; a timestamp with none
+    /// has no time, and the line is unrecognised. Structured data is
+    /// skipped; PROCID is the pid when it is a number.
+    fn rfc5424<'a>(&mut self, s: &'a [u8]) -> Result<Envelope<'a>, EnvelopeError> {
+        // The timestamp is RFC 3339 with its `T` and an offset.
+        if s.get(10) != Some(&b'T') {
+            return Err(EnvelopeError::Timestamp);
+        }
+        let (time_us, rest) = self.iso_stamp(s, false)?;
+        // The RFC's own limits for each field.
+        let (host, rest) = header_field(rest, MAX_HOST)?;
+        let (program, rest) = header_field(rest, 48)?;
+        let (procid, rest) = header_field(rest, 128)?;
+        let (_msgid, rest) = header_field(rest, 32)?;
+        let message = match skip_structured_data(rest)? {
+            [] => &[][..],
+            // rsyslog's RSYSLOG_SyslogProtocol23Format writes the space of
+            // the message it relays too (`- - -  test`), and a UTF-8 MSG
+            // starts with a BOM.
+            [b' ', msg @ ..] => {
+                let msg = &msg[msg.iter().take_while(|&&b| b == b' ').count()..];
+                msg.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(msg)
+            }
+            _ => return Err(EnvelopeError::Tag),
+        };
+        Ok(Envelope {
+            time_us,
+            host,
+            program,
+            pid: pid(procid),
+            message,
+        })
+    }
 }
 
 /// 2^62 + 10: the TAI64 label of the Unix epoch as multilog counts.
@@ -575,6 +619,89 @@ fn pid(digits: &[u8]) -> Option<u32> {
     digits.iter().try_fold(0u32, |n, &b| {
         b.is_ascii_digit().then(|| n * 10 + (b - b'0') as u32)
     })
+}
+
+/// The length of RFC 5424's `VERSION ` at the start of `s`: 1 to 3 digits,
+/// the first not 0, and a space. (Any other envelope after `<PRI>` starts
+/// with a letter, `@`, or a year of four digits.)
+fn rfc5424_version(s: &[u8]) -> Option<usize> {
+    if !matches!(s.first(), Some(b'1'..=b'9')) {
+        return None;
+    }
+    let n = s.iter().take(4).position(|b| !b.is_ascii_digit())?;
+    (s[n] == b' ').then_some(n + 1)
+}
+
+/// An RFC 5424 header field and the space after it: 1 to `max` printable
+/// ASCII bytes, `-` for none (read as empty) → (value, rest).
+fn header_field(s: &[u8], max: usize) -> Result<(&[u8], &[u8]), EnvelopeError> {
+    let err = EnvelopeError::Tag;
+    let end = s.iter().take(max + 1).position(|&b| b == b' ').ok_or(err)?;
+    let value = &s[..end];
+    if end == 0 || !value.iter().all(u8::is_ascii_graphic) {
+        return Err(err);
+    }
+    Ok((if value == b"-" { &[][..] } else { value }, &s[end + 1..]))
+}
+
+/// Skips RFC 5424 STRUCTURED-DATA: `-`, or one or more `[ID NAME="VALUE"
+/// ...]`, where a value escapes `"`, `\` and `]` with a backslash. → the
+/// rest after it. From util-linux `logger --rfc5424` (2.38.1):
+/// `<13>1 2026-12-07T04:16:58.251299+00:00 vm postfix/smtpd 1181 - [timeQuality tzKnown="1" isSynced="0"][origin@32473 note="say \"hi\", a \\ and a \]"] 520C9C0192: client=pmghost.mydomain.tld[192.168.1.1]`
+fn skip_structured_data(s: &[u8]) -> Result<&[u8], EnvelopeError> {
+    let err = EnvelopeError::Tag;
+    match s.first() {
+        Some(b'-') => return Ok(&s[1..]),
+        Some(b'[') => {}
+        _ => return Err(err),
+    }
+    let mut i = 0;
+    while s.get(i) == Some(&b'[') {
+        i = sd_name(s, i + 1)?;
+        loop {
+            match s.get(i) {
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                Some(b' ') => {
+                    i = sd_name(s, i + 1)?;
+                    if s.get(i) != Some(&b'=') || s.get(i + 1) != Some(&b'"') {
+                        return Err(err);
+                    }
+                    i += 2;
+                    loop {
+                        match s.get(i) {
+                            Some(b'"') => break,
+                            // A backslash before anything else is itself.
+                            Some(b'\\') if matches!(s.get(i + 1), Some(b'"' | b'\\' | b']')) => {
+                                i += 2
+                            }
+                            Some(_) => i += 1,
+                            None => return Err(err),
+                        }
+                    }
+                    i += 1;
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+    Ok(&s[i..])
+}
+
+/// An SD-NAME starting at `at`: 1 to 32 printable ASCII bytes other than
+/// `=`, `]` and `"` → where it ends.
+fn sd_name(s: &[u8], at: usize) -> Result<usize, EnvelopeError> {
+    let name = s.get(at..).unwrap_or_default();
+    match name
+        .iter()
+        .take(33)
+        .position(|&b| !b.is_ascii_graphic() || matches!(b, b'=' | b']' | b'"'))
+    {
+        Some(n @ 1..=32) => Ok(at + n),
+        _ => Err(EnvelopeError::Tag),
+    }
 }
 
 /// Maps instants to local days (`YYYYMMDD`) in the configured zone.
@@ -1175,6 +1302,178 @@ mod tests {
     }
 
     #[test]
+    fn rfc5424() {
+        let mut c = clock("2026-11-23");
+        let e = c
+            .split(b"<22>1 2026-11-23T09:41:17.336189+08:00 mail postfix/smtpd 1181 - - 520C9C0192: client=pmghost.mydomain.tld[192.168.1.1]")
+            .unwrap();
+        assert_eq!(iso(e.time_us), "2026-11-23T01:41:17.336189+00:00");
+        assert_eq!(
+            (e.host, e.program, e.pid, e.message),
+            (
+                &b"mail"[..],
+                &b"postfix/smtpd"[..],
+                Some(1181),
+                &b"520C9C0192: client=pmghost.mydomain.tld[192.168.1.1]"[..]
+            )
+        );
+        // lograptor's sample has a `-` before its bracketed element, so by
+        // the grammar that `-` is the structured data and the element is
+        // the start of MSG; its `BOM` is the RFC's notation copied as text.
+        let e = c
+            .split("<165>1 2003-10-11T22:14:15.003Z frodo.example.com postfix - ID47 - [exampleSDID@17660 iut=\"3\" eventID=\"1011\" eventSource=\"Application\"] - BOM Une entré du journal des événements".as_bytes())
+            .unwrap();
+        assert_eq!(iso(e.time_us), "2003-10-11T22:14:15.003+00:00");
+        assert_eq!(
+            (e.host, e.program, e.pid),
+            (&b"frodo.example.com"[..], &b"postfix"[..], None)
+        );
+        assert_eq!(
+            e.message,
+            "[exampleSDID@17660 iut=\"3\" eventID=\"1011\" eventSource=\"Application\"] - BOM Une entré du journal des événements".as_bytes()
+        );
+        // RFC 5424's own examples (6.5), with the BOM they stand for.
+        let e = c
+            .split(b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \xEF\xBB\xBF'su root' failed for lonvick on /dev/pts/8")
+            .unwrap();
+        assert_eq!(
+            (e.host, e.program, e.pid, e.message),
+            (
+                &b"mymachine.example.com"[..],
+                &b"su"[..],
+                None,
+                &b"'su root' failed for lonvick on /dev/pts/8"[..]
+            )
+        );
+        let e = c
+            .split(b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time to make the do-nuts.")
+            .unwrap();
+        assert_eq!(iso(e.time_us), "2003-08-24T12:14:15.000003+00:00");
+        assert_eq!(
+            (e.host, e.program, e.pid, e.message),
+            (
+                &b"192.0.2.1"[..],
+                &b"myproc"[..],
+                Some(8710),
+                &b"%% It's time to make the do-nuts."[..]
+            )
+        );
+        let e = c
+            .split(b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"] \xEF\xBB\xBFAn application event log entry...")
+            .unwrap();
+        assert_eq!(e.program, b"evntslog");
+        assert_eq!(e.message, b"An application event log entry...");
+        let e = c
+            .split(b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"][examplePriority@32473 class=\"high\"]")
+            .unwrap();
+        assert_eq!((e.program, e.message), (&b"evntslog"[..], &b""[..]));
+        // util-linux `logger --rfc5424` 2.38.1, read from its socket: two
+        // elements, a value with `\"`, `\\` and `\]`; then PROCID `-`.
+        let e = c
+            .split(br#"<13>1 2026-12-07T04:16:58.251299+00:00 vm postfix/smtpd 1181 - [timeQuality tzKnown="1" isSynced="0"][origin@32473 note="say \"hi\", a \\ and a \]"] 520C9C0192: client=pmghost.mydomain.tld[192.168.1.1]"#)
+            .unwrap();
+        assert_eq!(iso(e.time_us), "2026-12-07T04:16:58.251299+00:00");
+        assert_eq!(
+            (e.host, e.program, e.pid, e.message),
+            (
+                &b"vm"[..],
+                &b"postfix/smtpd"[..],
+                Some(1181),
+                &b"520C9C0192: client=pmghost.mydomain.tld[192.168.1.1]"[..]
+            )
+        );
+        let e = c
+            .split(b"<13>1 2026-12-07T04:16:58.257737+00:00 vm dovecot - - - imap-login: Login: user=<a>")
+            .unwrap();
+        assert_eq!(
+            (e.host, e.program, e.pid, e.message),
+            (
+                &b"vm"[..],
+                &b"dovecot"[..],
+                None,
+                &b"imap-login: Login: user=<a>"[..]
+            )
+        );
+        // rsyslog 8.2002's RSYSLOG_SyslogProtocol23Format (rsyslog issue
+        // 4384) writes the relayed message's own space too.
+        let e = c
+            .split(b"<174>1 2020-08-21T13:32:18.596113+02:00 host TestLogging - - -  test")
+            .unwrap();
+        assert_eq!(iso(e.time_us), "2020-08-21T11:32:18.596113+00:00");
+        assert_eq!((e.program, e.message), (&b"TestLogging"[..], &b"test"[..]));
+        // `-` for the host and the program: none named.
+        let e = c
+            .split(b"<34>1 2003-10-11T22:14:15.003Z - - - ID47 - 'su root' failed")
+            .unwrap();
+        assert_eq!((e.host, e.program), (&b""[..], &b""[..]));
+        let long = |n: usize| "h".repeat(n);
+        for (bad, why) in [
+            (
+                "<34>1 - mymachine.example.com su - ID47 - 'su root' failed".to_string(),
+                EnvelopeError::Timestamp,
+            ),
+            (
+                "<34>1 2003-10-11T22:14:15.003 mymachine su - ID47 - x".into(),
+                EnvelopeError::Timestamp,
+            ),
+            (
+                "<34>1 2003-10-11 22:14:15.003Z mymachine su - ID47 - x".into(),
+                EnvelopeError::Timestamp,
+            ),
+            (
+                "<165>1 2003-10-11T22:14:15.003Z m evntslog - ID47 [exampleSDID@32473 iut=\"3\"".into(),
+                EnvelopeError::Tag,
+            ),
+            (
+                "<165>1 2003-10-11T22:14:15.003Z m evntslog - ID47 [exampleSDID@32473 iut=\"3\\\"] x".into(),
+                EnvelopeError::Tag,
+            ),
+            (
+                "<165>1 2003-10-11T22:14:15.003Z m evntslog - ID47 [a@1 b=\"c\"]x".into(),
+                EnvelopeError::Tag,
+            ),
+            (
+                "<165>1 2003-10-11T22:14:15.003Z m evntslog - ID47 [a@1 b=c] x".into(),
+                EnvelopeError::Tag,
+            ),
+            (
+                format!("<165>1 2003-10-11T22:14:15.003Z m e - ID47 [{}] x", long(33)),
+                EnvelopeError::Tag,
+            ),
+            (
+                "<165>1 2003-10-11T22:14:15.003Z m e - ID47 x".into(),
+                EnvelopeError::Tag,
+            ),
+            (
+                "<165>1 2003-10-11T22:14:15.003Z m e - ID47".into(),
+                EnvelopeError::Tag,
+            ),
+            (
+                format!("<34>1 2003-10-11T22:14:15.003Z {} su - ID47 - x", long(256)),
+                EnvelopeError::Tag,
+            ),
+            (
+                format!("<34>1 2003-10-11T22:14:15.003Z m {} - ID47 - x", long(49)),
+                EnvelopeError::Tag,
+            ),
+            (
+                "<34>1 2003-10-11T22:14:15.003Z m\u{7f}x su - ID47 - x".into(),
+                EnvelopeError::Tag,
+            ),
+        ] {
+            assert_eq!(c.split(bad.as_bytes()), Err(why), "{bad}");
+        }
+        // At the RFC's limits.
+        let longest = format!(
+            "<34>1 2003-10-11T22:14:15.003Z {} {} - ID47 - x",
+            long(255),
+            long(48)
+        );
+        let e = c.split(longest.as_bytes()).unwrap();
+        assert_eq!((e.host.len(), e.program.len()), (255, 48));
+    }
+
+    #[test]
     fn iso_stamps_without_an_offset_are_local_time() {
         let mut c = clock("2026-11-23");
         // Dovecot's own file, `log_timestamp = "%Y-%m-%d %H:%M:%S "`
@@ -1256,6 +1555,24 @@ mod tests {
             b"201x Jun 10 06:28:18.123 gds39d postfix/smtp[16152]: x",
         ] {
             assert_eq!(c.split(bad), Err(EnvelopeError::Timestamp));
+        }
+    }
+
+    #[test]
+    fn unknown_envelopes_stay_errors() {
+        let mut c = clock("2026-11-23");
+        for bad in [
+            // journalctl -o short-full.
+            &b"Fri 2023-09-08 17:20:30 CEST host postfix/qmgr[5]: X: removed"[..],
+            // journalctl -o json (abridged).
+            br#"{"SYSLOG_IDENTIFIER":"postfix/smtpd","__REALTIME_TIMESTAMP":"1789228152650438"}"#,
+            b"<22>",
+            b"<22>1 ",
+            b"@",
+            b"1",
+            b"2026",
+        ] {
+            assert!(c.split(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 
