@@ -10,7 +10,7 @@
 //! * [`config`]: `config.toml`, validated at load, unknown keys rejected.
 //! * [`domain`]: values parsed once at the edge: [`domain::Mailbox`],
 //!   [`domain::Day`], [`domain::DateRange`], local domains.
-//! * [`ingest`]: sources (files, `.gz`, stdin) → syslog envelope → Postfix /
+//! * [`ingest`]: sources (files, compressed ones, stdin) → syslog envelope → Postfix /
 //!   Dovecot message shapes → correlation into per-mailbox rows (SMTP
 //!   events, and access events from Dovecot sessions), committed
 //!   in batches with the checkpoints and state that make it crash-safe.
