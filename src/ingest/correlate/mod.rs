@@ -699,8 +699,11 @@ impl Correlator {
                         m.own.client_ip = Some(lossy_text(ip));
                     }
                 }
+                let offer = m.claimable(ctx.now_us);
                 self.auth_rcv(key, true, out);
-                self.offer_copy(key, out);
+                if offer {
+                    self.offer_copy(key, out);
+                }
                 self.release(key, out);
             }
             Event::Pickup { qid, uid, from } => {
@@ -718,17 +721,19 @@ impl Correlator {
                 let m = self.msg(key, ctx, true, out);
                 if id.len() > 2 && m.msgid.is_none() {
                     m.msgid = Some(xxh3_64(id));
-                    self.offer_copy(key, out);
+                    if m.claimable(ctx.now_us) {
+                        self.offer_copy(key, out);
+                    }
                 }
             }
             Event::QueueActive { qid, from } => {
                 let key = (ctx.host, Qid::new(qid));
                 let sender = self.sender(from);
                 let m = self.msg(key, ctx, false, out);
-                let learnt = m.own.sender == Sender::Unknown;
+                let offer = m.own.sender == Sender::Unknown && m.claimable(ctx.now_us);
                 set_sender(&mut m.own.sender, sender);
                 self.auth_rcv(key, false, out);
-                if learnt {
+                if offer {
                     self.offer_copy(key, out);
                 }
                 self.release(key, out);
@@ -739,10 +744,6 @@ impl Correlator {
                 let sender = self.sender(from);
                 let m = self.msg(key, ctx, false, out);
                 set_sender(&mut m.own.sender, sender);
-                self.offer_copy(key, out);
-                let Some(m) = self.state.messages.get_mut(&key) else {
-                    return;
-                };
                 // Settled a moment later (see `sweep`): a deferral logged in
                 // the same second may be read after this line.
                 m.expired = Some(Expiry {
@@ -750,6 +751,9 @@ impl Correlator {
                     time_us: ctx.time_us,
                     at_us: ctx.now_us,
                 });
+                if m.claimable(ctx.now_us) {
+                    self.offer_copy(key, out);
+                }
                 self.release(key, out);
             }
             Event::Removed { qid } => {
@@ -758,7 +762,9 @@ impl Correlator {
                 if m.removed.is_none() {
                     m.removed = Some((ctx.time_us, ctx.now_us));
                 }
-                self.offer_copy(key, out);
+                if m.claimable(ctx.now_us) {
+                    self.offer_copy(key, out);
+                }
             }
             Event::Delivery {
                 qid,
@@ -806,7 +812,9 @@ impl Correlator {
                     }
                 }
                 m.held.push(pending);
-                self.offer_copy(key, out);
+                if m.claimable(ctx.now_us) {
+                    self.offer_copy(key, out);
+                }
                 self.release(key, out);
             }
             Event::Reject {
