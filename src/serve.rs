@@ -94,6 +94,7 @@ pub async fn run(
                         .last_pass
                         .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
                     health.lag_bytes.store(unread, Ordering::Relaxed);
+                    health.waiting.store(report.waiting, Ordering::Relaxed);
                     if report.rows_new > 0 {
                         tracing::debug!(rows = report.rows_new, "ingested");
                     }

@@ -1080,6 +1080,11 @@ impl AccessState {
     pub(crate) fn in_flight(&self) -> usize {
         self.by_session.len() + self.waiting.len()
     }
+
+    /// Rows made but still waiting for lines that may change them.
+    pub(crate) fn rows_waiting(&self) -> usize {
+        self.waiting.len()
+    }
 }
 
 #[cfg(test)]

@@ -188,6 +188,9 @@ pub struct Report {
     pub stats: Stats,
     /// Rows the database did not have yet.
     pub rows_new: u64,
+    /// Events read but not given out yet, waiting for lines that may still
+    /// decide them (see [`Correlator::waiting`]).
+    pub waiting: u64,
 }
 
 impl Report {
@@ -434,12 +437,14 @@ async fn pass(
     let ((correlator, stats, sources), mailboxes) =
         parser.await.context("the parser thread failed")??;
     writer.return_mailboxes(mailboxes);
+    let waiting = correlator.waiting() as u64;
     Ok((
         correlator,
         Report {
             sources,
             stats,
             rows_new,
+            waiting,
         },
     ))
 }

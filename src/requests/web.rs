@@ -39,6 +39,9 @@ pub struct Health {
     pub last_pass: AtomicI64,
     /// Bytes the last pass left unread in the followed files.
     pub lag_bytes: AtomicU64,
+    /// Events read but waiting, after the last pass, for lines that may
+    /// still decide them (a few seconds of log time, a minute at most).
+    pub waiting: AtomicU64,
 }
 
 /// Shared by the handlers.
@@ -510,6 +513,7 @@ async fn health(State(s): State<WebState>) -> Response {
     let now = Utc::now().timestamp();
     let last = s.health.last_pass.load(Ordering::Relaxed);
     let lag = s.health.lag_bytes.load(Ordering::Relaxed);
+    let waiting = s.health.waiting.load(Ordering::Relaxed);
     let current = last > 0 && now - last <= 30 && lag == 0;
     let (queued, failed) = s.store.outbox_counts().await.unwrap_or((-1, -1));
     let body = serde_json::json!({
@@ -518,6 +522,7 @@ async fn health(State(s): State<WebState>) -> Response {
             "last_pass": if last > 0 { Some(last) } else { None },
             "seconds_since_last_pass": if last > 0 { Some(now - last) } else { None },
             "unread_bytes": lag,
+            "waiting_events": waiting,
         },
         "outbox": { "queued": queued, "failed": failed },
     });

@@ -600,7 +600,9 @@ impl Http {
 }
 
 /// Waits until serve has read the whole log as it was at `since` (a Unix
-/// time): a pass ended after it and left nothing unread.
+/// time): a pass ended after it, left nothing unread, and nothing it read
+/// waits for later lines any more (it waits a few seconds at most once the
+/// log is quiet).
 fn wait_ingested(http: &Http, since: i64) {
     wait_for(
         "serve to read the whole log",
@@ -610,6 +612,7 @@ fn wait_ingested(http: &Http, since: i64) {
             let ing = &h["ingest"];
             (ing["current"] == true
                 && ing["unread_bytes"] == 0
+                && ing["waiting_events"] == 0
                 && ing["last_pass"].as_i64()? > since)
                 .then_some(())
         },

@@ -413,6 +413,19 @@ impl Correlator {
         self.state.messages.len() + self.state.handoffs.len() + self.state.access.in_flight()
     }
 
+    /// Events read but not given out yet, because later lines may still
+    /// decide them: a message's events waiting to be settled, hand-offs
+    /// waiting for their copy, and mailbox access rows within their wait.
+    pub fn waiting(&self) -> usize {
+        self.state
+            .messages
+            .values()
+            .map(|m| m.held.len())
+            .sum::<usize>()
+            + self.state.handoffs.len()
+            + self.state.access.rows_waiting()
+    }
+
     fn host_id(&mut self, host: &[u8]) -> u32 {
         if let Some(id) = self.last_host
             && self.state.hosts[id as usize].as_bytes() == host
