@@ -40,7 +40,7 @@
 use std::collections::VecDeque;
 
 use ipnet::IpNet;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::correlate::{Phrases, Text, lossy as string, lossy_text as text};
@@ -62,6 +62,10 @@ const VERDICT_WINDOW_US: i64 = 120 * 1_000_000;
 /// Sessions with no line for this long are forgotten (IMAP IDLE sessions
 /// last hours, so be generous).
 const SESSION_STALE_US: i64 = 3 * 86_400 * 1_000_000;
+/// Sessions are looked over (and forgotten when done) at one sweep in
+/// this many: the correlator sweeps every ten seconds of a host's log, and
+/// forgetting a finished session a minute later costs only its memory.
+const SESSION_SWEEPS: u32 = 6;
 
 /// What an access row records; the stored integer is stable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -211,8 +215,6 @@ struct Session {
     last_us: i64,
     /// The host's clock when its logout was read.
     ended_us: Option<i64>,
-    /// Rows of the session that may still be waiting, by sequence number.
-    rows: Vec<u64>,
 }
 
 /// An auth verdict, kept for the failed logins it may explain.
@@ -276,13 +278,10 @@ enum Fill {
 /// A row waiting for the lines that may complete it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Held {
-    /// Rows are numbered as they are made; the queue is in this order.
-    seq: u64,
     host: u32,
     /// The host's clock when the row's line was read: the wait is measured
     /// from it, never from the line's own stamp.
     read_us: i64,
-    row: AccessRow,
     fill: Fill,
 }
 
@@ -299,16 +298,18 @@ pub struct AccessState {
     refusals: Vec<Verdict>,
     /// Master-user lines without a session.
     master_lines: Vec<MasterLine>,
-    /// Rows waiting, in the order they were made.
-    waiting: VecDeque<Held>,
-    /// The number of the next row made.
-    next_seq: u64,
-    /// Waiting failed logins, by sequence number (some may have left).
-    refused_rows: Vec<u64>,
-    /// Keys of the waiting rows: a line read twice while its row waits
-    /// makes no second row. Made again from `waiting` after a restore.
-    #[serde(skip)]
-    keys: Option<FxHashSet<i64>>,
+    /// Rows waiting, by host, each host's in the order they were made
+    /// (which is the order of that host's clock, so the first is always
+    /// the first to be due).
+    waiting: Vec<VecDeque<Held>>,
+    /// The waiting rows themselves, beside `waiting` (the same hosts, the
+    /// same order): rows are large, and kept apart they move only into the
+    /// queue and out of it, in bulk.
+    rows: Vec<VecDeque<AccessRow>>,
+    /// Sweeps made, for looking sessions over at one in
+    /// [`SESSION_SWEEPS`] (saved, so a resumed ingest looks them over when
+    /// an uninterrupted one would).
+    sweeps: u32,
     /// Texts that recur on many rows, made once; not part of the state.
     #[serde(skip)]
     phrases: Phrases,
@@ -528,65 +529,44 @@ impl AccessState {
         s
     }
 
-    /// The keys of the waiting rows (made again after a restore).
-    fn keys(&mut self) -> &mut FxHashSet<i64> {
-        let waiting = &self.waiting;
-        self.keys
-            .get_or_insert_with(|| waiting.iter().map(|h| h.row.key).collect())
+    /// Makes room for the waiting rows of `host`.
+    fn queue(&mut self, host: u32) {
+        let h = host as usize;
+        if self.waiting.len() <= h {
+            self.waiting.resize_with(h + 1, VecDeque::new);
+            self.rows.resize_with(h + 1, VecDeque::new);
+        }
     }
 
-    /// The index of waiting row `seq`.
-    fn find(&self, seq: u64) -> Option<usize> {
-        self.waiting.binary_search_by_key(&seq, |h| h.seq).ok()
-    }
-
-    /// The lowest sequence number that may still wait: every row below it
-    /// has left.
-    fn oldest(&self) -> u64 {
-        self.waiting.front().map_or(self.next_seq, |h| h.seq)
-    }
-
-    /// Puts a new row in the queue, completed from what is known already.
-    /// A row whose line was read already (the same key) is still waiting:
-    /// this one is the same and is dropped.
+    /// Puts a new row in the queue. It is completed once, when it leaves
+    /// (see [`AccessState::release_due`]), from everything known then: so
+    /// its content does not depend on which lines came first. (A line read
+    /// twice makes its row twice, completed alike; the store keeps one row
+    /// per key.)
     fn hold(&mut self, line: &Line<'_>, row: AccessRow, fill: Fill) {
-        if !self.keys().insert(row.key) {
-            return;
+        let host = line.host_id;
+        // The session is kept as long as its rows may wait (see `sweep`).
+        if let Fill::Login {
+            session: Some(id), ..
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let oldest = self.oldest();
-        match &fill {
-            Fill::Login {
-                session: Some(id), ..
-            }
-            | Fill::Session { session: id, .. } => {
-                let s = self.session(line, *id);
-                s.rows.retain(|&r| r >= oldest);
-                s.rows.push(seq);
-            }
-            Fill::Refused { .. } => {
-                self.refused_rows.retain(|&r| r >= oldest);
-                self.refused_rows.push(seq);
-            }
-            _ => {}
+        | Fill::Session { session: id, .. } = &fill
+            && let Some(s) = self.by_session.get_mut(&(host, *id))
+        {
+            s.last_us = s.last_us.max(line.now_us);
         }
-        self.waiting.push_back(Held {
-            seq,
-            host: line.host_id,
+        self.queue(host);
+        self.waiting[host as usize].push_back(Held {
+            host,
             read_us: line.now_us,
-            row,
             fill,
         });
-        if let Some(i) = self.waiting.len().checked_sub(1) {
-            self.complete(i);
-        }
+        self.rows[host as usize].push_back(row);
     }
 
-    /// Works out again what waiting row `i` holds from everything known
-    /// now, so that its content does not depend on which lines came first.
-    fn complete(&mut self, i: usize) {
-        let h = &self.waiting[i];
+    /// Works out what waiting row `i` holds from everything known now.
+    fn complete(&mut self, host: u32, i: usize) {
+        let h = &self.waiting[host as usize][i];
+        let row = &self.rows[host as usize][i];
         let session = |id: &SessId| self.by_session.get(&(h.host, *id));
         let patch = match &h.fill {
             Fill::Done => return,
@@ -606,8 +586,8 @@ impl AccessState {
                                 m.host == h.host
                                     && m.user == login.mailbox
                                     && Some(&m.ip) == login.rip.as_ref()
-                                    && m.time_us <= h.row.time_us
-                                    && m.time_us >= h.row.time_us - VERDICT_WINDOW_US
+                                    && m.time_us <= row.time_us
+                                    && m.time_us >= row.time_us - VERDICT_WINDOW_US
                             })
                             .map(|m| &m.master)
                             .max()
@@ -660,9 +640,9 @@ impl AccessState {
                             v,
                             h.host,
                             *session,
-                            &h.row.mailbox,
-                            h.row.remote_ip.as_ref(),
-                            h.row.time_us,
+                            &row.mailbox,
+                            row.remote_ip.as_ref(),
+                            row.time_us,
                         )
                     })
                     .map(|v| (v.time_us, v.reason.clone()))
@@ -674,7 +654,7 @@ impl AccessState {
                 }
             }
         };
-        let r = &mut self.waiting[i].row;
+        let r = &mut self.rows[host as usize][i];
         match patch {
             Patch::Login {
                 client,
@@ -698,28 +678,15 @@ impl AccessState {
             }
             Patch::Refused { reason, best } => {
                 r.reason = Some(reason);
-                if let Fill::Refused { best: b, .. } = &mut self.waiting[i].fill {
+                if let Fill::Refused { best: b, .. } = &mut self.waiting[host as usize][i].fill {
                     *b = best;
                 }
             }
         }
     }
 
-    /// Completes again the waiting rows of a session.
-    fn complete_session(&mut self, host: u32, id: SessId) {
-        let rows = match self.by_session.get(&(host, id)) {
-            Some(s) => s.rows.clone(),
-            None => return,
-        };
-        for seq in rows {
-            if let Some(i) = self.find(seq) {
-                self.complete(i);
-            }
-        }
-    }
-
-    /// An auth verdict: kept for the failed logins it may explain, those
-    /// waiting already included.
+    /// An auth verdict: kept for the failed logins it may explain (those
+    /// waiting already included: they are completed when they leave).
     pub(crate) fn verdict(&mut self, cfg: &AccessSettings, line: &Line<'_>, f: &AuthFailure<'_>) {
         let Some(user) = self.mailbox(cfg, f.user) else {
             return;
@@ -733,32 +700,6 @@ impl AccessState {
             time_us: line.time_us,
             read_us: line.now_us,
         };
-        // Failed logins read before it, still waiting.
-        let oldest = self.oldest();
-        self.refused_rows.retain(|&r| r >= oldest);
-        for &seq in &self.refused_rows {
-            let Ok(i) = self.waiting.binary_search_by_key(&seq, |h| h.seq) else {
-                continue;
-            };
-            let h = &mut self.waiting[i];
-            let Fill::Refused { session, best, .. } = &mut h.fill else {
-                continue;
-            };
-            let r = &mut h.row;
-            let this = (v.time_us, v.reason.clone());
-            if explains(
-                &v,
-                h.host,
-                *session,
-                &r.mailbox,
-                r.remote_ip.as_ref(),
-                r.time_us,
-            ) && best.as_ref().is_none_or(|b| this > *b)
-            {
-                r.reason = Some(this.1.clone());
-                *best = Some(this);
-            }
-        }
         self.refusals.push(v);
     }
 
@@ -775,7 +716,6 @@ impl AccessState {
                 if s.master.as_ref().is_none_or(|old| master > *old) {
                     s.master = Some(master);
                 }
-                self.complete_session(line.host_id, id);
             }
             None => {
                 self.master_lines.push(MasterLine {
@@ -786,11 +726,6 @@ impl AccessState {
                     time_us: line.time_us,
                     read_us: line.now_us,
                 });
-                for i in 0..self.waiting.len() {
-                    if matches!(self.waiting[i].fill, Fill::Login { .. }) {
-                        self.complete(i);
-                    }
-                }
             }
         }
     }
@@ -807,15 +742,7 @@ impl AccessState {
         msg: &[u8],
         out: &mut Vec<AccessRow>,
     ) -> bool {
-        while self
-            .waiting
-            .front()
-            .is_some_and(|h| h.host == line.host_id && line.now_us >= h.read_us + HOLD_US)
-        {
-            if let Some(h) = self.waiting.pop_front() {
-                self.release(h, out);
-            }
-        }
+        self.release_due(line.host_id, line.now_us, out);
         if let Some(m) = dovecot::master_login(program, msg) {
             self.master_login(cfg, line, &m);
             return true;
@@ -847,8 +774,6 @@ impl AccessState {
                 let own_master = Self::own_master(cfg, &fields);
                 if let Some(id) = id {
                     self.session(line, id).login = Some(login.clone());
-                    // Lines of the session read before its login.
-                    self.complete_session(line.host_id, id);
                 }
                 self.hold(
                     line,
@@ -908,7 +833,6 @@ impl AccessState {
                 let s = self.session(line, id);
                 if s.client.as_ref().is_none_or(|old| name > *old) {
                     s.client = Some(name);
-                    self.complete_session(line.host_id, id);
                 }
             }
             Access::Session {
@@ -1028,38 +952,26 @@ impl AccessState {
         all: bool,
         out: &mut Vec<AccessRow>,
     ) {
-        if all
-            || self
-                .waiting
-                .iter()
-                .any(|h| now_of(h.host) >= h.read_us + HOLD_US)
-        {
-            let waiting = std::mem::take(&mut self.waiting);
-            let mut stay = VecDeque::with_capacity(waiting.len());
-            for h in waiting {
-                if all || now_of(h.host) >= h.read_us + HOLD_US {
-                    self.release(h, out);
-                } else {
-                    stay.push_back(h);
-                }
-            }
-            self.waiting = stay;
+        for host in 0..self.waiting.len() as u32 {
+            let now = if all { i64::MAX } else { now_of(host) };
+            self.release_due(host, now, out);
         }
         let keep = VERDICT_WINDOW_US + HOLD_US;
         self.refusals.retain(|v| v.read_us + keep > now_of(v.host));
         self.master_lines
             .retain(|m| m.read_us + keep > now_of(m.host));
-        let oldest = self.oldest();
-        let waiting = &self.waiting;
+        // Sessions are many and long-lived (IMAP IDLE): looked over once
+        // in a while, not at every sweep.
+        self.sweeps = self.sweeps.wrapping_add(1);
+        if !all && !self.sweeps.is_multiple_of(SESSION_SWEEPS) {
+            return;
+        }
         self.by_session.retain(|(h, _), s| {
-            s.rows
-                .retain(|&r| r >= oldest && waiting.binary_search_by_key(&r, |w| w.seq).is_ok());
-            if !s.rows.is_empty() {
-                return true;
-            }
             let now = now_of(*h);
             match (s.ended_us, &s.login) {
-                (Some(e), _) => e + HOLD_US > now,
+                // Kept while its rows may still wait: none is read after
+                // the session's latest line.
+                (Some(e), _) => e.max(s.last_us) + HOLD_US > now,
                 (None, Some(_)) => s.last_us + SESSION_STALE_US > now,
                 // An IMAP ID or master-user line waiting for its login.
                 (None, None) => s.last_us + keep > now,
@@ -1067,23 +979,40 @@ impl AccessState {
         });
     }
 
-    /// A row whose wait is over, out of the queue already: to `out`,
-    /// unless it never found a mailbox (a session of another domain).
-    fn release(&mut self, h: Held, out: &mut Vec<AccessRow>) {
-        self.keys().remove(&h.row.key);
-        if !h.row.mailbox.is_empty() {
-            out.push(h.row);
+    /// Gives out, in order, the rows of `host` whose wait is over at `now`
+    /// on that host's clock, each completed from everything known now.
+    /// Rows that never found a mailbox (a session of another domain) are
+    /// dropped.
+    fn release_due(&mut self, host: u32, now: i64, out: &mut Vec<AccessRow>) {
+        let Some(q) = self.waiting.get(host as usize) else {
+            return;
+        };
+        let n = q
+            .iter()
+            .take_while(|h| now >= h.read_us.saturating_add(HOLD_US))
+            .count();
+        if n == 0 {
+            return;
         }
+        for i in 0..n {
+            self.complete(host, i);
+        }
+        self.waiting[host as usize].drain(..n);
+        out.extend(
+            self.rows[host as usize]
+                .drain(..n)
+                .filter(|r| !r.mailbox.is_empty()),
+        );
     }
 
     /// Sessions and rows in memory now.
     pub(crate) fn in_flight(&self) -> usize {
-        self.by_session.len() + self.waiting.len()
+        self.by_session.len() + self.rows_waiting()
     }
 
     /// Rows made but still waiting for lines that may change them.
     pub(crate) fn rows_waiting(&self) -> usize {
-        self.waiting.len()
+        self.waiting.iter().map(VecDeque::len).sum()
     }
 }
 
@@ -1137,8 +1066,11 @@ mod tests {
 
     /// Rows in one order whatever order they left in (lines read out of
     /// order make their rows out of order too).
+    /// Rows by time and key, as the store keeps them: a row made twice
+    /// (a line read twice) once, if both are the same.
     fn by_key(mut rows: Vec<AccessRow>) -> Vec<AccessRow> {
         rows.sort_by_key(|r| (r.time_us, r.key));
+        rows.dedup();
         rows
     }
 
@@ -1245,11 +1177,13 @@ mod tests {
     }
 
     #[test]
-    fn a_line_read_twice_makes_one_row() {
+    fn a_line_read_twice_makes_the_same_row_twice() {
         let all = lines(TANGLED);
         let want = run_lines(&all);
         let twice: Vec<&str> = all.iter().flat_map(|l| [*l, *l]).collect();
-        assert_eq!(run_lines(&twice), want);
+        let got = run_lines(&twice);
+        assert_eq!(got.len(), 2 * want.len());
+        assert_eq!(by_key(got), by_key(want));
     }
 
     #[test]

@@ -415,9 +415,12 @@ fn rows_of(lines: &[String]) -> Vec<AccessRow> {
         .collect()
 }
 
-/// Rows in one order whatever order they were made in.
+/// Rows in one order whatever order they were made in, each once as the
+/// store keeps it (a line read twice makes its row twice; both must be the
+/// same).
 fn sorted(mut rows: Vec<AccessRow>) -> Vec<AccessRow> {
     rows.sort_by_key(|r| (r.time_us, r.key));
+    rows.dedup();
     rows
 }
 

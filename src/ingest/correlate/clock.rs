@@ -27,7 +27,8 @@ pub(super) const RECLAIM_US: i64 = 2 * LINK_WINDOW_US;
 /// `maximal_queue_lifetime` is 5 days by default, so nothing legitimate is
 /// silent longer. Keeps memory bounded when `removed` was never logged.
 pub(super) const STALE_US: i64 = 10 * 86_400 * 1_000_000;
-/// Housekeeping runs when a host's clock has moved on by this much.
+/// Housekeeping runs when a host's clock has moved on by this much since
+/// the last.
 pub(super) const SWEEP_EVERY_US: i64 = 10 * 1_000_000;
 /// A line stamped this far behind its host's clock was read before, or
 /// comes from a file read out of order: nothing is inferred from what

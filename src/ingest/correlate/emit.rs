@@ -34,6 +34,32 @@ impl Phrases {
     }
 }
 
+/// Relays as shared texts, each with whether it is one of this mail
+/// system's own (`ingest.internal_relays`), so that the address in a relay
+/// is parsed once, not on every delivery through it. Bounded like
+/// [`Phrases`].
+#[derive(Debug, Clone, Default)]
+pub(super) struct Relays(FxHashMap<Box<[u8]>, (Text, bool)>);
+
+impl Relays {
+    /// The text of `relay` and whether it is internal, `internal` deciding
+    /// the first time.
+    pub(super) fn get(
+        &mut self,
+        relay: &[u8],
+        internal: impl FnOnce(&[u8]) -> bool,
+    ) -> (Text, bool) {
+        if let Some(r) = self.0.get(relay) {
+            return r.clone();
+        }
+        let r = (lossy_text(relay), internal(relay));
+        if self.0.len() < MAX_PHRASES {
+            self.0.insert(relay.into(), r.clone());
+        }
+        r
+    }
+}
+
 /// Makes rows; kept apart from [`State`] so a lifecycle can be read while
 /// its events are turned into rows.
 pub(super) struct Emitter {

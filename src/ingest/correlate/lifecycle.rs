@@ -277,6 +277,7 @@ pub struct State {
     /// Each host's clock, by host number.
     #[serde(default)]
     pub(super) clocks: Vec<HostClock>,
+
     #[serde(with = "as_pairs")]
     pub(super) messages: FxHashMap<MsgKey, Msg>,
     /// Hand-offs no copy has claimed yet, in the order they were made.

@@ -185,6 +185,27 @@ pub(super) fn candidates(response: &[u8]) -> Vec<Qid> {
     v
 }
 
+/// True when the relay of a delivery (`name[addr]:port`) is one of this
+/// mail system's own (`ingest.internal_relays`).
+pub(super) fn relay_is_internal(nets: &[IpNet], relay: &[u8]) -> bool {
+    let Some(open) = memchr::memchr(b'[', relay) else {
+        return false;
+    };
+    let Some(close) = memchr::memchr(b']', &relay[open..]) else {
+        return false;
+    };
+    is_internal(nets, &relay[open + 1..open + close])
+}
+
+/// True when `ip` is in one of `nets`.
+fn is_internal(nets: &[IpNet], ip: &[u8]) -> bool {
+    !nets.is_empty()
+        && std::str::from_utf8(ip)
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
+}
+
 /// Where a hand-off's copy was found.
 enum Found {
     Open(MsgKey),
@@ -193,25 +214,8 @@ enum Found {
 }
 
 impl Correlator {
-    /// True when the relay of a delivery (`name[addr]:port`) is one of
-    /// this mail system's own (`ingest.internal_relays`).
-    pub(super) fn relay_is_internal(&self, relay: &[u8]) -> bool {
-        let Some(open) = memchr::memchr(b'[', relay) else {
-            return false;
-        };
-        let Some(close) = memchr::memchr(b']', &relay[open..]) else {
-            return false;
-        };
-        self.is_internal(&relay[open + 1..open + close])
-    }
-
     pub(super) fn is_internal(&self, ip: &[u8]) -> bool {
-        let nets = &self.em.settings.internal_relays;
-        !nets.is_empty()
-            && std::str::from_utf8(ip)
-                .ok()
-                .and_then(|s| s.parse::<IpAddr>().ok())
-                .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
+        is_internal(&self.em.settings.internal_relays, ip)
     }
 
     /// Follows a hand-off of the settled message `orig`, whose events count

@@ -61,8 +61,8 @@ mod sweep;
 mod tests_shapes;
 
 use clock::*;
-use emit::Emitter;
 pub(crate) use emit::Phrases;
+use emit::{Emitter, Relays};
 use lifecycle::*;
 use links::*;
 
@@ -352,7 +352,7 @@ pub struct Correlator {
     /// The last host looked up: consecutive lines usually share it.
     last_host: Option<u32>,
     /// Relays and DSN codes, which recur from delivery to delivery.
-    relays: Phrases,
+    relays: Relays,
     dsns: Phrases,
     /// Room for normalising an address before it becomes shared text.
     scratch: RefCell<String>,
@@ -386,7 +386,7 @@ impl Correlator {
             state,
             host_hashes,
             last_host: None,
-            relays: Phrases::default(),
+            relays: Relays::default(),
             dsns: Phrases::default(),
             scratch: RefCell::new(String::new()),
             idle_us: 0,
@@ -446,6 +446,26 @@ impl Correlator {
         };
         self.last_host = Some(id);
         id
+    }
+
+    /// Whether housekeeping is due after a line of `host`, whose clock is
+    /// now `now_us`: when that clock has moved [`SWEEP_EVERY_US`] since the
+    /// last one. One sweep looks at every host's state, each by its own
+    /// clock, so it counts for every host: hosts whose clocks agree sweep
+    /// once between them, and a host whose clock is far off neither
+    /// hurries nor holds up the others'.
+    fn sweep_due(&mut self, host: u32, now_us: i64) -> bool {
+        let clocks = &mut self.state.clocks;
+        let due = now_us
+            >= clocks[host as usize]
+                .swept_us
+                .saturating_add(SWEEP_EVERY_US);
+        if due {
+            for c in clocks.iter_mut() {
+                c.swept_us = c.now();
+            }
+        }
+        due
     }
 
     /// The clock of host `h`.
@@ -524,10 +544,8 @@ impl Correlator {
             return;
         }
         let host = self.host_id(env.host);
-        let hc = &mut self.state.clocks[host as usize];
-        let now_us = hc.tick(env.time_us);
-        if now_us >= hc.swept_us.saturating_add(SWEEP_EVERY_US) {
-            hc.swept_us = now_us;
+        let now_us = self.state.clocks[host as usize].tick(env.time_us);
+        if self.sweep_due(host, now_us) {
             self.sweep(false, out);
         }
         let ctx = LineCtx {
@@ -788,7 +806,8 @@ impl Correlator {
                 response,
             } => {
                 let key = (ctx.host, Qid::new(qid));
-                let internal = self.relay_is_internal(relay);
+                let nets = &self.em.settings.internal_relays;
+                let (relay_text, internal) = self.relays.get(relay, |r| relay_is_internal(nets, r));
                 let kind = match status {
                     // A content filter's refusal, answered with 2.7.x
                     // (Proxmox's `250 2.7.0 BLOCKED`, amavis's `250 2.7.0
@@ -806,7 +825,7 @@ impl Correlator {
                     })
                 });
                 let pending = Pending {
-                    relay: Some(self.relays.get(relay)),
+                    relay: Some(relay_text),
                     recipient: normalize_logged_address(to, &self.default_domain),
                     dsn: Some(self.dsns.get(dsn)),
                     response: Some(lossy(response)),

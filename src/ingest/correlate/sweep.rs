@@ -16,11 +16,17 @@ impl Correlator {
         let mut settle = Vec::new();
         let mut close = Vec::new();
         let mut stale = Vec::new();
-        for (k, m) in &self.state.messages {
+        self.state.messages.retain(|k, m| {
             let now = now_of(k.0);
+            // A lifecycle that holds nothing and was never a possible copy
+            // ends here, in place: nothing of it can make a row.
+            let bare = m.held.is_empty() && m.link == Link::None && m.expired.is_none();
             if !all && m.last_us.saturating_add(STALE_US) < now {
+                if bare {
+                    return false;
+                }
                 stale.push(*k);
-                continue;
+                return true;
             }
             let waiting_link =
                 m.link == Link::Awaiting && now < m.first_us.saturating_add(LINK_WINDOW_US);
@@ -28,6 +34,9 @@ impl Correlator {
                 .is_some_and(|(_, at)| all || now >= at.saturating_add(GRACE_US))
                 && (all || !waiting_link)
             {
+                if bare {
+                    return false;
+                }
                 close.push(*k);
             } else if (m.link == Link::Awaiting && (all || !waiting_link))
                 || m.expired
@@ -36,7 +45,8 @@ impl Correlator {
             {
                 settle.push(*k);
             }
-        }
+            true
+        });
         // The same order whatever the map's: a restored state must go on
         // exactly as the uninterrupted one.
         for v in [&mut settle, &mut close, &mut stale] {
