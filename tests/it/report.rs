@@ -4,7 +4,6 @@
 //! mailbox is ever a recipient.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use mailtrail::config::{Config, Lang};
@@ -13,20 +12,11 @@ use mailtrail::report::{self, Channel, Data, Kind, Limits, Requester, Spec};
 use mailtrail::store::Store;
 
 use crate::smtp_server::{SmtpServer, closed_port};
-use crate::support::{TestDb, fixture};
+use crate::support::{Capture, TestDb, dovecot as dovecot_fixture, fixture};
 
-fn dovecot_fixture(name: &str) -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/dovecot")
-        .join(name)
-}
-
+/// The month the captures are in (see [`crate::support::month`]).
 fn range() -> DateRange {
-    DateRange::new(
-        Day::parse("2026-11-01").unwrap(),
-        Day::parse("2026-11-30").unwrap(),
-    )
-    .unwrap()
+    crate::support::month()
 }
 
 fn spec(mailbox: &str, kind: Kind, lang: Lang) -> Spec {
@@ -128,8 +118,7 @@ async fn a_requested_report_reaches_the_owner_with_its_rows() {
 
     // The rows in the attachment are the mailbox's deliveries, as the
     // fixture's manifest records them.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    let manifest = Capture::Postfix.manifest();
     let want = &manifest["expected"]["alice@example.edu"];
     let h = db.history("alice@example.edu").await;
     assert_eq!(
@@ -147,10 +136,11 @@ async fn a_requested_report_reaches_the_owner_with_its_rows() {
     }
     assert!(rows("deferred") >= want["deferred_at_least"].as_i64().unwrap());
     // The header says who asked, from where, and the range.
+    let r = range();
     for needle in [
         "192.0.2.7",
         "web form",
-        "2026-11-01 to 2026-11-30",
+        &format!("{} to {}", r.from, r.to),
         "English",
     ] {
         assert!(html.contains(needle), "{needle} in the header");
@@ -201,9 +191,7 @@ async fn a_zipped_report_holds_html_and_csv_of_the_same_rows() {
         .unwrap();
 
     // What the driving script did to alice, from the fixture's manifest.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dovecot_fixture("manifest.json")).unwrap())
-            .unwrap();
+    let manifest = Capture::Dovecot.manifest();
     let run = manifest["runs"]
         .as_array()
         .unwrap()
@@ -667,7 +655,8 @@ async fn report_and_worker_commands_queue_send_and_write_files() {
     let (code, _, err) = mailtrail(base(&["ingest", fixture("mail.log").to_str().unwrap()])).await;
     assert_eq!(code, 0, "{err}");
 
-    let range = ["--from", "2026-11-01", "--to", "2026-11-30"];
+    let (from, to) = (range().from.to_string(), range().to.to_string());
+    let range = ["--from", &from, "--to", &to];
     let out_file = dir.path().join("alice.html");
     let mut args = base(&["report", "--mailbox", "alice", "--kind", "smtp", "--out"]);
     args.push(out_file.display().to_string());
