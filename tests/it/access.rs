@@ -1,24 +1,17 @@
 //! The real Dovecot capture, checked against what its driver did.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use mailtrail::access::{self, AccessHistory};
 use mailtrail::config::Config;
-use mailtrail::domain::{DateRange, Day, Mailbox};
+use mailtrail::domain::Mailbox;
 use mailtrail::history::Format;
 use serde_json::Value;
 
-use crate::support::TestDb;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/dovecot")
-        .join(name)
-}
+use crate::support::{Capture, TestDb, dovecot as fixture};
 
 fn manifest() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap()
+    Capture::Dovecot.manifest()
 }
 
 /// The manifest's record of the run that wrote `log`.
@@ -45,15 +38,10 @@ async fn db_with(webmail: &str) -> TestDb {
 }
 
 async fn history(db: &TestDb, mailbox: &str) -> AccessHistory {
-    let range = DateRange::new(
-        Day::parse("2026-01-01").unwrap(),
-        Day::parse("2027-12-31").unwrap(),
-    )
-    .unwrap();
     access::load(
         &db.store,
         &Mailbox::parse(mailbox, "example.edu").unwrap(),
-        range,
+        crate::support::range(),
         db.config.tz().unwrap(),
     )
     .await

@@ -2,7 +2,7 @@
 
 use mailtrail::ingest::source::MAX_LINE;
 
-use crate::support::{TestDb, fixture, generated_log};
+use crate::support::{Capture, TestDb, fixture, generated_log};
 
 #[tokio::test]
 async fn garbage_between_real_lines_loses_nothing() {
@@ -37,6 +37,7 @@ async fn garbage_between_real_lines_loses_nothing() {
     mixed.extend_from_slice(b"Nov 23 09:59:59 mail postfix/smtp[9]: FFFFF99999: to=<y@accept.test>, relay=127.0.0.2[127.0.0.2]:2525, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok");
     let path = db.dir.path().join("mixed.log");
     std::fs::write(&path, &mixed).unwrap();
+    Capture::Postfix.date(&path);
     let r = db.ingest(&[path]).await.unwrap();
     let real_lines = log.split_inclusive(|&b| b == b'\n').count() as u64;
     assert_eq!(r.stats.lines_read, real_lines * 2 + 2);
@@ -59,6 +60,9 @@ async fn missing_paren_and_truncated_multibyte() {
     text.extend_from_slice(b"Nov 23 10:00:01 mail postfix/smtp[3]: AB12CD34EF: to=<z@r.test>, relay=r.test[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=5.7.1, status=bounced (host r.test[192.0.2.1] said: 550 5.7.1 \xe4\xb8\n");
     text.extend_from_slice(b"Nov 23 10:00:01 mail postfix/qmgr[2]: AB12CD34EF: removed\n");
     std::fs::write(&path, &text).unwrap();
+    // Dated like the capture, so that its November 23 falls in the days
+    // `history` covers, whatever today is.
+    Capture::Postfix.date(&path);
     let r = db.ingest(&[path]).await.unwrap();
     assert_eq!(r.stats.lines_unrecognised, 0);
     let h = db.history("alice@example.edu").await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::smtp_server::SmtpServer;
-use crate::support::{TestDb, fixture};
+use crate::support::{Capture, TestDb, fixture};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -187,6 +187,7 @@ async fn a_person_fills_the_form_in_chromium_on_a_phone_and_gets_the_report() {
     let db = TestDb::new().await;
     let log = db.dir.path().join("mail.log");
     std::fs::copy(fixture("mail.log"), &log).unwrap();
+    Capture::Postfix.date(&log);
     let server = SmtpServer::start(None).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::{config_text, database_url, fixture};
+use crate::support::{Capture, config_text, database_url, dovecot, fixture, sample_day};
 
 struct Cli {
     _dir: tempfile::TempDir,
@@ -63,14 +63,17 @@ fn ingest_prints_its_summary_and_history_answers() {
         assert!(out.contains(label), "{out}");
     }
 
+    // The 30 days ending on the capture's day.
+    let day = sample_day();
+    let (first, last) = (day.minus(29).to_string(), day.to_string());
     let text = cli.ok(&[
         "history",
         "--mailbox",
         "alice@example.edu",
         "--from",
-        "2026-11-01",
+        &first,
         "--to",
-        "2026-11-30",
+        &last,
     ]);
     assert!(
         text.contains("Date") && text.contains("Auth_blk") && text.contains("Total"),
@@ -83,9 +86,9 @@ fn ingest_prints_its_summary_and_history_answers() {
         "--mailbox",
         "ALICE",
         "--from",
-        "2026-11-01",
+        &first,
         "--to",
-        "2026-11-30",
+        &last,
         "--format",
         "json",
     ]);
@@ -126,14 +129,16 @@ fn ingest_prints_its_summary_and_history_answers() {
         "--mailbox",
         "alice",
         "--from",
-        "2026-11-23",
+        &last,
         "--to",
-        "2026-11-23",
+        &last,
         "--format",
         "csv",
     ]);
     assert!(
-        csv.starts_with("Date,Sum,Auth_blk,Auth_rcv,Bounced,Deferred,Expired,Sent\r\n2026-11-23,"),
+        csv.starts_with(&format!(
+            "Date,Sum,Auth_blk,Auth_rcv,Bounced,Deferred,Expired,Sent\r\n{last},"
+        )),
         "{csv}"
     );
     assert!(csv.contains("\r\nTotal,"));
@@ -144,14 +149,16 @@ fn ingest_prints_its_summary_and_history_answers() {
 fn a_mailbox_without_records_gets_an_empty_table() {
     let cli = Cli::new();
     cli.ok(&["ingest", path(&fixture("mail.log"))]);
+    let day = sample_day();
+    let (first, last) = (day.pred().to_string(), day.to_string());
     let text = cli.ok(&[
         "history",
         "--mailbox",
         "nobody@example.edu",
         "--from",
-        "2026-11-22",
+        &first,
         "--to",
-        "2026-11-23",
+        &last,
     ]);
     assert!(text.contains("No records for nobody@example.edu"), "{text}");
     assert!(text.contains("Total"));
@@ -160,9 +167,9 @@ fn a_mailbox_without_records_gets_an_empty_table() {
         "--mailbox",
         "nobody@example.edu",
         "--from",
-        "2026-11-22",
+        &first,
         "--to",
-        "2026-11-23",
+        &last,
         "--format",
         "json",
     ]);
@@ -246,9 +253,28 @@ fn database_flag_overrides_the_config() {
     assert_eq!(rt.block_on(rows(configured)), 0);
 }
 
+/// Stdin has no modification time: year-less stamps read from it are
+/// taken as not after today, so the capture's lines land on its month and
+/// day in this year, or last year if that day is still to come.
 #[test]
 fn stdin_is_a_source() {
+    use chrono::Datelike;
     let cli = Cli::new();
+    // The capture's month and day in the last year that does not put it
+    // after today (in the configured zone), as the ingest saw today.
+    let sample = sample_day().date();
+    let landed = || {
+        let today = chrono::Utc::now()
+            .with_timezone(&chrono_tz::Asia::Taipei)
+            .date_naive();
+        let this_year = sample.with_year(today.year()).unwrap();
+        if this_year <= today {
+            this_year
+        } else {
+            sample.with_year(today.year() - 1).unwrap()
+        }
+    };
+    let before = landed();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailtrail"))
         .arg("--config")
         .arg(&cli.config)
@@ -264,14 +290,16 @@ fn stdin_is_a_source() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("rows stored"), "{text}");
+    // Both ends of the ingest, in case midnight passed during it.
+    let (from, to) = (before.to_string(), landed().to_string());
     let h = cli.ok(&[
         "history",
         "--mailbox",
         "alice",
         "--from",
-        "2026-11-23",
+        &from,
         "--to",
-        "2026-11-23",
+        &to,
         "--format",
         "json",
     ]);
@@ -282,16 +310,17 @@ fn stdin_is_a_source() {
 #[test]
 fn access_history_from_the_command_line() {
     let cli = Cli::new();
-    let dovecot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dovecot/mail.log");
-    cli.ok(&["ingest", path(&dovecot)]);
+    cli.ok(&["ingest", path(&dovecot("mail.log"))]);
+    let day = Capture::Dovecot.day().to_string();
+    let (first, last) = (Capture::Dovecot.day().minus(29).to_string(), &day);
     let json = cli.ok(&[
         "access",
         "--mailbox",
         "alice",
         "--from",
-        "2026-11-01",
+        &first,
         "--to",
-        "2026-11-30",
+        last,
         "--format",
         "json",
     ]);
@@ -325,24 +354,16 @@ fn access_history_from_the_command_line() {
             "type"
         ]
     );
-    let text = cli.ok(&[
-        "access",
-        "--mailbox",
-        "alice",
-        "--from",
-        "2026-11-23",
-        "--to",
-        "2026-11-23",
-    ]);
-    assert!(text.contains("Note: On 2026-11-23"), "{text}");
+    let text = cli.ok(&["access", "--mailbox", "alice", "--from", &day, "--to", &day]);
+    assert!(text.contains(&format!("Note: On {day}")), "{text}");
     let csv = cli.ok(&[
         "access",
         "--mailbox",
         "alice",
         "--from",
-        "2026-11-23",
+        &day,
         "--to",
-        "2026-11-23",
+        &day,
         "--format",
         "csv",
     ]);
@@ -354,9 +375,9 @@ fn access_history_from_the_command_line() {
         "--mailbox",
         "nobody",
         "--from",
-        "2026-11-23",
+        &day,
         "--to",
-        "2026-11-23",
+        &day,
     ]);
     assert!(
         empty.contains("No records for nobody@example.edu"),
@@ -372,9 +393,9 @@ fn access_history_from_the_command_line() {
 
 #[test]
 fn postfix_and_dovecot_lines_mixed_in_one_file() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let pf = std::fs::read_to_string(root.join("postfix/mail.log")).unwrap();
-    let dv = std::fs::read_to_string(root.join("dovecot/mail.log")).unwrap();
+    let (pf_log, dv_log) = (fixture("mail.log"), dovecot("mail.log"));
+    let pf = std::fs::read_to_string(&pf_log).unwrap();
+    let dv = std::fs::read_to_string(&dv_log).unwrap();
     // Alternate the two logs' lines, as one syslog file would hold them.
     let (mut a, mut b) = (pf.lines(), dv.lines());
     let mut mixed = String::new();
@@ -392,16 +413,20 @@ fn postfix_and_dovecot_lines_mixed_in_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mixed.log");
     std::fs::write(&file, mixed).unwrap();
+    // Dated by the later capture, which no line of either is after.
+    let later = [Capture::Postfix, Capture::Dovecot]
+        .into_iter()
+        .max_by_key(|c| c.ended())
+        .unwrap();
+    later.date(&file);
 
     let separate = Cli::new();
-    separate.ok(&[
-        "ingest",
-        path(&root.join("postfix/mail.log")),
-        path(&root.join("dovecot/mail.log")),
-    ]);
+    separate.ok(&["ingest", path(&pf_log), path(&dv_log)]);
     let together = Cli::new();
     let out = together.ok(&["ingest", path(&file)]);
     assert!(out.contains("lines unrecognised             0"), "{out}");
+    let days = crate::support::month();
+    let (from, to) = (days.from.to_string(), days.to.to_string());
     for (cmd, mailbox) in [
         ("history", "alice"),
         ("history", "bob"),
@@ -413,13 +438,22 @@ fn postfix_and_dovecot_lines_mixed_in_one_file() {
             "--mailbox",
             mailbox,
             "--from",
-            "2026-11-23",
+            &from,
             "--to",
-            "2026-11-23",
+            &to,
             "--format",
             "json",
         ];
-        assert_eq!(separate.ok(&args), together.ok(&args), "{cmd} {mailbox}");
+        let alone = separate.ok(&args);
+        // Not two empty answers: the captures' days are in the range.
+        let v: serde_json::Value = serde_json::from_str(&alone).unwrap();
+        let rows = &v[if cmd == "history" {
+            "details"
+        } else {
+            "events"
+        }];
+        assert!(!rows.as_array().unwrap().is_empty(), "{cmd} {mailbox}");
+        assert_eq!(alone, together.ok(&args), "{cmd} {mailbox}");
     }
 }
 

@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::support::{TestDb, fixture};
+use crate::support::{Capture, TestDb, fixture};
 
-/// Writes a gzip copy of `src` to `dst`, as logrotate's `compress` does.
+/// Writes a gzip copy of `src`, a log of the Postfix capture, to `dst`, as
+/// logrotate's `compress` does, dated like the capture.
 fn gzip_copy(src: &Path, dst: &Path) -> PathBuf {
     let mut enc = flate2::write::GzEncoder::new(
         std::fs::File::create(dst).unwrap(),
@@ -13,6 +14,7 @@ fn gzip_copy(src: &Path, dst: &Path) -> PathBuf {
     );
     enc.write_all(&std::fs::read(src).unwrap()).unwrap();
     enc.finish().unwrap();
+    Capture::Postfix.date(dst);
     dst.to_owned()
 }
 
@@ -46,6 +48,8 @@ async fn rotated_file_overlapping_its_successor() {
     let newer = db.dir.path().join("mail.log");
     std::fs::write(&older, lines[..a].concat()).unwrap();
     std::fs::write(&newer, lines[b..].concat()).unwrap();
+    Capture::Postfix.date(&older);
+    Capture::Postfix.date(&newer);
     db.ingest(&[older, newer]).await.unwrap();
     assert_eq!(db.dump().await, whole.dump().await);
 }
@@ -83,6 +87,7 @@ async fn growing_file_is_read_on_from_its_checkpoint() {
     let mut first_read = 0;
     for end in [lines.len() / 4, lines.len() / 2, lines.len()] {
         std::fs::write(&live, lines[..end].concat()).unwrap();
+        Capture::Postfix.date(&live);
         let r = db.ingest(std::slice::from_ref(&live)).await.unwrap();
         if first_read == 0 {
             first_read = r.stats.lines_read;

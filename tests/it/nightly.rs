@@ -8,7 +8,7 @@ use mailtrail::domain::Day;
 use mailtrail::schedule;
 
 use crate::smtp_server::SmtpServer;
-use crate::support::{TestDb, fixture};
+use crate::support::{Capture, TestDb, fixture, sample_day};
 
 fn day(s: &str) -> Day {
     Day::parse(s).unwrap()
@@ -31,8 +31,9 @@ async fn the_daily_table_matches_the_fixture_and_takes_late_lines() {
     let lines: Vec<&str> = all.lines().collect();
     let early = db.dir.path().join("early.log");
     std::fs::write(&early, lines[..lines.len() / 2].join("\n") + "\n").unwrap();
+    Capture::Postfix.date(&early);
     db.ingest(&[early]).await.unwrap();
-    let d = day("2026-11-23");
+    let d = sample_day();
     mailtrail::aggregate::run(&db.store, d, 0).await.unwrap();
     let before = db.store.day_table(d.key()).await.unwrap();
     // Again: the same table.
@@ -113,7 +114,7 @@ async fn each_mailbox_is_warned_once_a_day_whatever_the_rules_and_runs() {
     db.ingest(&[fixture("mail.log")]).await.unwrap();
     let server = SmtpServer::start(None).await;
     let c = config(&db, "Asia/Taipei", LOW_RULES, server.port);
-    let d = day("2026-11-23");
+    let d = sample_day();
 
     // Who crosses which rule, from the fixture's manifest.
     let manifest: serde_json::Value =
@@ -180,7 +181,7 @@ async fn each_mailbox_is_warned_once_a_day_whatever_the_rules_and_runs() {
         let att = m.attachments().next().expect("the day's report");
         let html = String::from_utf8_lossy(att.contents());
         assert!(html.contains(&r.rcpt_to[0]));
-        assert!(html.contains("2026-11-23 to 2026-11-23"));
+        assert!(html.contains(&format!("{d} to {d}")));
     }
     let digest = got
         .iter()
@@ -203,7 +204,7 @@ async fn a_crash_between_queueing_and_recording_the_job_sends_no_second_warning(
     db.ingest(&[fixture("mail.log")]).await.unwrap();
     let server = SmtpServer::start(None).await;
     let c = config(&db, "Asia/Taipei", LOW_RULES, server.port);
-    let d = day("2026-11-23");
+    let d = sample_day();
     // The run queues its warnings and dies before the job is recorded.
     let first = mailtrail::alerts::run(&db.store, &c, d, false, 1)
         .await
@@ -443,18 +444,36 @@ async fn retention_purges_old_days_in_batches() {
         .unwrap();
     let mut c = config(&db, "Asia/Taipei", "[alerts]\npurge_batch = 7\n", 1);
     c.retention_days = 31;
-    // Keep everything while the fixture's day is inside the window.
-    let inside = Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap();
+    let tz = c.tz().unwrap();
+    let (a, b) = (Capture::Postfix.day(), Capture::Dovecot.day());
+    let (first, last) = (a.min(b), a.max(b));
+    // Noon, local time, `n` days after `d`: the clock of a tick.
+    let noon_after = |d: Day, n: u32| {
+        let mut d = d;
+        for _ in 0..n {
+            d = d.succ();
+        }
+        schedule::start_of(d, tz) + Duration::hours(12)
+    };
+    // Keep everything while the captures' days are inside the window: 27
+    // days after the first, the window (31 days ending today) starts
+    // before it.
+    let inside = noon_after(first, 27);
     let t = schedule::tick(&db.store, &c, inside).await.unwrap();
     assert_eq!(t.purged, 0);
     assert!(!db.history("alice").await.details.is_empty());
-    // A day later than 31 days: gone, all of it, 7 rows at a time.
-    let after = Utc.with_ymd_and_hms(2026, 12, 25, 0, 0, 0).unwrap();
+    // 32 days after the last: the window starts 2 days after it, so all
+    // of it is gone, 7 rows at a time.
+    let after = noon_after(last, 32);
+    let keep_from = last.succ().succ();
     let t = schedule::tick(&db.store, &c, after).await.unwrap();
     assert!(t.purged > 7);
     assert!(db.history("alice").await.details.is_empty());
     for table in ["smtp_events", "access_events", "daily_counts", "alerts"] {
-        let sql = format!("SELECT COUNT(*) FROM {table} WHERE day < 20261125");
+        let sql = format!(
+            "SELECT COUNT(*) FROM {table} WHERE day < {}",
+            keep_from.key()
+        );
         let n: i64 = crate::on_any_pool!(&db.store, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(pool)
         .await

@@ -4,7 +4,6 @@
 //! mailbox is ever a recipient.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use mailtrail::config::{Config, Lang};
@@ -13,20 +12,11 @@ use mailtrail::report::{self, Channel, Data, Kind, Limits, Requester, Spec};
 use mailtrail::store::Store;
 
 use crate::smtp_server::{SmtpServer, closed_port};
-use crate::support::{TestDb, fixture};
+use crate::support::{Capture, TestDb, dovecot as dovecot_fixture, fixture};
 
-fn dovecot_fixture(name: &str) -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/dovecot")
-        .join(name)
-}
-
+/// The month the captures are in (see [`crate::support::month`]).
 fn range() -> DateRange {
-    DateRange::new(
-        Day::parse("2026-11-01").unwrap(),
-        Day::parse("2026-11-30").unwrap(),
-    )
-    .unwrap()
+    crate::support::month()
 }
 
 fn spec(mailbox: &str, kind: Kind, lang: Lang) -> Spec {
@@ -128,8 +118,7 @@ async fn a_requested_report_reaches_the_owner_with_its_rows() {
 
     // The rows in the attachment are the mailbox's deliveries, as the
     // fixture's manifest records them.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    let manifest = Capture::Postfix.manifest();
     let want = &manifest["expected"]["alice@example.edu"];
     let h = db.history("alice@example.edu").await;
     assert_eq!(
@@ -147,10 +136,11 @@ async fn a_requested_report_reaches_the_owner_with_its_rows() {
     }
     assert!(rows("deferred") >= want["deferred_at_least"].as_i64().unwrap());
     // The header says who asked, from where, and the range.
+    let r = range();
     for needle in [
         "192.0.2.7",
         "web form",
-        "2026-11-01 to 2026-11-30",
+        &format!("{} to {}", r.from, r.to),
         "English",
     ] {
         assert!(html.contains(needle), "{needle} in the header");
@@ -201,9 +191,7 @@ async fn a_zipped_report_holds_html_and_csv_of_the_same_rows() {
         .unwrap();
 
     // What the driving script did to alice, from the fixture's manifest.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dovecot_fixture("manifest.json")).unwrap())
-            .unwrap();
+    let manifest = Capture::Dovecot.manifest();
     let run = manifest["runs"]
         .as_array()
         .unwrap()
@@ -393,24 +381,26 @@ async fn smtp_auth_is_used_and_the_password_is_kept_out_of_every_record() {
 
 /// Postfix and Dovecot lines in real shapes whose attacker-controlled
 /// parts (a remote server's reply, a Message-ID, a folder name, a client
-/// name) carry markup.
-const HOSTILE: &str = r#"Nov 23 10:05:51 mail postfix/submission/smtpd[27017]: 9B1A8B6981: client=localhost[127.0.0.1], sasl_method=PLAIN, sasl_username=alice@example.edu
-Nov 23 10:05:51 mail postfix/cleanup[27022]: 9B1A8B6981: message-id=<"><script>alert(1)</script>@evil.test>
-Nov 23 10:05:51 mail postfix/qmgr[27002]: 9B1A8B6981: from=<alice@example.edu>, size=493, nrcpt=1 (queue active)
-Nov 23 10:05:51 mail postfix/smtp[27028]: 9B1A8B6981: to=<nobody@reject.test>, relay=127.0.0.3[127.0.0.3]:2525, delay=0.13, delays=0/0.02/0.04/0.06, dsn=5.1.1, status=bounced (host 127.0.0.3[127.0.0.3] said: 550 5.1.1 <script>alert("owned")</script> <img src=x onerror='alert(2)'> & "quotes" (in reply to RCPT TO command))
-Nov 23 10:05:51 mail postfix/qmgr[27002]: 9B1A8B6981: removed
-Nov 23 11:23:03 mail dovecot: imap-login: Login: user=<alice@example.edu>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=23214, secured, session=<R6eQHOlgS5t/AAAB>
-Nov 23 11:23:03 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: ID sent: name=<b onmouseover=alert(3)>Evil</b>, version=1
-Nov 23 11:23:03 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: expunge: box=<i>INBOX</i>, uid=1, msgid=<"><script>alert(4)</script>@evil.test>, size=248, from=<script>x</script>, subject=<script>alert(5)</script>, flags=(\Recent)
-Nov 23 11:23:03 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Mailbox deleted: <svg onload=alert(6)>
-Nov 23 11:23:03 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Disconnected: Logged out in=100 out=200 deleted=0 expunged=1 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0
+/// name) carry markup. Stamped `{day}`, the day of the report's range,
+/// with the year, so that they fall in it whatever the date of the file.
+const HOSTILE: &str = r#"{day}T10:05:51+08:00 mail postfix/submission/smtpd[27017]: 9B1A8B6981: client=localhost[127.0.0.1], sasl_method=PLAIN, sasl_username=alice@example.edu
+{day}T10:05:51+08:00 mail postfix/cleanup[27022]: 9B1A8B6981: message-id=<"><script>alert(1)</script>@evil.test>
+{day}T10:05:51+08:00 mail postfix/qmgr[27002]: 9B1A8B6981: from=<alice@example.edu>, size=493, nrcpt=1 (queue active)
+{day}T10:05:51+08:00 mail postfix/smtp[27028]: 9B1A8B6981: to=<nobody@reject.test>, relay=127.0.0.3[127.0.0.3]:2525, delay=0.13, delays=0/0.02/0.04/0.06, dsn=5.1.1, status=bounced (host 127.0.0.3[127.0.0.3] said: 550 5.1.1 <script>alert("owned")</script> <img src=x onerror='alert(2)'> & "quotes" (in reply to RCPT TO command))
+{day}T10:05:51+08:00 mail postfix/qmgr[27002]: 9B1A8B6981: removed
+{day}T11:23:03+08:00 mail dovecot: imap-login: Login: user=<alice@example.edu>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=23214, secured, session=<R6eQHOlgS5t/AAAB>
+{day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: ID sent: name=<b onmouseover=alert(3)>Evil</b>, version=1
+{day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: expunge: box=<i>INBOX</i>, uid=1, msgid=<"><script>alert(4)</script>@evil.test>, size=248, from=<script>x</script>, subject=<script>alert(5)</script>, flags=(\Recent)
+{day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Mailbox deleted: <svg onload=alert(6)>
+{day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Disconnected: Logged out in=100 out=200 deleted=0 expunged=1 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0
 "#;
 
 #[tokio::test]
 async fn markup_from_log_lines_shows_as_text_in_every_html() {
     let db = TestDb::new().await;
     let log = db.dir.path().join("hostile.log");
-    std::fs::write(&log, HOSTILE).unwrap();
+    let day = range().to.to_string();
+    std::fs::write(&log, HOSTILE.replace("{day}", &day)).unwrap();
     db.ingest(&[log]).await.unwrap();
     let tz = db.config.tz().unwrap();
     let limits = Limits::from_config(&db.config);
@@ -667,7 +657,8 @@ async fn report_and_worker_commands_queue_send_and_write_files() {
     let (code, _, err) = mailtrail(base(&["ingest", fixture("mail.log").to_str().unwrap()])).await;
     assert_eq!(code, 0, "{err}");
 
-    let range = ["--from", "2026-11-01", "--to", "2026-11-30"];
+    let (from, to) = (range().from.to_string(), range().to.to_string());
+    let range = ["--from", &from, "--to", &to];
     let out_file = dir.path().join("alice.html");
     let mut args = base(&["report", "--mailbox", "alice", "--kind", "smtp", "--out"]);
     args.push(out_file.display().to_string());

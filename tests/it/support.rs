@@ -1,4 +1,14 @@
-//! Shared helpers: a config and a fresh database per test.
+//! Shared helpers: a config and a fresh database per test, and the real
+//! captures under `tests/fixtures/` with the dates they were made on.
+//!
+//! Classic syslog stamps carry no year: the ingest takes it from the
+//! file's modification time, which in a checkout is the day of the
+//! checkout. So the tests never read the committed year-less logs in
+//! place: [`fixture`] and [`dovecot`] hand out copies whose modification
+//! time is the capture's end, from its manifest, and a test that writes
+//! its own file from a capture's lines dates it the same way
+//! ([`Capture::date`]). Whatever today is, the captures' lines land on
+//! the days they were captured on, which [`Capture::day`] names.
 //!
 //! The tests run on SQLite unless `MAILTRAIL_TEST_BACKEND=postgres`, in
 //! which case every test gets a database of its own on the PostgreSQL
@@ -8,23 +18,154 @@
 //! parity, concurrent ingests) run whenever that URL is set.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use chrono::{DateTime, FixedOffset};
 use mailtrail::config::Config;
 use mailtrail::domain::{DateRange, Day, Mailbox};
 use mailtrail::history::{self, History};
 use mailtrail::ingest::{self, Report, correlate::Settings, source::SourceSpec};
 use mailtrail::store::Store;
+use serde_json::Value;
 
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/postfix")
-        .join(name)
+/// One of the two real captures under `tests/fixtures/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    /// `tests/fixtures/postfix/`: Postfix (and Dovecot SASL) lines.
+    Postfix,
+    /// `tests/fixtures/dovecot/`: Dovecot IMAP/POP3 lines.
+    Dovecot,
 }
 
+impl Capture {
+    /// The directory of the capture in the source tree.
+    pub fn dir(self) -> PathBuf {
+        let name = match self {
+            Capture::Postfix => "postfix",
+            Capture::Dovecot => "dovecot",
+        };
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    /// The capture's `manifest.json`: what its driver did.
+    pub fn manifest(self) -> Value {
+        let path = self.dir().join("manifest.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// When the capture ended: the manifest is written after the daemons
+    /// stopped, so no line of the capture is later than this.
+    pub fn ended(self) -> DateTime<FixedOffset> {
+        rfc3339(&self.manifest()["generated"])
+    }
+
+    /// The local day (in the capture's zone, which its stamps' offset
+    /// gives) that every line of the capture falls on. Panics if the
+    /// capture started on another day: counting per day needs one day.
+    pub fn day(self) -> Day {
+        let m = self.manifest();
+        let first = match self {
+            Capture::Postfix => &m["submissions"][0]["submitted_at"],
+            Capture::Dovecot => &m["runs"][0]["sessions"][0]["started"],
+        };
+        let (start, end) = (rfc3339(first).date_naive(), self.ended().date_naive());
+        assert_eq!(
+            start, end,
+            "the {self:?} capture spans midnight: rerun its generate.sh within one day"
+        );
+        Day::from_date(end)
+    }
+
+    /// The fixture file `name` of this capture. A log is handed out as a
+    /// copy (made once per test process) whose modification time is the
+    /// capture's end, so that year-less stamps take the capture's year
+    /// whenever and wherever the tests run; other files are the originals.
+    pub fn file(self, name: &str) -> PathBuf {
+        let original = self.dir().join(name);
+        if !name.ends_with(".log") {
+            return original;
+        }
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "fixtures-{}",
+            self.dir().file_name().unwrap().to_string_lossy()
+        ));
+        let copy = dir.join(name);
+        static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut made = MADE.lock().unwrap();
+        if !made.contains(&copy) {
+            // Another test process may be doing the same: each writes its
+            // own file and renames it into place, so a reader only ever
+            // opens a whole copy, with its date.
+            std::fs::create_dir_all(&dir).unwrap();
+            let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+            std::fs::copy(&original, &tmp)
+                .unwrap_or_else(|e| panic!("{}: {e}", original.display()));
+            self.date(&tmp);
+            std::fs::rename(&tmp, &copy).unwrap();
+            made.push(copy.clone());
+        }
+        copy
+    }
+
+    /// Sets the modification time of `path`, a file a test wrote from
+    /// this capture's lines, to the capture's end, as [`Capture::file`]
+    /// does for its copies.
+    pub fn date(self, path: &Path) {
+        let when = SystemTime::from(self.ended());
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(when))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+fn rfc3339(v: &Value) -> DateTime<FixedOffset> {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// A file of the Postfix capture (a dated copy for a log; see [`Capture::file`]).
+pub fn fixture(name: &str) -> PathBuf {
+    Capture::Postfix.file(name)
+}
+
+/// A file of the Dovecot capture (a dated copy for a log).
 pub fn dovecot(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/dovecot")
-        .join(name)
+    Capture::Dovecot.file(name)
+}
+
+/// The day of the Postfix capture.
+pub fn sample_day() -> Day {
+    Capture::Postfix.day()
+}
+
+/// The days a test's history covers: from a year before the earlier
+/// capture's day through the later one's. That holds both captures, and
+/// any line a test writes with a month and day of its own into a file
+/// dated like a capture (a year-less stamp falls within the year before
+/// its file's date).
+pub fn range() -> DateRange {
+    let (a, b) = (Capture::Postfix.day(), Capture::Dovecot.day());
+    let (first, last) = if a <= b { (a, b) } else { (b, a) };
+    DateRange::new(first.minus(366), last).unwrap()
+}
+
+/// The 30 days ending on the later capture's day, a report's usual range;
+/// it holds both captures' days.
+pub fn month() -> DateRange {
+    let (a, b) = (Capture::Postfix.day(), Capture::Dovecot.day());
+    let (first, last) = if a <= b { (a, b) } else { (b, a) };
+    let r = DateRange::new(last.minus(29), last).unwrap();
+    assert!(
+        r.from <= first,
+        "the captures are a month apart: {a} and {b}"
+    );
+    r
 }
 
 /// The config the fixture's Postfix matches: its content filter runs on
@@ -208,14 +349,10 @@ impl TestDb {
         .await
     }
 
+    /// The SMTP history of `mailbox` over [`range`].
     pub async fn history(&self, mailbox: &str) -> History {
-        let range = DateRange::new(
-            Day::parse("2026-01-01").unwrap(),
-            Day::parse("2027-12-31").unwrap(),
-        )
-        .unwrap();
         let m = Mailbox::parse(mailbox, "example.edu").unwrap();
-        history::load(&self.store, &m, range, self.config.tz().unwrap())
+        history::load(&self.store, &m, range(), self.config.tz().unwrap())
             .await
             .unwrap()
     }
