@@ -414,6 +414,32 @@ impl Correlator {
         }
     }
 
+    /// The original `orig` learnt its Message-ID after its hand-offs were
+    /// followed (lines of one second read out of order): those still
+    /// waiting take it, and look for their copy again.
+    pub(super) fn retry_handoffs(&mut self, orig: MsgKey, out: &mut Vec<Row>) {
+        if !self.state.handoffs.iter().any(|h| h.orig == orig) {
+            return;
+        }
+        let content = self
+            .state
+            .messages
+            .get(&orig)
+            .and_then(|m| content_key(m.msgid, &m.own.sender));
+        let (mine, rest): (Vec<Handoff>, Vec<Handoff>) = std::mem::take(&mut self.state.handoffs)
+            .into_iter()
+            .partition(|h| h.orig == orig);
+        self.state.handoffs = rest;
+        for mut h in mine {
+            h.content = h.content.or(content);
+            match self.find_copy(&h) {
+                Some(Found::Open(copy)) => self.claim(copy, h.orig, h.origin, out),
+                Some(Found::Closed(i)) => self.claim_closed(i, h.orig, h.origin, out),
+                None => self.state.handoffs.push(h),
+            }
+        }
+    }
+
     /// Hand-offs whose window has passed with no copy: the relay was the
     /// destination after all, and the hand-off counts as the delivery it
     /// looked like; unless it was read late (see [`HandoffLine::late`]).

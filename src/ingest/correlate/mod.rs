@@ -755,6 +755,9 @@ impl Correlator {
                     if m.claimable(ctx.now_us) {
                         self.offer_copy(key, out);
                     }
+                    if !self.state.handoffs.is_empty() {
+                        self.retry_handoffs(key, out);
+                    }
                 }
             }
             Event::QueueActive { qid, from } => {

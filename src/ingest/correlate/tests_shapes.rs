@@ -91,6 +91,9 @@ fn a_filter_that_names_no_queue_id_is_followed_by_message_id() {
     assert_pmg_counted_once(&reorder(PMG, &[0, 1, 6, 7, 2, 5, 3, 4, 8, 9, 10, 11]));
     // The copy's deliveries before anything links it.
     assert_pmg_counted_once(&reorder(PMG, &[3, 4, 5, 9, 10, 11, 0, 1, 2, 6, 7, 8]));
+    // The original's Message-ID last, after its hand-offs were followed
+    // (found by the order property on the real capture).
+    assert_pmg_counted_once(&reorder(PMG, &[0, 2, 6, 7, 3, 4, 5, 9, 10, 11, 1, 8]));
 }
 
 #[test]
