@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mailtrail::access::{self, AccessHistory};
 use mailtrail::config::Config;
-use mailtrail::domain::Mailbox;
+use mailtrail::domain::{DateRange, Day, Mailbox};
 use mailtrail::history::Format;
 use serde_json::Value;
 
@@ -546,19 +546,19 @@ fn rows_wait_no_longer_than_the_hold_time_and_one_sweep() {
 /// reference gives them (concrete names and addresses in place of its
 /// placeholders) and as Dovecot's source writes them.
 const MORE: &str = "\
-Nov 23 12:00:00 mail dovecot: submission-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.20, lip=192.0.2.1, mpid=4711, TLS, session=<Q7mTbWFwuOvAqAIJ>
-Nov 23 12:00:05 mail dovecot: submission(bob@example.edu)<4711><Q7mTbWFwuOvAqAIJ>: Disconnect from 192.0.2.20: Client has quit the connection in=1200 out=560 (state=READY)
-Nov 23 12:01:02 mail dovecot: submission-login: Client has quit the connection (auth failed, 1 attempts in 2 secs): user=<bob@example.edu>, method=LOGIN, rip=192.0.2.21, lip=192.0.2.1, session=<kRz5bWFwuOvAqAIV>
-Nov 23 12:01:00 mail dovecot: auth-worker(57065): Info: conn unix:auth-worker (uid=143): auth-worker<225622>: sql(bob@example.edu,192.0.2.21,<kRz5bWFwuOvAqAIV>): Password mismatch (given password: Wr0ng-Secret-9)
-Nov 23 12:02:10 mail dovecot: managesieve-login: Login aborted: Logged out (auth failed, 1 attempts in 10 secs) (auth_failed): user=<bob@example.edu>, method=PLAIN, rip=192.0.2.22, lip=192.0.2.1, session=<hOZlh0X7hqvAqAIW>
-Nov 23 12:02:01 mail dovecot: auth: ldap(bob@example.edu,192.0.2.22,): invalid credentials
-Nov 23 12:03:00 mail dovecot: managesieve-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.23, lip=192.0.2.1, mpid=4712, TLS, session=<hOZlh0X7hqvAqAIX>
-Nov 23 12:03:01 mail dovecot: managesieve(bob@example.edu)<4712><hOZlh0X7hqvAqAIX>: Disconnected: Logged out bytes=143/517
-Nov 23 12:04:00 mail dovecot: IMAP(bob): Disconnected: Logged out bytes=748/17264
-Nov 23 12:05:00 mail dovecot: imap-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.24, lip=192.0.2.1, mpid=4713, TLS, session=<m4sTeRLoGiNAqAIY>
-Nov 23 12:04:59 mail dovecot: auth: passwd-file(admin<b>x</b>,192.0.2.24,master,<m4sTeRLoGiNAqAIY>): Master user logging in as bob@example.edu
-Nov 23 12:05:01 mail dovecot: imap(bob@example.edu)<4713><m4sTeRLoGiNAqAIY>: expunge: box=INBOX, uid=9, msgid=<gone@example.edu>, size=100
-Nov 23 12:05:02 mail dovecot: imap(bob@example.edu)<4713><m4sTeRLoGiNAqAIY>: Disconnected: Logged out
+2026-11-23T12:00:00+08:00 mail dovecot: submission-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.20, lip=192.0.2.1, mpid=4711, TLS, session=<Q7mTbWFwuOvAqAIJ>
+2026-11-23T12:00:05+08:00 mail dovecot: submission(bob@example.edu)<4711><Q7mTbWFwuOvAqAIJ>: Disconnect from 192.0.2.20: Client has quit the connection in=1200 out=560 (state=READY)
+2026-11-23T12:01:02+08:00 mail dovecot: submission-login: Client has quit the connection (auth failed, 1 attempts in 2 secs): user=<bob@example.edu>, method=LOGIN, rip=192.0.2.21, lip=192.0.2.1, session=<kRz5bWFwuOvAqAIV>
+2026-11-23T12:01:00+08:00 mail dovecot: auth-worker(57065): Info: conn unix:auth-worker (uid=143): auth-worker<225622>: sql(bob@example.edu,192.0.2.21,<kRz5bWFwuOvAqAIV>): Password mismatch (given password: Wr0ng-Secret-9)
+2026-11-23T12:02:10+08:00 mail dovecot: managesieve-login: Login aborted: Logged out (auth failed, 1 attempts in 10 secs) (auth_failed): user=<bob@example.edu>, method=PLAIN, rip=192.0.2.22, lip=192.0.2.1, session=<hOZlh0X7hqvAqAIW>
+2026-11-23T12:02:01+08:00 mail dovecot: auth: ldap(bob@example.edu,192.0.2.22,): invalid credentials
+2026-11-23T12:03:00+08:00 mail dovecot: managesieve-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.23, lip=192.0.2.1, mpid=4712, TLS, session=<hOZlh0X7hqvAqAIX>
+2026-11-23T12:03:01+08:00 mail dovecot: managesieve(bob@example.edu)<4712><hOZlh0X7hqvAqAIX>: Disconnected: Logged out bytes=143/517
+2026-11-23T12:04:00+08:00 mail dovecot: IMAP(bob): Disconnected: Logged out bytes=748/17264
+2026-11-23T12:05:00+08:00 mail dovecot: imap-login: Login: user=<bob@example.edu>, method=PLAIN, rip=192.0.2.24, lip=192.0.2.1, mpid=4713, TLS, session=<m4sTeRLoGiNAqAIY>
+2026-11-23T12:04:59+08:00 mail dovecot: auth: passwd-file(admin<b>x</b>,192.0.2.24,master,<m4sTeRLoGiNAqAIY>): Master user logging in as bob@example.edu
+2026-11-23T12:05:01+08:00 mail dovecot: imap(bob@example.edu)<4713><m4sTeRLoGiNAqAIY>: expunge: box=INBOX, uid=9, msgid=<gone@example.edu>, size=100
+2026-11-23T12:05:02+08:00 mail dovecot: imap(bob@example.edu)<4713><m4sTeRLoGiNAqAIY>: Disconnected: Logged out
 ";
 
 async fn more_db() -> (TestDb, AccessHistory) {
@@ -672,11 +672,16 @@ async fn submission_and_managesieve_are_protocols_of_their_own() {
         "{csv}"
     );
     assert!(csv.contains("\r\n2026-11-23,1,0,1,1,2,"), "{csv}");
-    // The captures have neither: their summaries keep two protocols.
+    // A mailbox that used neither keeps two protocols in its summary:
+    // carol, in the capture (alice and bob failed a ManageSieve and a
+    // submission login there).
     let db = db_with("").await;
     db.ingest(&[fixture("mail.log")]).await.unwrap();
-    let h = history(&db, "alice@example.edu").await;
+    let h = history(&db, "carol@example.edu").await;
+    assert!(!h.days.is_empty());
     assert!(h.days.iter().all(|d| d.logins.len() == 2));
+    let h = history(&db, "alice@example.edu").await;
+    assert!(h.days.iter().any(|d| d.logins.contains_key("managesieve")));
 }
 
 #[tokio::test]

@@ -127,13 +127,31 @@ async fn a_requested_report_reaches_the_owner_with_its_rows() {
         "one row per delivery"
     );
     let rows = |status: &str| html.matches(&format!("<tr class=\"st-{status}\">")).count() as i64;
-    for status in ["sent", "bounced", "expired", "auth_rcv", "auth_blk"] {
+    for status in ["sent", "bounced", "expired", "auth_rcv"] {
         assert_eq!(
             rows(status),
             want[status].as_i64().unwrap(),
             "{status} rows"
         );
     }
+    // Auth_blk counts refusals of both kinds: before the queue, and by the
+    // content filter after it (each a row of its own, `blocked`).
+    let blocked = manifest["filter_blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| {
+            let who = |k: &str| b[k].as_str() == Some("alice@example.edu");
+            who("sender") || who("auth_user")
+        })
+        .count() as i64;
+    assert!(blocked > 0, "the capture has filter refusals for alice");
+    assert_eq!(rows("blocked"), blocked, "blocked rows");
+    assert_eq!(
+        rows("auth_blk") + rows("blocked"),
+        want["auth_blk"].as_i64().unwrap(),
+        "auth_blk rows"
+    );
     assert!(rows("deferred") >= want["deferred_at_least"].as_i64().unwrap());
     // The header says who asked, from where, and the range.
     let r = range();

@@ -709,13 +709,9 @@ async fn following_survives_rotation_copytruncate_and_restart() {
     // `removed`, an `expired` settled a little after it is read) is
     // settled when the log moves on: a line two minutes later.
     let last = lines[n - 1];
-    let stamp = chrono::NaiveDateTime::parse_from_str(
-        &format!("2000 {}", &last[..15]),
-        "%Y %b %e %H:%M:%S",
-    )
-    .unwrap()
+    let stamp = chrono::DateTime::parse_from_rfc3339(last.split(' ').next().unwrap()).unwrap()
         + chrono::Duration::minutes(2);
-    let stamp = stamp.format("%b %e %H:%M:%S");
+    let stamp = stamp.to_rfc3339();
     append(
         &log,
         &format!("{stamp} mail postfix/anvil[1]: statistics: max cache size 1 at {stamp}\n"),
