@@ -267,6 +267,16 @@ fn summarize(day: Day, rows: &[AccessRow], protocols: &[&'static str]) -> DaySum
     }
 }
 
+/// A master user's name as shown: Dovecot 2.3 may log that one logged in
+/// without naming it (stored as an empty name).
+fn master_name(m: &str) -> &str {
+    if m.is_empty() {
+        "(its name is not in the log)"
+    } else {
+        m
+    }
+}
+
 /// The plain-words note of a day when master users opened the mailbox.
 fn master_note(d: &DaySummary) -> Option<String> {
     (!d.master_users.is_empty()).then(|| {
@@ -275,7 +285,11 @@ fn master_note(d: &DaySummary) -> Option<String> {
              (a master user, which can open any mailbox without its password). \
              If you do not know why, ask the mail service's administrators.",
             d.date,
-            d.master_users.join(", ")
+            d.master_users
+                .iter()
+                .map(|m| master_name(m))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })
 }
@@ -405,7 +419,7 @@ impl AccessHistory {
                 let _ = write!(
                     what,
                     " -- opened by the administrator account {}",
-                    safe(Some(m))
+                    safe(Some(master_name(m)))
                 );
             }
             let _ = writeln!(

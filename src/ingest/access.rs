@@ -66,6 +66,10 @@ const SESSION_STALE_US: i64 = 3 * 86_400 * 1_000_000;
 /// this many: the correlator sweeps every ten seconds of a host's log, and
 /// forgetting a finished session a minute later costs only its memory.
 const SESSION_SWEEPS: u32 = 6;
+/// How far apart (by their stamps) a bare master-user line and the login
+/// it belongs to may be: the auth process answers the login process within
+/// the same moment, and the two are logged together.
+const BARE_MASTER_US: i64 = 2 * 1_000_000;
 
 /// What an access row records; the stored integer is stable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -231,7 +235,10 @@ struct Verdict {
 }
 
 /// A master-user line that named no session (Dovecot before 2.2), kept
-/// for the login of the same mailbox from the same address.
+/// for the login of the same mailbox from the same address; or one that
+/// named nothing but the mailbox (Dovecot 2.3's bare `auth: Master user
+/// logging in as alice`: `ip` and `master` empty), for that mailbox's login
+/// logged with it, within [`BARE_MASTER_US`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MasterLine {
     host: u32,
@@ -585,9 +592,13 @@ impl AccessState {
                             .filter(|m| {
                                 m.host == h.host
                                     && m.user == login.mailbox
-                                    && Some(&m.ip) == login.rip.as_ref()
-                                    && m.time_us <= row.time_us
-                                    && m.time_us >= row.time_us - VERDICT_WINDOW_US
+                                    && if m.ip.is_empty() {
+                                        (m.time_us - row.time_us).abs() <= BARE_MASTER_US
+                                    } else {
+                                        Some(&m.ip) == login.rip.as_ref()
+                                            && m.time_us <= row.time_us
+                                            && m.time_us >= row.time_us - VERDICT_WINDOW_US
+                                    }
                             })
                             .map(|m| &m.master)
                             .max()

@@ -239,8 +239,20 @@ pub struct MasterLogin<'a> {
     pub session: Option<&'a [u8]>,
 }
 
-/// Recognises [`MasterLogin`] in a Dovecot line.
+/// Recognises [`MasterLogin`] in a Dovecot line. Dovecot 2.3 (seen with
+/// 2.3.19 and a passwd-file master passdb) may log the line with no
+/// prefix at all, naming neither the master user, nor the address, nor the
+/// session: `auth: Master user logging in as alice@example.edu`; then
+/// `master` and `ip` are empty.
 pub fn master_login<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<MasterLogin<'a>> {
+    if let Some(user) = bare_master_login(program, msg) {
+        return Some(MasterLogin {
+            master: b"",
+            user,
+            ip: b"",
+            session: None,
+        });
+    }
     let (s, text) = auth_line(program, msg)?;
     let at = MASTER_LOGIN.find(text)? + MASTER_LOGIN.needle().len();
     let user = &text[at..];
@@ -251,6 +263,22 @@ pub fn master_login<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<MasterLogin<
         ip: s.ip,
         session: s.session,
     })
+}
+
+/// The mailbox of `auth: Master user logging in as USER` with nothing
+/// before it (Dovecot 2.3's `auth: Info: ...` in its own file).
+fn bare_master_login<'a>(program: &'a [u8], msg: &'a [u8]) -> Option<&'a [u8]> {
+    let text = if program == b"dovecot" {
+        msg.strip_prefix(b"auth: ")?
+    } else if program == b"auth" {
+        msg
+    } else {
+        return None;
+    };
+    let text = text.strip_prefix(b"Info: ").unwrap_or(text);
+    let user = text.strip_prefix(b"Master user logging in as ")?;
+    let user = &user[..find_byte(b' ', user).unwrap_or(user.len())];
+    (!user.is_empty()).then_some(user)
 }
 
 /// The service a line is about.

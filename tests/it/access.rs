@@ -802,3 +802,58 @@ async fn a_master_users_login_is_marked_everywhere_it_is_shown() {
         assert!(html.contains(column), "{html}");
     }
 }
+
+/// The real captures' master-user login (s11: `alice@example.edu*admin`
+/// from 127.0.0.8): Dovecot 2.3.19 logs only `auth: Master user logging in
+/// as alice@example.edu`, naming no master user, address or session; the
+/// file run's `login_log_format_elements` adds `auth_user=<%{auth_user}>`,
+/// which names it. Either way the login is marked, and nothing else is.
+#[tokio::test]
+async fn the_captures_master_user_login_is_marked() {
+    let manifest = Capture::Dovecot.manifest();
+    for run in manifest["runs"].as_array().unwrap() {
+        let log = run["log"].as_str().unwrap();
+        let named = run["login_log_format_elements"]
+            .as_str()
+            .is_some_and(|f| f.contains("%{auth_user}"));
+        let db = db_with("").await;
+        db.ingest(&[fixture(log)]).await.unwrap();
+        for (user, facts) in run["users"].as_object().unwrap() {
+            let Ok(h) = Mailbox::parse(user, "example.edu") else {
+                continue;
+            };
+            let h = history(&db, h.as_str()).await;
+            let want: Vec<(String, String)> = facts["logins_by_master_user"]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .map(|l| {
+                            let master = if named {
+                                l["master_user"].as_str().unwrap().to_owned()
+                            } else {
+                                String::new()
+                            };
+                            (l["client_ip"].as_str().unwrap().to_owned(), master)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let got: Vec<(String, String)> = h
+                .events
+                .iter()
+                .filter_map(|e| {
+                    let m = e.master_user.clone()?;
+                    assert_eq!(e.kind, "login", "{log} {user}: only the login is marked");
+                    Some((e.remote_ip.clone().unwrap_or_default(), m))
+                })
+                .collect();
+            assert_eq!(got, want, "{log} {user}");
+        }
+    }
+    assert!(
+        manifest["runs"][0]["users"]["alice@example.edu"]["logins_by_master_user"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "the capture has a master-user login"
+    );
+}

@@ -223,9 +223,14 @@ async fn a_zipped_report_holds_html_and_csv_of_the_same_rows() {
         .values()
         .map(|v| v.as_i64().unwrap())
         .sum();
+    // A master user's login is a login too, marked (`ev-login master`).
     assert_eq!(
-        html.matches("<tr class=\"ev-login\">").count() as i64,
+        html.matches("<tr class=\"ev-login").count() as i64,
         want_logins
+    );
+    assert_eq!(
+        html.matches("<tr class=\"ev-login master\">").count(),
+        want["logins_by_master_user"].as_array().map_or(0, Vec::len)
     );
     let csv_logins = csv
         .lines()
