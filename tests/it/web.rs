@@ -155,14 +155,23 @@ async fn a_form_request_over_http_arrives_as_a_report_in_the_mailbox() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(stored, "the followed log is ingested");
-    let health: serde_json::Value = c
-        .get(format!("{}/health", svc.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Rows are committed before the pass that wrote them reports: /health
+    // says current once that pass has ended.
+    let mut health = serde_json::Value::Null;
+    for _ in 0..100 {
+        health = c
+            .get(format!("{}/health", svc.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["ingest"]["current"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(health["ingest"]["current"], true, "{health}");
 
     let (id, code) = filled_form(&c, &svc.base, &store).await;
