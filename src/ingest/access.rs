@@ -38,6 +38,7 @@
 //! log the password that was tried, and that never leaves this module.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
@@ -62,10 +63,12 @@ const VERDICT_WINDOW_US: i64 = 120 * 1_000_000;
 /// Sessions with no line for this long are forgotten (IMAP IDLE sessions
 /// last hours, so be generous).
 const SESSION_STALE_US: i64 = 3 * 86_400 * 1_000_000;
-/// Sessions are looked over (and forgotten when done) at one sweep in
-/// this many: the correlator sweeps every ten seconds of a host's log, and
-/// forgetting a finished session a minute later costs only its memory.
-const SESSION_SWEEPS: u32 = 6;
+/// All sessions are looked over (and forgotten when done) at one sweep in
+/// this many; those that ended are forgotten sooner, by the order they
+/// ended in. The correlator sweeps every ten seconds of a host's log, and
+/// forgetting a session that never ended five minutes late costs only its
+/// memory.
+const SESSION_SWEEPS: u32 = 30;
 /// How far apart (by their stamps) a bare master-user line and the login
 /// it belongs to may be: the auth process answers the login process within
 /// the same moment, and the two are logged together.
@@ -249,7 +252,11 @@ struct MasterLine {
     read_us: i64,
 }
 
-/// How lines read later may still complete a waiting row.
+/// How lines read later may still complete a waiting row. (What its own
+/// line said is in the row already: the mailbox and address of a login,
+/// the master user its own line named, the mailbox a session line's
+/// `imap(user)` prefix names, a refusal's own reason; completing replaces
+/// it only with what other lines say.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Fill {
     /// Nothing can.
@@ -257,29 +264,18 @@ enum Fill {
     /// A login: an IMAP ID line (client) or a master-user line.
     Login {
         session: Option<SessId>,
-        login: LoginInfo,
-        /// The master user its own line named (`auth_user=<...>`).
-        own_master: Option<Text>,
+        /// From one of `webmail_networks`.
+        webmail: bool,
     },
     /// Another line of a session: its login gives the mailbox, address,
     /// client (and to a POP3 logout its retained count).
     Session {
         session: SessId,
-        /// The mailbox its own `imap(user)` prefix names, if local.
-        own_mailbox: Option<Text>,
         /// POP3 logout: `del=D/M`.
         del: Option<(u64, Option<u64>)>,
     },
     /// A refused login: the verdict that explains it.
-    Refused {
-        session: Option<SessId>,
-        /// The reason when no verdict is found.
-        fallback: Text,
-        /// The verdict that counts among those found so far: the latest
-        /// (then the greater reason, for two in one instant), whichever
-        /// was read first.
-        best: Option<(i64, Text)>,
-    },
+    Refused { session: Option<SessId> },
 }
 
 /// A row waiting for the lines that may complete it.
@@ -290,6 +286,9 @@ struct Held {
     /// from it, never from the line's own stamp.
     read_us: i64,
     fill: Fill,
+    /// Where the row is, unless it is kept (see [`AccessState::kept`]):
+    /// its index in the caller's rows.
+    at: usize,
 }
 
 /// Everything remembered between Dovecot lines; part of the saved state.
@@ -300,7 +299,7 @@ struct Held {
 pub struct AccessState {
     /// (host, session ID) → session, stored as a list of pairs.
     #[serde(with = "pairs")]
-    by_session: FxHashMap<(u32, SessId), Session>,
+    by_session: FxHashMap<(u32, SessId), Box<Session>>,
     /// Auth verdicts of the last minutes.
     refusals: Vec<Verdict>,
     /// Master-user lines without a session.
@@ -309,10 +308,23 @@ pub struct AccessState {
     /// (which is the order of that host's clock, so the first is always
     /// the first to be due).
     waiting: Vec<VecDeque<Held>>,
-    /// The waiting rows themselves, beside `waiting` (the same hosts, the
-    /// same order): rows are large, and kept apart they move only into the
-    /// queue and out of it, in bulk.
-    rows: Vec<VecDeque<AccessRow>>,
+    /// The waiting rows that were sealed out of the caller's rows (see
+    /// [`AccessState::seal`]): those of the first `kept[h].len()` entries
+    /// of `waiting[h]`. The others are in the caller's rows already, where
+    /// they are completed in place: a row is large, and is then never
+    /// moved for waiting.
+    kept: Vec<VecDeque<AccessRow>>,
+    /// Rows made final since the correlator last looked (for its count).
+    #[serde(skip)]
+    given: u64,
+    /// Rows made final without a mailbox (a session of another domain),
+    /// among the caller's rows, to be dropped by [`AccessState::seal`].
+    #[serde(skip)]
+    unnamed: usize,
+    /// Sessions that ended (their logout was read), by host, in the order
+    /// of the host's clock when they did: each is forgotten once its rows
+    /// can no longer wait (see [`AccessState::sweep`]).
+    ended: Vec<VecDeque<(i64, SessId)>>,
     /// Sweeps made, for looking sessions over at one in
     /// [`SESSION_SWEEPS`] (saved, so a resumed ingest looks them over when
     /// an uninterrupted one would).
@@ -363,8 +375,10 @@ pub(crate) struct Line<'a> {
     pub day: i32,
 }
 
-/// A session ID, inline so map lookups need no allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A session ID, inline so map lookups need no allocation. Compared and
+/// hashed as machine words (the bytes past `len` are always zero): a
+/// session is looked up for nearly every Dovecot line.
+#[derive(Debug, Clone, Copy, PartialOrd, Ord)]
 struct SessId {
     len: u8,
     bytes: [u8; SessId::MAX],
@@ -376,6 +390,7 @@ impl SessId {
     /// its address, 16 characters for IPv4 and 32 for IPv6
     /// (`client_get_session_id`), and a mail process may add `:N` to it.
     const MAX: usize = 40;
+    const _WORDS: () = assert!(Self::MAX.is_multiple_of(8));
 
     /// `None` for what cannot be one of Dovecot's IDs (empty, or longer):
     /// such a line is handled as having no session rather than joined to
@@ -394,6 +409,33 @@ impl SessId {
 
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
+    }
+
+    /// The bytes as words, the used ones first.
+    fn word(&self, i: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.bytes[i * 8..i * 8 + 8]);
+        u64::from_ne_bytes(w)
+    }
+}
+
+impl PartialEq for SessId {
+    fn eq(&self, other: &SessId) -> bool {
+        self.len == other.len
+            && (0..Self::MAX / 8).fold(0, |d, i| d | (self.word(i) ^ other.word(i))) == 0
+    }
+}
+
+impl Eq for SessId {}
+
+impl std::hash::Hash for SessId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // Equal IDs have equal lengths and words; only the used words are
+        // hashed.
+        h.write_u8(self.len);
+        for i in 0..(self.len as usize).div_ceil(8) {
+            h.write_u64(self.word(i));
+        }
     }
 }
 
@@ -444,22 +486,101 @@ fn explains(
         }
 }
 
-/// What completing a waiting row changes in it.
-enum Patch {
-    Login {
-        client: Option<Text>,
-        master_user: Option<Text>,
-    },
-    Session {
-        mailbox: Text,
-        remote_ip: Option<Text>,
-        client: Option<Text>,
-        retained: Option<i64>,
-    },
-    Refused {
-        reason: Text,
-        best: Option<(i64, Text)>,
-    },
+/// What lines read so far say, for completing waiting rows.
+struct Known<'a> {
+    by_session: &'a FxHashMap<(u32, SessId), Box<Session>>,
+    refusals: &'a [Verdict],
+    master_lines: &'a [MasterLine],
+}
+
+impl Known<'_> {
+    /// Completes the waiting row `r` of `h` from everything known now.
+    fn complete(&self, h: &Held, r: &mut AccessRow) {
+        let session = |id: &SessId| self.by_session.get(&(h.host, *id));
+        match &h.fill {
+            Fill::Done => {}
+            Fill::Login {
+                session: id,
+                webmail,
+            } => {
+                let s = id.as_ref().and_then(session);
+                // The master user its own line named, else another line's.
+                if r.master_user.is_none() {
+                    r.master_user = s
+                        .and_then(|s| s.master.clone())
+                        .or_else(|| self.master_of(h.host, r));
+                }
+                r.client =
+                    client_label(*webmail, s.and_then(|s| s.client.as_ref()).map(|c| &c.name));
+            }
+            Fill::Session { session: id, del } => {
+                let s = session(id);
+                let login = s.and_then(|s| s.login.as_ref());
+                if let Some(l) = login {
+                    r.mailbox = l.mailbox.clone();
+                    r.remote_ip = l.rip.clone();
+                }
+                r.client = client_label(
+                    login.is_some_and(|l| l.webmail),
+                    s.and_then(|s| s.client.as_ref()).map(|c| &c.name),
+                );
+                if r.kind == Some(AccessKind::Logout) && r.protocol == Some("pop3") {
+                    // Known only when the session's login showed the
+                    // version (2.3 and older: `del=D/M` with M messages).
+                    r.retained = match (del, login) {
+                        (Some((d, Some(m))), Some(l)) if !l.v24 => {
+                            i64::try_from(m.saturating_sub(*d)).ok()
+                        }
+                        _ => None,
+                    };
+                }
+            }
+            Fill::Refused { session } => {
+                // The latest verdict counts (then the greater reason, for
+                // two in one instant), whichever was read first.
+                let found = self
+                    .refusals
+                    .iter()
+                    .filter(|v| {
+                        explains(
+                            v,
+                            h.host,
+                            *session,
+                            &r.mailbox,
+                            r.remote_ip.as_ref(),
+                            r.time_us,
+                        )
+                    })
+                    .map(|v| (v.time_us, &v.reason))
+                    .max();
+                if let Some((_, reason)) = found {
+                    r.reason = Some(reason.clone());
+                }
+            }
+        }
+    }
+
+    /// The master user a session-less master-user line names for the
+    /// login row `login` on `host` (the greater name, should there be two).
+    fn master_of(&self, host: u32, login: &AccessRow) -> Option<Text> {
+        let t = login.time_us;
+        self.master_lines
+            .iter()
+            .filter(|m| {
+                m.host == host
+                    && m.user == login.mailbox
+                    && if m.ip.is_empty() {
+                        (m.time_us - t).abs() <= BARE_MASTER_US
+                    } else {
+                        Some(&m.ip) == login.remote_ip.as_ref()
+                            && m.time_us <= t
+                            && m.time_us >= t - VERDICT_WINDOW_US
+                    }
+            })
+            .map(|m| &m.master)
+            .max()
+            .cloned()
+    }
 }
 
 impl AccessState {
@@ -541,7 +662,8 @@ impl AccessState {
         let h = host as usize;
         if self.waiting.len() <= h {
             self.waiting.resize_with(h + 1, VecDeque::new);
-            self.rows.resize_with(h + 1, VecDeque::new);
+            self.kept.resize_with(h + 1, VecDeque::new);
+            self.ended.resize_with(h + 1, VecDeque::new);
         }
     }
 
@@ -550,150 +672,18 @@ impl AccessState {
     /// its content does not depend on which lines came first. (A line read
     /// twice makes its row twice, completed alike; the store keeps one row
     /// per key.)
-    fn hold(&mut self, line: &Line<'_>, row: AccessRow, fill: Fill) {
+    fn hold(&mut self, line: &Line<'_>, row: AccessRow, fill: Fill, out: &mut Vec<AccessRow>) {
+        // (Its session's clock was moved to the line's by the caller: the
+        // session is kept as long as its rows may wait, see `sweep`.)
         let host = line.host_id;
-        // The session is kept as long as its rows may wait (see `sweep`).
-        if let Fill::Login {
-            session: Some(id), ..
-        }
-        | Fill::Session { session: id, .. } = &fill
-            && let Some(s) = self.by_session.get_mut(&(host, *id))
-        {
-            s.last_us = s.last_us.max(line.now_us);
-        }
         self.queue(host);
+        out.push(row);
         self.waiting[host as usize].push_back(Held {
             host,
             read_us: line.now_us,
             fill,
+            at: out.len() - 1,
         });
-        self.rows[host as usize].push_back(row);
-    }
-
-    /// Works out what waiting row `i` holds from everything known now.
-    fn complete(&mut self, host: u32, i: usize) {
-        let h = &self.waiting[host as usize][i];
-        let row = &self.rows[host as usize][i];
-        let session = |id: &SessId| self.by_session.get(&(h.host, *id));
-        let patch = match &h.fill {
-            Fill::Done => return,
-            Fill::Login {
-                session: id,
-                login,
-                own_master,
-            } => {
-                let s = id.as_ref().and_then(session);
-                let master_user = own_master
-                    .clone()
-                    .or_else(|| s.and_then(|s| s.master.clone()))
-                    .or_else(|| {
-                        self.master_lines
-                            .iter()
-                            .filter(|m| {
-                                m.host == h.host
-                                    && m.user == login.mailbox
-                                    && if m.ip.is_empty() {
-                                        (m.time_us - row.time_us).abs() <= BARE_MASTER_US
-                                    } else {
-                                        Some(&m.ip) == login.rip.as_ref()
-                                            && m.time_us <= row.time_us
-                                            && m.time_us >= row.time_us - VERDICT_WINDOW_US
-                                    }
-                            })
-                            .map(|m| &m.master)
-                            .max()
-                            .cloned()
-                    });
-                Patch::Login {
-                    client: client_label(
-                        login.webmail,
-                        s.and_then(|s| s.client.as_ref()).map(|c| &c.name),
-                    ),
-                    master_user,
-                }
-            }
-            Fill::Session {
-                session: id,
-                own_mailbox,
-                del,
-            } => {
-                let s = session(id);
-                let login = s.and_then(|s| s.login.as_ref());
-                let num = |v: u64| i64::try_from(v).ok();
-                Patch::Session {
-                    mailbox: login
-                        .map(|l| l.mailbox.clone())
-                        .or_else(|| own_mailbox.clone())
-                        .unwrap_or_default(),
-                    remote_ip: login.and_then(|l| l.rip.clone()),
-                    client: client_label(
-                        login.is_some_and(|l| l.webmail),
-                        s.and_then(|s| s.client.as_ref()).map(|c| &c.name),
-                    ),
-                    // Known only when the session's login showed the
-                    // version (2.3 and older: `del=D/M` with M messages).
-                    retained: match (del, login) {
-                        (Some((d, Some(m))), Some(l)) if !l.v24 => num(m.saturating_sub(*d)),
-                        _ => None,
-                    },
-                }
-            }
-            Fill::Refused {
-                session,
-                fallback,
-                best,
-            } => {
-                let found = self
-                    .refusals
-                    .iter()
-                    .filter(|v| {
-                        explains(
-                            v,
-                            h.host,
-                            *session,
-                            &row.mailbox,
-                            row.remote_ip.as_ref(),
-                            row.time_us,
-                        )
-                    })
-                    .map(|v| (v.time_us, v.reason.clone()))
-                    .max();
-                let best = best.clone().max(found);
-                Patch::Refused {
-                    reason: best.as_ref().map_or(fallback, |b| &b.1).clone(),
-                    best,
-                }
-            }
-        };
-        let r = &mut self.rows[host as usize][i];
-        match patch {
-            Patch::Login {
-                client,
-                master_user,
-            } => {
-                r.client = client;
-                r.master_user = master_user;
-            }
-            Patch::Session {
-                mailbox,
-                remote_ip,
-                client,
-                retained,
-            } => {
-                r.mailbox = mailbox;
-                r.remote_ip = remote_ip;
-                r.client = client;
-                if r.kind == Some(AccessKind::Logout) && r.protocol == Some("pop3") {
-                    r.retained = retained;
-                }
-            }
-            Patch::Refused { reason, best } => {
-                r.reason = Some(reason);
-                if let Fill::Refused { best: b, .. } = &mut self.waiting[host as usize][i].fill {
-                    *b = best;
-                }
-            }
-        }
     }
 
     /// An auth verdict: kept for the failed logins it may explain (those
@@ -782,18 +772,19 @@ impl AccessState {
                     self.methods
                         .get_with(m, || Text::from(format!("method {}", string(m))))
                 });
-                let own_master = Self::own_master(cfg, &fields);
+                r.master_user = Self::own_master(cfg, &fields);
+                let webmail = login.webmail;
                 if let Some(id) = id {
-                    self.session(line, id).login = Some(login.clone());
+                    self.session(line, id).login = Some(login);
                 }
                 self.hold(
                     line,
                     r,
                     Fill::Login {
                         session: id,
-                        login,
-                        own_master,
+                        webmail,
                     },
+                    out,
                 );
             }
             Access::LoginFailed {
@@ -812,21 +803,20 @@ impl AccessState {
                 r.local_ip = fields.lip.map(|l| self.phrases.get(l));
                 r.tls = Some(fields.tls);
                 r.session = id.and(fields.session).map(text);
+                // Its own reason, unless a verdict of the auth process
+                // explains it (see `Known::complete`).
                 let fill = if dovecot::is_too_many_connections(msg) {
                     r.reason = Some(Text::from("too many connections"));
                     Fill::Done
                 } else {
-                    Fill::Refused {
-                        session: id,
-                        fallback: if dovecot::is_user_disabled(detail) {
-                            Text::from("disabled user")
-                        } else {
-                            text(detail)
-                        },
-                        best: None,
-                    }
+                    r.reason = Some(if dovecot::is_user_disabled(detail) {
+                        Text::from("disabled user")
+                    } else {
+                        text(detail)
+                    });
+                    Fill::Refused { session: id }
                 };
-                self.hold(line, r, fill);
+                self.hold(line, r, fill, out);
             }
             Access::ClientId {
                 session,
@@ -851,20 +841,20 @@ impl AccessState {
                 user,
                 session,
                 event,
-            } => self.session_line(cfg, line, proto, user, session, event),
+            } => self.session_line(cfg, line, (proto, user, session), event, out),
         }
         true
     }
 
-    /// A line of a logged-in session: `imap(USER)<PID><SESSION>: REST`.
+    /// A line of a logged-in session: `imap(USER)<PID><SESSION>: REST`,
+    /// given with its protocol, user name and session ID.
     fn session_line(
         &mut self,
         cfg: &AccessSettings,
         line: &Line<'_>,
-        proto: Proto,
-        user: &[u8],
-        session: Option<&[u8]>,
+        (proto, user, session): (Proto, &[u8], Option<&[u8]>),
         event: SessionEvent<'_>,
+        out: &mut Vec<AccessRow>,
     ) {
         let id = session.and_then(SessId::new);
         let kind = match event {
@@ -879,12 +869,38 @@ impl AccessState {
                 return;
             }
         };
-        let own_mailbox = self.mailbox(cfg, user);
-        // Without a session nothing can give the row a mailbox later.
-        if id.is_none() && own_mailbox.is_none() {
-            return;
-        }
-        let mut r = Self::row(line, own_mailbox.clone().unwrap_or_default(), kind, proto);
+        // The session's clock moves to the line's (it is kept as long as
+        // its rows may wait, see `sweep`); a logout marks its end, and it
+        // is kept a little longer: lines of the session may still come, a
+        // second or two behind.
+        let session_rec = match id {
+            Some(id) if kind == AccessKind::Logout => {
+                self.queue(line.host_id);
+                self.ended[line.host_id as usize].push_back((line.now_us, id));
+                let s = self.session(line, id);
+                s.ended_us = Some(s.ended_us.map_or(line.now_us, |e| e.min(line.now_us)));
+                Some(s)
+            }
+            Some(id) => self.by_session.get_mut(&(line.host_id, id)).map(|s| {
+                s.last_us = s.last_us.max(line.now_us);
+                &mut **s
+            }),
+            None => None,
+        };
+        // The row's mailbox: its session's login's, when read already
+        // (the session outlives the row's wait, so it is the one the row
+        // leaves with); else the one the line's own user name stands for,
+        // until a login read later gives the session's. Without either, and
+        // with no session to find a login by, the row is of another domain.
+        let mailbox = match session_rec.and_then(|s| s.login.as_ref()) {
+            Some(l) => l.mailbox.clone(),
+            None => match (self.mailbox(cfg, user), id) {
+                (Some(m), _) => m,
+                (None, Some(_)) => Text::default(),
+                (None, None) => return,
+            },
+        };
+        let mut r = Self::row(line, mailbox, kind, proto);
         r.session = id.and(session).map(text);
         let mut del = None;
         match event {
@@ -934,22 +950,10 @@ impl AccessState {
             SessionEvent::Other => {}
         }
         let fill = match id {
-            Some(id) => {
-                if kind == AccessKind::Logout {
-                    // Kept a little longer: lines of the session may still
-                    // come, a second or two behind.
-                    let s = self.session(line, id);
-                    s.ended_us = Some(s.ended_us.map_or(line.now_us, |e| e.min(line.now_us)));
-                }
-                Fill::Session {
-                    session: id,
-                    own_mailbox,
-                    del,
-                }
-            }
+            Some(id) => Fill::Session { session: id, del },
             None => Fill::Done,
         };
-        self.hold(line, r, fill);
+        self.hold(line, r, fill, out);
     }
 
     /// Gives out the rows whose wait is over (all of them when `all`, the
@@ -971,8 +975,32 @@ impl AccessState {
         self.refusals.retain(|v| v.read_us + keep > now_of(v.host));
         self.master_lines
             .retain(|m| m.read_us + keep > now_of(m.host));
-        // Sessions are many and long-lived (IMAP IDLE): looked over once
-        // in a while, not at every sweep.
+        // Sessions that ended are forgotten once their rows can no longer
+        // wait: none is read after the session's latest line.
+        for (h, q) in self.ended.iter_mut().enumerate() {
+            let now = now_of(h as u32);
+            while let Some(&(t, id)) = q.front() {
+                if t.saturating_add(HOLD_US) > now {
+                    break;
+                }
+                q.pop_front();
+                let Entry::Occupied(s) = self.by_session.entry((h as u32, id)) else {
+                    continue;
+                };
+                let Some(ended) = s.get().ended_us else {
+                    continue;
+                };
+                let last = ended.max(s.get().last_us);
+                if last.saturating_add(HOLD_US) <= now {
+                    s.remove();
+                } else {
+                    // A line of it came since: looked at again later.
+                    q.push_back((last, id));
+                }
+            }
+        }
+        // Sessions are many and long-lived (IMAP IDLE): all are looked over
+        // once in a while, not at every sweep.
         self.sweeps = self.sweeps.wrapping_add(1);
         if !all && !self.sweeps.is_multiple_of(SESSION_SWEEPS) {
             return;
@@ -994,31 +1022,88 @@ impl AccessState {
     /// on that host's clock, each completed from everything known now.
     /// Rows that never found a mailbox (a session of another domain) are
     /// dropped.
+    #[inline]
     fn release_due(&mut self, host: u32, now: i64, out: &mut Vec<AccessRow>) {
-        let Some(q) = self.waiting.get(host as usize) else {
+        // Called for every Dovecot line: mostly nothing is due.
+        let first = self.waiting.get(host as usize).and_then(VecDeque::front);
+        if first.is_some_and(|h| now >= h.read_us.saturating_add(HOLD_US)) {
+            self.release(host, now, out);
+        }
+    }
+
+    fn release(&mut self, host: u32, now: i64, out: &mut Vec<AccessRow>) {
+        let Some(q) = self.waiting.get_mut(host as usize) else {
             return;
         };
-        let n = q
-            .iter()
-            .take_while(|h| now >= h.read_us.saturating_add(HOLD_US))
-            .count();
-        if n == 0 {
-            return;
+        let known = Known {
+            by_session: &self.by_session,
+            refusals: &self.refusals,
+            master_lines: &self.master_lines,
+        };
+        let kept = &mut self.kept[host as usize];
+        while let Some(h) = q.front() {
+            if now < h.read_us.saturating_add(HOLD_US) {
+                break;
+            }
+            let row = match kept.front_mut() {
+                Some(r) => r,
+                None => &mut out[h.at],
+            };
+            known.complete(h, row);
+            if row.mailbox.is_empty() {
+                self.unnamed += 1;
+            } else {
+                self.given += 1;
+            }
+            q.pop_front();
+            // A kept row joins the caller's now; the others are there
+            // already.
+            if let Some(r) = kept.pop_front() {
+                out.push(r);
+            }
         }
-        for i in 0..n {
-            self.complete(host, i);
+    }
+
+    /// Makes the caller's rows final, before it takes them: rows still
+    /// waiting are taken out of them and kept (part of the saved state),
+    /// and rows that never found a mailbox (a session of another domain)
+    /// are dropped. Call it before the rows leave, and before the state is
+    /// saved.
+    pub(crate) fn seal(&mut self, out: &mut Vec<AccessRow>) {
+        // The entries whose rows are in `out`: each host's after its kept.
+        let mut at: Vec<(usize, u32)> = Vec::new();
+        for (h, q) in self.waiting.iter().enumerate() {
+            let k = self.kept.get(h).map_or(0, VecDeque::len);
+            at.extend(q.iter().skip(k).map(|w| (w.at, h as u32)));
         }
-        self.waiting[host as usize].drain(..n);
-        out.extend(
-            self.rows[host as usize]
-                .drain(..n)
-                .filter(|r| !r.mailbox.is_empty()),
-        );
+        if let Some(first) = at.iter().map(|a| a.0).min() {
+            at.sort_unstable();
+            let tail = out.split_off(first);
+            let mut waiting = at.iter().peekable();
+            for (i, row) in tail.into_iter().enumerate() {
+                match waiting.peek() {
+                    Some(&&(a, h)) if a == first + i => {
+                        waiting.next();
+                        self.kept[h as usize].push_back(row);
+                    }
+                    _ => out.push(row),
+                }
+            }
+        }
+        if self.unnamed > 0 {
+            out.retain(|r| !r.mailbox.is_empty());
+            self.unnamed = 0;
+        }
     }
 
     /// Sessions and rows in memory now.
     pub(crate) fn in_flight(&self) -> usize {
         self.by_session.len() + self.rows_waiting()
+    }
+
+    /// Rows made final (and given a mailbox) since this was last asked.
+    pub(crate) fn take_given(&mut self) -> u64 {
+        std::mem::take(&mut self.given)
     }
 
     /// Rows made but still waiting for lines that may change them.
@@ -1321,6 +1406,8 @@ mod tests {
                     last_sweep = t;
                     st.sweep(|_| t, false, &mut out);
                 }
+                // What is final leaves; what waits is taken back.
+                st.seal(&mut out);
                 for r in &out[before..] {
                     let made = (r.key / 2) * 1_000_000;
                     assert!(t - made >= HOLD_US, "{} left after {} µs", r.key, t - made);
@@ -1333,6 +1420,7 @@ mod tests {
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
         assert!(keys.len() > 200);
         st.sweep(|_| 0, true, &mut out);
+        st.seal(&mut out);
         assert_eq!(out.len(), 240);
     }
 

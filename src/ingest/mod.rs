@@ -662,6 +662,7 @@ fn parse_all(
             }
             in_batch += 1;
             if in_batch >= batch_lines {
+                correlator.seal(&mut rows);
                 send(
                     rows.take(spare.try_recv().ok()),
                     Some(checkpoint(&reader, &clock)),
@@ -678,6 +679,7 @@ fn parse_all(
         // The checkpoint is the end of the last whole line: a run after
         // this one reads the damaged part again (and says so again), and
         // stores nothing twice.
+        correlator.seal(&mut rows);
         send(
             rows.take(spare.try_recv().ok()),
             Some(checkpoint(&reader, &clock)),
@@ -700,6 +702,7 @@ fn parse_all(
         }
         Mode::Follow { .. } => {}
     }
+    correlator.seal(&mut rows);
     send(rows, None, correlator.snapshot())?;
     let stats = correlator.stats.clone();
     Ok((correlator, stats, reports))

@@ -379,6 +379,8 @@ fn ingest_lines(lines: &[String], restore_every_line: bool) -> Vec<(AccessRow, i
         if let Ok(e) = clock().split(l.as_bytes()) {
             now = now.max(e.time_us);
         }
+        // What is final leaves, as a batch would.
+        c.seal(&mut out);
         got.extend(out.access.drain(..).map(|r| (r, now)));
         if restore_every_line {
             let saved = c.snapshot();

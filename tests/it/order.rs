@@ -212,6 +212,8 @@ fn check(case: &Case) -> Result<(), String> {
     for l in &lines[..stop] {
         c.feed(&mut clock, l.as_bytes(), &mut out);
     }
+    // As the parser thread does before it sends a batch with the state.
+    c.seal(&mut out);
     let year = clock.year;
     let mut c = Correlator::restore(settings(), &c.snapshot()).map_err(|e| e.to_string())?;
     let mut clock = Clock::new(chrono_tz::Asia::Taipei, cap.reference, year);

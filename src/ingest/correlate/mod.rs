@@ -478,7 +478,7 @@ impl Correlator {
     /// Reads one line (without its newline). Rows it completes are pushed to
     /// `out`.
     pub fn feed(&mut self, clock: &mut Clock, line: &[u8], out: &mut Rows) {
-        let before = out.len();
+        let before = out.smtp.len();
         self.feed_line(clock, line, out);
         self.count(before, out);
     }
@@ -496,10 +496,20 @@ impl Correlator {
     /// waiting for their copy stay in the state, for the next run's lines.
     /// (A follower does not call this: more lines may come.)
     pub fn finish(&mut self, out: &mut Rows) {
-        let before = out.len();
+        let before = out.smtp.len();
         self.sweep(true, out);
+        self.seal(out);
         self.count(before, out);
         self.stats.handoffs_waiting = self.state.handoffs.len() as u64;
+    }
+
+    /// Makes the rows in `out` final before they leave (a batch is sent,
+    /// the state saved): mailbox access rows still waiting for lines that
+    /// may change them are taken back into the state, which they are saved
+    /// with. (They wait in `out` itself until then, so that they are not
+    /// moved for waiting.) Rows in `out` are final only after this.
+    pub fn seal(&mut self, out: &mut Rows) {
+        self.state.access.seal(&mut out.access);
     }
 
     /// The input has been quiet for `for_us` (a follower of live logs sees
@@ -510,15 +520,18 @@ impl Correlator {
         if for_us <= 0 {
             return;
         }
-        let before = out.len();
+        let before = out.smtp.len();
         self.idle_us = for_us;
         self.sweep(false, out);
         self.idle_us = 0;
         self.count(before, out);
     }
 
+    /// Counts what the last call gave: its SMTP rows (`out.smtp` had
+    /// `before` then), and the mailbox access rows made final.
     fn count(&mut self, before: usize, out: &Rows) {
-        self.stats.rows += (out.len() - before) as u64;
+        self.stats.rows += out.smtp.len().saturating_sub(before) as u64;
+        self.stats.rows += self.state.access.take_given();
         let u = std::mem::take(&mut self.em.unattributed);
         self.stats.unattributed.add(&u);
     }
