@@ -244,6 +244,81 @@ impl Msg {
     }
 }
 
+/// A lifecycle as the map holds it: boxed, so that the map itself stays
+/// small (it is probed for nearly every Postfix line), beside the earliest
+/// log time at which the sweep has anything to do with it (see
+/// [`Slot::next_look`]). Any change to the lifecycle goes through
+/// `DerefMut`, which makes the next sweep look at it again.
+#[derive(Debug, Clone)]
+pub(super) struct Slot {
+    msg: Box<Msg>,
+    /// The sweep passes over the lifecycle while its host's clock is before
+    /// this.
+    pub(super) look_at: i64,
+}
+
+impl Slot {
+    pub(super) fn new(msg: Msg) -> Slot {
+        Slot {
+            msg: Box::new(msg),
+            look_at: i64::MIN,
+        }
+    }
+
+    pub(super) fn into_msg(self) -> Msg {
+        *self.msg
+    }
+
+    /// When the sweep (see `sweep.rs`) next has anything to do with a
+    /// lifecycle nothing changes meanwhile: forget it when stale, close it
+    /// once `removed` is old enough, end the wait for a hand-off to claim
+    /// it or for `expired` to settle; every time, while it holds events and
+    /// its own first line has not been read.
+    pub(super) fn next_look(&self) -> i64 {
+        let m = &self.msg;
+        if !m.held.is_empty() && !m.started {
+            return i64::MIN;
+        }
+        let mut at = m.last_us.saturating_add(STALE_US).saturating_add(1);
+        if let Some((_, removed_at)) = m.removed {
+            at = at.min(removed_at.saturating_add(GRACE_US));
+        }
+        if m.link == Link::Awaiting {
+            at = at.min(m.first_us.saturating_add(LINK_WINDOW_US));
+        }
+        if let Some(e) = &m.expired {
+            at = at.min(e.at_us.saturating_add(GRACE_US));
+        }
+        at
+    }
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Msg;
+    fn deref(&self) -> &Msg {
+        &self.msg
+    }
+}
+
+impl std::ops::DerefMut for Slot {
+    fn deref_mut(&mut self) -> &mut Msg {
+        self.look_at = i64::MIN;
+        &mut self.msg
+    }
+}
+
+impl Serialize for Slot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.msg.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Slot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Slot, D::Error> {
+        Msg::deserialize(d).map(Slot::new)
+    }
+}
+
 /// A Postfix SASL failure without a user name, waiting for Dovecot's line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct SaslFail {
@@ -279,7 +354,7 @@ pub struct State {
     pub(super) clocks: Vec<HostClock>,
 
     #[serde(with = "as_pairs")]
-    pub(super) messages: FxHashMap<MsgKey, Msg>,
+    pub(super) messages: FxHashMap<MsgKey, Slot>,
     /// Hand-offs no copy has claimed yet, in the order they were made.
     #[serde(default)]
     pub(super) handoffs: Vec<Handoff>,

@@ -132,7 +132,7 @@ impl CopyIndex {
     }
 
     /// The index of every open message.
-    pub(super) fn build(messages: &FxHashMap<MsgKey, Msg>) -> CopyIndex {
+    pub(super) fn build(messages: &FxHashMap<MsgKey, Slot>) -> CopyIndex {
         let mut keys: Vec<&MsgKey> = messages.keys().collect();
         keys.sort();
         let mut ix = CopyIndex::default();

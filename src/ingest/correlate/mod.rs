@@ -433,11 +433,20 @@ impl Correlator {
             return id;
         }
         // Names are kept as text: one that is not UTF-8 is found by its
-        // lossy form (borrowed, for the usual valid name).
-        let name = String::from_utf8_lossy(host);
-        let id = match self.state.hosts.iter().position(|h| **h == *name) {
+        // lossy form.
+        let found = self
+            .state
+            .hosts
+            .iter()
+            .position(|h| h.as_bytes() == host)
+            .or_else(|| {
+                let name = String::from_utf8_lossy(host);
+                self.state.hosts.iter().position(|h| **h == *name)
+            });
+        let id = match found {
             Some(i) => i as u32,
             None => {
+                let name = String::from_utf8_lossy(host);
                 self.state.hosts.push(name.as_ref().into());
                 self.state.clocks.push(HostClock::default());
                 self.host_hashes.push(xxh3_64(host));
@@ -644,10 +653,12 @@ impl Correlator {
         {
             self.close(key, out);
         }
-        let m = self.state.messages.entry(key).or_insert_with(|| Msg {
-            qid: key.1.as_str().into(),
-            first_us: ctx.now_us,
-            ..Msg::default()
+        let m = self.state.messages.entry(key).or_insert_with(|| {
+            Slot::new(Msg {
+                qid: key.1.as_str().into(),
+                first_us: ctx.now_us,
+                ..Msg::default()
+            })
         });
         m.last_us = m.last_us.max(ctx.now_us);
         m

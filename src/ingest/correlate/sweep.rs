@@ -18,6 +18,11 @@ impl Correlator {
         let mut stale = Vec::new();
         self.state.messages.retain(|k, m| {
             let now = now_of(k.0);
+            // Nothing of it is due (and nothing changed since it was last
+            // looked at): passed over without reading it.
+            if !all && now < m.look_at {
+                return true;
+            }
             // A lifecycle that holds nothing and was never a possible copy
             // ends here, in place: nothing of it can make a row.
             let bare = m.held.is_empty() && m.link == Link::None && m.expired.is_none();
@@ -45,6 +50,7 @@ impl Correlator {
             {
                 settle.push(*k);
             }
+            m.look_at = m.next_look();
             true
         });
         // The same order whatever the map's: a restored state must go on
@@ -114,7 +120,7 @@ impl Correlator {
     /// counted as its own stays claimable a while.
     pub(super) fn close(&mut self, k: MsgKey, out: &mut Vec<Row>) {
         self.settle(k, true, out);
-        let Some(m) = self.state.messages.remove(&k) else {
+        let Some(m) = self.state.messages.remove(&k).map(Slot::into_msg) else {
             return;
         };
         self.state.copies.unfile(k, &m);
