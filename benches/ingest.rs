@@ -16,7 +16,8 @@
 //!
 //! Sizes: `MAILTRAIL_BENCH_LINES` (default 3,000,000) lines for 1 and 2,
 //! `MAILTRAIL_BENCH_MEM_LINES` (default 1,000,000) and ten times that for 3.
-//! Set `MAILTRAIL_BENCH_MEM_LINES=0` to skip 3.
+//! Set `MAILTRAIL_BENCH_MEM_LINES=0` to skip 3, `MAILTRAIL_BENCH_WHOLE=0`
+//! to skip 2 (for profiling 1 alone).
 //!
 //! `MAILTRAIL_BENCH_LOG=FILE` measures 1 and 2 on that file instead of
 //! generated ones (mailboxes in `example.edu` and its subdomains are the
@@ -193,6 +194,9 @@ fn measure(dir: &Path, log: &Path) {
         rate(runs[0].3),
         rate(runs[2].3)
     );
+    if std::env::var_os("MAILTRAIL_BENCH_WHOLE").is_some_and(|v| v == "0") {
+        return;
+    }
     // Three runs, each into a fresh database; the median by wall time
     // is reported, with the spread.
     let mut runs: Vec<Child> = (0..3).map(|_| ingest_child(dir, log)).collect();
