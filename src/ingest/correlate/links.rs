@@ -44,7 +44,7 @@ pub(super) struct Handoff {
     /// never read.
     pub(super) origin: Option<Origin>,
     pub(super) candidates: Vec<Qid>,
-    /// [`content_key`] of the original.
+    /// [`Msg::content_key`] of the original.
     pub(super) content: Option<u64>,
     /// The hand-off line as a delivery, for when no copy claims it.
     pub(super) fallback: Pending,
@@ -110,7 +110,7 @@ impl CopyIndex {
     pub(super) fn keys_of(key: MsgKey, m: &Msg) -> [Option<LinkKey>; 2] {
         [
             m.xforward.map(|o| LinkKey::Orig(key.0, o)),
-            content_key(m.msgid, &m.own.sender).map(LinkKey::Content),
+            m.content_key().map(LinkKey::Content),
         ]
     }
 
@@ -143,16 +143,19 @@ impl CopyIndex {
     }
 }
 
-/// What an original and its copy share when no queue ID links them: the
-/// Message-ID and the envelope sender. `None` while either is unknown.
-pub(super) fn content_key(msgid: Option<u64>, sender: &Sender) -> Option<u64> {
-    let id = msgid?;
-    let who = match sender {
-        Sender::Addr(a) => xxh3_64(a.as_bytes()),
-        Sender::Null => 0,
-        Sender::Unknown | Sender::Bad => return None,
-    };
-    Some(mix(id as i64, who) as u64)
+impl Msg {
+    /// What an original and its copy share when no queue ID links them:
+    /// the Message-ID and the envelope sender. `None` while either is
+    /// unknown.
+    pub(super) fn content_key(&self) -> Option<u64> {
+        let id = self.msgid?;
+        let who = match &self.own.sender {
+            Sender::Addr(a) => xxh3_64(a.as_bytes()),
+            Sender::Null => 0,
+            Sender::Unknown | Sender::Bad => return None,
+        };
+        Some(mix(id as i64, who) as u64)
+    }
 }
 
 /// Every token of a filter's reply that could be the copy's queue ID, the
@@ -230,11 +233,7 @@ impl Correlator {
         let Some(line) = p.handoff.take() else {
             return;
         };
-        let content = self
-            .state
-            .messages
-            .get(&orig)
-            .and_then(|m| content_key(m.msgid, &m.own.sender));
+        let content = self.state.messages.get(&orig).and_then(|m| m.content_key());
         let h = Handoff {
             orig,
             origin,
@@ -397,7 +396,7 @@ impl Correlator {
         let possible = m.link != Link::None;
         (h.orig.0 == key.0 && h.candidates.contains(&key.1))
             || (possible && h.orig.0 == key.0 && m.xforward == Some(h.orig.1))
-            || (possible && h.content.is_some() && h.content == content_key(m.msgid, &m.own.sender))
+            || (possible && h.content.is_some() && h.content == m.content_key())
     }
 
     /// Every waiting hand-off of `orig` that leads to `copy` is used up by
@@ -421,11 +420,7 @@ impl Correlator {
         if !self.state.handoffs.iter().any(|h| h.orig == orig) {
             return;
         }
-        let content = self
-            .state
-            .messages
-            .get(&orig)
-            .and_then(|m| content_key(m.msgid, &m.own.sender));
+        let content = self.state.messages.get(&orig).and_then(|m| m.content_key());
         let (mine, rest): (Vec<Handoff>, Vec<Handoff>) = std::mem::take(&mut self.state.handoffs)
             .into_iter()
             .partition(|h| h.orig == orig);

@@ -126,6 +126,7 @@ impl Correlator {
         self.state.copies.unfile(k, &m);
         let origin = m.final_attribution().cloned();
         let host = self.state.hosts[k.0 as usize].clone();
+        let content = m.content_key();
         let mut handoffs = Vec::new();
         for p in m.held {
             if p.handoff.is_some() {
@@ -143,7 +144,7 @@ impl Correlator {
             self.state.closed_copies.push(ClosedCopy {
                 key: k,
                 xforward: m.xforward,
-                content: content_key(m.msgid, &m.own.sender),
+                content,
                 deadline_us: m.first_us.saturating_add(RECLAIM_US),
                 released: m.released,
                 claimed_by: None,
