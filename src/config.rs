@@ -344,8 +344,9 @@ pub struct IngestConfig {
     #[serde(default)]
     pub paths: Vec<PathBuf>,
     /// Relays that belong to this mail system, such as a content filter on
-    /// loopback. A `status=sent (... queued as NEWID)` to one of them is a
-    /// hand-off, not a delivery: the message is followed to NEWID.
+    /// loopback. A delivery to one of them is never final: accepted, it is a
+    /// hand-off, and the message is followed to the copy the relay
+    /// re-injects; refused, it is a row of its own (blocked).
     #[serde(default = "default_internal_relays")]
     pub internal_relays: Vec<IpNet>,
     /// Lines per database transaction. Larger batches ingest faster; smaller
