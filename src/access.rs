@@ -14,10 +14,11 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::domain::{DateRange, Day, Mailbox};
-use crate::history::{Format, csv_cell, format_time, safe_text, to_json};
+use crate::history::{Format, csv_cell, format_time, to_json};
 use crate::ingest::access::{AccessKind, AccessRow};
 use crate::ingest::dovecot::Proto;
 use crate::store::Store;
+use crate::visible::visible;
 
 /// One event, with exactly the keys of the JSON output.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -305,10 +306,11 @@ fn logins_column(protocol: &str) -> &'static str {
     }
 }
 
-/// A value for the text output: `-` when absent, control characters
-/// replaced so log text cannot drive the terminal.
+/// A value for the text output: `-` when absent, control characters and
+/// bidirectional controls shown as their code points, so log text cannot
+/// drive the terminal or reorder the line.
 fn safe(s: Option<&str>) -> String {
-    safe_text(s.unwrap_or("-"))
+    visible(s.unwrap_or("-")).into_owned()
 }
 
 fn num(v: Option<i64>) -> String {
@@ -365,15 +367,15 @@ impl AccessHistory {
                 " {:>13} {:>8}  {}",
                 d.failed_logins,
                 d.messages_deleted,
-                d.addresses.join(", ")
+                visible(&d.addresses.join(", "))
             );
         }
         for d in &self.days {
             if let Some(n) = &d.note {
-                let _ = writeln!(o, "\nNote: {n}");
+                let _ = writeln!(o, "\nNote: {}", visible(n));
             }
             if let Some(n) = master_note(d) {
-                let _ = writeln!(o, "\nNote: {}", safe_text(&n));
+                let _ = writeln!(o, "\nNote: {}", visible(&n));
             }
         }
         if self.is_empty() {

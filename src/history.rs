@@ -2,10 +2,11 @@
 //! text, JSON or CSV.
 //!
 //! Everything in the details came from a log line, which an attacker can
-//! shape (a remote server's reply, an address): text output replaces
-//! control characters so nothing reaches the terminal as an escape
-//! sequence, and CSV output neutralises cells a spreadsheet would run as a
-//! formula.
+//! shape (a remote server's reply, an address): text and CSV output show
+//! control characters and bidirectional controls as their code points
+//! ([`crate::visible`]), so nothing reaches the terminal as an escape
+//! sequence or reorders what is read, and CSV output neutralises cells a
+//! spreadsheet would run as a formula.
 
 use std::fmt::Write as _;
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use crate::domain::{DateRange, Day, Mailbox};
 use crate::ingest::correlate::Kind;
 use crate::store::{EventRow, Store};
+use crate::visible::visible;
 
 /// One line of the daily table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -181,13 +183,6 @@ fn count_cells(c: &Counts) -> [i64; 7] {
     ]
 }
 
-/// Replaces control characters, so log text cannot drive the terminal.
-pub fn safe_text(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect()
-}
-
 impl History {
     pub fn is_empty(&self) -> bool {
         self.total.counts.sum == 0 && self.details.is_empty()
@@ -251,12 +246,12 @@ impl History {
                 o,
                 "{:<25} {:<15} {:<9} {:<16} {:<30} {:<36} {}",
                 d.time,
-                safe_text(d.sender_ip.as_deref().unwrap_or("-")),
+                visible(d.sender_ip.as_deref().unwrap_or("-")),
                 d.status,
-                safe_text(d.queue_id.as_deref().unwrap_or("-")),
-                safe_text(d.recipient.as_deref().unwrap_or("-")),
-                safe_text(d.relay.as_deref().unwrap_or("-")),
-                safe_text(d.response.as_deref().unwrap_or("")),
+                visible(d.queue_id.as_deref().unwrap_or("-")),
+                visible(d.recipient.as_deref().unwrap_or("-")),
+                visible(d.relay.as_deref().unwrap_or("-")),
+                visible(d.response.as_deref().unwrap_or("")),
             );
         }
         o
@@ -299,13 +294,15 @@ impl History {
     }
 }
 
-/// One CSV cell: quoted when needed, and with a leading `'` when a
-/// spreadsheet would take it for a formula.
+/// One CSV cell: control characters and bidirectional controls shown as
+/// their code points ([`visible`]), quoted when needed, and with a leading
+/// `'` when a spreadsheet would take it for a formula.
 pub fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let s = visible(s);
+    let s = if s.starts_with(['=', '+', '-', '@']) {
         format!("'{s}")
     } else {
-        s.to_owned()
+        s.into_owned()
     };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -328,8 +325,13 @@ mod tests {
     }
 
     #[test]
-    fn text_hides_control_characters() {
-        assert_eq!(safe_text("ok\x1b[2Jbad\n"), "ok\u{FFFD}[2Jbad\u{FFFD}");
+    fn csv_cells_show_control_characters() {
+        assert_eq!(csv_cell("a\0b\x1bc"), "a<U+0000>b<U+001B>c");
+        assert_eq!(csv_cell("x@\u{202E}moc.live"), "x@<U+202E>moc.live");
+        // A tab or CR first is shown, so it no longer hides a formula.
+        assert_eq!(csv_cell("\t=1+1"), "<U+0009>=1+1");
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("a\r\nb"), "a<U+000D><U+000A>b");
     }
 
     #[test]

@@ -33,6 +33,9 @@
 //!   composes reports, so that the web form is served first.
 //! * [`serve`]: all of it in one process: the follower, the scheduler, the
 //!   worker and the web form.
+//! * [`visible`]: log text made safe to show: control characters and
+//!   bidirectional controls shown as their code points, everywhere a
+//!   person reads log text (reports, pages, text output, CSV).
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 
 pub mod access;
@@ -50,3 +53,4 @@ pub mod requests;
 pub mod schedule;
 pub mod serve;
 pub mod store;
+pub mod visible;

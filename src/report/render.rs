@@ -4,16 +4,21 @@
 //! binary, so a deployed mailtrail needs no files beside it. HTML templates
 //! are auto-escaped (minijinja decides by the `.html` name); undefined
 //! values are errors, so a misspelt key fails a test instead of printing
-//! nothing.
+//! nothing. Every string a template prints, HTML or text, first shows its
+//! control characters and bidirectional controls as code points
+//! ([`crate::visible`]): log text cannot reorder what a person reads,
+//! whichever template or filter it reaches the page through.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use minijinja::value::{Kwargs, Serde, Value};
-use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+use minijinja::{Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 use unicode_width::UnicodeWidthStr;
 
 use crate::config::Lang;
+use crate::visible::visible;
 
 /// Templates, by the name they are rendered under.
 const TEMPLATES: &[(&str, &str)] = &[
@@ -96,6 +101,7 @@ pub fn env() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_formatter(visible_formatter);
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
                 .keep_trailing_newline(true)
@@ -112,6 +118,23 @@ pub fn env() -> &'static Environment<'static> {
         env.add_filter("rjust", |v: Value, w: usize| pad(&v, w, true));
         env
     })
+}
+
+/// Prints a value as minijinja would (HTML-escaped in `.html`
+/// templates), with control characters and bidirectional controls in
+/// strings shown as their code points.
+fn visible_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
+    if let Some(s) = value.as_str()
+        && let Cow::Owned(shown) = visible(s)
+    {
+        let shown = if value.is_safe() {
+            Value::from_safe_string(shown)
+        } else {
+            Value::from(shown)
+        };
+        return minijinja::escape_formatter(out, state, &shown);
+    }
+    minijinja::escape_formatter(out, state, value)
 }
 
 /// `{{ t.key | fill(name=value) }}`: fills `{name}` placeholders. The
@@ -144,8 +167,9 @@ fn lookup(t: Value, key: String, default: Value) -> Value {
 }
 
 /// Pads to a display width (East Asian characters take two columns).
+/// Measures the text as it will be printed (hidden characters shown).
 fn pad(v: &Value, width: usize, right: bool) -> String {
-    let s = v.to_string();
+    let s = visible(&v.to_string()).into_owned();
     let fill = " ".repeat(width.saturating_sub(UnicodeWidthStr::width(s.as_str())));
     if right { fill + &s } else { s + &fill }
 }
@@ -203,6 +227,29 @@ mod tests {
             "{b} and B"
         );
         assert_eq!(fill_str("{unknown} {", |_| None), "{unknown} {");
+    }
+
+    #[test]
+    fn printed_strings_show_hidden_characters() {
+        let mut env = Environment::new();
+        env.set_formatter(visible_formatter);
+        env.add_template("t.html", "<td>{{ v }}</td>").unwrap();
+        env.add_template("t.txt", "{{ v }}").unwrap();
+        let v = "a@\u{202E}tset.live\x1b<b>";
+        assert_eq!(
+            env.get_template("t.html")
+                .unwrap()
+                .render(minijinja::context! { v })
+                .unwrap(),
+            "<td>a@&lt;U+202E&gt;tset.live&lt;U+001B&gt;&lt;b&gt;</td>"
+        );
+        assert_eq!(
+            env.get_template("t.txt")
+                .unwrap()
+                .render(minijinja::context! { v })
+                .unwrap(),
+            "a@<U+202E>tset.live<U+001B><b>"
+        );
     }
 
     #[test]
