@@ -1,6 +1,12 @@
 //! The command line: parse, load the config, call the library, map errors
 //! to exit codes (0 done, 1 failed, 2 the user's input was wrong; 75 for
 //! `request`'s own failures, which Postfix retries).
+//!
+//! Everything a command prints goes through [`write_stdout`]: when the
+//! reader of its output goes away (`mailtrail history ... | head -1`), the
+//! command stops printing and exits 0 without a word, as the reader took
+//! what it wanted. Rust ignores SIGPIPE, so the write fails with
+//! `BrokenPipe` instead of killing the process; `print!` would panic.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -125,7 +131,7 @@ pub struct ReportArgs {
     /// zh-TW or en (default: report.default_language).
     #[arg(long)]
     pub lang: Option<String>,
-    /// Write the attachment (HTML, or ZIP when large) to FILE and mail nothing.
+    /// Write the attachment (HTML, or ZIP when large) to FILE (`-`: standard output) and mail nothing.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Queue the mail under this key; queueing the same key again sends no second copy.
@@ -166,6 +172,7 @@ pub fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.chain().any(|c| c.is::<ClosedStdout>()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailtrail: {e:#}");
             if e.chain()
@@ -181,6 +188,33 @@ pub fn main() -> ExitCode {
 
 /// sysexits.h: a temporary failure; the caller should try again later.
 const EX_TEMPFAIL: u8 = 75;
+
+/// The reader of standard output closed it: the command stops printing
+/// and exits 0, quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed by its reader")]
+pub struct ClosedStdout;
+
+/// Writes `bytes` to standard output. Returns [`ClosedStdout`] when the
+/// reader has gone (a closed pipe), and any other failure (a full disk
+/// under a redirection) as an error that names standard output.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+    }
+}
+
+/// `println!` for the commands' output, through [`write_stdout`]; returns
+/// from the function with its error.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())?
+    };
+}
 
 /// A wrong argument that is not a bad value (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -222,13 +256,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::CheckConfig => {
             let c = load_config(&cli)?;
-            println!("{}: valid", cli.config.display());
-            println!("  timezone        {}", c.timezone);
-            println!("  local_domains   {}", c.local_domains.join(", "));
-            println!("  default_domain  {}", c.default_domain);
-            println!("  database_url    {}", redact_url(&c.database_url));
-            println!("  retention_days  {}", c.retention_days);
-            println!(
+            say!("{}: valid", cli.config.display());
+            say!("  timezone        {}", c.timezone);
+            say!("  local_domains   {}", c.local_domains.join(", "));
+            say!("  default_domain  {}", c.default_domain);
+            say!("  database_url    {}", redact_url(&c.database_url));
+            say!("  retention_days  {}", c.retention_days);
+            say!(
                 "  smtp            {}:{} (tls {}){}, from {}",
                 c.smtp.host,
                 c.smtp.port,
@@ -240,7 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 c.smtp.from
             );
-            println!(
+            say!(
                 "  report          {}, zip over {} bytes{}",
                 c.report.default_language.as_str(),
                 c.report.zip_over_bytes,
@@ -252,7 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             for p in &c.ingest.paths {
                 let ok = crate::ingest::source::readable(p);
-                println!(
+                say!(
                     "  ingest path     {}{}",
                     p.display(),
                     if ok { "" } else { "  (not readable now)" }
@@ -264,7 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = load_config(&cli)?;
             let store = Store::open(&c.database_url).await?;
             store.close().await;
-            println!("database schema is up to date");
+            say!("database schema is up to date");
             Ok(())
         }
         Command::Ingest { paths, agent } => {
@@ -286,23 +320,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = ingest::run(&store, settings, &specs, batching).await;
             store.close().await;
             let report = report?;
-            print!("{}", report.render());
+            let printed = write_stdout(report.render().as_bytes());
             // What could be read is stored; the summary says what could
-            // not. Exit 1 so that a script or a timer notices.
+            // not. Exit 1 so that a script or a timer notices, even when
+            // nobody read the summary.
             let damaged: Vec<&str> = report.damaged().map(|(name, _)| name).collect();
             anyhow::ensure!(
                 damaged.is_empty(),
                 "could not read to the end: {} (damaged; see the summary)",
                 damaged.join(", ")
             );
-            Ok(())
+            printed
         }
         Command::History(q) => {
             let (c, mailbox, range, store) = open_query(&cli, q).await?;
             let h = history::load(&store, &mailbox, range, c.tz()?).await;
             store.close().await;
-            print!("{}", h?.render(q.format));
-            Ok(())
+            write_stdout(h?.render(q.format).as_bytes())
         }
         Command::Report(a) => report(&cli, a).await,
         Command::Request { sender } => {
@@ -321,12 +355,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Exit 0 whatever was decided: a non-zero exit would make
             // Postfix bounce the request back to its sender.
             match result? {
-                crate::requests::mail::Outcome::Requested(id) => println!("request {id} queued"),
+                crate::requests::mail::Outcome::Requested(id) => say!("request {id} queued"),
                 crate::requests::mail::Outcome::Helped(id) => {
-                    println!("help reply queued as outbox {id}")
+                    say!("help reply queued as outbox {id}")
                 }
-                crate::requests::mail::Outcome::Ignored(why) => println!("ignored: {why}"),
-                crate::requests::mail::Outcome::Limited(why) => println!("not accepted: {why}"),
+                crate::requests::mail::Outcome::Ignored(why) => say!("ignored: {why}"),
+                crate::requests::mail::Outcome::Limited(why) => say!("not accepted: {why}"),
             }
             Ok(())
         }
@@ -343,7 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::open(&c.database_url).await?;
             let n = crate::aggregate::run(&store, day, chrono::Utc::now().timestamp()).await;
             store.close().await;
-            println!("{day}: {} mailboxes in the daily table", n?);
+            say!("{day}: {} mailboxes in the daily table", n?);
             Ok(())
         }
         Command::Alerts { date, dry_run } => {
@@ -374,17 +408,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .iter()
                     .map(|x| format!("{} {} >= {}", x.label, x.value, x.threshold))
                     .collect();
-                println!("{}  {}", w.mailbox, why.join("; "));
+                say!("{}  {}", w.mailbox, why.join("; "));
             }
             let verb = if *dry_run {
                 "would be warned (dry run: nothing queued)"
             } else {
                 "warned"
             };
-            println!("{day}: {} mailbox(es) {verb}", o.warnings.len());
+            say!("{day}: {} mailbox(es) {verb}", o.warnings.len());
             if !*dry_run && !o.queued.is_empty() {
                 let ids: Vec<String> = o.queued.iter().map(i64::to_string).collect();
-                println!("outbox: {}", ids.join(", "));
+                say!("outbox: {}", ids.join(", "));
             }
             Ok(())
         }
@@ -392,18 +426,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = load_config(&cli)?;
             let store = Store::open(&c.database_url).await?;
             let result = if *once {
-                crate::schedule::tick(&store, &c, chrono::Utc::now())
-                    .await
-                    .map(|t| {
-                        println!(
-                            "aggregated {} day(s), evaluated alerts for {} ({} warning(s)), {} too old to warn, purged {} row(s)",
+                match crate::schedule::tick(&store, &c, chrono::Utc::now()).await {
+                    Ok(t) => write_stdout(
+                        format!(
+                            "aggregated {} day(s), evaluated alerts for {} ({} warning(s)), {} too old to warn, purged {} row(s)\n",
                             t.aggregated.len(),
                             t.alerted.len(),
                             t.warnings,
                             t.not_warned.len(),
                             t.purged
-                        );
-                    })
+                        )
+                        .as_bytes(),
+                    ),
+                    Err(e) => Err(e),
+                }
             } else {
                 let shutdown = shutdown_signal()?;
                 let mut sched =
@@ -432,9 +468,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             store.close().await;
             let p = result?;
-            println!(
+            say!(
                 "rendered {} request(s); sent {}, retrying {}, failed {}",
-                p.rendered, p.sent, p.retrying, p.failed
+                p.rendered,
+                p.sent,
+                p.retrying,
+                p.failed
             );
             Ok(())
         }
@@ -442,8 +481,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (c, mailbox, range, store) = open_query(&cli, q).await?;
             let h = crate::access::load(&store, &mailbox, range, c.tz()?).await;
             store.close().await;
-            print!("{}", h?.render(q.format));
-            Ok(())
+            write_stdout(h?.render(q.format).as_bytes())
         }
     }
 }
@@ -493,16 +531,28 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
                 let tz = c.tz()?;
                 let data = crate::report::Data::load(&store, &spec, tz).await?;
                 let r = crate::report::render(spec, &data, Limits::from_config(&c), tz, chrono::Utc::now())?;
-                std::fs::write(out, &r.attachment.bytes)
-                    .with_context(|| format!("cannot write {}", out.display()))?;
-                println!(
+                // `-` is standard output: the attachment alone goes there,
+                // and what was written is said on standard error.
+                let to_stdout = out.as_os_str() == "-";
+                if to_stdout {
+                    write_stdout(&r.attachment.bytes)?;
+                } else {
+                    std::fs::write(out, &r.attachment.bytes)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                }
+                let mut note = format!(
                     "wrote {} ({}, {} bytes)",
-                    out.display(),
+                    if to_stdout { "standard output".into() } else { out.display().to_string() },
                     if r.attachment.content_type == "application/zip" { "ZIP of HTML and CSV" } else { "HTML" },
                     r.attachment.bytes.len()
                 );
                 if let Some(t) = &r.truncated {
-                    println!("truncated to fit smtp.max_message_bytes: {} of {} rows; the rest start at {}", t.shown, t.total, t.next);
+                    note.push_str(&format!("\ntruncated to fit smtp.max_message_bytes: {} of {} rows; the rest start at {}", t.shown, t.total, t.next));
+                }
+                if to_stdout {
+                    eprintln!("{note}");
+                } else {
+                    say!("{note}");
                 }
             }
             None => {
@@ -510,7 +560,7 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
                 let row = store.request(id).await?.context("the request just written is gone")?;
                 let outbox = crate::requests::process(&store, &c, &row).await?;
                 let mail = store.outbox_mail(outbox).await?.context("the queued mail is gone")?;
-                println!(
+                say!(
                     "queued outbox {outbox} for {} (request {id}, state {}); `mailtrail worker` sends it",
                     mail.recipient, mail.state
                 );
