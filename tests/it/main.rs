@@ -19,4 +19,5 @@ mod report;
 mod resume;
 mod smtp_server;
 mod support;
+mod visible;
 mod web;
