@@ -1,0 +1,34 @@
+//! Tells the tests which of their optional environments are there.
+//!
+//! Three integration tests need what a development machine may lack: a
+//! browser (Chromium and ChromeDriver), a PostgreSQL server, and a real
+//! Postfix and Dovecot (tests/e2e/setup.sh). Each is compiled as
+//! `#[ignore = "needs ..."]` unless the variable that says its environment
+//! is there was set when the tests were built, so that `cargo test` lists
+//! them as ignored, with the reason, instead of passing them without a
+//! word. `.ci/run` sets all three; a changed variable rebuilds the tests.
+
+/// Whether a variable's value says the environment is there.
+type On = fn(&str) -> bool;
+
+/// (variable, cfg it sets, whether a value turns it on).
+const SWITCHES: &[(&str, &str, On)] = &[
+    ("MAILTRAIL_BROWSER_TESTS", "mailtrail_browser", |v| {
+        !v.is_empty()
+    }),
+    ("MAILTRAIL_TEST_POSTGRES", "mailtrail_postgres", |v| {
+        !v.is_empty()
+    }),
+    ("MAILTRAIL_E2E", "mailtrail_e2e", |v| v == "1"),
+];
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    for (var, cfg, on) in SWITCHES {
+        println!("cargo:rerun-if-env-changed={var}");
+        println!("cargo:rustc-check-cfg=cfg({cfg})");
+        if std::env::var(var).is_ok_and(|v| on(&v)) {
+            println!("cargo:rustc-cfg={cfg}");
+        }
+    }
+}
