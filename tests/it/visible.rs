@@ -406,3 +406,56 @@ async fn report_out_dash_writes_the_attachment_to_stdout() {
     );
     assert!(!Path::new("-").exists(), "no file named -");
 }
+
+#[tokio::test]
+async fn the_form_shows_controls_in_what_was_typed_as_code_points() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = db.config_text().replace(
+        "[ingest]",
+        &format!("[ingest]\npaths = [\"{}\"]", log.display()),
+    );
+    let cfg = mailtrail::config::Config::from_toml(&format!(
+        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = 1\nfrom = \"mailtrail@example.edu\"\n[web]\nlisten = \"127.0.0.1:{port}\"\n"
+    ))
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(mailtrail::serve::run(cfg, db.store.clone(), async {
+        let _ = stopped.await;
+    }));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "serve did not start listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An address that would read as `alice@example.edu` with its end
+    // reversed, and a terminal sequence.
+    let typed = "alice@\u{202E}ude.elpmaxe\u{1b}[2J";
+    let r = http
+        .post(format!("{base}/request"))
+        .form(&[
+            ("mailbox", typed),
+            ("kind", "smtp"),
+            ("lang", "en"),
+            ("challenge", "x"),
+            ("code", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let page = r.text().await.unwrap();
+    assert_inert("the form page", &page);
+    let shown = "alice@&lt;U+202E&gt;ude.elpmaxe&lt;U+001B&gt;[2J";
+    // In the message that names it, and in the field that shows it again.
+    assert!(page.matches(shown).count() >= 2, "{page}");
+    let _ = stop.send(());
+    service.await.unwrap().unwrap();
+}
