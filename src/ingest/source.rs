@@ -194,6 +194,16 @@ fn read_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Replaces each NUL byte read with `?`, as Postfix logs any byte it
+/// cannot print: PostgreSQL's text cannot hold NUL (a row with one would
+/// fail its batch, and every retry of it), and both backends must store
+/// the same rows.
+fn no_nul(read: &mut [u8]) {
+    if memchr::memchr(0, read).is_some() {
+        read.iter_mut().filter(|b| **b == 0).for_each(|b| *b = b'?');
+    }
+}
+
 /// One line from [`LineReader::next_line`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line<'a> {
@@ -279,6 +289,7 @@ impl LineReader {
         let inner: Box<dyn Read + Send> = match format {
             Format::Plain => {
                 buf[..n].copy_from_slice(&head[..n]);
+                no_nul(&mut buf[..n]);
                 end = n;
                 raw
             }
@@ -345,7 +356,10 @@ impl LineReader {
             }
             match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
+                Ok(n) => {
+                    no_nul(&mut self.buf[self.end..self.end + n]);
+                    self.end += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.fail(e),
             }
@@ -713,6 +727,16 @@ mod tests {
         let fp = |p: &Path| open(p).fingerprint();
         assert_eq!(fp(&plain), fp(&gz));
         assert!(fp(&plain).is_some());
+    }
+
+    #[test]
+    fn nul_bytes_are_read_as_question_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nul.log");
+        std::fs::write(&path, b"a\0b\n\0\n\xe4\xb8\0\n\0").unwrap();
+        assert_eq!(lines_of(&path), split(b"a?b\n?\n\xe4\xb8?\n?"));
+        std::fs::write(&path, gzip(b"a\0\0b\n")).unwrap();
+        assert_eq!(lines_of(&path), split(b"a??b\n"));
     }
 
     #[test]
