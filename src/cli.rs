@@ -7,6 +7,8 @@
 //! command stops printing and exits 0 without a word, as the reader took
 //! what it wanted. Rust ignores SIGPIPE, so the write fails with
 //! `BrokenPipe` instead of killing the process; `print!` would panic.
+//! Messages go to standard error through [`write_stderr`], which does not
+//! panic either when that is closed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,7 +160,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mailtrail: cannot start the runtime: {e}");
+            write_stderr(&format!("mailtrail: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -174,7 +176,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.chain().any(|c| c.is::<ClosedStdout>()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mailtrail: {e:#}");
+            write_stderr(&format!("mailtrail: {e:#}"));
             if e.chain()
                 .any(|c| c.is::<InputError>() || c.is::<UsageError>())
             {
@@ -206,6 +208,13 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
         Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
     }
+}
+
+/// Writes a line to standard error. A closed standard error loses the
+/// line, as there is nowhere left to say anything; `eprintln!` would panic.
+fn write_stderr(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// `println!` for the commands' output, through [`write_stdout`]; returns
@@ -550,7 +559,7 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
                     note.push_str(&format!("\ntruncated to fit smtp.max_message_bytes: {} of {} rows; the rest start at {}", t.shown, t.total, t.next));
                 }
                 if to_stdout {
-                    eprintln!("{note}");
+                    write_stderr(&note);
                 } else {
                     say!("{note}");
                 }

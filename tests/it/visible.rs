@@ -442,3 +442,18 @@ async fn the_form_shows_controls_in_what_was_typed_as_code_points() {
     let _ = stop.send(());
     service.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_failure_whose_stderr_is_closed_keeps_its_exit_status() {
+    let db = TestDb::new().await;
+    let config = config_file(&db);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    // A wrong argument is exit code 2, said or not.
+    let mut child = mailtrail(&config, &["history", "--mailbox", "not an address"])
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    assert_eq!(exit_of(&mut child).code(), Some(2));
+}
