@@ -693,6 +693,38 @@ default_domain = "example.edu"
     }
 
     #[test]
+    fn the_form_verification_settings_are_checked() {
+        let web = |line: &str| Config::from_toml(&format!("{MINIMAL}[web]\n{line}\n"));
+        let c = web("").unwrap();
+        assert_eq!(
+            (
+                c.web.proof_of_work_bits,
+                c.web.code_alone_accepted,
+                c.web.max_guesses_per_client_per_hour,
+                c.web.max_guesses_per_mailbox_per_hour
+            ),
+            (18, false, 30, 10)
+        );
+        for bad in [
+            "proof_of_work_bits = 0",
+            "proof_of_work_bits = 31",
+            "proof_of_work_bits = 300",
+            "max_guesses_per_client_per_hour = 0",
+            "max_guesses_per_mailbox_per_hour = 0",
+            "code_alone_accepted = \"yes\"",
+        ] {
+            assert!(web(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            web("proof_of_work_bits = 30")
+                .unwrap()
+                .web
+                .proof_of_work_bits,
+            30
+        );
+    }
+
+    #[test]
     fn alert_rules_are_checked() {
         let c = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(
