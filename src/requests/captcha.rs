@@ -410,12 +410,4 @@ mod tests {
         assert_eq!(leading_zero_bits(&[0, 0, 0x10, 0xff]), 19);
         assert_eq!(leading_zero_bits(&[0x80]), 0);
     }
-
-    #[test]
-    #[ignore = "writes sample images to look at"]
-    fn sample_images() {
-        for i in 0..4 {
-            std::fs::write(format!("/tmp/captcha-{i}.png"), png(&new_code()).unwrap()).unwrap();
-        }
-    }
 }
