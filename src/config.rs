@@ -80,6 +80,23 @@ pub struct WebConfig {
     /// Seconds a verification code stays valid.
     #[serde(default = "default_code_ttl")]
     pub code_ttl_secs: u32,
+    /// Posts whose verification failed (a wrong, used or expired code, a
+    /// missing proof of work) accepted per client address in an hour;
+    /// after that every post from it is refused (429) until the hour has
+    /// passed.
+    #[serde(default = "default_guesses_per_client")]
+    pub max_guesses_per_client_per_hour: u32,
+    /// The same, per mailbox asked for.
+    #[serde(default = "default_guesses_per_mailbox")]
+    pub max_guesses_per_mailbox_per_hour: u32,
+    /// Leading zero bits the form's proof of work must find (about 2^bits
+    /// hashes in the browser; each bit doubles the work).
+    #[serde(default = "default_pow_bits")]
+    pub proof_of_work_bits: u8,
+    /// Whether a post with the right code but no proof of work (a browser
+    /// without JavaScript) is accepted.
+    #[serde(default)]
+    pub code_alone_accepted: bool,
 }
 
 impl Default for WebConfig {
@@ -443,6 +460,15 @@ fn default_per_mailbox() -> u32 {
 fn default_code_ttl() -> u32 {
     600
 }
+fn default_guesses_per_client() -> u32 {
+    30
+}
+fn default_guesses_per_mailbox() -> u32 {
+    10
+}
+fn default_pow_bits() -> u8 {
+    18
+}
 fn default_rules() -> Vec<Rule> {
     vec![
         Rule {
@@ -584,6 +610,15 @@ impl Config {
         if a.purge_batch == 0 {
             bail!("alerts.purge_batch must be at least 1");
         }
+        let w = &self.web;
+        if w.max_guesses_per_client_per_hour == 0 || w.max_guesses_per_mailbox_per_hour == 0 {
+            bail!(
+                "web.max_guesses_per_client_per_hour and web.max_guesses_per_mailbox_per_hour must be at least 1"
+            );
+        }
+        if !(1..=30).contains(&w.proof_of_work_bits) {
+            bail!("web.proof_of_work_bits must be from 1 to 30");
+        }
         Ok(())
     }
 
@@ -655,6 +690,38 @@ default_domain = "example.edu"
         assert!(Config::from_toml(&no_domains).is_err());
         let bad_db = format!("{MINIMAL}database_url = \"mysql://x\"\n");
         assert!(Config::from_toml(&bad_db).is_err());
+    }
+
+    #[test]
+    fn the_form_verification_settings_are_checked() {
+        let web = |line: &str| Config::from_toml(&format!("{MINIMAL}[web]\n{line}\n"));
+        let c = web("").unwrap();
+        assert_eq!(
+            (
+                c.web.proof_of_work_bits,
+                c.web.code_alone_accepted,
+                c.web.max_guesses_per_client_per_hour,
+                c.web.max_guesses_per_mailbox_per_hour
+            ),
+            (18, false, 30, 10)
+        );
+        for bad in [
+            "proof_of_work_bits = 0",
+            "proof_of_work_bits = 31",
+            "proof_of_work_bits = 300",
+            "max_guesses_per_client_per_hour = 0",
+            "max_guesses_per_mailbox_per_hour = 0",
+            "code_alone_accepted = \"yes\"",
+        ] {
+            assert!(web(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            web("proof_of_work_bits = 30")
+                .unwrap()
+                .web
+                .proof_of_work_bits,
+            30
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!
 //! Refused, each with a page that says why: a client outside
 //! `web.allowed_networks`, a mailbox outside `local_domains`, a wrong,
-//! used or expired code, dates outside the retention window, too many
-//! requests per client address or per mailbox. Cross-site posts are
+//! used or expired code, a missing proof of work (unless the site accepts
+//! the code alone), dates outside the retention window, too many requests
+//! or failed guesses per client address or per mailbox. Cross-site posts are
 //! refused by tower-http's CSRF layer (Sec-Fetch-Site / Origin). The
 //! client's address is the socket's peer, or the last address in
 //! `X-Forwarded-For` that is not a trusted proxy when the peer is one.
@@ -30,7 +31,7 @@ use crate::config::{Config, Lang};
 use crate::domain::{DateRange, Day, InputError, Mailbox};
 use crate::report::render::{render_page, strings, text};
 use crate::report::{Channel, Kind, Requester, Spec};
-use crate::store::{Limits, PostOutcome, Store};
+use crate::store::{Guess, Limits, PostOutcome, Store};
 
 /// What the service knows about its own ingest, for `/health`.
 #[derive(Debug, Default)]
@@ -176,15 +177,30 @@ pub struct FormFields {
     pub code: String,
     #[serde(default)]
     pub challenge: String,
+    /// The proof of work's answer, found by the page's script.
+    #[serde(default)]
+    pub pow: String,
 }
 
-fn page(status: StatusCode, html: anyhow::Result<String>) -> Response {
+/// A fresh nonce for a page's Content-Security-Policy: the page's own
+/// `<style>` and `<script>` carry it, and nothing else runs.
+fn csp_nonce() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn page(status: StatusCode, html: anyhow::Result<String>, nonce: &str) -> Response {
+    let csp = format!(
+        "default-src 'none'; img-src 'self'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; \
+         form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    );
     match html {
         Ok(h) => (
             status,
             [
-                (header::CACHE_CONTROL, "no-store"),
-                (header::X_FRAME_OPTIONS, "DENY"),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+                (header::X_FRAME_OPTIONS, "DENY".to_owned()),
+                (header::CONTENT_SECURITY_POLICY, csp),
             ],
             Html(h),
         )
@@ -198,13 +214,15 @@ fn page(status: StatusCode, html: anyhow::Result<String>) -> Response {
 
 fn message(status: StatusCode, lang: Lang, ok: bool, title_key: &str, msg: String) -> Response {
     let title = strings(lang).get(title_key).cloned().unwrap_or_default();
+    let nonce = csp_nonce();
     page(
         status,
         render_page(
             "message.html",
             lang,
-            context! { title => title, message => msg, ok => ok, again => true },
+            context! { title => title, message => msg, ok => ok, again => true, csp_nonce => nonce.clone() },
         ),
+        &nonce,
     )
 }
 
@@ -246,6 +264,7 @@ fn show_form(
     errors: &[String],
     status: StatusCode,
 ) -> Response {
+    let nonce = csp_nonce();
     let result = (|| {
         let now = Utc::now().timestamp();
         let id = captcha::seal(
@@ -274,10 +293,13 @@ fn show_form(
                 retention_days => s.config.retention_days,
                 code_width => captcha::WIDTH,
                 code_height => captcha::HEIGHT,
+                pow_bits => s.config.web.proof_of_work_bits,
+                code_alone => s.config.web.code_alone_accepted,
+                csp_nonce => nonce.clone(),
             },
         )
     })();
-    page(status, result)
+    page(status, result, &nonce)
 }
 
 async fn form(
@@ -336,19 +358,20 @@ enum Refusal {
 }
 
 /// Checks a submitted form; the spec of the report when it is accepted.
-/// `code` is the opened token, if it was genuine and unexpired.
+/// `unverified` is the message key of what was wrong with its
+/// verification, if anything.
 async fn check(
     s: &WebState,
     ip: IpAddr,
     lang: Lang,
     f: &FormFields,
-    code: Option<&captcha::Opened>,
+    unverified: Option<&str>,
 ) -> anyhow::Result<Result<Spec, Refusal>> {
     let c = &s.config;
     let now = Utc::now().timestamp();
     let mut errors = Vec::new();
-    if code.map(|o| o.code.as_str()) != Some(f.code.trim()) {
-        errors.push(text(lang, "err_code", &[]));
+    if let Some(key) = unverified {
+        errors.push(text(lang, key, &[]));
     }
     let mailbox = match Mailbox::parse(&f.mailbox, &c.default_domain) {
         Ok(m) if c.local_domains().is_local_address(m.as_str()) => Some(m),
@@ -424,13 +447,27 @@ async fn submit(
         return r;
     }
     let now = Utc::now().timestamp();
-    let token = captcha::open(&s.key, f.challenge.trim()).filter(|o| o.expires_at > now);
-    let checked = check(&s, ip, lang, &f, token.as_ref()).await;
+    let c = &s.config.web;
+    let challenge = f.challenge.trim();
+    let token = captcha::open(&s.key, challenge).filter(|o| o.expires_at > now);
+    // The proof of work first: a post without it learns nothing of its
+    // code. The token opened, so `challenge` is its one spelling.
+    let unverified = match &token {
+        None => Some("err_code"),
+        Some(_)
+            if !c.code_alone_accepted
+                && !captcha::pow_ok(challenge, f.pow.trim(), c.proof_of_work_bits) =>
+        {
+            Some("err_pow")
+        }
+        Some(t) if t.code != f.code.trim() => Some("err_code"),
+        Some(_) => None,
+    };
+    let checked = check(&s, ip, lang, &f, unverified).await;
     // The code is used up whatever else is wrong, so it cannot be guessed
     // at; when everything is right, with the request in one transaction.
     // The limits are checked where the request is written, so that posts
     // arriving together cannot pass them together.
-    let c = &s.config.web;
     let request = match &checked {
         Ok(Ok(spec)) => Some((
             super::new_request(spec, None, super::Purpose::Report),
@@ -443,24 +480,43 @@ async fn submit(
         )),
         _ => None,
     };
-    let outcome = match &token {
-        Some(t) => {
-            let post = crate::store::Post {
-                nonce: t.nonce.clone(),
-                expires_at: t.expires_at,
-                request,
-            };
-            match s.posts.write(post).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::error!("cannot store the request: {e:#}");
-                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-                }
-            }
+    // Every post is a guess at a code, counted against its client and the
+    // mailbox it names when it fails.
+    let asked = Mailbox::parse(&f.mailbox, &s.config.default_domain)
+        .ok()
+        .map(|m| m.as_str().to_owned());
+    let post = crate::store::Post {
+        nonce: token.as_ref().map(|t| t.nonce.clone()),
+        expires_at: token.as_ref().map_or(0, |t| t.expires_at),
+        guess: Guess {
+            client_ip: ip.to_string(),
+            mailbox: asked.clone(),
+            failed: unverified.is_some(),
+            at: now,
+            since: now - 3600,
+            client_cap: i64::from(c.max_guesses_per_client_per_hour),
+            mailbox_cap: i64::from(c.max_guesses_per_mailbox_per_hour),
+        },
+        request,
+    };
+    let outcome = match s.posts.write(post).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!("cannot store the request: {e:#}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
-        None => PostOutcome::CodeUsed,
     };
     let checked = match (checked, outcome) {
+        (_, PostOutcome::GuessesFromClient) => Ok(Err(Refusal::Rate(text(
+            lang,
+            "err_guesses_client",
+            &[("ip", &ip.to_string())],
+        )))),
+        (_, PostOutcome::GuessesForMailbox) => Ok(Err(Refusal::Rate(text(
+            lang,
+            "err_guesses_mailbox",
+            &[("mailbox", asked.as_deref().unwrap_or_default())],
+        )))),
         // Right in every way, but the code was used before.
         (Ok(Ok(_)), PostOutcome::CodeUsed) => {
             Ok(Err(Refusal::Fix(vec![text(lang, "err_code", &[])])))
@@ -483,6 +539,7 @@ async fn submit(
             let kept = FormFields {
                 code: String::new(),
                 challenge: String::new(),
+                pow: String::new(),
                 ..f
             };
             return show_form(&s, lang, &kept, &errors, StatusCode::UNPROCESSABLE_ENTITY);

@@ -94,7 +94,7 @@ macro_rules! on_writer {
 
 mod nightly;
 mod outbox;
-pub use nightly::{DayCounts, Limits, Post, PostOutcome};
+pub use nightly::{DayCounts, Guess, Limits, Post, PostOutcome};
 pub use outbox::{NewMail, NewRequest, OutboxRow, RequestRow};
 
 /// Where an input has been read to.

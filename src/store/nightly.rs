@@ -234,16 +234,22 @@ fn values_sql(prefix: &str, rows: usize, per_row: usize, tail: &str, suffix: &st
 /// Requests since `$since` (not counting automatic ones) for each of
 /// `keys` in column `$col` (`client_ip` or `mailbox`), in the open
 /// transaction `$conn`, each counted only up to `$cap`: what a key costs
-/// is bounded by the limit, however many requests it has made.
+/// is bounded by the limit, however many requests it has made. With
+/// `guesses`, the failed verifications in `web_guesses` instead.
 macro_rules! counts {
-    ($conn:expr, $col:literal, $since:expr, $cap:expr, $keys:expr) => {{
+    (guesses $conn:expr, $col:literal, $since:expr, $cap:expr, $keys:expr) => {
+        counts!(@rows $conn, concat!(
+            "SELECT 1 FROM web_guesses g WHERE g.", $col, " = k.column1 AND g.at >= $1"
+        ), $since, $cap, $keys)
+    };
+    (@rows $conn:expr, $rows:expr, $since:expr, $cap:expr, $keys:expr) => {{
         let mut keys: Vec<&str> = $keys;
         keys.sort_unstable();
         keys.dedup();
         let mut sql = String::from(concat!(
-            "SELECT k.column1, (SELECT COUNT(*) FROM (SELECT 1 FROM requests r WHERE r.",
-            $col,
-            " = k.column1 AND r.requested_at >= $1 AND r.channel <> 'automatic' LIMIT $2) AS c) FROM (VALUES "
+            "SELECT k.column1, (SELECT COUNT(*) FROM (",
+            $rows,
+            " LIMIT $2) AS c) FROM (VALUES "
         ));
         for i in 0..keys.len() {
             if i > 0 {
@@ -264,15 +270,41 @@ macro_rules! counts {
             .into_iter()
             .collect::<rustc_hash::FxHashMap<String, i64>>()
     }};
+    ($conn:expr, $col:literal, $since:expr, $cap:expr, $keys:expr) => {
+        counts!(@rows $conn, concat!(
+            "SELECT 1 FROM requests r WHERE r.", $col,
+            " = k.column1 AND r.requested_at >= $1 AND r.channel <> 'automatic'"
+        ), $since, $cap, $keys)
+    };
 }
 
-/// A form post to write: its verification code (nonce and expiry), and
-/// the request when the form was right, with the limits it must fit.
+/// A form post to write: its verification code (nonce and expiry; none
+/// when the token was not genuine or had expired), who posted it and
+/// whether its verification failed, and the request when the form was
+/// right, with the limits it must fit.
 #[derive(Debug, Clone)]
 pub struct Post {
-    pub nonce: String,
+    pub nonce: Option<String>,
     pub expires_at: i64,
+    pub guess: Guess,
     pub request: Option<(super::NewRequest, Limits)>,
+}
+
+/// A post as a guess at a code: from which client address, for which
+/// mailbox, and whether it failed (a wrong code, no proof of work; a code
+/// used before, or no genuine token, fails whatever this says). Failed
+/// guesses are counted per client address and per mailbox since `since`,
+/// and a post from a client or for a mailbox that has had its `*_cap`
+/// is refused whatever it holds.
+#[derive(Debug, Clone)]
+pub struct Guess {
+    pub client_ip: String,
+    pub mailbox: Option<String>,
+    pub failed: bool,
+    pub at: i64,
+    pub since: i64,
+    pub client_cap: i64,
+    pub mailbox_cap: i64,
 }
 
 /// Request limits: at most `client_cap` requests from the client address
@@ -299,6 +331,10 @@ pub enum PostOutcome {
     ClientLimited,
     /// The mailbox has had its requests.
     MailboxLimited,
+    /// The client address has had its failed guesses: nothing written.
+    GuessesFromClient,
+    /// The mailbox asked for has had its failed guesses.
+    GuessesForMailbox,
 }
 
 impl Store {
@@ -330,22 +366,41 @@ impl Store {
         for group in posts.chunks(POST_CHUNK) {
             let r = in_tx!(self, tx => {
                 // 1. Use the codes up, learning which were still unused.
-                let sql = values_sql(
-                    "INSERT INTO used_challenges (nonce, expires_at) VALUES ",
-                    group.len(),
-                    2,
-                    "",
-                    " ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
-                );
-                let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
-                for p in group {
-                    q = q.bind(&p.nonce).bind(p.expires_at);
+                let nonces: Vec<(&str, i64)> = group
+                    .iter()
+                    .filter_map(|p| p.nonce.as_deref().map(|n| (n, p.expires_at)))
+                    .collect();
+                let mut fresh = rustc_hash::FxHashSet::<String>::default();
+                if !nonces.is_empty() {
+                    let sql = values_sql(
+                        "INSERT INTO used_challenges (nonce, expires_at) VALUES ",
+                        nonces.len(),
+                        2,
+                        "",
+                        " ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
+                    );
+                    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for (n, e) in &nonces {
+                        q = q.bind(*n).bind(*e);
+                    }
+                    fresh = q.fetch_all(&mut *tx).await?.into_iter().collect();
                 }
-                let mut fresh: rustc_hash::FxHashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
-                // 2. What the clients and mailboxes of this group have had.
+                // 2. The failed guesses of this group's clients and
+                // mailboxes, counted as the requests are below.
+                let since = group.iter().map(|p| p.guess.since).min().unwrap_or(0);
+                let cap = group.iter().map(|p| p.guess.client_cap).max().unwrap_or(0);
+                let keys = group.iter().map(|p| p.guess.client_ip.as_str()).collect();
+                let mut guesses_by_client = counts!(guesses &mut *tx, "client_ip", since, cap, keys);
+                let mut guesses_by_mailbox = rustc_hash::FxHashMap::<String, i64>::default();
+                let keys: Vec<&str> = group.iter().filter_map(|p| p.guess.mailbox.as_deref()).collect();
+                if !keys.is_empty() {
+                    let cap = group.iter().map(|p| p.guess.mailbox_cap).max().unwrap_or(0);
+                    guesses_by_mailbox = counts!(guesses &mut *tx, "mailbox", since, cap, keys);
+                }
+                // 3. What the clients and mailboxes of this group have had.
                 let wanted: Vec<(&super::NewRequest, Limits)> = group
                     .iter()
-                    .filter(|p| fresh.contains(&p.nonce))
+                    .filter(|p| p.nonce.as_ref().is_some_and(|n| fresh.contains(n)) && !p.guess.failed)
                     .filter_map(|p| p.request.as_ref().map(|(r, l)| (r, *l)))
                     .collect();
                 let mut by_client = rustc_hash::FxHashMap::<String, i64>::default();
@@ -362,13 +417,34 @@ impl Store {
                     let keys = wanted.iter().map(|(r, _)| r.mailbox.as_str()).collect();
                     by_mailbox = counts!(&mut *tx, "mailbox", since, cap, keys);
                 }
-                // 3. Decide each post in order, counting the ones before it.
+                // 4. Decide each post in order, counting the ones before it.
                 let mut decided = Vec::with_capacity(group.len());
                 let mut accepted: Vec<&super::NewRequest> = Vec::new();
+                let mut failed: Vec<&Guess> = Vec::new();
                 for p in group {
+                    let g = &p.guess;
+                    // A client or mailbox that has guessed enough gets no
+                    // answer about its code, right or wrong.
+                    let from_client = guesses_by_client.entry(g.client_ip.clone()).or_default();
+                    if *from_client >= g.client_cap {
+                        decided.push(PostOutcome::GuessesFromClient);
+                        continue;
+                    }
+                    if let Some(m) = &g.mailbox
+                        && guesses_by_mailbox.get(m).is_some_and(|n| *n >= g.mailbox_cap)
+                    {
+                        decided.push(PostOutcome::GuessesForMailbox);
+                        continue;
+                    }
                     // A nonce twice in one group: the first post has it.
-                    if !fresh.remove(&p.nonce) {
-                        decided.push(PostOutcome::CodeUsed);
+                    let unused = p.nonce.as_ref().is_some_and(|n| fresh.remove(n));
+                    if !unused || g.failed {
+                        *from_client += 1;
+                        if let Some(m) = &g.mailbox {
+                            *guesses_by_mailbox.entry(m.clone()).or_default() += 1;
+                        }
+                        failed.push(g);
+                        decided.push(if unused { PostOutcome::NoRequest } else { PostOutcome::CodeUsed });
                         continue;
                     }
                     let Some((r, limits)) = &p.request else {
@@ -390,7 +466,22 @@ impl Store {
                     decided.push(PostOutcome::Written(0));
                     accepted.push(r);
                 }
-                // 4. The accepted requests, in one statement. Their ids are
+                // 5. The failed guesses, to count against the next posts.
+                if !failed.is_empty() {
+                    let sql = values_sql(
+                        "INSERT INTO web_guesses (client_ip, mailbox, at) VALUES ",
+                        failed.len(),
+                        3,
+                        "",
+                        "",
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for g in &failed {
+                        q = q.bind(&g.client_ip).bind(&g.mailbox).bind(g.at);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                // 6. The accepted requests, in one statement. Their ids are
                 // given in the order of the rows (SQLite's rowids and
                 // PostgreSQL's identity both count up row by row); RETURNING
                 // may list them in any order, so they are sorted.
@@ -424,11 +515,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Forgets used codes that expired before `now`.
+    /// Forgets used codes that expired before `now`, and failed guesses
+    /// older than a day (the guess limits look back an hour).
     pub async fn purge_challenges(&self, now: i64) -> anyhow::Result<u64> {
         const SQL: &str = "DELETE FROM used_challenges WHERE expires_at <= $1";
+        const GUESSES: &str = "DELETE FROM web_guesses WHERE at < $1";
         let n = on_writer!(self, p => sqlx::query(SQL).bind(now).execute(p).await?.rows_affected());
-        Ok(n)
+        let g = on_writer!(self, p => sqlx::query(GUESSES).bind(now - 86_400).execute(p).await?.rows_affected());
+        Ok(n + g)
     }
 
     /// Requests by a client address since `since` (unix seconds), for the

@@ -662,7 +662,9 @@ overrides = [{{ mailbox = "mailtrail@example.edu", exempt = true }}]
 [web]
 listen = "127.0.0.1:{web_port}"
 allowed_networks = ["127.0.0.0/8"]
-"#
+proof_of_work_bits = {pow_bits}
+"#,
+        pow_bits = crate::web::POW_BITS,
     )
 }
 
@@ -935,6 +937,7 @@ fn real_mail_traffic_comes_back_as_reports_and_a_warning_in_real_mailboxes() {
             ("lang", "en"),
             ("challenge", &token),
             ("code", &code),
+            ("pow", &crate::web::pow_of(&token)),
         ],
     );
     assert_eq!(status, 200, "{page}");

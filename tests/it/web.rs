@@ -25,9 +25,18 @@ fn config(db: &TestDb, log: &Path, web_port: u16, smtp_port: u16, web: &str) -> 
         &format!("[ingest]\npaths = [\"{}\"]", log.display()),
     );
     Config::from_toml(&format!(
-        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"mailtrail@example.edu\"\ntimeout_secs = 10\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n{web}\n"
+        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"mailtrail@example.edu\"\ntimeout_secs = 10\n[web]\nlisten = \"127.0.0.1:{web_port}\"\nproof_of_work_bits = {POW_BITS}\n{web}\n"
     ))
     .unwrap()
+}
+
+/// The proof of work the tests' service asks for: small, as the tests
+/// solve it in a debug build.
+pub const POW_BITS: u8 = 8;
+
+/// The proof of work for a form's token, found as the page finds it.
+pub fn pow_of(token: &str) -> String {
+    mailtrail::requests::captcha::solve(token, POW_BITS)
 }
 
 /// A running `serve`, stopped on drop.
@@ -112,10 +121,17 @@ fn today(c: &Config) -> Day {
     )
 }
 
+/// Posts a form, with the proof of work for its challenge as the page
+/// would add it.
 async fn post(c: &reqwest::Client, base: &str, fields: &[(&str, &str)]) -> (u16, String) {
+    let mut fields: Vec<(&str, String)> = fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    if let Some((_, token)) = fields.iter().find(|(k, _)| *k == "challenge") {
+        let pow = pow_of(token);
+        fields.push(("pow", pow));
+    }
     let r = c
         .post(format!("{base}/request"))
-        .form(fields)
+        .form(&fields)
         .send()
         .await
         .unwrap();
@@ -257,6 +273,7 @@ async fn the_form_refuses_what_it_must_with_a_clear_page() {
             ("lang".to_owned(), "en".to_owned()),
             ("challenge".to_owned(), id.to_owned()),
             ("code".to_owned(), code.to_owned()),
+            ("pow".to_owned(), pow_of(id)),
         ]
     };
     let send = |fields: Vec<(String, String)>| {
@@ -781,5 +798,335 @@ async fn posts_arriving_together_cannot_pass_a_limit_together() {
         .await
         .unwrap();
     assert_eq!(stored, 2);
+    svc.stop().await;
+}
+
+/// Posts `fields` as they are (no proof of work added), from `client`
+/// when given (an `X-Forwarded-For` the service believes of loopback).
+async fn post_raw(
+    c: &reqwest::Client,
+    base: &str,
+    client: Option<&str>,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut r = c.post(format!("{base}/request")).form(fields);
+    if let Some(ip) = client {
+        r = r.header("X-Forwarded-For", ip);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn request_count(db: &TestDb) -> i64 {
+    crate::on_any_pool!(&db.store, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM requests")
+        .fetch_one(p)
+        .await
+        .unwrap())
+}
+
+#[tokio::test]
+async fn a_solved_code_is_accepted_once_whatever_its_spelling() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    // Limits far above the posts made: only the code can refuse them.
+    let cfg = config(
+        &db,
+        &log,
+        free_port().await,
+        1,
+        "max_per_mailbox_per_day = 1000\nmax_per_client_per_hour = 1000\nmax_guesses_per_client_per_hour = 1000\nmax_guesses_per_mailbox_per_hour = 1000\n",
+    );
+    let day = today(&cfg).to_string();
+    let svc = Service::start(cfg.clone(), db.store.clone()).await;
+    let c = reqwest::Client::new();
+    let (id, code) = filled_form(&c, &svc.base, &db.store).await;
+    let pow = pow_of(&id);
+    // The red team's case: the nonce's letters in the other case, one by
+    // one and all at once; then padding, a sign, other digits.
+    let mut spellings = vec![id.to_uppercase(), id.clone()];
+    for (i, ch) in id[..16]
+        .char_indices()
+        .filter(|(_, ch)| ch.is_ascii_alphabetic())
+    {
+        spellings.push(format!(
+            "{}{}{}",
+            &id[..i],
+            ch.to_ascii_uppercase(),
+            &id[i + 1..]
+        ));
+    }
+    spellings.push(format!("{}{}", id[..16].to_uppercase(), &id[16..]));
+    spellings.push(format!("  {id}\t"));
+    spellings.push(format!("0{id}"));
+    spellings.push(format!("{id}00"));
+    if let Some(i) = (0..id.len()).step_by(2).find(|&i| &id[i..i + 1] == "0") {
+        spellings.push(format!("{}+{}", &id[..i], &id[i + 1..]));
+    }
+    spellings.push(id.replacen(|ch: char| ch.is_ascii_digit(), "\u{ff11}", 1));
+    let mut accepted = Vec::new();
+    for s in &spellings {
+        let (st, page) = post_raw(
+            &c,
+            &svc.base,
+            None,
+            &[
+                ("mailbox", "alice"),
+                ("kind", "smtp"),
+                ("from", &day),
+                ("lang", "en"),
+                ("challenge", s),
+                ("code", &code),
+                ("pow", &pow),
+            ],
+        )
+        .await;
+        if st == 200 {
+            accepted.push(s.clone());
+        } else {
+            assert_eq!(st, 422, "{s:?}: {page}");
+            assert!(page.contains("verification code is wrong"), "{page}");
+        }
+    }
+    // Surrounding whitespace is trimmed, so that spelling is the token
+    // itself, posted after it was used.
+    assert_eq!(
+        accepted,
+        std::slice::from_ref(&id),
+        "of {} spellings",
+        spellings.len()
+    );
+    assert_eq!(request_count(&db).await, 1);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn guess_floods_get_429_per_token_address_and_mailbox_and_across_a_restart() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let port = free_port().await;
+    let cfg = config(
+        &db,
+        &log,
+        port,
+        1,
+        "allowed_networks = [\"127.0.0.0/8\", \"192.0.2.0/24\"]\ntrusted_proxies = [\"127.0.0.1/32\"]\nmax_per_client_per_hour = 100\nmax_per_mailbox_per_day = 100\nmax_guesses_per_client_per_hour = 5\nmax_guesses_per_mailbox_per_hour = 3\n",
+    );
+    let day = today(&cfg).to_string();
+    let svc = Service::start(cfg.clone(), db.store.clone()).await;
+    let c = reqwest::Client::new();
+    let base = svc.base.clone();
+    let fields = |mailbox: &'static str, id: &str, code: &str| {
+        vec![
+            ("mailbox", mailbox.to_owned()),
+            ("kind", "smtp".to_owned()),
+            ("from", day.clone()),
+            ("lang", "en".to_owned()),
+            ("challenge", id.to_owned()),
+            ("code", code.to_owned()),
+            ("pow", pow_of(id)),
+        ]
+    };
+    let send = |client: &'static str, f: Vec<(&'static str, String)>| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_raw(&c, &base, Some(client), &f).await
+        }
+    };
+    let wrong = |code: &str| {
+        let d = (code.as_bytes()[0] - b'0' + 1) % 10;
+        format!("{d}{}", &code[1..])
+    };
+
+    // Per token: one guess. A wrong code uses it up; the right code after
+    // it is refused.
+    let (id, code) = filled_form(&c, &base, &db.store).await;
+    let (st, page) = send("192.0.2.50", fields("zoe", &id, &wrong(&code))).await;
+    assert_eq!(st, 422, "{page}");
+    let (st, page) = send("192.0.2.51", fields("yann", &id, &code)).await;
+    assert_eq!(st, 422, "{page}");
+    assert!(page.contains("verification code is wrong"), "{page}");
+
+    // Per mailbox: three failed guesses for bob, each from another address,
+    // and then even the right code for bob is refused, from anywhere.
+    for (n, client) in ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+        .into_iter()
+        .enumerate()
+    {
+        let (id, code) = filled_form(&c, &base, &db.store).await;
+        let (st, page) = send(client, fields("bob", &id, &wrong(&code))).await;
+        assert_eq!(st, 422, "guess {n}: {page}");
+    }
+    let (id, code) = filled_form(&c, &base, &db.store).await;
+    let (st, page) = send("192.0.2.13", fields("Bob@Example.edu", &id, &code)).await;
+    assert_eq!(st, 429, "{page}");
+    assert!(
+        page.contains("Too many failed verification attempts for bob@example.edu"),
+        "{page}"
+    );
+    // Another mailbox from that address is still served.
+    let (id, code) = filled_form(&c, &base, &db.store).await;
+    assert_eq!(send("192.0.2.13", fields("carol", &id, &code)).await.0, 200);
+
+    // Per address: five failed guesses from one address, each for another
+    // mailbox (and one with no token at all), then the right code for a
+    // sixth is refused; another address is still served.
+    for mailbox in ["m1", "m2", "m3", "m4"] {
+        let (id, code) = filled_form(&c, &base, &db.store).await;
+        let (st, page) = send("192.0.2.20", fields(mailbox, &id, &wrong(&code))).await;
+        assert_eq!(st, 422, "{page}");
+    }
+    let (st, _) = send("192.0.2.20", fields("m5", "nonsense", "12345")).await;
+    assert_eq!(st, 422);
+    let (id, code) = filled_form(&c, &base, &db.store).await;
+    let (st, page) = send("192.0.2.20", fields("dave", &id, &code)).await;
+    assert_eq!(st, 429, "{page}");
+    assert!(
+        page.contains("Too many failed verification attempts from your address (192.0.2.20)"),
+        "{page}"
+    );
+    let (id, code) = filled_form(&c, &base, &db.store).await;
+    assert_eq!(send("192.0.2.21", fields("dave", &id, &code)).await.0, 200);
+
+    // The counts are in the database: a restarted service still refuses.
+    svc.stop().await;
+    let svc = Service::start(cfg.clone(), db.store.clone()).await;
+    let (id, code) = filled_form(&c, &svc.base, &db.store).await;
+    let f: Vec<(&str, String)> = fields("erin", &id, &code);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (st, page) = post_raw(&c, &svc.base, Some("192.0.2.20"), &f).await;
+    assert_eq!(st, 429, "{page}");
+    let (id, code) = filled_form(&c, &svc.base, &db.store).await;
+    let f: Vec<(&str, String)> = fields("bob", &id, &code);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (st, page) = post_raw(&c, &svc.base, Some("192.0.2.30"), &f).await;
+    assert_eq!(st, 429, "{page}");
+    svc.stop().await;
+    let who: Vec<String> = crate::on_any_pool!(&db.store, p => sqlx::query_scalar("SELECT mailbox FROM requests ORDER BY id")
+        .fetch_all(p)
+        .await
+        .unwrap());
+    assert_eq!(who, ["carol@example.edu", "dave@example.edu"]);
+}
+
+#[tokio::test]
+async fn the_proof_of_work_is_required_unless_the_site_accepts_the_code_alone() {
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(&db, &log, free_port().await, 1, "");
+    let day = today(&cfg).to_string();
+    let svc = Service::start(cfg.clone(), db.store.clone()).await;
+    let c = reqwest::Client::new();
+
+    // The page: its script and style run by a nonce of the policy, and
+    // nothing else; without JavaScript it says why it cannot be sent.
+    let r = c
+        .get(format!("{}/?lang=en", svc.base))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = r.text().await.unwrap();
+    let nonce = csp
+        .split("script-src 'nonce-")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .unwrap_or_else(|| panic!("{csp}"));
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        html.contains(&format!("<script nonce=\"{nonce}\">")),
+        "{html}"
+    );
+    assert_eq!(html.matches("<script").count(), 1);
+    assert!(html.contains(&format!("data-pow-bits=\"{POW_BITS}\"")));
+    assert!(html.contains("<noscript>") && html.contains("needs JavaScript"));
+    let again = c.get(format!("{}/", svc.base)).send().await.unwrap();
+    assert_ne!(
+        again.headers()["content-security-policy"].to_str().unwrap(),
+        csp,
+        "a fresh nonce for each page"
+    );
+
+    let fields = |id: &str, code: &str, pow: &str| {
+        vec![
+            ("mailbox".to_owned(), "alice".to_owned()),
+            ("kind".to_owned(), "smtp".to_owned()),
+            ("from".to_owned(), day.clone()),
+            ("lang".to_owned(), "en".to_owned()),
+            ("challenge".to_owned(), id.to_owned()),
+            ("code".to_owned(), code.to_owned()),
+            ("pow".to_owned(), pow.to_owned()),
+        ]
+    };
+    let send = |base: String, f: Vec<(String, String)>| {
+        let c = c.clone();
+        async move {
+            let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            post_raw(&c, &base, None, &f).await
+        }
+    };
+    // The right code without a proof of work, and with one found for
+    // another token: refused, saying why.
+    let (id, code) = filled_form(&c, &svc.base, &db.store).await;
+    let (st, page) = send(svc.base.clone(), fields(&id, &code, "")).await;
+    assert_eq!(st, 422, "{page}");
+    assert!(
+        page.contains("did not finish the verification step"),
+        "{page}"
+    );
+    let (id, code) = filled_form(&c, &svc.base, &db.store).await;
+    let other = loop {
+        let (o, _) = filled_form(&c, &svc.base, &db.store).await;
+        let answer = pow_of(&o);
+        if !mailtrail::requests::captcha::pow_ok(&id, &answer, POW_BITS) {
+            break answer;
+        }
+    };
+    let (st, page) = send(svc.base.clone(), fields(&id, &code, &other)).await;
+    assert_eq!(st, 422, "{page}");
+    assert!(
+        page.contains("did not finish the verification step"),
+        "{page}"
+    );
+    assert_eq!(request_count(&db).await, 0);
+    // With its own proof of work: accepted.
+    let (id, code) = filled_form(&c, &svc.base, &db.store).await;
+    let (st, page) = send(svc.base.clone(), fields(&id, &code, &pow_of(&id))).await;
+    assert_eq!(st, 200, "{page}");
+    assert_eq!(request_count(&db).await, 1);
+    svc.stop().await;
+
+    // A site that accepts the code alone: the form without JavaScript.
+    let cfg = config(
+        &db,
+        &log,
+        free_port().await,
+        1,
+        "code_alone_accepted = true\n",
+    );
+    let svc = Service::start(cfg, db.store.clone()).await;
+    let html = c
+        .get(format!("{}/?lang=en", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("<noscript>"), "{html}");
+    let (id, code) = filled_form(&c, &svc.base, &db.store).await;
+    let (st, page) = send(svc.base.clone(), fields(&id, &code, "")).await;
+    assert_eq!(st, 200, "{page}");
+    // Still one code, one request.
+    let (st, _) = send(svc.base.clone(), fields(&id, &code, "")).await;
+    assert_eq!(st, 422);
+    assert_eq!(request_count(&db).await, 2);
     svc.stop().await;
 }
