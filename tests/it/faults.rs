@@ -1,0 +1,355 @@
+//! `mailtrail serve` as a process, meeting faults: a followed path that
+//! is missing or cannot be read, a follower held behind, a relay that
+//! cannot be reached, a disk that fills up. What it says about them (in
+//! `/health` and in its log at the default level) and the state it ends
+//! in.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mailtrail::config::Config;
+use mailtrail::store::Store;
+
+use crate::support::{config_text, database_url, fixture, generated_log, on_postgres};
+
+/// A port on loopback that nothing listens on (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config file for `serve`: the test database at `url`, following
+/// `paths`, the form on `web_port`, the relay on `smtp_port`.
+fn write_config(
+    dir: &Path,
+    url: &str,
+    paths: &[&Path],
+    web_port: u16,
+    smtp_port: u16,
+    retry_secs: u64,
+) -> PathBuf {
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let text = config_text(url, 1000).replace(
+        "[ingest]",
+        &format!("[ingest]\npaths = [{}]", paths.join(", ")),
+    );
+    let text = format!(
+        "database_retry_secs = {retry_secs}\n{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"mailtrail@example.edu\"\ntimeout_secs = 5\nretry_initial_secs = 1\nretry_max_secs = 1\n[web]\nlisten = \"127.0.0.1:{web_port}\"\n"
+    );
+    Config::from_toml(&text).expect("the test's config is valid");
+    let path = dir.join(format!("config-{web_port}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `mailtrail` child process with its stderr in a file; killed on drop.
+struct Proc {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    /// Runs `mailtrail --config CONFIG ARGS...` at the default log level.
+    fn start(config: &Path, args: &[&str]) -> Proc {
+        let stderr = config.with_extension(format!("{}.stderr", args.join("-")));
+        let err = std::fs::File::create(&stderr).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Proc { child, stderr }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits up to `within` for the process to end; its exit status.
+    fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// SIGTERM, then waits for a clean end.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let status = self.wait(Duration::from_secs(60)).expect("serve stops");
+        assert!(status.success(), "{status}: {}", self.log());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `/health` of the serve on `port`: status and body, once it answers.
+fn health(port: u16) -> Option<(u16, serde_json::Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.ok()?))
+    })
+}
+
+/// Polls `/health` until `ok` holds of it (for at most a minute); the last
+/// answer.
+fn health_until(
+    port: u16,
+    what: &str,
+    proc: &mut Proc,
+    ok: impl Fn(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(s) = proc.child.try_wait().unwrap() {
+            panic!("serve ended ({s}) waiting for {what}: {}", proc.log());
+        }
+        if let Some((status, body)) = health(port) {
+            if ok(status, &body) {
+                return (status, body);
+            }
+            last = Some((status, body));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}; last /health: {last:?}");
+}
+
+fn problems(body: &serde_json::Value) -> Vec<String> {
+    body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+/// A missing followed path and one that cannot be read (a directory: the
+/// tests may run as root, who can read any file) make `/health` 503 with
+/// each path and why; each is logged once, not on every pass, and so is
+/// its end. The start-up lines say what is followed, where the form
+/// listens and which relay mail goes through.
+#[test]
+fn health_names_each_followed_path_that_cannot_be_read() {
+    if on_postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path(), "t");
+    let missing = dir.path().join("mail.log");
+    let a_dir = dir.path().join("logdir");
+    std::fs::create_dir(&a_dir).unwrap();
+    let (web, smtp) = (free_port(), free_port());
+    let config = write_config(dir.path(), &url, &[&missing, &a_dir], web, smtp, 120);
+    let mut serve = Proc::start(&config, &["serve"]);
+
+    let (status, body) = health_until(web, "both paths named", &mut serve, |_, b| {
+        problems(b).len() >= 2
+    });
+    assert_eq!(status, 503, "{body}");
+    let p = problems(&body);
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with(&missing.display().to_string()) && p.contains("No such file")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with(&a_dir.display().to_string()) && p.contains("directory")),
+        "{p:?}"
+    );
+    assert_eq!(body["ingest"]["current"], false, "{body}");
+
+    let log = serve.log();
+    for said in [
+        format!("following path={}", missing.display()),
+        format!("following path={}", a_dir.display()),
+        format!("listening listen=127.0.0.1:{web}"),
+        format!("relay=127.0.0.1:{smtp}"),
+    ] {
+        assert!(log.contains(&said), "{said:?} not in the log:\n{log}");
+    }
+
+    // The missing file appears: its problem ends once a pass has read it;
+    // the directory's stays.
+    std::fs::copy(fixture("mail.log"), &missing).unwrap();
+    let (status, body) = health_until(web, "the file to be read", &mut serve, |_, b| {
+        problems(b)
+            .iter()
+            .all(|p| !p.starts_with(&missing.display().to_string()))
+            && b["ingest"]["last_pass"].is_i64()
+    });
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(problems(&body).len(), 1, "{body}");
+    // Passes go on (one every half second); each problem was logged once.
+    let first = body["ingest"]["last_pass"].as_i64().unwrap();
+    health_until(web, "passes two seconds on", &mut serve, |_, b| {
+        b["ingest"]["last_pass"].as_i64().is_some_and(|t| t >= first + 2)
+    });
+    let log = serve.log();
+    let warned = |path: &Path| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains(&format!("{}: ", path.display())))
+            .count()
+    };
+    assert_eq!(warned(&missing), 1, "{log}");
+    assert_eq!(warned(&a_dir), 1, "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains(&format!("{}: recovered", missing.display())))
+            .count(),
+        1,
+        "{log}"
+    );
+    serve.stop();
+}
+
+/// A follower held behind (here by a write lock another connection keeps
+/// on the database) is 503 with exactly the bytes it has not read, counted
+/// when asked, not as the last pass that succeeded left them; once the
+/// lock goes it catches up and is 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_counts_the_bytes_a_follower_has_not_read() {
+    if on_postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path(), "t");
+    let log = dir.path().join("mail.log");
+    let text = std::fs::read(fixture("mail.log")).unwrap();
+    let half = text[..text.len() / 2]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    append(&log, &text[..half]);
+    let (web, smtp) = (free_port(), free_port());
+    let config = write_config(dir.path(), &url, &[&log], web, smtp, 120);
+    let mut serve = Proc::start(&config, &["serve"]);
+    let (status, body) = tokio::task::block_in_place(|| {
+        health_until(web, "the first half read", &mut serve, |s, _| s == 200)
+    });
+    assert_eq!(body["ingest"]["unread_bytes"], 0, "{body}");
+    assert_eq!(status, 200);
+
+    // Another writer holds the database; the rest of the log comes.
+    let store = Store::open(&url).await.unwrap();
+    let Store::Sqlite(pool) = &store else {
+        unreachable!()
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    append(&log, &text[half..]);
+    let rest = (text.len() - half) as u64;
+    let (status, body) = tokio::task::block_in_place(|| {
+        // Two seconds of passes held back: the count does not go stale.
+        std::thread::sleep(Duration::from_secs(2));
+        health_until(web, "the follower behind", &mut serve, |s, _| s != 200)
+    });
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ingest"]["unread_bytes"], rest, "{body}");
+    assert!(
+        problems(&body)
+            .iter()
+            .any(|p| p.contains(&format!("behind, {rest} bytes"))),
+        "{body}"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    store.close().await;
+    let (_, body) = tokio::task::block_in_place(|| {
+        health_until(web, "the follower caught up", &mut serve, |s, _| s == 200)
+    });
+    assert_eq!(body["ingest"]["unread_bytes"], 0, "{body}");
+    tokio::task::block_in_place(|| serve.stop());
+}
+
+/// A relay that cannot be reached (a port nothing listens on): once the
+/// worker's attempt fails, `/health` is 503 and says so, naming the relay.
+#[test]
+fn health_says_when_the_relay_cannot_be_reached() {
+    if on_postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path(), "t");
+    let log = dir.path().join("mail.log");
+    std::fs::copy(fixture("mail.log"), &log).unwrap();
+    let (web, smtp) = (free_port(), free_port());
+    let config = write_config(dir.path(), &url, &[&log], web, smtp, 120);
+    // A report queued for mailing, as from the command line.
+    let mut queue = Proc::start(
+        &config,
+        &["report", "--mailbox", "alice@example.edu", "--kind", "smtp"],
+    );
+    let status = queue.wait(Duration::from_secs(60)).expect("report ends");
+    assert!(status.success(), "{}", queue.log());
+
+    let mut serve = Proc::start(&config, &["serve"]);
+    let (status, body) = health_until(web, "the relay's failure", &mut serve, |_, b| {
+        !b["outbox"]["relay_error"].is_null()
+    });
+    assert_eq!(status, 503, "{body}");
+    let p = problems(&body);
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("relay:") && p.contains(&format!("127.0.0.1:{smtp}"))),
+        "{p:?}"
+    );
+    let log = serve.log();
+    assert!(log.contains(&format!("127.0.0.1:{smtp} failed")), "{log}");
+    serve.stop();
+}
