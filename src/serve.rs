@@ -127,7 +127,7 @@ pub async fn run(
             tracing::info!(path = %p.display(), "following");
         }
         tokio::spawn(async move {
-            let followed = crate::ingest::follow_with(
+            crate::ingest::follow_with(
                 &store,
                 settings,
                 &config.ingest.paths,
@@ -142,11 +142,7 @@ pub async fn run(
                 },
                 stopped(stop),
             )
-            .await;
-            if let Err(e) = &followed {
-                health.follower.set("follower", &format!("stopped: {e:#}"));
-            }
-            followed
+            .await
         })
     };
 

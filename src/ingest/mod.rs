@@ -544,6 +544,9 @@ where
     let tz = settings.tz;
     let lock = AgentLock::take(store, &settings.agent).await?;
     let mut retry = Retry::new(retry_for);
+    // The first error of failing passes in a row: the cause, when later
+    // ones are its consequences.
+    let mut first_error: Option<String> = None;
     let mut correlator: Option<Correlator> = None;
     let mut writer: Option<Writer> = None;
     // When a line last came.
@@ -577,6 +580,7 @@ where
                 if retry.succeeded() {
                     health.follower.clear(WRITES);
                 }
+                first_error = None;
                 note_damage(&report, &health.follower);
                 health.passed(&report.sources, report.waiting);
                 on_pass(&report);
@@ -587,6 +591,7 @@ where
                 // next attempt starts again from there, with a new writer
                 // and the correlator as committed.
                 writer = None;
+                let first = first_error.get_or_insert_with(|| format!("{e:#}"));
                 match retry.failed() {
                     Ok(wait) => {
                         health
@@ -596,10 +601,10 @@ where
                     }
                     Err(why) => {
                         let e = e.context(format!(
-                            "following stopped: passes {why}; exiting so that the service \
-                             manager restarts mailtrail (it resumes from the last committed batch)"
+                            "following stopped: passes {why} (the first failed with: {first}); \
+                             exiting so that the service manager restarts mailtrail (it resumes \
+                             from the last committed batch); the last failed with"
                         ));
-                        health.follower.set(WRITES, &format!("{e:#}"));
                         return Err(e);
                     }
                 }

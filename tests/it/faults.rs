@@ -59,7 +59,9 @@ struct Proc {
 impl Proc {
     /// Runs `mailtrail --config CONFIG ARGS...` at the default log level.
     fn start(config: &Path, args: &[&str]) -> Proc {
-        let stderr = config.with_extension(format!("{}.stderr", args.join("-")));
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stderr = config.with_extension(format!("{}-{n}.stderr", args[0]));
         let err = std::fs::File::create(&stderr).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mailtrail"))
             .arg("--config")
@@ -92,10 +94,7 @@ impl Proc {
     /// SIGTERM, then waits for a clean end.
     fn stop(mut self) {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(ok.success());
         let status = self.wait(Duration::from_secs(60)).expect("serve stops");
         assert!(status.success(), "{status}: {}", self.log());
@@ -233,7 +232,9 @@ fn health_names_each_followed_path_that_cannot_be_read() {
     // Passes go on (one every half second); each problem was logged once.
     let first = body["ingest"]["last_pass"].as_i64().unwrap();
     health_until(web, "passes two seconds on", &mut serve, |_, b| {
-        b["ingest"]["last_pass"].as_i64().is_some_and(|t| t >= first + 2)
+        b["ingest"]["last_pass"]
+            .as_i64()
+            .is_some_and(|t| t >= first + 2)
     });
     let log = serve.log();
     let warned = |path: &Path| {
@@ -352,4 +353,169 @@ fn health_says_when_the_relay_cannot_be_reached() {
     let log = serve.log();
     assert!(log.contains(&format!("127.0.0.1:{smtp} failed")), "{log}");
     serve.stop();
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped, whatever the
+/// test's end.
+struct Mount(PathBuf);
+
+impl Mount {
+    /// Mounts a tmpfs of `kib` KiB at `dir`, or says why it cannot.
+    fn tmpfs(dir: &Path, kib: u64) -> Result<Mount, String> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Mount(dir.to_owned()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (a child not yet reaped): detach it now, gone
+            // when the last user is.
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Fills the filesystem under `dir` with a file `filler` until writes fail
+/// for want of space.
+fn fill(filler: &Path) {
+    let mut f = std::fs::File::create(filler).unwrap();
+    let block = vec![0u8; 4096];
+    loop {
+        match f.write_all(&block) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", filler.display()),
+        }
+    }
+    // Whatever is left in the last partly written block too.
+    while f.write_all(&[0]).is_ok() {}
+}
+
+/// Every stored row of the database at `url`, settled: a one-shot ingest
+/// of `log` (which has nothing left to read) gives out what still waits
+/// for later lines, as at the end of any ingest.
+async fn settled_rows(config: &Path, url: &str, log: &Path) -> Vec<String> {
+    let mut settle = Proc::start(config, &["ingest", &log.display().to_string()]);
+    let status =
+        tokio::task::block_in_place(|| settle.wait(Duration::from_secs(120))).expect("ingest ends");
+    assert!(status.success(), "{}", settle.log());
+    let store = Store::open(url).await.unwrap();
+    let db = crate::support::TestDb {
+        dir: tempfile::tempdir().unwrap(),
+        url: url.to_owned(),
+        config: Config::from_toml(&config_text(url, 1000)).unwrap(),
+        store,
+    };
+    let mut rows = db.dump().await;
+    rows.extend(db.dump_access().await);
+    db.store.close().await;
+    rows
+}
+
+/// A disk that fills up while `serve` follows a log: the follower's writes
+/// fail, are retried for `database_retry_secs`, and the process ends with
+/// a failure status and a line that says why (so systemd restarts it).
+/// Once space is freed a new `serve` resumes from its checkpoint, and the
+/// rows are exactly those of a run that never met the fault.
+///
+/// Needs root, to mount a small tmpfs for the database; elsewhere it says
+/// it is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_ends_serve_and_a_restart_stores_every_row_once() {
+    if on_postgres() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let whole = generated_log(work.path(), 8_000, 16);
+    let text = std::fs::read(&whole).unwrap();
+    // A small first part, read while there is room; the rest after the
+    // disk is full.
+    let cut = text[..text.len() / 20]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let (first, rest) = text.split_at(cut);
+
+    // The run that meets no fault.
+    let clean = {
+        let dir = work.path().join("clean");
+        std::fs::create_dir(&dir).unwrap();
+        let url = database_url(&dir, "t");
+        let log = dir.join("mail.log");
+        append(&log, first);
+        let web = free_port();
+        let config = write_config(&dir, &url, &[&log], web, free_port(), 2);
+        let mut serve = Proc::start(&config, &["serve"]);
+        tokio::task::block_in_place(|| {
+            health_until(web, "the first part read", &mut serve, |s, _| s == 200);
+            append(&log, rest);
+            health_until(web, "the rest read", &mut serve, |s, _| s == 200);
+            serve.stop();
+        });
+        settled_rows(&config, &url, &log).await
+    };
+    assert!(clean.len() > 500, "{} rows", clean.len());
+
+    let dir = work.path().join("small");
+    std::fs::create_dir(&dir).unwrap();
+    let mount = match Mount::tmpfs(&dir, 256 * 1024) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!(
+                "skipped: cannot mount a tmpfs ({why}); run the tests as root to run this one"
+            );
+            return;
+        }
+    };
+    let url = database_url(&dir, "t");
+    // The log is elsewhere: only the database's disk fills.
+    let log = work.path().join("mail.log");
+    append(&log, first);
+    let web = free_port();
+    let config = write_config(work.path(), &url, &[&log], web, free_port(), 2);
+    let mut serve = Proc::start(&config, &["serve"]);
+    tokio::task::block_in_place(|| {
+        health_until(web, "the first part read", &mut serve, |s, _| s == 200);
+    });
+    let filler = dir.join("filler");
+    fill(&filler);
+    append(&log, rest);
+    let status = tokio::task::block_in_place(|| serve.wait(Duration::from_secs(120)))
+        .unwrap_or_else(|| panic!("serve did not exit on a full disk: {}", serve.log()));
+    let said = serve.log();
+    assert_eq!(status.code(), Some(1), "{said}");
+    let line = said
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("following stopped"))
+        .unwrap_or_else(|| panic!("no line says why serve stopped:\n{said}"));
+    assert!(line.contains("database or disk is full"), "{line}");
+    assert!(line.contains("restarts mailtrail"), "{line}");
+    drop(serve);
+
+    // Room again: a new serve goes on from the last committed batch.
+    std::fs::remove_file(&filler).unwrap();
+    let mut serve = Proc::start(&config, &["serve"]);
+    tokio::task::block_in_place(|| {
+        health_until(web, "the rest read", &mut serve, |s, _| s == 200);
+        serve.stop();
+    });
+    let after = settled_rows(&config, &url, &log).await;
+    assert_eq!(after.len(), clean.len());
+    let differ = after.iter().zip(&clean).position(|(a, b)| a != b);
+    assert_eq!(differ, None, "rows differ from the clean run's");
+    drop(mount);
 }
