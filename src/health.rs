@@ -316,4 +316,64 @@ mod tests {
         p.clear("relay");
         assert!(p.list().is_empty());
     }
+
+    fn read(path: &Path, to: u64) -> SourceReport {
+        let meta = std::fs::metadata(path).unwrap();
+        SourceReport {
+            name: path.display().to_string(),
+            resumed_at: 0,
+            ended_at: to,
+            damage: None,
+            file_id: Some(FileId::of(&meta)),
+        }
+    }
+
+    #[test]
+    fn unread_bytes_follow_the_file_read_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("mail.log");
+        std::fs::write(&log, vec![b'x'; 100]).unwrap();
+        let h = Health::default();
+        let paths = [log.clone()];
+        // No pass yet: all of it.
+        assert_eq!(h.unread(&paths), 100);
+        h.passed(&[read(&log, 60)], 0);
+        assert_eq!(h.unread(&paths), 40);
+        // Rotated by rename, a new file begun: the old one's 40 bytes are
+        // still unread under its new name, the new one's 7 too.
+        std::fs::rename(&log, dir.path().join("mail.log.1")).unwrap();
+        std::fs::write(&log, b"1234567").unwrap();
+        assert_eq!(h.unread(&paths), 47);
+    }
+
+    #[test]
+    fn health_is_not_ok_before_a_pass_after_a_stale_one_or_with_a_problem() {
+        let h = Health::default();
+        let now = 1_800_000_000;
+        let (ok, body) = h.judge(&[], now, Ok((0, 0)));
+        assert!(!ok);
+        assert_eq!(body["problems"][0], "follower: no pass has finished yet");
+
+        h.passed(&[], 0);
+        let last = h.last_pass.load(Ordering::Relaxed);
+        let (ok, body) = h.judge(&[], last + STALE_PASS_SECS + 1, Ok((0, 0)));
+        assert!(!ok, "{body}");
+        assert_eq!(body["ingest"]["current"], false);
+        let (ok, body) = h.judge(&[], last, Ok((2, 1)));
+        assert!(ok, "{body}");
+        assert_eq!(body["outbox"]["queued"], 2);
+
+        h.relay.set(RELAY, "refused");
+        let (ok, body) = h.judge(&[], last, Ok((0, 0)));
+        assert!(!ok);
+        assert_eq!(body["ingest"]["current"], true);
+        assert_eq!(body["outbox"]["relay_error"], "relay: refused");
+        h.relay.clear(RELAY);
+        let (ok, body) = h.judge(&[], last, Err("locked".into()));
+        assert!(!ok);
+        assert_eq!(
+            body["problems"][0],
+            "database: cannot count the outbox: locked"
+        );
+    }
 }

@@ -179,9 +179,6 @@ fn append(path: &Path, bytes: &[u8]) {
 /// listens and which relay mail goes through.
 #[test]
 fn health_names_each_followed_path_that_cannot_be_read() {
-    if on_postgres() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path(), "t");
     let missing = dir.path().join("mail.log");
@@ -261,6 +258,7 @@ fn health_names_each_followed_path_that_cannot_be_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_counts_the_bytes_a_follower_has_not_read() {
     if on_postgres() {
+        eprintln!("skipped on PostgreSQL: the follower is held back with a SQLite write lock");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -322,9 +320,6 @@ async fn health_counts_the_bytes_a_follower_has_not_read() {
 /// worker's attempt fails, `/health` is 503 and says so, naming the relay.
 #[test]
 fn health_says_when_the_relay_cannot_be_reached() {
-    if on_postgres() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path(), "t");
     let log = dir.path().join("mail.log");
@@ -436,6 +431,7 @@ async fn settled_rows(config: &Path, url: &str, log: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_ends_serve_and_a_restart_stores_every_row_once() {
     if on_postgres() {
+        eprintln!("skipped on PostgreSQL: the full disk is under a SQLite database");
         return;
     }
     let work = tempfile::tempdir().unwrap();
