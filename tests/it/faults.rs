@@ -515,3 +515,50 @@ async fn a_full_disk_ends_serve_and_a_restart_stores_every_row_once() {
     assert_eq!(differ, None, "rows differ from the clean run's");
     drop(mount);
 }
+
+/// A relay that answers 451 once: `/health` is 503 with the relay's
+/// answer while the mail waits for its retry, and 200 once the retry went
+/// through; the log says each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_well_again_once_the_relay_takes_the_mail() {
+    let server = crate::smtp_server::SmtpServer::start(None).await;
+    server.refuse_next(1);
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path(), "t");
+    let log = dir.path().join("mail.log");
+    std::fs::copy(fixture("mail.log"), &log).unwrap();
+    let web = free_port();
+    let config = write_config(dir.path(), &url, &[&log], web, server.port, 120);
+    tokio::task::block_in_place(|| {
+        let mut queue = Proc::start(
+            &config,
+            &["report", "--mailbox", "alice@example.edu", "--kind", "smtp"],
+        );
+        let status = queue.wait(Duration::from_secs(60)).expect("report ends");
+        assert!(status.success(), "{}", queue.log());
+    });
+
+    let mut serve = Proc::start(&config, &["serve"]);
+    let (status, body) = tokio::task::block_in_place(|| {
+        health_until(web, "the relay's refusal", &mut serve, |_, b| {
+            !b["outbox"]["relay_error"].is_null()
+        })
+    });
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["outbox"]["relay_error"]
+            .as_str()
+            .unwrap()
+            .contains("451"),
+        "{body}"
+    );
+    let (_, body) = tokio::task::block_in_place(|| {
+        health_until(web, "the retry sent", &mut serve, |s, _| s == 200)
+    });
+    assert!(body["outbox"]["relay_error"].is_null(), "{body}");
+    assert_eq!(server.received().len(), 1);
+    let said = serve.log();
+    assert_eq!(said.matches("relay: the last attempt").count(), 1, "{said}");
+    assert_eq!(said.matches("relay: recovered").count(), 1, "{said}");
+    tokio::task::block_in_place(|| serve.stop());
+}
