@@ -499,12 +499,28 @@ async fn submit(
 /// `/health`: 200 when the follower's last pass is recent and left
 /// nothing unread, every followed path can be read, and the relay took the
 /// worker's last attempt; 503 otherwise, with every reason in `problems`.
-/// JSON either way (see [`Health::judge`]).
-async fn health(State(s): State<WebState>) -> Response {
+/// JSON either way (see [`Health::judge`]). The reasons name paths, the
+/// relay and database errors: a client outside `web.allowed_networks` gets
+/// the status and `ok` only.
+async fn health(
+    State(s): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let outbox = s.store.outbox_counts().await.map_err(|e| format!("{e:#}"));
-    let (ok, body) = s
+    let (ok, mut body) = s
         .health
         .judge(&s.config.ingest.paths, Utc::now().timestamp(), outbox);
+    let ip = client_ip(&s.config, peer.ip(), &headers);
+    if !s
+        .config
+        .web
+        .allowed_networks
+        .iter()
+        .any(|n| n.contains(&ip))
+    {
+        body = serde_json::json!({ "ok": ok });
+    }
     let status = if ok {
         StatusCode::OK
     } else {

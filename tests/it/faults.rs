@@ -562,3 +562,27 @@ async fn health_is_well_again_once_the_relay_takes_the_mail() {
     assert_eq!(said.matches("relay: recovered").count(), 1, "{said}");
     tokio::task::block_in_place(|| serve.stop());
 }
+
+/// The reasons name paths and errors: a client outside
+/// `web.allowed_networks` gets the status and `ok`, nothing else.
+#[test]
+fn health_tells_its_reasons_only_inside_the_allowed_networks() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path(), "t");
+    let missing = dir.path().join("secret-name.log");
+    let web = free_port();
+    let config = write_config(dir.path(), &url, &[&missing], web, free_port(), 120);
+    // The [web] table is the file's last: this key lands in it.
+    append(&config, b"allowed_networks = [\"192.0.2.0/24\"]\n");
+    let mut serve = Proc::start(&config, &["serve"]);
+    // The path's problem is logged once the first pass has looked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !serve.log().contains("secret-name.log: cannot be followed") {
+        assert!(Instant::now() < deadline, "{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = health_until(web, "an answer", &mut serve, |_, _| true);
+    assert_eq!(status, 503);
+    assert_eq!(body, serde_json::json!({ "ok": false }));
+    serve.stop();
+}
