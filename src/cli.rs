@@ -149,8 +149,14 @@ pub fn main() -> ExitCode {
         // Colour codes only on a terminal, not in journald or a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // A service says what it does and what goes wrong and
+                // right again; a command only what goes wrong.
+                tracing_subscriber::EnvFilter::new(match cli.command {
+                    Command::Serve | Command::Worker { once: false } => "warn,mailtrail=info",
+                    _ => "warn",
+                })
+            }),
         )
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -471,6 +477,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     &c,
                     &mailer,
                     std::time::Duration::from_secs(5),
+                    std::time::Duration::from_secs(c.database_retry_secs),
+                    |_| {},
                     shutdown_signal()?,
                 )
                 .await

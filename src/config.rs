@@ -32,6 +32,14 @@ pub struct Config {
     /// sqlx URL: `sqlite://path?mode=rwc` or `postgres://...`.
     #[serde(default = "default_database_url")]
     pub database_url: String,
+    /// How long `serve` (and `worker`) go on retrying a database that
+    /// fails (full, gone, locked, unreadable), with a growing wait between
+    /// attempts, before they exit with a failure status for the service
+    /// manager to restart them. Two minutes outlast a database server's
+    /// restart or a lock held by a backup, and keep a fault that lasts
+    /// from looking like a running service for long.
+    #[serde(default = "default_database_retry_secs")]
+    pub database_retry_secs: u64,
     /// Days of records kept.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
@@ -401,6 +409,9 @@ fn default_timezone() -> String {
 fn default_database_url() -> String {
     "sqlite://var/mailtrail.db?mode=rwc".to_owned()
 }
+fn default_database_retry_secs() -> u64 {
+    crate::health::DEFAULT_RETRY_SECS
+}
 fn default_retention_days() -> u32 {
     31
 }
@@ -544,6 +555,12 @@ impl Config {
             bail!(
                 "database_url must start with sqlite: or postgres: (got {:?})",
                 self.database_url
+            );
+        }
+        if !(1..=3600).contains(&self.database_retry_secs) {
+            bail!(
+                "database_retry_secs must be 1 to 3600 (got {})",
+                self.database_retry_secs
             );
         }
         if self.ingest.batch_lines == 0 {

@@ -31,6 +31,8 @@
 //!   mailbox and day, catch-up after downtime, retention.
 //! * [`background`]: the thread, at a lower CPU priority, that renders and
 //!   composes reports, so that the web form is served first.
+//! * [`health`]: what `serve` knows of its own parts (`/health`), and the
+//!   bounded retries after which a failing part ends the process.
 //! * [`serve`]: all of it in one process: the follower, the scheduler, the
 //!   worker and the web form.
 //! * [`visible`]: log text made safe to show: control characters and
@@ -45,6 +47,7 @@ pub mod background;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod mail;

@@ -5,19 +5,24 @@
 //! and returns. Every batch of rows is committed with its checkpoint, so a
 //! stop at any moment loses and repeats nothing.
 //!
+//! A part that cannot go on (the follower or the worker, after a failing
+//! database has been retried for `database_retry_secs`) ends the process
+//! with an error, for its service manager to restart it; the restarted
+//! follower resumes from the last committed batch.
+//!
 //! On SQLite it also copies the write-ahead log into the database a few
 //! times a second, off the writers' path (see
 //! [`crate::store::WalCheckpointer`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::health::RELAY;
 use crate::ingest::correlate::Settings;
 use crate::requests::web::{Health, WebState, router};
 use crate::store::Store;
@@ -45,7 +50,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.web.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.web.listen))?;
-    tracing::info!(listen = %config.web.listen, "web form");
+    let bound = listener.local_addr().unwrap_or(config.web.listen);
+    tracing::info!(listen = %bound, "web form and /health listening");
     let key = store.web_key(&crate::requests::captcha::new_key()).await?;
     let app = router(WebState {
         store: store.clone(),
@@ -66,15 +72,47 @@ pub async fn run(
     let mut sched = crate::schedule::start(store.clone(), config.clone()).await?;
     let checkpointer = crate::store::WalCheckpointer::start(&store);
 
-    let worker = {
-        let (store, config, stop) = (store.clone(), config.clone(), stop_rx.clone());
+    let retry_for = Duration::from_secs(config.database_retry_secs);
+    let smtp = &config.smtp;
+    tracing::info!(
+        relay = %format!("{}:{}", smtp.host, smtp.port),
+        tls = ?smtp.tls,
+        auth = smtp.username.is_some(),
+        "sending mail through the relay"
+    );
+    let mut worker = {
+        let (store, config, stop, health) = (
+            store.clone(),
+            config.clone(),
+            stop_rx.clone(),
+            health.clone(),
+        );
         let mailer = crate::mail::Mailer::new(&config.smtp)?;
         tokio::spawn(async move {
-            crate::mail::run(&store, &config, &mailer, WORKER_POLL, stopped(stop)).await
+            let relay = format!("{}:{}", config.smtp.host, config.smtp.port);
+            let on_pass = |p: &crate::mail::Pass| match &p.last_attempt {
+                Some(Ok(())) => health.relay.clear(RELAY),
+                Some(Err(e)) => health.relay.set(
+                    RELAY,
+                    &format!("the last attempt through {relay} failed: {e}"),
+                ),
+                None => {}
+            };
+            crate::mail::run(
+                &store,
+                &config,
+                &mailer,
+                WORKER_POLL,
+                retry_for,
+                on_pass,
+                stopped(stop),
+            )
+            .await
+            .map(|_| ())
         })
     };
 
-    let follower = {
+    let mut follower = {
         let (store, config, stop, health) = (
             store.clone(),
             config.clone(),
@@ -82,19 +120,22 @@ pub async fn run(
             health.clone(),
         );
         let settings = Settings::from_config(&config)?;
+        if config.ingest.paths.is_empty() {
+            tracing::warn!("ingest.paths is empty: no log is followed");
+        }
+        for p in &config.ingest.paths {
+            tracing::info!(path = %p.display(), "following");
+        }
         tokio::spawn(async move {
-            crate::ingest::follow(
+            crate::ingest::follow_with(
                 &store,
                 settings,
                 &config.ingest.paths,
                 config.ingest.batch_lines,
                 FOLLOW_POLL,
-                |report, unread| {
-                    health
-                        .last_pass
-                        .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
-                    health.lag_bytes.store(unread, Ordering::Relaxed);
-                    health.waiting.store(report.waiting, Ordering::Relaxed);
+                &health,
+                retry_for,
+                |report| {
                     if report.rows_new > 0 {
                         tracing::debug!(rows = report.rows_new, "ingested");
                     }
@@ -105,14 +146,56 @@ pub async fn run(
         })
     };
 
-    shutdown.await;
-    tracing::info!("stopping");
+    // Runs until the shutdown signal, or until the follower or the worker
+    // gives up; then the rest is stopped as on a signal, and the process
+    // ends with the part's error.
+    let mut gave_up: Option<anyhow::Error> = None;
+    let (mut w, mut f) = (None, None);
+    tokio::select! {
+        _ = shutdown => tracing::info!("stopping"),
+        r = &mut follower => {
+            let r = flatten(r, "the follower");
+            if let Err(e) = &r {
+                tracing::error!("{e:#}");
+            }
+            f = Some(r);
+        }
+        r = &mut worker => {
+            let r = flatten(r, "the outbox worker");
+            if let Err(e) = &r {
+                tracing::error!("{e:#}");
+            }
+            w = Some(r);
+        }
+    }
     let _ = stop_tx.send(true);
-    let (w, f, s) = tokio::join!(worker, follower, web);
+    let f = match f {
+        Some(r) => r,
+        None => flatten(follower.await, "the follower"),
+    };
+    let w = match w {
+        Some(r) => r,
+        None => flatten(worker.await, "the outbox worker"),
+    };
+    let s = web.await;
     checkpointer.stop().await;
     sched.shutdown().await?;
-    w??;
-    f??;
+    for r in [f, w] {
+        if let Err(e) = r {
+            gave_up.get_or_insert(e);
+        }
+    }
+    if let Some(e) = gave_up {
+        return Err(e);
+    }
     s??;
     Ok(())
+}
+
+/// A part's outcome, whether it returned or its task died.
+fn flatten(
+    r: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    part: &str,
+) -> anyhow::Result<()> {
+    r.with_context(|| format!("{part} failed"))?
 }

@@ -31,6 +31,7 @@ pub mod source;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+use crate::health::{Health, Retry};
 use crate::store::{Batch, Checkpoint, Store, Writer};
 use correlate::{Correlator, Rows, Settings, Stats};
 use envelope::{Clock, YearState};
@@ -179,6 +180,8 @@ pub struct SourceReport {
     /// truncated or corrupt compressed file): the lines before the damage
     /// were read and stored, the rest of the source was not.
     pub damage: Option<Damage>,
+    /// The file read (not stdin), to tell later how much of it is unread.
+    pub file_id: Option<source::FileId>,
 }
 
 /// The outcome of an ingest.
@@ -481,7 +484,8 @@ fn follow_readers(specs: &[SourceSpec]) -> Vec<(SourceSpec, LineReader)> {
 /// Follows `paths` until `shutdown`: a pass every `poll`, each committing
 /// its rows with their checkpoints, so a stop or a crash between passes
 /// (or within one) loses and repeats nothing. After each pass `on_pass`
-/// gets its report and the bytes still unread.
+/// gets its report and the bytes still unread. See [`follow_with`]; a
+/// failing database is retried for [`crate::health::DEFAULT_RETRY_SECS`].
 pub async fn follow<F>(
     store: &Store,
     settings: Settings,
@@ -494,66 +498,173 @@ pub async fn follow<F>(
 where
     F: FnMut(&Report, u64),
 {
+    let health = Health::default();
+    follow_with(
+        store,
+        settings,
+        paths,
+        batch_lines,
+        poll,
+        &health,
+        std::time::Duration::from_secs(crate::health::DEFAULT_RETRY_SECS),
+        |report| on_pass(report, health.unread(paths)),
+        shutdown,
+    )
+    .await
+}
+
+/// The key of the follower's problem with the database.
+const WRITES: &str = "database";
+
+/// [`follow`], telling `health` how it goes: each pass, a followed path
+/// that is missing or unreadable (checked before every pass; such a path
+/// is read again once it is back), a damaged file.
+///
+/// A pass that fails (the database full, gone, locked or unreadable) is
+/// tried again from the last committed batch, after a wait that grows
+/// (see [`Retry`]); when passes have failed for `retry_for` in a row, it
+/// returns the error, for the process to exit and be restarted, rather
+/// than go on ingesting nothing.
+#[allow(clippy::too_many_arguments)]
+pub async fn follow_with<F>(
+    store: &Store,
+    settings: Settings,
+    paths: &[std::path::PathBuf],
+    batch_lines: usize,
+    poll: std::time::Duration,
+    health: &Health,
+    retry_for: std::time::Duration,
+    mut on_pass: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    F: FnMut(&Report),
+{
     tokio::pin!(shutdown);
     let tz = settings.tz;
     let lock = AgentLock::take(store, &settings.agent).await?;
-    let mut correlator = Some(restore(store, settings.clone()).await?);
-    let mut writer = Writer::new(store, &settings.agent).await?;
+    let mut retry = Retry::new(retry_for);
+    // The first error of failing passes in a row: the cause, when later
+    // ones are its consequences.
+    let mut first_error: Option<String> = None;
+    let mut correlator: Option<Correlator> = None;
+    let mut writer: Option<Writer> = None;
     // When a line last came.
     let mut lines_at = std::time::Instant::now();
     loop {
+        check_paths(paths, &health.follower);
         let specs: Vec<SourceSpec> = paths.iter().cloned().map(SourceSpec::File).collect();
-        let c = match correlator.take() {
-            Some(c) => c,
-            None => restore(store, settings.clone()).await?,
-        };
-        let read_before = c.stats.lines_read;
-        let mode = Mode::Follow {
-            idle: lines_at.elapsed(),
-        };
-        match pass(store, &mut writer, c, tz, &specs, batch_lines, mode).await {
-            Ok((c, report)) => {
+        let passed = async {
+            let c = match correlator.take() {
+                Some(c) => c,
+                None => restore(store, settings.clone()).await?,
+            };
+            if writer.is_none() {
+                writer = Some(Writer::new(store, &settings.agent).await?);
+            }
+            let w = writer.as_mut().expect("made above");
+            let read_before = c.stats.lines_read;
+            let mode = Mode::Follow {
+                idle: lines_at.elapsed(),
+            };
+            let (c, report) = pass(store, w, c, tz, &specs, batch_lines, mode).await?;
+            anyhow::Ok((c, report, read_before))
+        }
+        .await;
+        let wait = match passed {
+            Ok((c, report, read_before)) => {
                 if c.stats.lines_read > read_before {
                     lines_at = std::time::Instant::now();
                 }
                 correlator = Some(c);
-                let unread = report
-                    .sources
-                    .iter()
-                    .filter_map(|s| {
-                        let len = std::fs::metadata(&s.name).ok()?.len();
-                        Some(len.saturating_sub(s.ended_at))
-                    })
-                    .sum();
-                on_pass(&report, unread);
+                if retry.succeeded() {
+                    health.follower.clear(WRITES);
+                }
+                first_error = None;
+                note_damage(&report, &health.follower);
+                health.passed(&report.sources, report.waiting);
+                on_pass(&report);
+                poll
             }
             Err(e) => {
-                // The database is as the last committed batch left it: go
-                // on from there.
-                tracing::error!("follow pass failed: {e:#}");
-                writer = Writer::new(store, &settings.agent).await?;
+                // The database is as the last committed batch left it: the
+                // next attempt starts again from there, with a new writer
+                // and the correlator as committed.
+                writer = None;
+                let first = first_error.get_or_insert_with(|| format!("{e:#}"));
+                match retry.failed() {
+                    Ok(wait) => {
+                        health
+                            .follower
+                            .set(WRITES, &format!("passes failing, retrying: {e:#}"));
+                        wait
+                    }
+                    Err(why) => {
+                        let e = e.context(format!(
+                            "following stopped: passes {why} (the first failed with: {first}); \
+                             exiting so that the service manager restarts mailtrail (it resumes \
+                             from the last committed batch); the last failed with"
+                        ));
+                        return Err(e);
+                    }
+                }
             }
-        }
+        };
         tokio::select! {
             _ = &mut shutdown => return lock.release().await,
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// The damage `reader` met, if any; following, also logged, since no one
-/// reads a follower's reports.
-fn damage_of(reader: &LineReader, follow: bool) -> Option<Damage> {
-    let d = reader.damage()?;
-    if follow {
-        tracing::warn!(
-            source = reader.name(),
-            reached = d.reached,
-            "source damaged: {}",
-            d.error
-        );
+/// Records each followed path that is missing or cannot be read as a
+/// problem, and ends the problem of each that can be read again.
+fn check_paths(paths: &[std::path::PathBuf], problems: &crate::health::Problems) {
+    for p in paths {
+        let key = p.display().to_string();
+        match SourceSpec::File(p.clone()).check() {
+            Ok(()) => problems.clear(&key),
+            Err(e) => {
+                // The path is in the key already.
+                let why = e
+                    .chain()
+                    .skip(1)
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                let why = if why.is_empty() { e.to_string() } else { why };
+                problems.set(&key, &format!("cannot be followed: {why}"));
+            }
+        }
     }
-    Some(d.clone())
+}
+
+/// Records the damaged sources of a pass as problems, and ends those of
+/// sources read cleanly again.
+fn note_damage(report: &Report, problems: &crate::health::Problems) {
+    let keys: Vec<String> = report
+        .damaged()
+        .map(|(name, d)| {
+            let key = format!("{name} (damaged)");
+            let error: String = d
+                .error
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            problems.set(
+                &key,
+                &format!("read to byte {}, not beyond: {error}", d.reached),
+            );
+            key
+        })
+        .collect();
+    problems.retain(|k| !k.ends_with(" (damaged)") || keys.iter().any(|d| d == k));
+}
+
+/// The damage `reader` met, if any (a follower reports it as a problem of
+/// its own: see [`note_damage`]).
+fn damage_of(reader: &LineReader) -> Option<Damage> {
+    reader.damage().cloned()
 }
 
 type CheckpointRequest = (
@@ -626,7 +737,8 @@ fn parse_all(
                 name: spec.name(),
                 resumed_at: 0,
                 ended_at: 0,
-                damage: damage_of(&reader, follow),
+                damage: damage_of(&reader),
+                file_id: reader.file_id,
             });
             continue;
         };
@@ -671,7 +783,7 @@ fn parse_all(
                 in_batch = 0;
             }
         }
-        let damage = damage_of(&reader, follow);
+        let damage = damage_of(&reader);
         if damage.as_ref().is_some_and(|d| d.cut > 0) {
             // A last line the damage cut short: counted, not parsed.
             correlator.too_long();
@@ -690,6 +802,7 @@ fn parse_all(
             resumed_at,
             ended_at: reader.offset(),
             damage,
+            file_id: reader.file_id,
         });
     }
     match mode {

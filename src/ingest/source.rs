@@ -254,6 +254,10 @@ pub struct LineReader {
     damage: Option<Damage>,
     /// Modification time of the file (for year-less stamps).
     pub mtime: Option<SystemTime>,
+    /// The file's device and inode (a file, not stdin), and whether its
+    /// offsets are its own bytes (not compressed): how `serve` tells how
+    /// much of a followed file is still unread.
+    pub file_id: Option<FileId>,
     /// A plain (uncompressed) file, which `skip` can seek in: a second
     /// handle on the same open file, so a rename cannot swap it.
     seekable: Option<File>,
@@ -270,11 +274,14 @@ impl LineReader {
     pub fn open(spec: &SourceSpec) -> anyhow::Result<LineReader> {
         let name = spec.name();
         let mut seekable = None;
+        let mut file_id = None;
         let (mut raw, mtime): (Box<dyn Read + Send>, Option<SystemTime>) = match spec {
             SourceSpec::Stdin => (Box::new(io::stdin()), None),
             SourceSpec::File(p) => {
                 let f = File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
-                let mtime = f.metadata().and_then(|m| m.modified()).ok();
+                let meta = f.metadata().ok();
+                let mtime = meta.as_ref().and_then(|m| m.modified().ok());
+                file_id = meta.as_ref().map(FileId::of);
                 seekable = f.try_clone().ok();
                 (Box::new(f), mtime)
             }
@@ -305,6 +312,9 @@ impl LineReader {
         if format != Format::Plain {
             // Offsets count uncompressed bytes: no seeking in the file.
             seekable = None;
+            if let Some(id) = &mut file_id {
+                id.plain = false;
+            }
         }
         Ok(LineReader {
             name,
@@ -319,6 +329,7 @@ impl LineReader {
             parked: false,
             damage: None,
             mtime,
+            file_id,
             seekable,
             hold_partial: false,
         })
@@ -638,6 +649,27 @@ impl<R: Read> Read for ZstdFrames<R> {
             self.frame
                 .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+    }
+}
+
+/// Which file a path names (device and inode), so that a file renamed by
+/// rotation is still known for the one that was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    /// Not compressed: offsets into it are its own bytes.
+    pub plain: bool,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            plain: true,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::store::Store;
 pub use mailer::{Mailer, SendError};
 
 /// What one pass of the worker did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pass {
     /// Requests rendered and queued.
     pub rendered: usize,
@@ -30,6 +30,10 @@ pub struct Pass {
     pub retrying: usize,
     /// Mails given up for good.
     pub failed: usize,
+    /// How the pass's last attempt to send went, if it made one: `Err`
+    /// with the error when it failed (the relay refused, answered 4xx or
+    /// 5xx, or could not be reached in time).
+    pub last_attempt: Option<Result<(), String>>,
 }
 
 impl Pass {
@@ -38,6 +42,9 @@ impl Pass {
         self.sent += o.sent;
         self.retrying += o.retrying;
         self.failed += o.failed;
+        if o.last_attempt.is_some() {
+            self.last_attempt = o.last_attempt;
+        }
     }
 }
 
@@ -70,6 +77,7 @@ pub async fn send_due(
                     .await?;
                 tracing::info!(outbox = mail.id, to = %mail.recipient, attempts, "sent");
                 pass.sent += 1;
+                pass.last_attempt = Some(Ok(()));
             }
             Err(e) => {
                 let retry = match &e {
@@ -79,6 +87,7 @@ pub async fn send_due(
                     _ => None,
                 };
                 let error = format!("attempt {attempts}: {e}");
+                pass.last_attempt = Some(Err(e.to_string()));
                 store.mail_failed(mail.id, &error, retry).await?;
                 if retry.is_some() {
                     tracing::warn!(outbox = mail.id, to = %mail.recipient, "{error}; will retry");
@@ -120,25 +129,53 @@ async fn pass(
 }
 
 /// Passes every `poll` until `shutdown` resolves. A pass under way when
-/// it does finishes first, so no send is cut off.
+/// it does finishes first, so no send is cut off. `on_pass` gets each
+/// pass that ran.
+///
+/// A pass that fails (the database full, gone, locked or unreadable) is
+/// tried again after a wait that grows (see [`crate::health::Retry`]);
+/// when passes have failed for `retry_for` in a row, the error is
+/// returned, for the process to exit and be restarted.
 pub async fn run(
     store: &Store,
     config: &Config,
     mailer: &Mailer,
     poll: Duration,
+    retry_for: Duration,
+    mut on_pass: impl FnMut(&Pass),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Pass> {
     tokio::pin!(shutdown);
     let mut total = Pass::default();
+    let mut retry = crate::health::Retry::new(retry_for);
     loop {
-        match pass(store, config, mailer, Some(RENDER_PER_PASS)).await {
-            Ok(p) => total.add(p),
-            // A database hiccup should not end the service; try next time.
-            Err(e) => tracing::error!("outbox pass failed: {e:#}"),
-        }
+        let wait = match pass(store, config, mailer, Some(RENDER_PER_PASS)).await {
+            Ok(p) => {
+                if retry.succeeded() {
+                    tracing::info!("outbox passes work again");
+                }
+                on_pass(&p);
+                total.add(p);
+                poll
+            }
+            Err(e) => match retry.failed() {
+                Ok(wait) => {
+                    if retry.attempts() == 1 {
+                        tracing::warn!("outbox pass failed, retrying: {e:#}");
+                    }
+                    wait
+                }
+                Err(why) => {
+                    return Err(e.context(format!(
+                        "the outbox worker stopped: passes {why}; exiting so that the \
+                         service manager restarts mailtrail (queued mail stays queued)"
+                    )));
+                }
+            },
+        };
         tokio::select! {
             _ = &mut shutdown => return Ok(total),
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

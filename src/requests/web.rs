@@ -15,7 +15,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, Query, State};
@@ -33,17 +32,7 @@ use crate::report::render::{render_page, strings, text};
 use crate::report::{Channel, Kind, Requester, Spec};
 use crate::store::{Guess, Limits, PostOutcome, Store};
 
-/// What the service knows about its own ingest, for `/health`.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Unix seconds of the last follow pass that succeeded (0: none yet).
-    pub last_pass: AtomicI64,
-    /// Bytes the last pass left unread in the followed files.
-    pub lag_bytes: AtomicU64,
-    /// Events read but waiting, after the last pass, for lines that may
-    /// still decide them (a few seconds of log time, a minute at most).
-    pub waiting: AtomicU64,
-}
+pub use crate::health::Health;
 
 /// Shared by the handlers.
 #[derive(Clone)]
@@ -564,26 +553,32 @@ async fn submit(
     )
 }
 
-/// `/health`: 200 when the last follow pass is recent and left nothing
-/// unread, 503 otherwise; JSON either way.
-async fn health(State(s): State<WebState>) -> Response {
-    let now = Utc::now().timestamp();
-    let last = s.health.last_pass.load(Ordering::Relaxed);
-    let lag = s.health.lag_bytes.load(Ordering::Relaxed);
-    let waiting = s.health.waiting.load(Ordering::Relaxed);
-    let current = last > 0 && now - last <= 30 && lag == 0;
-    let (queued, failed) = s.store.outbox_counts().await.unwrap_or((-1, -1));
-    let body = serde_json::json!({
-        "ingest": {
-            "current": current,
-            "last_pass": if last > 0 { Some(last) } else { None },
-            "seconds_since_last_pass": if last > 0 { Some(now - last) } else { None },
-            "unread_bytes": lag,
-            "waiting_events": waiting,
-        },
-        "outbox": { "queued": queued, "failed": failed },
-    });
-    let status = if current {
+/// `/health`: 200 when the follower's last pass is recent and left
+/// nothing unread, every followed path can be read, and the relay took the
+/// worker's last attempt; 503 otherwise, with every reason in `problems`.
+/// JSON either way (see [`Health::judge`]). The reasons name paths, the
+/// relay and database errors: a client outside `web.allowed_networks` gets
+/// the status and `ok` only.
+async fn health(
+    State(s): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let outbox = s.store.outbox_counts().await.map_err(|e| format!("{e:#}"));
+    let (ok, mut body) = s
+        .health
+        .judge(&s.config.ingest.paths, Utc::now().timestamp(), outbox);
+    let ip = client_ip(&s.config, peer.ip(), &headers);
+    if !s
+        .config
+        .web
+        .allowed_networks
+        .iter()
+        .any(|n| n.contains(&ip))
+    {
+        body = serde_json::json!({ "ok": ok });
+    }
+    let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

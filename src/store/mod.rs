@@ -618,13 +618,25 @@ impl WalCheckpointer {
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(WAL_CHECKPOINT_EVERY);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // Said once when checkpoints start failing and once when
+                // they work again, not four times a second.
+                let mut failing = false;
                 loop {
                     tokio::select! {
                         _ = every.tick() => {}
                         _ = stopped.wait_for(|s| *s) => return,
                     }
-                    if let Err(e) = store.wal_checkpoint().await {
-                        tracing::warn!("checkpoint of the write-ahead log failed: {e:#}");
+                    match store.wal_checkpoint().await {
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!("checkpoint of the write-ahead log failed: {e:#}");
+                        }
+                        Err(_) => {}
+                        Ok(_) if failing => {
+                            failing = false;
+                            tracing::info!("checkpoints of the write-ahead log work again");
+                        }
+                        Ok(_) => {}
                     }
                 }
             })
@@ -673,6 +685,13 @@ impl Store {
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                // A connection whose COMMIT failed (a full disk) can be
+                // left inside its transaction, and every transaction begun
+                // on it after fails: closed instead of pooled, so writes
+                // work again once the fault is gone.
+                .after_release(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
                 .connect_with(opts)
                 .await
                 .with_context(|| format!("cannot open the SQLite database {url}"))?;

@@ -11,6 +11,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod e2e;
+mod faults;
 mod fixtures;
 mod idempotence;
 mod nightly;
