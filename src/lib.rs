@@ -33,6 +33,8 @@
 //!   composes reports, so that the web form is served first.
 //! * [`serve`]: all of it in one process: the follower, the scheduler, the
 //!   worker and the web form.
+//! * [`net`]: client addresses against configured networks, IPv4-mapped
+//!   IPv6 addresses as IPv4.
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 
 pub mod access;
@@ -45,6 +47,7 @@ pub mod domain;
 pub mod history;
 pub mod ingest;
 pub mod mail;
+pub mod net;
 pub mod report;
 pub mod requests;
 pub mod schedule;

@@ -200,13 +200,11 @@ pub(super) fn relay_is_internal(nets: &[IpNet], relay: &[u8]) -> bool {
     is_internal(nets, &relay[open + 1..open + close])
 }
 
-/// True when `ip` is in one of `nets`.
+/// True when `ip` is in one of `nets` (an IPv4-mapped address as its IPv4
+/// address: Postfix logs an IPv4 peer so on a `[::]` listener).
 fn is_internal(nets: &[IpNet], ip: &[u8]) -> bool {
     !nets.is_empty()
-        && std::str::from_utf8(ip)
-            .ok()
-            .and_then(|s| s.parse::<IpAddr>().ok())
-            .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
+        && crate::net::parse_canonical(ip).is_some_and(|ip| crate::net::in_networks(nets, ip))
 }
 
 /// Where a hand-off's copy was found.
