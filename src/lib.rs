@@ -32,7 +32,8 @@
 //! * [`background`]: the thread, at a lower CPU priority, that renders and
 //!   composes reports, so that the web form is served first.
 //! * [`serve`]: all of it in one process: the follower, the scheduler, the
-//!   worker and the web form.
+//!   worker and the web form, whose connections are bounded in number and
+//!   in time.
 //! * [`net`]: client addresses against configured networks, IPv4-mapped
 //!   IPv6 addresses as IPv4.
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
