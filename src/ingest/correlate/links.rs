@@ -460,3 +460,25 @@ impl Correlator {
             .retain(|c| clocks[c.key.0 as usize].now().saturating_add(idle) < c.deadline_us);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_logged_at_a_mapped_address_is_matched_as_ipv4() {
+        let nets: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        assert!(relay_is_internal(&nets, b"127.0.0.1[127.0.0.1]:10025"));
+        // Postfix on a [::] socket logs an IPv4 peer so.
+        assert!(relay_is_internal(
+            &nets,
+            b"localhost[::ffff:127.0.0.1]:10025"
+        ));
+        assert!(!relay_is_internal(
+            &nets,
+            b"mx.example.net[::ffff:192.0.2.1]:25"
+        ));
+        assert!(is_internal(&nets, b"::ffff:127.0.0.1"));
+        assert!(!is_internal(&nets, b"::1"));
+    }
+}
