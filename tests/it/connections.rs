@@ -432,3 +432,63 @@ fn sigterm_stops_serve_within_seconds_whatever_its_clients_do() {
     assert!(status.success(), "serve exited with {status}");
     drop(held);
 }
+
+#[tokio::test]
+async fn when_every_connection_is_busy_a_new_one_is_closed_and_served_once_one_frees() {
+    let db = TestDb::new().await;
+    let listen = format!("127.0.0.1:{}", free_port().await);
+    let cfg = Config::from_toml(&config_text(
+        &db,
+        &listen,
+        "header_timeout_secs = 600\nbody_timeout_secs = 600\nidle_timeout_secs = 600\nmax_connections = 5",
+    ))
+    .unwrap();
+    let svc = Service::start(cfg, db.store.clone()).await;
+
+    // Five posts whose handlers wait for a body that does not come: the
+    // server's 100 Continue says each is under way.
+    let mut busy = Vec::new();
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(&svc.addr).await.unwrap();
+        s.write_all(b"POST /request HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(got.starts_with("HTTP/1.1 100"), "{got}");
+        busy.push(s);
+    }
+    // None of them can be closed for a newcomer: it is closed at once,
+    // unanswered, rather than left waiting.
+    let mut s = TcpStream::connect(&svc.addr).await.unwrap();
+    s.write_all(b"GET /?lang=en HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut s).await;
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+
+    // One client gives up: its slot is free, and the form answers again.
+    drop(busy.pop());
+    let c = reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        match c.get(svc.url("/?lang=en")).send().await {
+            Ok(r) => {
+                assert_eq!(r.status(), 200);
+                break;
+            }
+            // The freed slot may not be given back yet.
+            Err(e) => assert!(start.elapsed() < PATIENCE, "never served: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(busy);
+    svc.stop().await;
+}
