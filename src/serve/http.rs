@@ -222,6 +222,10 @@ pub async fn serve(
     Ok(())
 }
 
+// The map of open connections is locked only around inserts, removals
+// and a scan, none of which can panic, so it is never poisoned: the
+// `expect`s on its lock cannot fail.
+
 /// A slot for a new connection: a free one, or the one of the connection
 /// that has waited longest without a request under way, which is told to
 /// close. `None` when every connection has a request under way.
@@ -240,8 +244,7 @@ async fn admit(
                 let (phase, since) = unpack(c.state.load(Ordering::Acquire));
                 (phase != BUSY).then_some((since, c.born, c.clone()))
             })
-            // Oldest first: the longest wait on the connection's own clock,
-            // then the earliest born.
+            // The one whose wait began first.
             .min_by_key(|(since, born, _)| *born + Duration::from_millis(*since))
             .map(|(_, _, c)| c)
     };
