@@ -105,6 +105,31 @@ pub struct WebConfig {
     /// without JavaScript) is accepted.
     #[serde(default)]
     pub code_alone_accepted: bool,
+    /// Seconds a client has to send a request's head (method, path,
+    /// headers), from its connection or, on a kept-alive connection, from
+    /// the first byte of the request. A client that sends part of a head
+    /// and stalls is cut off after this.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a request's body has to arrive, from the end of its head.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Seconds a connection may sit idle between requests (keep-alive), and
+    /// the longest a response may wait for the client to read it.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Connections served at once. Lowered at start to what the process's
+    /// file limit (`RLIMIT_NOFILE`) leaves after the files and database
+    /// connections the rest of the service needs. When it is reached, a
+    /// new connection closes the one that has waited longest without a
+    /// request in progress; when every connection has one, the new
+    /// connection is closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// On SIGTERM, seconds requests under way have to finish before every
+    /// connection still open is dropped.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for WebConfig {
@@ -480,6 +505,21 @@ fn default_guesses_per_mailbox() -> u32 {
 fn default_pow_bits() -> u8 {
     18
 }
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_body_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> u32 {
+    512
+}
+fn default_shutdown_grace() -> u64 {
+    3
+}
 fn default_rules() -> Vec<Rule> {
     vec![
         Rule {
@@ -588,6 +628,25 @@ impl Config {
         }
         if smtp.max_message_bytes < 64 * 1024 {
             bail!("smtp.max_message_bytes must be at least 65536");
+        }
+        let w = &self.web;
+        for (name, secs) in [
+            ("web.header_timeout_secs", w.header_timeout_secs),
+            ("web.body_timeout_secs", w.body_timeout_secs),
+            ("web.idle_timeout_secs", w.idle_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                bail!("{name} must be from 1 to 3600 (got {secs})");
+            }
+        }
+        if w.shutdown_grace_secs > 60 {
+            bail!(
+                "web.shutdown_grace_secs must be at most 60 (got {})",
+                w.shutdown_grace_secs
+            );
+        }
+        if w.max_connections == 0 {
+            bail!("web.max_connections must be at least 1");
         }
         let a = &self.alerts;
         for (i, r) in a.rules.iter().enumerate() {

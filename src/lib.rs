@@ -34,10 +34,13 @@
 //! * [`health`]: what `serve` knows of its own parts (`/health`), and the
 //!   bounded retries after which a failing part ends the process.
 //! * [`serve`]: all of it in one process: the follower, the scheduler, the
-//!   worker and the web form.
+//!   worker and the web form, whose connections are bounded in number and
+//!   in time.
 //! * [`visible`]: log text made safe to show: control characters and
 //!   bidirectional controls shown as their code points, everywhere a
 //!   person reads log text (reports, pages, text output, CSV).
+//! * [`net`]: client addresses against configured networks, IPv4-mapped
+//!   IPv6 addresses as IPv4.
 //! * [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 
 pub mod access;
@@ -51,6 +54,7 @@ pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod mail;
+pub mod net;
 pub mod report;
 pub mod requests;
 pub mod schedule;

@@ -10,11 +10,13 @@
 //! with an error, for its service manager to restart it; the restarted
 //! follower resumes from the last committed batch.
 //!
+//! The form's connections are bounded in number and in time, and dropped
+//! a few seconds after a stop whatever their clients do (see [`http`]).
+//!
 //! On SQLite it also copies the write-ahead log into the database a few
 //! times a second, off the writers' path (see
 //! [`crate::store::WalCheckpointer`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ use crate::health::RELAY;
 use crate::ingest::correlate::Settings;
 use crate::requests::web::{Health, WebState, router};
 use crate::store::Store;
+
+mod http;
 
 /// How often the followed files are read.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
@@ -60,14 +64,9 @@ pub async fn run(
         key: Arc::new(key),
         posts: crate::requests::web::Posts::start(store.clone()),
     });
-    let web = tokio::spawn(
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future(),
-    );
+    let limits = http::Limits::from_config(&config.web)?;
+    tracing::info!(max_connections = limits.max_connections, "web form limits");
+    let web = tokio::spawn(http::serve(listener, app, limits, stopped(stop_rx.clone())));
 
     let mut sched = crate::schedule::start(store.clone(), config.clone()).await?;
     let checkpointer = crate::store::WalCheckpointer::start(&store);

@@ -596,10 +596,8 @@ impl AccessState {
         if cfg.webmail_networks.is_empty() {
             return false;
         }
-        ip.and_then(|ip| std::str::from_utf8(ip).ok())
-            .map(|s| s.trim_start_matches("::ffff:"))
-            .and_then(|s| s.parse::<std::net::IpAddr>().ok())
-            .is_some_and(|ip| cfg.webmail_networks.iter().any(|n| n.contains(&ip)))
+        ip.and_then(crate::net::parse_canonical)
+            .is_some_and(|ip| crate::net::in_networks(&cfg.webmail_networks, ip))
     }
 
     /// The master user a login line names, when it is someone else than

@@ -111,9 +111,13 @@ pub fn router(state: WebState) -> Router {
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted
-/// proxy, the last one in `X-Forwarded-For` that is not.
+/// proxy, the last one in `X-Forwarded-For` that is not. Always in
+/// canonical form ([`crate::net::canonical`]): an IPv4 client reaching a
+/// `[::]` listener, or named so by a proxy, is its IPv4 address, for the
+/// networks it is checked against and for the limits that count it.
 pub fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    let trusted = |ip: &IpAddr| config.web.trusted_proxies.iter().any(|n| n.contains(ip));
+    let peer = crate::net::canonical(peer);
+    let trusted = |ip: &IpAddr| crate::net::in_networks(&config.web.trusted_proxies, *ip);
     if !trusted(&peer) {
         return peer;
     }
@@ -130,9 +134,7 @@ pub fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         .collect();
     for value in values.into_iter().rev() {
         for part in value.rsplit(|&b| b == b',') {
-            let ip = std::str::from_utf8(part)
-                .ok()
-                .and_then(|p| p.trim().parse::<IpAddr>().ok());
+            let ip = crate::net::parse_canonical(part);
             match ip {
                 Some(ip) if trusted(&ip) => continue,
                 Some(ip) => return ip,
@@ -228,12 +230,7 @@ fn window(config: &Config) -> anyhow::Result<(Day, Day)> {
 
 /// Checks the client's network; the refusal page when it is outside.
 fn refuse_outside(s: &WebState, ip: IpAddr, lang: Lang) -> Option<Response> {
-    if s.config
-        .web
-        .allowed_networks
-        .iter()
-        .any(|n| n.contains(&ip))
-    {
+    if crate::net::in_networks(&s.config.web.allowed_networks, ip) {
         return None;
     }
     Some(message(
@@ -312,13 +309,7 @@ async fn captcha_png(
     Path(id): Path<String>,
 ) -> Response {
     let ip = client_ip(&s.config, peer.ip(), &headers);
-    if !s
-        .config
-        .web
-        .allowed_networks
-        .iter()
-        .any(|n| n.contains(&ip))
-    {
+    if !crate::net::in_networks(&s.config.web.allowed_networks, ip) {
         return StatusCode::FORBIDDEN.into_response();
     }
     let code = match captcha::open(&s.key, &id) {
@@ -652,6 +643,39 @@ mod tests {
         assert_eq!(
             client_ip(&c, ip("10.0.0.5"), &HeaderMap::new()),
             ip("10.0.0.5")
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_and_forwarded_addresses_are_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A client through a [::] listener, no proxy: its IPv4 address, so
+        // that it is one key for the limits whichever way it came.
+        let none = config("");
+        assert_eq!(
+            client_ip(&none, ip("::ffff:192.0.2.9"), &HeaderMap::new()),
+            ip("192.0.2.9")
+        );
+        // A proxy at an IPv4 address, seen mapped, is trusted, and what it
+        // forwards is read in canonical form too.
+        let c = config("\"10.0.0.0/8\"");
+        assert_eq!(
+            client_ip(&c, ip("::ffff:10.0.0.5"), &xff("::ffff:140.114.1.2")),
+            ip("140.114.1.2")
+        );
+        // A mapped proxy entry in the header is skipped as a proxy.
+        assert_eq!(
+            client_ip(
+                &c,
+                ip("::ffff:10.0.0.5"),
+                &xff("140.114.1.2, ::ffff:10.0.0.7")
+            ),
+            ip("140.114.1.2")
+        );
+        // Not a proxy when mapped from outside the network.
+        assert_eq!(
+            client_ip(&c, ip("::ffff:192.0.2.1"), &xff("140.114.1.2")),
+            ip("192.0.2.1")
         );
     }
 }

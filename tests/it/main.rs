@@ -10,6 +10,7 @@ mod backends;
 mod bad_input;
 mod browser;
 mod cli;
+mod connections;
 mod e2e;
 mod faults;
 mod fixtures;

@@ -200,13 +200,11 @@ pub(super) fn relay_is_internal(nets: &[IpNet], relay: &[u8]) -> bool {
     is_internal(nets, &relay[open + 1..open + close])
 }
 
-/// True when `ip` is in one of `nets`.
+/// True when `ip` is in one of `nets` (an IPv4-mapped address as its IPv4
+/// address: Postfix logs an IPv4 peer so on a `[::]` listener).
 fn is_internal(nets: &[IpNet], ip: &[u8]) -> bool {
     !nets.is_empty()
-        && std::str::from_utf8(ip)
-            .ok()
-            .and_then(|s| s.parse::<IpAddr>().ok())
-            .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
+        && crate::net::parse_canonical(ip).is_some_and(|ip| crate::net::in_networks(nets, ip))
 }
 
 /// Where a hand-off's copy was found.
@@ -460,5 +458,27 @@ impl Correlator {
         self.state
             .closed_copies
             .retain(|c| clocks[c.key.0 as usize].now().saturating_add(idle) < c.deadline_us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_logged_at_a_mapped_address_is_matched_as_ipv4() {
+        let nets: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        assert!(relay_is_internal(&nets, b"127.0.0.1[127.0.0.1]:10025"));
+        // Postfix on a [::] socket logs an IPv4 peer so.
+        assert!(relay_is_internal(
+            &nets,
+            b"localhost[::ffff:127.0.0.1]:10025"
+        ));
+        assert!(!relay_is_internal(
+            &nets,
+            b"mx.example.net[::ffff:192.0.2.1]:25"
+        ));
+        assert!(is_internal(&nets, b"::ffff:127.0.0.1"));
+        assert!(!is_internal(&nets, b"::1"));
     }
 }

@@ -36,7 +36,6 @@
 //! and resumed continues exactly as an uninterrupted one.
 
 use std::cell::RefCell;
-use std::net::IpAddr;
 
 use ipnet::IpNet;
 use memchr::memmem;
