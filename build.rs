@@ -1,12 +1,15 @@
 //! Tells the tests which of their optional environments are there.
 //!
-//! Three integration tests need what a development machine may lack: a
-//! browser (Chromium and ChromeDriver), a PostgreSQL server, and a real
-//! Postfix and Dovecot (tests/e2e/setup.sh). Each is compiled as
+//! A few integration tests need what a development machine may lack: a
+//! browser (Chromium and ChromeDriver), a PostgreSQL server, a real
+//! Postfix and Dovecot (tests/e2e/setup.sh), root to mount a small
+//! filesystem and fill it. Each is compiled as
 //! `#[ignore = "needs ..."]` unless the variable that says its environment
 //! is there was set when the tests were built, so that `cargo test` lists
 //! them as ignored, with the reason, instead of passing them without a
-//! word. `.ci/run` sets all three; a changed variable rebuilds the tests.
+//! word. `.ci/run` sets them all; a changed variable rebuilds the tests.
+//! The pass on PostgreSQL (`MAILTRAIL_TEST_BACKEND=postgres`) likewise
+//! lists the tests that only apply to SQLite as ignored.
 
 /// Whether a variable's value says the environment is there.
 type On = fn(&str) -> bool;
@@ -20,6 +23,13 @@ const SWITCHES: &[(&str, &str, On)] = &[
         !v.is_empty()
     }),
     ("MAILTRAIL_E2E", "mailtrail_e2e", |v| v == "1"),
+    // Root, to mount a small tmpfs and fill it (tests/it/faults.rs).
+    ("MAILTRAIL_FAULT_TESTS", "mailtrail_faults", |v| v == "1"),
+    // The integration tests' pass on PostgreSQL, where the few tests that
+    // hold a SQLite file in their hands do not apply.
+    ("MAILTRAIL_TEST_BACKEND", "mailtrail_on_postgres", |v| {
+        v == "postgres"
+    }),
 ];
 
 fn main() {
