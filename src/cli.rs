@@ -465,10 +465,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
     use crate::report::{Channel, Limits, Requester, Spec};
     let c = load_config(cli)?;
-    let mailbox = Mailbox::parse(&a.mailbox, &c.default_domain)?;
-    if !c.local_domains().is_local_address(mailbox.as_str()) {
-        return Err(InputError::NotLocal(mailbox.to_string()).into());
-    }
+    // Only a local mailbox, which its report then goes to; `judy+tag` is
+    // judy's.
+    let mailbox = c.local_domains().mailbox(&a.mailbox)?;
     let range = date_range(&c, a.from.as_deref(), a.to.as_deref())?;
     let lang = match &a.lang {
         Some(l) => l.parse()?,
@@ -527,7 +526,7 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
 /// database.
 async fn open_query(cli: &Cli, q: &Query) -> anyhow::Result<(Config, Mailbox, DateRange, Store)> {
     let c = load_config(cli)?;
-    let mailbox = Mailbox::parse(&q.mailbox, &c.default_domain)?;
+    let mailbox = Mailbox::parse(&q.mailbox, &c)?;
     let range = date_range(&c, q.from.as_deref(), q.to.as_deref())?;
     let store = Store::open(&c.database_url).await?;
     Ok((c, mailbox, range, store))

@@ -29,6 +29,12 @@ pub struct Config {
     pub local_domains: Vec<String>,
     /// Domain given to bare user names (`alice`) found in logs and requests.
     pub default_domain: String,
+    /// Postfix's `recipient_delimiter`: each character separates a local
+    /// part from its extension (`judy+news@` is delivered to `judy@`), so
+    /// an address with an extension is its base mailbox's, for records,
+    /// reports and limits. Empty: no delimiter.
+    #[serde(default = "default_recipient_delimiter")]
+    pub recipient_delimiter: String,
     /// sqlx URL: `sqlite://path?mode=rwc` or `postgres://...`.
     #[serde(default = "default_database_url")]
     pub database_url: String,
@@ -381,6 +387,9 @@ impl Default for IngestConfig {
 fn default_timezone() -> String {
     "UTC".to_owned()
 }
+fn default_recipient_delimiter() -> String {
+    crate::domain::DEFAULT_DELIMITERS.to_owned()
+}
 fn default_database_url() -> String {
     "sqlite://var/mailtrail.db?mode=rwc".to_owned()
 }
@@ -508,6 +517,18 @@ impl Config {
                 self.default_domain
             );
         }
+        if self.recipient_delimiter.len() > 16 {
+            bail!("recipient_delimiter: at most 16 characters");
+        }
+        if let Some(c) = self
+            .recipient_delimiter
+            .chars()
+            .find(|&c| !"#$&'*+-/=?^_`{|}~".contains(c))
+        {
+            bail!(
+                "recipient_delimiter: {c:?} cannot separate an extension (use characters such as + - _ =)"
+            );
+        }
         if self.retention_days == 0 {
             bail!("retention_days must be at least 1");
         }
@@ -528,7 +549,7 @@ impl Config {
         if smtp.host.trim().is_empty() {
             bail!("smtp.host is empty");
         }
-        if crate::domain::Mailbox::parse(&smtp.from, &self.default_domain).is_err() {
+        if crate::domain::Mailbox::parse(&smtp.from, self).is_err() {
             bail!("smtp.from: {:?} is not a mail address", smtp.from);
         }
         if smtp.password.is_some() && smtp.username.is_none() {
@@ -555,7 +576,7 @@ impl Config {
             for o in &r.overrides {
                 match (&o.mailbox, &o.domain) {
                     (Some(m), None) => {
-                        crate::domain::Mailbox::parse(m, &self.default_domain)
+                        crate::domain::Mailbox::parse(m, self)
                             .with_context(|| format!("{name}: override mailbox"))?;
                     }
                     (None, Some(d)) => {
@@ -577,9 +598,9 @@ impl Config {
             bail!("alerts.settle_minutes must be less than a day");
         }
         if let Some(d) = &a.admin_digest
-            && crate::domain::Mailbox::parse(d, &self.default_domain).is_err()
+            && let Err(e) = self.local_domains().mailbox(d)
         {
-            bail!("alerts.admin_digest: {d:?} is not a mail address");
+            bail!("alerts.admin_digest: {e} (mailtrail mails only mailboxes of this mail service)");
         }
         if a.purge_batch == 0 {
             bail!("alerts.purge_batch must be at least 1");
@@ -615,6 +636,7 @@ impl Config {
     /// The rules that decide which addresses are ours.
     pub fn local_domains(&self) -> crate::domain::LocalDomains {
         crate::domain::LocalDomains::new(&self.local_domains, &self.default_domain)
+            .with_delimiters(&self.recipient_delimiter)
     }
 }
 

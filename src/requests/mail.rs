@@ -108,14 +108,15 @@ pub async fn intake(
     raw: &[u8],
     now: i64,
 ) -> anyhow::Result<Outcome> {
-    let Ok(mailbox) = Mailbox::parse(sender, &config.default_domain) else {
-        return Ok(Outcome::Ignored(format!(
-            "sender {sender:?} is not an address"
-        )));
+    // The sender is who the report (or the help) goes to: only a plain
+    // local mailbox, never one that a relay would route elsewhere.
+    let mailbox = match config.local_domains().mailbox(sender) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("request by mail ignored: {e}");
+            return Ok(Outcome::Ignored(e.to_string()));
+        }
     };
-    if !config.local_domains().is_local_address(mailbox.as_str()) {
-        return Ok(Outcome::Ignored(format!("{mailbox} is not local")));
-    }
     let Some(m) = MessageParser::default().parse(raw) else {
         return Ok(Outcome::Ignored("not a mail message".into()));
     };

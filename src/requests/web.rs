@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use super::captcha;
 use crate::config::{Config, Lang};
-use crate::domain::{DateRange, Day, InputError, Mailbox};
+use crate::domain::{DateRange, Day, InputError};
 use crate::report::render::{render_page, strings, text};
 use crate::report::{Channel, Kind, Requester, Spec};
 use crate::store::{Limits, PostOutcome, Store};
@@ -350,10 +350,20 @@ async fn check(
     if code.map(|o| o.code.as_str()) != Some(f.code.trim()) {
         errors.push(text(lang, "err_code", &[]));
     }
-    let mailbox = match Mailbox::parse(&f.mailbox, &c.default_domain) {
-        Ok(m) if c.local_domains().is_local_address(m.as_str()) => Some(m),
-        Ok(m) => {
-            errors.push(text(lang, "err_not_local", &[("mailbox", m.as_str())]));
+    // `judy+tag` is judy's mailbox (her report, her limit); an address a
+    // relay would route elsewhere is no mailbox.
+    let mailbox = match c.local_domains().mailbox(&f.mailbox) {
+        Ok(m) => Some(m),
+        Err(InputError::NotLocal(m)) => {
+            errors.push(text(lang, "err_not_local", &[("mailbox", &m)]));
+            None
+        }
+        Err(InputError::RoutedMailbox(_) | InputError::NoOwner(_)) => {
+            errors.push(text(
+                lang,
+                "err_mailbox_routed",
+                &[("mailbox", f.mailbox.trim())],
+            ));
             None
         }
         Err(_) => {
