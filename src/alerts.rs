@@ -232,7 +232,19 @@ pub async fn run(
             .ok_or_else(|| anyhow::anyhow!("request {id} is gone"))?;
         let outbox = match row.outbox_id {
             Some(o) => o,
-            None => crate::requests::process(store, config, &row).await?,
+            None => match crate::requests::process(store, config, &row).await {
+                Ok(o) => o,
+                // Refused or over its limit: logged, and no reason to
+                // hold up the other mailboxes' warnings.
+                Err(e) if e.downcast_ref::<crate::mail::Refused>().is_some() => {
+                    outcome.refused.push(Refused {
+                        address: w.mailbox.to_string(),
+                        why: e.to_string(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
         };
         store
             .link_alerts(day.key(), w.mailbox.as_str(), outbox)
@@ -242,10 +254,20 @@ pub async fn run(
     if let Some(admin) = &config.alerts.admin_digest
         && !outcome.warnings.is_empty()
     {
-        let mail =
-            crate::mail::message::compose_digest(config, admin, day, &outcome.warnings, now)?;
-        let (id, _) = store.queue_mail(&mail, None, now).await?;
-        outcome.digest = Some(id);
+        // To the mailbox itself: `postmaster+mailtrail` is postmaster.
+        let admin = config.local_domains().mailbox(admin)?;
+        let mail = crate::mail::message::compose_digest(
+            config,
+            admin.as_str(),
+            day,
+            &outcome.warnings,
+            now,
+        )?;
+        match crate::mail::queue(store, config, &mail, None, now).await {
+            Ok(id) => outcome.digest = Some(id),
+            Err(e) if e.downcast_ref::<crate::mail::Refused>().is_some() => {}
+            Err(e) => return Err(e),
+        }
     }
     tracing::info!(%day, warned = outcome.warnings.len(), "alerts evaluated");
     Ok(outcome)

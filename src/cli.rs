@@ -382,6 +382,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "warned"
             };
             println!("{day}: {} mailbox(es) {verb}", o.warnings.len());
+            for r in &o.refused {
+                // The address came from a log line: printed escaped.
+                println!("not warned: {:?}: {}", r.address, r.why);
+            }
             if !*dry_run && !o.queued.is_empty() {
                 let ids: Vec<String> = o.queued.iter().map(i64::to_string).collect();
                 println!("outbox: {}", ids.join(", "));

@@ -231,6 +231,14 @@ pub struct SmtpConfig {
     pub retry_initial_secs: u64,
     #[serde(default = "default_retry_max_secs")]
     pub retry_max_secs: u64,
+    /// Mails of every kind (reports, warnings, help replies) queued to one
+    /// mailbox in 24 hours, at most.
+    #[serde(default = "default_max_mails_per_recipient")]
+    pub max_mails_per_recipient_per_day: u32,
+    /// Help replies to unreadable requests by mail queued to one mailbox
+    /// in 24 hours, at most: anyone can forge a request's sender.
+    #[serde(default = "default_max_help_per_recipient")]
+    pub max_help_replies_per_recipient_per_day: u32,
 }
 
 /// `tls` in `[smtp]`.
@@ -269,6 +277,14 @@ impl std::fmt::Debug for SmtpConfig {
             .field("timeout_secs", &self.timeout_secs)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_attempts", &self.max_attempts)
+            .field(
+                "max_mails_per_recipient_per_day",
+                &self.max_mails_per_recipient_per_day,
+            )
+            .field(
+                "max_help_replies_per_recipient_per_day",
+                &self.max_help_replies_per_recipient_per_day,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -437,6 +453,14 @@ fn default_retry_initial_secs() -> u64 {
 fn default_retry_max_secs() -> u64 {
     6 * 3600
 }
+fn default_max_mails_per_recipient() -> u32 {
+    // Five reports asked for (web.max_per_mailbox_per_day), a warning,
+    // help replies, and room to spare.
+    10
+}
+fn default_max_help_per_recipient() -> u32 {
+    2
+}
 fn default_listen() -> std::net::SocketAddr {
     "127.0.0.1:8080".parse().expect("constant address")
 }
@@ -563,6 +587,16 @@ impl Config {
         }
         if smtp.retry_initial_secs == 0 || smtp.retry_max_secs < smtp.retry_initial_secs {
             bail!("smtp.retry_initial_secs must be at least 1 and at most smtp.retry_max_secs");
+        }
+        if smtp.max_mails_per_recipient_per_day == 0 {
+            bail!("smtp.max_mails_per_recipient_per_day must be at least 1");
+        }
+        if smtp.max_mails_per_recipient_per_day > 10_000
+            || smtp.max_help_replies_per_recipient_per_day > 10_000
+        {
+            bail!(
+                "smtp.max_mails_per_recipient_per_day and smtp.max_help_replies_per_recipient_per_day are at most 10000"
+            );
         }
         if smtp.max_message_bytes < 64 * 1024 {
             bail!("smtp.max_message_bytes must be at least 65536");

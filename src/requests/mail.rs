@@ -145,7 +145,6 @@ pub async fn intake(
     let today = config.day_of(now)?;
     let first = config.retention_start(today);
     let lang = config.report.default_language;
-    let why = |w: &str| format!(" ({w})");
     let (kind, range, lang) = match ask {
         Ask::Report {
             kind,
@@ -160,25 +159,10 @@ pub async fn intake(
             };
             match range {
                 Ok(r) if r.from >= first && r.to <= today => (kind, r, l.unwrap_or(lang)),
-                Ok(r) => {
-                    return help(
-                        store,
-                        config,
-                        &mailbox,
-                        &m,
-                        &why(&format!("{} .. {}", r.from, r.to)),
-                        now,
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    return help(store, config, &mailbox, &m, &why(&e.to_string()), now).await;
-                }
+                _ => return help(store, config, &mailbox, &m, now).await,
             }
         }
-        Ask::Unreadable(w) => {
-            return help(store, config, &mailbox, &m, &why(&format!("\"{w}\"")), now).await;
-        }
+        Ask::Unreadable(_) => return help(store, config, &mailbox, &m, now).await,
     };
     if let Some(limited) = over_limit(store, config, &mailbox, now).await? {
         return Ok(limited);
@@ -218,13 +202,17 @@ async fn over_limit(
     Ok((n >= limit).then(|| Outcome::Limited(format!("{mailbox}: {n} requests today"))))
 }
 
-/// Queues the help reply, once per message.
+/// Queues the help reply, once per message, and at most
+/// `smtp.max_help_replies_per_recipient_per_day` a day to one mailbox.
+///
+/// The reply is the same fixed text for every message: anyone can forge a
+/// request's sender, so nothing of what the message says (its subject, its
+/// words, its dates) is written back.
 async fn help(
     store: &Store,
     config: &Config,
     to: &Mailbox,
     m: &mail_parser::Message<'_>,
-    why: &str,
     now: i64,
 ) -> anyhow::Result<Outcome> {
     if let Some(limited) = over_limit(store, config, to, now).await? {
@@ -236,7 +224,7 @@ async fn help(
         body.push_str(&text(
             lang,
             "help_body",
-            &[("why", why), ("days", &days), ("mailbox", to.as_str())],
+            &[("days", &days), ("mailbox", to.as_str())],
         ));
         body.push_str("\n\n");
     }
@@ -248,10 +236,17 @@ async fn help(
     let id = m
         .message_id()
         .map_or_else(|| format!("{now}"), str::to_owned);
-    let key = format!("help:{to}:{id}");
+    // The key is not shown to anyone: the Message-ID derived from it is a
+    // hash.
+    let key = format!("{}{to}:{id}", crate::mail::HELP_KEY_PREFIX);
     let mail: NewMail = crate::mail::message::compose_text(config, to, &subject, &body, &key, now)?;
-    let (outbox, _) = store.queue_mail(&mail, None, now).await?;
-    Ok(Outcome::Helped(outbox))
+    match crate::mail::queue(store, config, &mail, None, now).await {
+        Ok(outbox) => Ok(Outcome::Helped(outbox)),
+        Err(e) => match e.downcast::<crate::mail::Refused>() {
+            Ok(refused) => Ok(Outcome::Limited(refused.to_string())),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 #[cfg(test)]

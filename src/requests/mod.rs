@@ -118,8 +118,7 @@ pub async fn process(store: &Store, config: &Config, row: &RequestRow) -> anyhow
         let (from, key) = (config.smtp.from.clone(), mail_key(row));
         let mail =
             crate::background::run(move || message::compose(&report, &from, &key, now)).await??;
-        let (id, _fresh) = store.queue_mail(&mail, Some(row.id), now).await?;
-        anyhow::Ok(id)
+        crate::mail::queue(store, config, &mail, Some(row.id), now).await
     }
     .await;
     if let Err(e) = &result {
