@@ -738,6 +738,46 @@ default_domain = "example.edu"
     }
 
     #[test]
+    fn addresses_and_mail_limits_are_checked() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.recipient_delimiter, "+");
+        assert_eq!(
+            (
+                c.smtp.max_mails_per_recipient_per_day,
+                c.smtp.max_help_replies_per_recipient_per_day
+            ),
+            (10, 2)
+        );
+        let with = |extra: &str| Config::from_toml(&format!("{MINIMAL}{extra}\n"));
+        let c = with("recipient_delimiter = \"+-\"").unwrap();
+        assert_eq!(
+            crate::domain::Mailbox::parse("judy-news", &c)
+                .unwrap()
+                .as_str(),
+            "judy@example.edu"
+        );
+        assert!(with("recipient_delimiter = \"\"").is_ok());
+        for bad in ["%", "!", "@", ".", "+%", "\\\"", " "] {
+            let err = with(&format!("recipient_delimiter = \"{bad}\""))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("recipient_delimiter"),
+                "{bad:?}: {err:#}"
+            );
+        }
+        assert!(with("[smtp]\nmax_mails_per_recipient_per_day = 0").is_err());
+        assert!(with("[smtp]\nmax_help_replies_per_recipient_per_day = 0").is_ok());
+        assert!(with("[alerts]\nadmin_digest = \"postmaster@example.edu\"").is_ok());
+        for far in ["postmaster@elsewhere.test", "pm%elsewhere.test@example.edu"] {
+            let err = with(&format!("[alerts]\nadmin_digest = \"{far}\""))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(format!("{err:#}").contains("admin_digest"), "{err:#}");
+        }
+    }
+
+    #[test]
     fn shipped_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
         Config::load(&path).unwrap();
