@@ -86,7 +86,7 @@ pub async fn queue(
 ) -> anyhow::Result<i64> {
     if !config.local_domains().is_local_mailbox(&mail.recipient) {
         let e = Refused::NotLocal(mail.recipient.clone());
-        tracing::warn!(key = %mail.idem_key, "{e}");
+        tracing::warn!(key = ?mail.idem_key, "{e}");
         return Err(e.into());
     }
     let help = mail.idem_key.starts_with(HELP_KEY_PREFIX);
@@ -112,7 +112,7 @@ pub async fn queue(
                 count,
                 key,
             };
-            tracing::warn!(key = %mail.idem_key, "{e}");
+            tracing::warn!(key = ?mail.idem_key, "{e}");
             Err(e.into())
         }
     }

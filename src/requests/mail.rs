@@ -113,7 +113,14 @@ pub async fn intake(
     let mailbox = match config.local_domains().mailbox(sender) {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!("request by mail ignored: {e}");
+            // Mail from other sites is common; an address made to be
+            // routed elsewhere is someone trying.
+            match e {
+                crate::domain::InputError::NotLocal(_) => {
+                    tracing::info!("request by mail ignored: {e}")
+                }
+                _ => tracing::warn!("request by mail ignored: {e}"),
+            }
             return Ok(Outcome::Ignored(e.to_string()));
         }
     };
@@ -181,10 +188,16 @@ pub async fn intake(
     // The message's own ID makes a message delivered twice one request.
     let key = m
         .message_id()
-        .map(|id| format!("mail:{}:{id}", spec.mailbox));
+        .map(|id| format!("mail:{}:{}", spec.mailbox, id_hash(id)));
     Ok(Outcome::Requested(
         super::submit(store, &spec, key.as_deref()).await?,
     ))
+}
+
+/// A stranger's Message-ID as a key's part: a hash, so that the key has a
+/// bounded length and holds none of the stranger's text (keys are logged).
+fn id_hash(id: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
 }
 
 /// `Limited` when `mailbox` has had its requests for the day.
@@ -233,11 +246,7 @@ async fn help(
         text(Lang::En, "help_subject", &[]),
         text(Lang::ZhTw, "help_subject", &[])
     );
-    let id = m
-        .message_id()
-        .map_or_else(|| format!("{now}"), str::to_owned);
-    // The key is not shown to anyone: the Message-ID derived from it is a
-    // hash.
+    let id = m.message_id().map_or_else(|| format!("{now}"), id_hash);
     let key = format!("{}{to}:{id}", crate::mail::HELP_KEY_PREFIX);
     let mail: NewMail = crate::mail::message::compose_text(config, to, &subject, &body, &key, now)?;
     match crate::mail::queue(store, config, &mail, None, now).await {
