@@ -394,8 +394,19 @@ async fn mails_queued_at_the_same_moment_cannot_pass_the_limit_together() {
     let db = TestDb::new().await;
     let c = with_relay(&db, 1, "max_mails_per_recipient_per_day = 4");
     let now = chrono::Utc::now().timestamp();
-    let start = std::sync::Arc::new(tokio::sync::Barrier::new(20));
-    let tasks: Vec<_> = (0..20)
+    // Open the pool's connections first, so that the queueing below runs
+    // on several at once.
+    let warm: Vec<_> = (0..8)
+        .map(|_| {
+            let store = db.store.clone();
+            tokio::spawn(async move { store.outbox().await.unwrap() })
+        })
+        .collect();
+    for w in warm {
+        w.await.unwrap();
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+    let tasks: Vec<_> = (0..50)
         .map(|i| {
             let (store, c, start) = (db.store.clone(), c.clone(), start.clone());
             tokio::spawn(async move {
