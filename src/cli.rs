@@ -226,6 +226,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  timezone        {}", c.timezone);
             println!("  local_domains   {}", c.local_domains.join(", "));
             println!("  default_domain  {}", c.default_domain);
+            println!(
+                "  delimiters      {}",
+                if c.recipient_delimiter.is_empty() {
+                    "none"
+                } else {
+                    &c.recipient_delimiter
+                }
+            );
             println!("  database_url    {}", redact_url(&c.database_url));
             println!("  retention_days  {}", c.retention_days);
             println!(
@@ -239,6 +247,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     _ => String::new(),
                 },
                 c.smtp.from
+            );
+            println!(
+                "  mail limits     {} a day to one mailbox, {} of them help replies",
+                c.smtp.max_mails_per_recipient_per_day,
+                c.smtp.max_help_replies_per_recipient_per_day
             );
             println!(
                 "  report          {}, zip over {} bytes{}",
