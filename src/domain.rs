@@ -145,11 +145,12 @@ impl Mailbox {
         }
         let base = match local.find(|c: char| rules.delimiters.contains(c)) {
             Some(0) => return Err(InputError::NoOwner(input.to_owned())),
-            Some(i) => local[..i].trim_end_matches('.'),
+            Some(i) => &local[..i],
             None => local,
         };
-        if base.is_empty() {
-            return Err(InputError::NoOwner(input.to_owned()));
+        // `judy.+x` is delivered to `judy.`, which is no dot-atom.
+        if base.ends_with('.') {
+            return Err(bad());
         }
         Ok(Mailbox(format!(
             "{}@{}",
@@ -452,6 +453,10 @@ mod tests {
         assert!(matches!(
             plus("+x@example.edu"),
             Err(InputError::NoOwner(_))
+        ));
+        assert!(matches!(
+            plus("judy.+x@example.edu"),
+            Err(InputError::BadMailbox(_))
         ));
         // Several delimiters, each one; none at all.
         let site = |d| Addressing {
