@@ -450,8 +450,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             let p = result?;
             println!(
-                "rendered {} request(s); sent {}, retrying {}, failed {}",
-                p.rendered, p.sent, p.retrying, p.failed
+                "rendered {} request(s); sent {}, retrying {}, failed {}, refused {}",
+                p.rendered, p.sent, p.retrying, p.failed, p.refused
             );
             Ok(())
         }
