@@ -8,7 +8,7 @@
 //! wins over its domain's; of several domains, the longest match wins.
 
 use crate::config::{Config, Metric, Override, Rule};
-use crate::domain::{DateRange, Day, Mailbox};
+use crate::domain::{Addressing, DateRange, Day, Mailbox};
 use crate::report::{Channel, Crossed, Kind, Requester, Spec};
 use crate::store::{DayCounts, Store};
 
@@ -31,6 +31,8 @@ pub struct Outcome {
     pub queued: Vec<i64>,
     /// The admin digest's outbox row, if one was queued.
     pub digest: Option<i64>,
+    /// Rows that crossed a rule but are no mailbox to warn; not mailed.
+    pub refused: Vec<Refused>,
 }
 
 fn metric_value(m: Metric, c: &[i64; 7]) -> i64 {
@@ -59,11 +61,11 @@ fn domain_matches(pattern: &str, domain: &str) -> bool {
 }
 
 /// The threshold of `rule` for `mailbox`; `None` when it is exempt.
-pub fn threshold(rule: &Rule, mailbox: &Mailbox, default_domain: &str) -> Option<i64> {
+pub fn threshold(rule: &Rule, mailbox: &Mailbox, addressing: Addressing<'_>) -> Option<i64> {
     let own = rule.overrides.iter().find(|o| {
         o.mailbox
             .as_deref()
-            .and_then(|m| Mailbox::parse(m, default_domain).ok())
+            .and_then(|m| Mailbox::parse(m, addressing).ok())
             .is_some_and(|m| &m == mailbox)
     });
     let domain = mailbox.as_str().rsplit_once('@').map_or("", |(_, d)| d);
@@ -85,20 +87,47 @@ pub fn threshold(rule: &Rule, mailbox: &Mailbox, default_domain: &str) -> Option
     }
 }
 
+/// A row of a day's table that crossed a rule but is not a mailbox that
+/// can be mailed, and why: the logs name addresses that a relay would route
+/// elsewhere (`alice%evil.test@example.edu`), and rows stored before
+/// extensions were counted for their base mailbox (`judy+tag@`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub address: String,
+    pub why: String,
+}
+
 /// The local mailboxes of a day's table that crossed at least one rule.
 pub fn evaluate(config: &Config, table: &[DayCounts]) -> Vec<Warning> {
+    evaluate_all(config, table).0
+}
+
+/// [`evaluate`], with the rows of local domains that crossed a rule but are
+/// no mailbox to warn ([`Refused`]).
+pub fn evaluate_all(config: &Config, table: &[DayCounts]) -> (Vec<Warning>, Vec<Refused>) {
     let local = config.local_domains();
     let mut out = Vec::new();
+    let mut refused = Vec::new();
     for row in table {
         if !local.is_local_address(&row.mailbox) {
             continue;
         }
-        let Ok(mailbox) = Mailbox::parse(&row.mailbox, &config.default_domain) else {
-            continue;
+        // Log text is a stranger's: the address is a warning's recipient
+        // only when it is exactly a plain local mailbox.
+        let mailbox = match local.mailbox(&row.mailbox) {
+            Ok(m) if m.as_str() == row.mailbox => Ok(m),
+            Ok(m) => Err(format!(
+                "an address with an extension; its base mailbox is {m}"
+            )),
+            Err(e) => Err(e.to_string()),
         };
         let mut crossed: Vec<Crossed> = Vec::new();
         for rule in &config.alerts.rules {
-            let Some(t) = threshold(rule, &mailbox, &config.default_domain) else {
+            let t = match &mailbox {
+                Ok(m) => threshold(rule, m, local.addressing()),
+                Err(_) => Some(rule.threshold),
+            };
+            let Some(t) = t else {
                 continue;
             };
             let value = metric_value(rule.metric, &row.counts);
@@ -115,15 +144,20 @@ pub fn evaluate(config: &Config, table: &[DayCounts]) -> Vec<Warning> {
                 }
             }
         }
-        if !crossed.is_empty() {
-            out.push(Warning {
+        match mailbox {
+            _ if crossed.is_empty() => {}
+            Ok(mailbox) => out.push(Warning {
                 mailbox,
                 counts: row.counts,
                 crossed,
-            });
+            }),
+            Err(why) => refused.push(Refused {
+                address: row.mailbox.clone(),
+                why,
+            }),
         }
     }
-    out
+    (out, refused)
 }
 
 /// The outbox key of a day's warning to a mailbox: one per (day, mailbox).
@@ -151,9 +185,13 @@ pub async fn run(
         crate::aggregate::run(store, day, now).await?;
     }
     let table = store.day_table(day.key()).await?;
-    let warnings = evaluate(config, &table);
+    let (warnings, refused) = evaluate_all(config, &table);
+    for r in &refused {
+        tracing::warn!(%day, "no warning for {:?}: {}", r.address, r.why);
+    }
     let mut outcome = Outcome {
         warnings,
+        refused,
         ..Outcome::default()
     };
     if dry_run {
@@ -194,7 +232,19 @@ pub async fn run(
             .ok_or_else(|| anyhow::anyhow!("request {id} is gone"))?;
         let outbox = match row.outbox_id {
             Some(o) => o,
-            None => crate::requests::process(store, config, &row).await?,
+            None => match crate::requests::process(store, config, &row).await {
+                Ok(o) => o,
+                // Refused or over its limit: logged, and no reason to
+                // hold up the other mailboxes' warnings.
+                Err(e) if e.downcast_ref::<crate::mail::Refused>().is_some() => {
+                    outcome.refused.push(Refused {
+                        address: w.mailbox.to_string(),
+                        why: e.to_string(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
         };
         store
             .link_alerts(day.key(), w.mailbox.as_str(), outbox)
@@ -204,10 +254,20 @@ pub async fn run(
     if let Some(admin) = &config.alerts.admin_digest
         && !outcome.warnings.is_empty()
     {
-        let mail =
-            crate::mail::message::compose_digest(config, admin, day, &outcome.warnings, now)?;
-        let (id, _) = store.queue_mail(&mail, None, now).await?;
-        outcome.digest = Some(id);
+        // To the mailbox itself: `postmaster+mailtrail` is postmaster.
+        let admin = config.local_domains().mailbox(admin)?;
+        let mail = crate::mail::message::compose_digest(
+            config,
+            admin.as_str(),
+            day,
+            &outcome.warnings,
+            now,
+        )?;
+        match crate::mail::queue(store, config, &mail, None, now).await {
+            Ok(id) => outcome.digest = Some(id),
+            Err(e) if e.downcast_ref::<crate::mail::Refused>().is_some() => {}
+            Err(e) => return Err(e),
+        }
     }
     tracing::info!(%day, warned = outcome.warnings.len(), "alerts evaluated");
     Ok(outcome)

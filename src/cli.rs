@@ -275,6 +275,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             say!("  timezone        {}", c.timezone);
             say!("  local_domains   {}", c.local_domains.join(", "));
             say!("  default_domain  {}", c.default_domain);
+            say!(
+                "  delimiters      {}",
+                if c.recipient_delimiter.is_empty() {
+                    "none"
+                } else {
+                    &c.recipient_delimiter
+                }
+            );
             say!("  database_url    {}", redact_url(&c.database_url));
             say!("  retention_days  {}", c.retention_days);
             say!(
@@ -288,6 +296,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     _ => String::new(),
                 },
                 c.smtp.from
+            );
+            say!(
+                "  mail limits     {} a day to one mailbox, {} of them help replies",
+                c.smtp.max_mails_per_recipient_per_day,
+                c.smtp.max_help_replies_per_recipient_per_day
             );
             say!(
                 "  report          {}, zip over {} bytes{}",
@@ -431,6 +444,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "warned"
             };
             say!("{day}: {} mailbox(es) {verb}", o.warnings.len());
+            for r in &o.refused {
+                // The address came from a log line: printed escaped.
+                say!("not warned: {:?}: {}", r.address, r.why);
+            }
             if !*dry_run && !o.queued.is_empty() {
                 let ids: Vec<String> = o.queued.iter().map(i64::to_string).collect();
                 say!("outbox: {}", ids.join(", "));
@@ -486,11 +503,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             let p = result?;
             say!(
-                "rendered {} request(s); sent {}, retrying {}, failed {}",
+                "rendered {} request(s); sent {}, retrying {}, failed {}, refused {}",
                 p.rendered,
                 p.sent,
                 p.retrying,
-                p.failed
+                p.failed,
+                p.refused
             );
             Ok(())
         }
@@ -520,10 +538,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
     use crate::report::{Channel, Limits, Requester, Spec};
     let c = load_config(cli)?;
-    let mailbox = Mailbox::parse(&a.mailbox, &c.default_domain)?;
-    if !c.local_domains().is_local_address(mailbox.as_str()) {
-        return Err(InputError::NotLocal(mailbox.to_string()).into());
-    }
+    // Only a local mailbox, which its report then goes to; `judy+tag` is
+    // judy's.
+    let mailbox = c.local_domains().mailbox(&a.mailbox)?;
     let range = date_range(&c, a.from.as_deref(), a.to.as_deref())?;
     let lang = match &a.lang {
         Some(l) => l.parse()?,
@@ -594,7 +611,7 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
 /// database.
 async fn open_query(cli: &Cli, q: &Query) -> anyhow::Result<(Config, Mailbox, DateRange, Store)> {
     let c = load_config(cli)?;
-    let mailbox = Mailbox::parse(&q.mailbox, &c.default_domain)?;
+    let mailbox = Mailbox::parse(&q.mailbox, &c)?;
     let range = date_range(&c, q.from.as_deref(), q.to.as_deref())?;
     let store = Store::open(&c.database_url).await?;
     Ok((c, mailbox, range, store))

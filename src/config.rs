@@ -29,6 +29,12 @@ pub struct Config {
     pub local_domains: Vec<String>,
     /// Domain given to bare user names (`alice`) found in logs and requests.
     pub default_domain: String,
+    /// Postfix's `recipient_delimiter`: each character separates a local
+    /// part from its extension (`judy+news@` is delivered to `judy@`), so
+    /// an address with an extension is its base mailbox's, for records,
+    /// reports and limits. Empty: no delimiter.
+    #[serde(default = "default_recipient_delimiter")]
+    pub recipient_delimiter: String,
     /// sqlx URL: `sqlite://path?mode=rwc` or `postgres://...`.
     #[serde(default = "default_database_url")]
     pub database_url: String,
@@ -275,6 +281,14 @@ pub struct SmtpConfig {
     pub retry_initial_secs: u64,
     #[serde(default = "default_retry_max_secs")]
     pub retry_max_secs: u64,
+    /// Mails of every kind (reports, warnings, help replies) queued to one
+    /// mailbox in 24 hours, at most.
+    #[serde(default = "default_max_mails_per_recipient")]
+    pub max_mails_per_recipient_per_day: u32,
+    /// Help replies to unreadable requests by mail queued to one mailbox
+    /// in 24 hours, at most: anyone can forge a request's sender.
+    #[serde(default = "default_max_help_per_recipient")]
+    pub max_help_replies_per_recipient_per_day: u32,
 }
 
 /// `tls` in `[smtp]`.
@@ -313,6 +327,14 @@ impl std::fmt::Debug for SmtpConfig {
             .field("timeout_secs", &self.timeout_secs)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_attempts", &self.max_attempts)
+            .field(
+                "max_mails_per_recipient_per_day",
+                &self.max_mails_per_recipient_per_day,
+            )
+            .field(
+                "max_help_replies_per_recipient_per_day",
+                &self.max_help_replies_per_recipient_per_day,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -431,6 +453,9 @@ impl Default for IngestConfig {
 fn default_timezone() -> String {
     "UTC".to_owned()
 }
+fn default_recipient_delimiter() -> String {
+    crate::domain::DEFAULT_DELIMITERS.to_owned()
+}
 fn default_database_url() -> String {
     "sqlite://var/mailtrail.db?mode=rwc".to_owned()
 }
@@ -480,6 +505,14 @@ fn default_retry_initial_secs() -> u64 {
 }
 fn default_retry_max_secs() -> u64 {
     6 * 3600
+}
+fn default_max_mails_per_recipient() -> u32 {
+    // Five reports asked for (web.max_per_mailbox_per_day), a warning,
+    // help replies, and room to spare.
+    10
+}
+fn default_max_help_per_recipient() -> u32 {
+    2
 }
 fn default_listen() -> std::net::SocketAddr {
     "127.0.0.1:8080".parse().expect("constant address")
@@ -585,6 +618,18 @@ impl Config {
                 self.default_domain
             );
         }
+        if self.recipient_delimiter.len() > 16 {
+            bail!("recipient_delimiter: at most 16 characters");
+        }
+        if let Some(c) = self
+            .recipient_delimiter
+            .chars()
+            .find(|&c| !"#$&'*+-/=?^_`{|}~".contains(c))
+        {
+            bail!(
+                "recipient_delimiter: {c:?} cannot separate an extension (use characters such as + - _ =)"
+            );
+        }
         if self.retention_days == 0 {
             bail!("retention_days must be at least 1");
         }
@@ -611,7 +656,7 @@ impl Config {
         if smtp.host.trim().is_empty() {
             bail!("smtp.host is empty");
         }
-        if crate::domain::Mailbox::parse(&smtp.from, &self.default_domain).is_err() {
+        if crate::domain::Mailbox::parse(&smtp.from, self).is_err() {
             bail!("smtp.from: {:?} is not a mail address", smtp.from);
         }
         if smtp.password.is_some() && smtp.username.is_none() {
@@ -625,6 +670,16 @@ impl Config {
         }
         if smtp.retry_initial_secs == 0 || smtp.retry_max_secs < smtp.retry_initial_secs {
             bail!("smtp.retry_initial_secs must be at least 1 and at most smtp.retry_max_secs");
+        }
+        if smtp.max_mails_per_recipient_per_day == 0 {
+            bail!("smtp.max_mails_per_recipient_per_day must be at least 1");
+        }
+        if smtp.max_mails_per_recipient_per_day > 10_000
+            || smtp.max_help_replies_per_recipient_per_day > 10_000
+        {
+            bail!(
+                "smtp.max_mails_per_recipient_per_day and smtp.max_help_replies_per_recipient_per_day are at most 10000"
+            );
         }
         if smtp.max_message_bytes < 64 * 1024 {
             bail!("smtp.max_message_bytes must be at least 65536");
@@ -657,7 +712,7 @@ impl Config {
             for o in &r.overrides {
                 match (&o.mailbox, &o.domain) {
                     (Some(m), None) => {
-                        crate::domain::Mailbox::parse(m, &self.default_domain)
+                        crate::domain::Mailbox::parse(m, self)
                             .with_context(|| format!("{name}: override mailbox"))?;
                     }
                     (None, Some(d)) => {
@@ -679,9 +734,9 @@ impl Config {
             bail!("alerts.settle_minutes must be less than a day");
         }
         if let Some(d) = &a.admin_digest
-            && crate::domain::Mailbox::parse(d, &self.default_domain).is_err()
+            && let Err(e) = self.local_domains().mailbox(d)
         {
-            bail!("alerts.admin_digest: {d:?} is not a mail address");
+            bail!("alerts.admin_digest: {e} (mailtrail mails only mailboxes of this mail service)");
         }
         if a.purge_batch == 0 {
             bail!("alerts.purge_batch must be at least 1");
@@ -726,6 +781,7 @@ impl Config {
     /// The rules that decide which addresses are ours.
     pub fn local_domains(&self) -> crate::domain::LocalDomains {
         crate::domain::LocalDomains::new(&self.local_domains, &self.default_domain)
+            .with_delimiters(&self.recipient_delimiter)
     }
 }
 
@@ -822,6 +878,46 @@ default_domain = "example.edu"
         assert_eq!(c.alerts.rules[0].overrides.len(), 2);
         let both = ok.replace("exempt = true", "exempt = true, threshold = 3");
         assert!(Config::from_toml(&both).is_err());
+    }
+
+    #[test]
+    fn addresses_and_mail_limits_are_checked() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.recipient_delimiter, "+");
+        assert_eq!(
+            (
+                c.smtp.max_mails_per_recipient_per_day,
+                c.smtp.max_help_replies_per_recipient_per_day
+            ),
+            (10, 2)
+        );
+        let with = |extra: &str| Config::from_toml(&format!("{MINIMAL}{extra}\n"));
+        let c = with("recipient_delimiter = \"+-\"").unwrap();
+        assert_eq!(
+            crate::domain::Mailbox::parse("judy-news", &c)
+                .unwrap()
+                .as_str(),
+            "judy@example.edu"
+        );
+        assert!(with("recipient_delimiter = \"\"").is_ok());
+        for bad in ["%", "!", "@", ".", "+%", "\\\"", " "] {
+            let err = with(&format!("recipient_delimiter = \"{bad}\""))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("recipient_delimiter"),
+                "{bad:?}: {err:#}"
+            );
+        }
+        assert!(with("[smtp]\nmax_mails_per_recipient_per_day = 0").is_err());
+        assert!(with("[smtp]\nmax_help_replies_per_recipient_per_day = 0").is_ok());
+        assert!(with("[alerts]\nadmin_digest = \"postmaster@example.edu\"").is_ok());
+        for far in ["postmaster@elsewhere.test", "pm%elsewhere.test@example.edu"] {
+            let err = with(&format!("[alerts]\nadmin_digest = \"{far}\""))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(format!("{err:#}").contains("admin_digest"), "{err:#}");
+        }
     }
 
     #[test]

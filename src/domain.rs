@@ -23,6 +23,12 @@ pub enum InputError {
         "{0} is not in a local domain: mailtrail mails reports only to mailboxes of this mail service"
     )]
     NotLocal(String),
+    #[error(
+        "{0:?} is not a plain mailbox: %, !, a source route (@host:) or a quoted local part would let the relay deliver it to another address; give the plain address, such as alice@example.edu"
+    )]
+    RoutedMailbox(String),
+    #[error("{0:?} names no mailbox: its local part begins with a recipient delimiter")]
+    NoOwner(String),
 }
 
 /// True for a plausible DNS domain: dot-separated labels of letters, digits
@@ -41,7 +47,52 @@ pub fn is_valid_domain(s: &str) -> bool {
         })
 }
 
-/// A mailbox address, lowercased, always with a domain.
+/// How this site's addresses are read: the domain of a bare user name, and
+/// the recipient delimiters (Postfix's `recipient_delimiter`: each
+/// character is one; `judy+tag@` is delivered to `judy@`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addressing<'a> {
+    pub default_domain: &'a str,
+    /// Each character a delimiter; empty: none.
+    pub delimiters: &'a str,
+}
+
+/// The recipient delimiter when none is configured (Postfix's usual `+`).
+pub const DEFAULT_DELIMITERS: &str = "+";
+
+/// A bare domain takes the default delimiter, `+`.
+impl<'a> From<&'a str> for Addressing<'a> {
+    fn from(default_domain: &'a str) -> Self {
+        Addressing {
+            default_domain,
+            delimiters: DEFAULT_DELIMITERS,
+        }
+    }
+}
+
+impl<'a> From<&'a crate::config::Config> for Addressing<'a> {
+    fn from(c: &'a crate::config::Config) -> Self {
+        Addressing {
+            default_domain: &c.default_domain,
+            delimiters: &c.recipient_delimiter,
+        }
+    }
+}
+
+/// Characters of a local part that route mail elsewhere on a relay with
+/// Postfix's defaults: `%` (`allow_percent_hack`: `a%b@here` goes to
+/// `a@b`) and `!` (`swap_bangpath`: `b!a@here` goes to `a@b`).
+const ROUTING: &[u8] = b"%!";
+
+/// True for a character of an RFC 5322 dot-atom (`atext`).
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+}
+
+/// A local mailbox: an address the site delivers to exactly one owner,
+/// lowercased, always with a domain, and without a recipient delimiter's
+/// extension (`judy+tag@` is `judy@`: the same owner, the same records,
+/// the same limits).
 ///
 /// Mail systems like the ones mailtrail serves treat local parts
 /// case-insensitively, and users type their address in any case, so the whole
@@ -50,35 +101,60 @@ pub fn is_valid_domain(s: &str) -> bool {
 pub struct Mailbox(String);
 
 impl Mailbox {
-    /// Parses an address typed by a person (command line, web form, mail).
+    /// Parses an address typed by a person (command line, web form, mail)
+    /// or named by the system (a day's table, the outbox).
     ///
     /// Accepts `local@domain`, `<local@domain>` and a bare user name, which
-    /// takes `default_domain`. Returns `Err` for anything else: spaces,
-    /// several `@`, an empty part, or a domain that is not a domain name.
-    pub fn parse(input: &str, default_domain: &str) -> Result<Mailbox, InputError> {
+    /// takes the default domain, where the local part is a plain dot-atom.
+    /// Returns `Err` for anything else: spaces, several `@`, an empty
+    /// part, a domain that is not a domain name, and every form that lets a
+    /// relay deliver the mail somewhere else: `%` and `!` in the local part,
+    /// a source route (`@a,@b:user@dom`), a quoted local part (`"a@b"@dom`).
+    /// The extension after a recipient delimiter is dropped; a local part
+    /// that starts with one is refused (it names nobody).
+    pub fn parse<'a>(input: &str, rules: impl Into<Addressing<'a>>) -> Result<Mailbox, InputError> {
+        let rules = rules.into();
         let bad = || InputError::BadMailbox(input.to_owned());
+        let routed = || InputError::RoutedMailbox(input.to_owned());
         let s = input.trim();
         let s = s
             .strip_prefix('<')
             .and_then(|s| s.strip_suffix('>'))
             .unwrap_or(s);
-        let (local, domain) = match s.split_once('@') {
+        if s.starts_with('@') || s.starts_with('"') || s.contains('"') {
+            return Err(routed());
+        }
+        let (local, domain) = match s.rsplit_once('@') {
             Some((l, d)) => (l, d),
-            None => (s, default_domain),
+            None => (s, rules.default_domain),
         };
+        if local.contains('@') || local.contains(':') || local.contains(',') {
+            return Err(routed());
+        }
+        if local.bytes().any(|b| ROUTING.contains(&b)) {
+            return Err(routed());
+        }
         let local_ok = !local.is_empty()
             && local.len() <= 64
-            && local
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b))
+            && local.bytes().all(|b| is_atext(b) || b == b'.')
             && !local.starts_with('.')
-            && !local.ends_with('.');
-        if !local_ok || domain.contains('@') || !is_valid_domain(domain) {
+            && !local.ends_with('.')
+            && !local.contains("..");
+        if !local_ok || !is_valid_domain(domain) {
+            return Err(bad());
+        }
+        let base = match local.find(|c: char| rules.delimiters.contains(c)) {
+            Some(0) => return Err(InputError::NoOwner(input.to_owned())),
+            Some(i) => &local[..i],
+            None => local,
+        };
+        // `judy.+x` is delivered to `judy.`, which is no dot-atom.
+        if base.ends_with('.') {
             return Err(bad());
         }
         Ok(Mailbox(format!(
             "{}@{}",
-            local.to_ascii_lowercase(),
+            base.to_ascii_lowercase(),
             domain.to_ascii_lowercase()
         )))
     }
@@ -92,6 +168,24 @@ impl Mailbox {
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Drops a recipient delimiter's extension from a normalised address in
+/// place (`judy+tag@example.edu` becomes `judy@example.edu`), so that what a
+/// log says `judy+tag@` did counts for judy. A local part that starts with
+/// a delimiter is left as it is: it names no owner.
+pub fn strip_extension(addr: &mut String, delimiters: &str) {
+    if delimiters.is_empty() {
+        return;
+    }
+    let Some(at) = addr.rfind('@') else {
+        return;
+    };
+    if let Some(i) = addr[..at].find(|c: char| delimiters.contains(c))
+        && i > 0
+    {
+        addr.replace_range(i..at, "");
     }
 }
 
@@ -136,6 +230,8 @@ pub struct LocalDomains {
     suffixes: Vec<String>,
     /// For bare user names.
     pub default_domain: String,
+    /// Recipient delimiters (see [`Addressing`]).
+    pub delimiters: String,
 }
 
 impl LocalDomains {
@@ -153,7 +249,38 @@ impl LocalDomains {
             exact,
             suffixes,
             default_domain: default_domain.to_ascii_lowercase(),
+            delimiters: DEFAULT_DELIMITERS.to_owned(),
         }
+    }
+
+    /// The same domains with other recipient delimiters.
+    pub fn with_delimiters(mut self, delimiters: &str) -> LocalDomains {
+        self.delimiters = delimiters.to_owned();
+        self
+    }
+
+    /// How addresses are read here.
+    pub fn addressing(&self) -> Addressing<'_> {
+        Addressing {
+            default_domain: &self.default_domain,
+            delimiters: &self.delimiters,
+        }
+    }
+
+    /// Parses an address that mail will go to, or whose records a report
+    /// holds: a plain mailbox ([`Mailbox::parse`]) in a local domain.
+    pub fn mailbox(&self, input: &str) -> Result<Mailbox, InputError> {
+        let m = Mailbox::parse(input, self.addressing())?;
+        if !self.is_local_address(m.as_str()) {
+            return Err(InputError::NotLocal(m.to_string()));
+        }
+        Ok(m)
+    }
+
+    /// True when `addr` is exactly a local mailbox as [`LocalDomains::mailbox`]
+    /// gives it: the only addresses mailtrail sends mail to.
+    pub fn is_local_mailbox(&self, addr: &str) -> bool {
+        self.mailbox(addr).is_ok_and(|m| m.as_str() == addr)
     }
 
     /// True when `domain` (lowercase) is one of ours. `.example.edu` matches
@@ -288,9 +415,92 @@ mod tests {
             "a@x..edu",
             "<script>@x.edu",
             ".a@x.edu",
+            "a..b@x.edu",
+            "a@[192.0.2.1]",
         ] {
             assert!(Mailbox::parse(bad, "example.edu").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn routing_operators_are_no_mailbox() {
+        for routed in [
+            "alice%evil.test@example.edu",
+            "evil.test!alice@example.edu",
+            "alice%evil.test",
+            "@relay.evil.test:alice@example.edu",
+            "<@a.test,@b.test:alice@example.edu>",
+            "\"a@evil.test\"@example.edu",
+            "\"alice\"@example.edu",
+        ] {
+            assert_eq!(
+                Mailbox::parse(routed, "example.edu"),
+                Err(InputError::RoutedMailbox(routed.to_owned())),
+                "{routed:?}"
+            );
+        }
+        let e = Mailbox::parse("a%b@example.edu", "example.edu").unwrap_err();
+        assert!(e.to_string().contains("plain"), "{e}");
+    }
+
+    #[test]
+    fn extensions_belong_to_the_base_mailbox() {
+        let plus = |s: &str| Mailbox::parse(s, "example.edu").map(|m| m.to_string());
+        assert_eq!(plus("judy+0@example.edu").unwrap(), "judy@example.edu");
+        assert_eq!(plus("Judy+Tag+More").unwrap(), "judy@example.edu");
+        assert_eq!(plus("judy+@example.edu").unwrap(), "judy@example.edu");
+        assert_eq!(plus("j.doe-x@example.edu").unwrap(), "j.doe-x@example.edu");
+        assert!(matches!(
+            plus("+x@example.edu"),
+            Err(InputError::NoOwner(_))
+        ));
+        assert!(matches!(
+            plus("judy.+x@example.edu"),
+            Err(InputError::BadMailbox(_))
+        ));
+        // Several delimiters, each one; none at all.
+        let site = |d| Addressing {
+            default_domain: "example.edu",
+            delimiters: d,
+        };
+        let m = |s: &str, d| Mailbox::parse(s, site(d)).map(|m| m.to_string());
+        assert_eq!(
+            m("judy-news@example.edu", "+-").unwrap(),
+            "judy@example.edu"
+        );
+        assert_eq!(
+            m("judy+news@example.edu", "+-").unwrap(),
+            "judy@example.edu"
+        );
+        assert_eq!(m("j.doe-x@example.edu", "").unwrap(), "j.doe-x@example.edu");
+        assert_eq!(m("judy+x@example.edu", "").unwrap(), "judy+x@example.edu");
+    }
+
+    #[test]
+    fn recipients_are_local_plain_mailboxes() {
+        let ld = LocalDomains::new(&[".example.edu".into()], "example.edu");
+        assert_eq!(ld.mailbox("judy+x").unwrap().as_str(), "judy@example.edu");
+        assert!(matches!(
+            ld.mailbox("judy@evil.test"),
+            Err(InputError::NotLocal(_))
+        ));
+        assert!(ld.is_local_mailbox("judy@example.edu"));
+        for not in [
+            "judy+x@example.edu",
+            "Judy@example.edu",
+            "alice%evil.test@example.edu",
+            "evil.test!alice@example.edu",
+            "judy@evil.test",
+            "judy",
+        ] {
+            assert!(!ld.is_local_mailbox(not), "{not:?}");
+        }
+        let mut a = String::from("judy+tag+x@example.edu");
+        strip_extension(&mut a, "+");
+        assert_eq!(a, "judy@example.edu");
+        let mut a = String::from("+tag@example.edu");
+        strip_extension(&mut a, "+");
+        assert_eq!(a, "+tag@example.edu");
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! on a 5xx answer, the mail is failed and stays in the table with the
 //! relay's last answer. A crash between the relay's acceptance and the
 //! record of it sends the mail once more, never more.
+//!
+//! Mail goes only to plain local mailboxes ([`crate::domain::LocalDomains::mailbox`]),
+//! and only so much to each in a day: [`queue`] refuses any other
+//! recipient and counts the recipient's mail of the last 24 hours in the
+//! database, and the worker checks the recipient again before it sends, as
+//! a last line of defence.
 
 pub mod mailer;
 pub mod message;
@@ -16,7 +22,7 @@ pub mod message;
 use std::time::Duration;
 
 use crate::config::{Config, SmtpConfig};
-use crate::store::Store;
+use crate::store::{MailCap, NewMail, Queued, Store};
 
 pub use mailer::{Mailer, SendError};
 
@@ -34,6 +40,9 @@ pub struct Pass {
     /// with the error when it failed (the relay refused, answered 4xx or
     /// 5xx, or could not be reached in time).
     pub last_attempt: Option<Result<(), String>>,
+    /// Mails not sent because their recipient is not a plain local
+    /// mailbox (failed, with the reason).
+    pub refused: usize,
 }
 
 impl Pass {
@@ -42,8 +51,76 @@ impl Pass {
         self.sent += o.sent;
         self.retrying += o.retrying;
         self.failed += o.failed;
+        self.refused += o.refused;
         if o.last_attempt.is_some() {
             self.last_attempt = o.last_attempt;
+        }
+    }
+}
+
+/// Why a mail was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Not a plain local mailbox: mailtrail mails nobody else.
+    #[error("{0:?} is not a plain mailbox of this mail service: not mailed")]
+    NotLocal(String),
+    /// The recipient has had the day's mail.
+    #[error(
+        "{recipient} has been sent {count} mails in 24 hours, the limit (smtp.{key}): not mailed"
+    )]
+    Limited {
+        recipient: String,
+        count: i64,
+        key: &'static str,
+    },
+}
+
+/// Key prefix of help replies to unreadable requests by mail.
+pub const HELP_KEY_PREFIX: &str = "help:";
+
+/// Queues `mail` (answering request `request_id`, if any) when its
+/// recipient is a plain local mailbox and has not had its mail for the
+/// day: at most `smtp.max_mails_per_recipient_per_day` in 24 hours, of
+/// which at most `smtp.max_help_replies_per_recipient_per_day` help
+/// replies. Returns the outbox id (a mail queued before under the same key
+/// is not queued again), or [`Refused`] as the error, logged.
+pub async fn queue(
+    store: &Store,
+    config: &Config,
+    mail: &NewMail,
+    request_id: Option<i64>,
+    now: i64,
+) -> anyhow::Result<i64> {
+    if !config.local_domains().is_local_mailbox(&mail.recipient) {
+        let e = Refused::NotLocal(mail.recipient.clone());
+        tracing::warn!(key = ?mail.idem_key, "{e}");
+        return Err(e.into());
+    }
+    let help = mail.idem_key.starts_with(HELP_KEY_PREFIX);
+    let c = &config.smtp;
+    let cap = MailCap {
+        since: now - 86_400,
+        all: i64::from(c.max_mails_per_recipient_per_day),
+        same_kind: help.then_some((
+            HELP_KEY_PREFIX,
+            i64::from(c.max_help_replies_per_recipient_per_day),
+        )),
+    };
+    match store.queue_mail(mail, request_id, now, &cap).await? {
+        Queued::Added(id) | Queued::Already(id) => Ok(id),
+        Queued::Limited(count) => {
+            let key = if help && count < cap.all {
+                "max_help_replies_per_recipient_per_day"
+            } else {
+                "max_mails_per_recipient_per_day"
+            };
+            let e = Refused::Limited {
+                recipient: mail.recipient.clone(),
+                count,
+                key,
+            };
+            tracing::warn!(key = ?mail.idem_key, "{e}");
+            Err(e.into())
         }
     }
 }
@@ -56,17 +133,28 @@ pub fn backoff(c: &SmtpConfig, attempts: u32) -> u64 {
         .min(c.retry_max_secs)
 }
 
-/// Sends every mail due at `now` (unix seconds), one at a time.
+/// Sends every mail due at `now` (unix seconds), one at a time. A mail
+/// whose recipient is not a plain local mailbox (queued by an older
+/// version, or written into the table by hand) is failed, not sent.
 pub async fn send_due(
     store: &Store,
     mailer: &Mailer,
-    c: &SmtpConfig,
+    config: &Config,
     now: i64,
 ) -> anyhow::Result<Pass> {
+    let c = &config.smtp;
+    let local = config.local_domains();
     let mut pass = Pass::default();
     let lease = now + c.timeout_secs as i64 + 60;
     while let Some(mail) = store.claim_mail(now, lease).await? {
         let attempts = u32::try_from(mail.attempts).unwrap_or(u32::MAX);
+        if !local.is_local_mailbox(&mail.recipient) {
+            let e = Refused::NotLocal(mail.recipient.clone());
+            store.mail_failed(mail.id, &e.to_string(), None).await?;
+            tracing::error!(outbox = mail.id, "{e}");
+            pass.refused += 1;
+            continue;
+        }
         match mailer
             .send(&mail.sender, &mail.recipient, &mail.message)
             .await
@@ -124,7 +212,7 @@ async fn pass(
         ..Pass::default()
     };
     let now = chrono::Utc::now().timestamp();
-    pass.add(send_due(store, mailer, &config.smtp, now).await?);
+    pass.add(send_due(store, mailer, config, now).await?);
     Ok(pass)
 }
 

@@ -108,14 +108,22 @@ pub async fn intake(
     raw: &[u8],
     now: i64,
 ) -> anyhow::Result<Outcome> {
-    let Ok(mailbox) = Mailbox::parse(sender, &config.default_domain) else {
-        return Ok(Outcome::Ignored(format!(
-            "sender {sender:?} is not an address"
-        )));
+    // The sender is who the report (or the help) goes to: only a plain
+    // local mailbox, never one that a relay would route elsewhere.
+    let mailbox = match config.local_domains().mailbox(sender) {
+        Ok(m) => m,
+        Err(e) => {
+            // Mail from other sites is common; an address made to be
+            // routed elsewhere is someone trying.
+            match e {
+                crate::domain::InputError::NotLocal(_) => {
+                    tracing::info!("request by mail ignored: {e}")
+                }
+                _ => tracing::warn!("request by mail ignored: {e}"),
+            }
+            return Ok(Outcome::Ignored(e.to_string()));
+        }
     };
-    if !config.local_domains().is_local_address(mailbox.as_str()) {
-        return Ok(Outcome::Ignored(format!("{mailbox} is not local")));
-    }
     let Some(m) = MessageParser::default().parse(raw) else {
         return Ok(Outcome::Ignored("not a mail message".into()));
     };
@@ -144,7 +152,6 @@ pub async fn intake(
     let today = config.day_of(now)?;
     let first = config.retention_start(today);
     let lang = config.report.default_language;
-    let why = |w: &str| format!(" ({w})");
     let (kind, range, lang) = match ask {
         Ask::Report {
             kind,
@@ -159,25 +166,10 @@ pub async fn intake(
             };
             match range {
                 Ok(r) if r.from >= first && r.to <= today => (kind, r, l.unwrap_or(lang)),
-                Ok(r) => {
-                    return help(
-                        store,
-                        config,
-                        &mailbox,
-                        &m,
-                        &why(&format!("{} .. {}", r.from, r.to)),
-                        now,
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    return help(store, config, &mailbox, &m, &why(&e.to_string()), now).await;
-                }
+                _ => return help(store, config, &mailbox, &m, now).await,
             }
         }
-        Ask::Unreadable(w) => {
-            return help(store, config, &mailbox, &m, &why(&format!("\"{w}\"")), now).await;
-        }
+        Ask::Unreadable(_) => return help(store, config, &mailbox, &m, now).await,
     };
     if let Some(limited) = over_limit(store, config, &mailbox, now).await? {
         return Ok(limited);
@@ -196,10 +188,16 @@ pub async fn intake(
     // The message's own ID makes a message delivered twice one request.
     let key = m
         .message_id()
-        .map(|id| format!("mail:{}:{id}", spec.mailbox));
+        .map(|id| format!("mail:{}:{}", spec.mailbox, id_hash(id)));
     Ok(Outcome::Requested(
         super::submit(store, &spec, key.as_deref()).await?,
     ))
+}
+
+/// A stranger's Message-ID as a key's part: a hash, so that the key has a
+/// bounded length and holds none of the stranger's text (keys are logged).
+fn id_hash(id: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
 }
 
 /// `Limited` when `mailbox` has had its requests for the day.
@@ -217,13 +215,17 @@ async fn over_limit(
     Ok((n >= limit).then(|| Outcome::Limited(format!("{mailbox}: {n} requests today"))))
 }
 
-/// Queues the help reply, once per message.
+/// Queues the help reply, once per message, and at most
+/// `smtp.max_help_replies_per_recipient_per_day` a day to one mailbox.
+///
+/// The reply is the same fixed text for every message: anyone can forge a
+/// request's sender, so nothing of what the message says (its subject, its
+/// words, its dates) is written back.
 async fn help(
     store: &Store,
     config: &Config,
     to: &Mailbox,
     m: &mail_parser::Message<'_>,
-    why: &str,
     now: i64,
 ) -> anyhow::Result<Outcome> {
     if let Some(limited) = over_limit(store, config, to, now).await? {
@@ -235,7 +237,7 @@ async fn help(
         body.push_str(&text(
             lang,
             "help_body",
-            &[("why", why), ("days", &days), ("mailbox", to.as_str())],
+            &[("days", &days), ("mailbox", to.as_str())],
         ));
         body.push_str("\n\n");
     }
@@ -244,13 +246,16 @@ async fn help(
         text(Lang::En, "help_subject", &[]),
         text(Lang::ZhTw, "help_subject", &[])
     );
-    let id = m
-        .message_id()
-        .map_or_else(|| format!("{now}"), str::to_owned);
-    let key = format!("help:{to}:{id}");
+    let id = m.message_id().map_or_else(|| format!("{now}"), id_hash);
+    let key = format!("{}{to}:{id}", crate::mail::HELP_KEY_PREFIX);
     let mail: NewMail = crate::mail::message::compose_text(config, to, &subject, &body, &key, now)?;
-    let (outbox, _) = store.queue_mail(&mail, None, now).await?;
-    Ok(Outcome::Helped(outbox))
+    match crate::mail::queue(store, config, &mail, None, now).await {
+        Ok(outbox) => Ok(Outcome::Helped(outbox)),
+        Err(e) => match e.downcast::<crate::mail::Refused>() {
+            Ok(refused) => Ok(Outcome::Limited(refused.to_string())),
+            Err(e) => Err(e),
+        },
+    }
 }
 
 #[cfg(test)]

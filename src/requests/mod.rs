@@ -9,7 +9,7 @@ pub mod web;
 use anyhow::Context;
 
 use crate::config::{Config, Lang};
-use crate::domain::{DateRange, Day, Mailbox};
+use crate::domain::{DateRange, Day};
 use crate::mail::message;
 use crate::report::{self, Channel, Kind, Requester, Spec};
 use crate::store::{NewRequest, RequestRow, Store};
@@ -72,7 +72,9 @@ pub fn spec_of(row: &RequestRow, config: &Config) -> anyhow::Result<Spec> {
     let r = &row.request;
     let day = |k: i32| Day::from_key(k).with_context(|| format!("bad day {k}"));
     Ok(Spec {
-        mailbox: Mailbox::parse(&r.mailbox, &config.default_domain)?,
+        // Parsed again as a recipient: a request stored before the rules
+        // for addresses changed is still mailed only to a local mailbox.
+        mailbox: config.local_domains().mailbox(&r.mailbox)?,
         kind: Kind::parse(&r.kind).with_context(|| format!("bad kind {:?}", r.kind))?,
         range: DateRange::new(day(r.from_day)?, day(r.to_day)?)?,
         lang: r.lang.parse::<Lang>()?,
@@ -116,8 +118,7 @@ pub async fn process(store: &Store, config: &Config, row: &RequestRow) -> anyhow
         let (from, key) = (config.smtp.from.clone(), mail_key(row));
         let mail =
             crate::background::run(move || message::compose(&report, &from, &key, now)).await??;
-        let (id, _fresh) = store.queue_mail(&mail, Some(row.id), now).await?;
-        anyhow::Ok(id)
+        crate::mail::queue(store, config, &mail, Some(row.id), now).await
     }
     .await;
     if let Err(e) = &result {

@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use super::captcha;
 use crate::config::{Config, Lang};
-use crate::domain::{DateRange, Day, InputError, Mailbox};
+use crate::domain::{DateRange, Day, InputError};
 use crate::report::render::{render_page, strings, text};
 use crate::report::{Channel, Kind, Requester, Spec};
 use crate::store::{Guess, Limits, PostOutcome, Store};
@@ -353,10 +353,20 @@ async fn check(
     if let Some(key) = unverified {
         errors.push(text(lang, key, &[]));
     }
-    let mailbox = match Mailbox::parse(&f.mailbox, &c.default_domain) {
-        Ok(m) if c.local_domains().is_local_address(m.as_str()) => Some(m),
-        Ok(m) => {
-            errors.push(text(lang, "err_not_local", &[("mailbox", m.as_str())]));
+    // `judy+tag` is judy's mailbox (her report, her limit); an address a
+    // relay would route elsewhere is no mailbox.
+    let mailbox = match c.local_domains().mailbox(&f.mailbox) {
+        Ok(m) => Some(m),
+        Err(InputError::NotLocal(m)) => {
+            errors.push(text(lang, "err_not_local", &[("mailbox", &m)]));
+            None
+        }
+        Err(InputError::RoutedMailbox(_) | InputError::NoOwner(_)) => {
+            errors.push(text(
+                lang,
+                "err_mailbox_routed",
+                &[("mailbox", f.mailbox.trim())],
+            ));
             None
         }
         Err(_) => {
@@ -461,8 +471,10 @@ async fn submit(
         _ => None,
     };
     // Every post is a guess at a code, counted against its client and the
-    // mailbox it names when it fails.
-    let asked = Mailbox::parse(&f.mailbox, &s.config.default_domain)
+    // mailbox it names when it fails (its base mailbox: `bob+1`, `bob+2`
+    // ... are all bob's guesses).
+    let domains = s.config.local_domains();
+    let asked = crate::domain::Mailbox::parse(&f.mailbox, domains.addressing())
         .ok()
         .map(|m| m.as_str().to_owned());
     let post = crate::store::Post {

@@ -95,7 +95,7 @@ macro_rules! on_writer {
 mod nightly;
 mod outbox;
 pub use nightly::{DayCounts, Guess, Limits, Post, PostOutcome};
-pub use outbox::{NewMail, NewRequest, OutboxRow, RequestRow};
+pub use outbox::{MailCap, NewMail, NewRequest, OutboxRow, Queued, RequestRow};
 
 /// Where an input has been read to.
 #[derive(Debug, Clone, PartialEq, Eq)]

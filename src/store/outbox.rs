@@ -64,6 +64,41 @@ pub struct OutboxRow {
     pub sent_at: Option<i64>,
 }
 
+/// How much mail one recipient may be queued in a day: mailtrail sends
+/// only on its own initiative (reports asked for, warnings, help replies),
+/// and whoever can make it send must not be able to make it send much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailCap {
+    /// Mails queued to the recipient after this time (unix seconds) count.
+    pub since: i64,
+    /// At most this many mails of every kind.
+    pub all: i64,
+    /// At most this many whose key starts with this prefix (`help:`).
+    pub same_kind: Option<(&'static str, i64)>,
+}
+
+/// What [`Store::queue_mail`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// The mail was added: its outbox id.
+    Added(i64),
+    /// A mail with the same key was queued before (or sent): its id.
+    Already(i64),
+    /// The recipient had had its mail for the day (how many were
+    /// counted); nothing was queued.
+    Limited(i64),
+}
+
+impl Queued {
+    /// The outbox row, if the mail is there.
+    pub fn id(self) -> Option<i64> {
+        match self {
+            Queued::Added(id) | Queued::Already(id) => Some(id),
+            Queued::Limited(_) => None,
+        }
+    }
+}
+
 fn request_row<R>(r: &R) -> Result<RequestRow, sqlx::Error>
 where
     R: Row,
@@ -163,34 +198,70 @@ impl Store {
     }
 
     /// Queues a mail, unless a mail with the same key is already queued
-    /// (or sent, or failed), and, when it answers a request, marks the
-    /// request done in the same transaction.
+    /// (or sent, or failed), or the recipient has had what `cap` allows
+    /// since `cap.since`; when it answers a request and is (or was) queued,
+    /// marks the request done in the same transaction.
     ///
-    /// Returns the outbox id and whether this call added the row.
+    /// The count and the insert are one transaction, with the recipient
+    /// locked (SQLite: the write lock; PostgreSQL: an advisory lock on the
+    /// recipient), so mails queued at the same moment cannot pass the cap
+    /// together.
     pub async fn queue_mail(
         &self,
         mail: &NewMail,
         request_id: Option<i64>,
         now: i64,
-    ) -> anyhow::Result<(i64, bool)> {
+        cap: &MailCap,
+    ) -> anyhow::Result<Queued> {
         const INSERT: &str = "INSERT INTO outbox (idem_key, recipient, sender, subject, message, state, attempts, next_attempt_at, created_at) \
             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6) ON CONFLICT (idem_key) DO NOTHING RETURNING id";
         const EXISTING: &str = "SELECT id FROM outbox WHERE idem_key = $1";
         const DONE: &str =
             "UPDATE requests SET state = 'queued', outbox_id = $2, error = NULL WHERE id = $1";
+        // The two-key form: a key space apart from the ingest's locks.
+        const LOCK: &str = "SELECT pg_advisory_xact_lock(1836348020, hashtext($1))";
+        const COUNT_ALL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE recipient = $1 AND created_at > $2 LIMIT $3) AS r";
+        const COUNT_KIND: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE recipient = $1 AND created_at > $2 AND idem_key LIKE $4 LIMIT $3) AS r";
+        let pg = matches!(self, Store::Postgres(_));
         let r = in_tx!(self, tx => {
-            let added: Option<i64> = sqlx::query_scalar(INSERT)
-                .bind(&mail.idem_key).bind(&mail.recipient).bind(&mail.sender)
-                .bind(&mail.subject).bind(&mail.message).bind(now)
-                .fetch_optional(&mut *tx).await?;
-            let (id, fresh) = match added {
-                Some(id) => (id, true),
-                None => (sqlx::query_scalar::<_, i64>(EXISTING).bind(&mail.idem_key).fetch_one(&mut *tx).await?, false),
+            let existing: Option<i64> = sqlx::query_scalar(EXISTING).bind(&mail.idem_key).fetch_optional(&mut *tx).await?;
+            let queued = match existing {
+                Some(id) => Queued::Already(id),
+                None => {
+                    if pg {
+                        sqlx::query(LOCK).bind(&mail.recipient).execute(&mut *tx).await?;
+                    }
+                    let all: i64 = sqlx::query_scalar(COUNT_ALL)
+                        .bind(&mail.recipient).bind(cap.since).bind(cap.all)
+                        .fetch_one(&mut *tx).await?;
+                    let limited = if all >= cap.all {
+                        Some(all)
+                    } else if let Some((prefix, n)) = cap.same_kind {
+                        let k: i64 = sqlx::query_scalar(COUNT_KIND)
+                            .bind(&mail.recipient).bind(cap.since).bind(n).bind(format!("{prefix}%"))
+                            .fetch_one(&mut *tx).await?;
+                        (k >= n).then_some(k)
+                    } else {
+                        None
+                    };
+                    if let Some(n) = limited {
+                        Queued::Limited(n)
+                    } else {
+                        let added: Option<i64> = sqlx::query_scalar(INSERT)
+                            .bind(&mail.idem_key).bind(&mail.recipient).bind(&mail.sender)
+                            .bind(&mail.subject).bind(&mail.message).bind(now)
+                            .fetch_optional(&mut *tx).await?;
+                        match added {
+                            Some(id) => Queued::Added(id),
+                            None => Queued::Already(sqlx::query_scalar::<_, i64>(EXISTING).bind(&mail.idem_key).fetch_one(&mut *tx).await?),
+                        }
+                    }
+                }
             };
-            if let Some(req) = request_id {
+            if let (Some(req), Some(id)) = (request_id, queued.id()) {
                 sqlx::query(DONE).bind(req).bind(id).execute(&mut *tx).await?;
             }
-            (id, fresh)
+            queued
         });
         Ok(r)
     }

@@ -214,6 +214,11 @@ fn check_config_validates() {
     let cli = Cli::new();
     let out = cli.ok(&["check-config"]);
     assert!(out.contains("valid"), "{out}");
+    assert!(
+        out.contains("delimiters      +")
+            && out.contains("10 a day to one mailbox, 2 of them help replies"),
+        "{out}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "timezone = \"UTC\"\nlocal_domains = [\"x.edu\"]\ndefault_domain = \"x.edu\"\nretention = 3\n").unwrap();

@@ -6,6 +6,7 @@
 //! answered), never from this program's output.
 
 mod access;
+mod attacks;
 mod backends;
 mod bad_input;
 mod browser;

@@ -265,7 +265,7 @@ async fn a_451_is_retried_once_and_delivered_once() {
     let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
 
     let t0 = now();
-    let p1 = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t0)
+    let p1 = mailtrail::mail::send_due(&db.store, &mailer, &c, t0)
         .await
         .unwrap();
     assert_eq!((p1.sent, p1.retrying), (0, 1));
@@ -282,11 +282,11 @@ async fn a_451_is_retried_once_and_delivered_once() {
     );
 
     // Not due yet: nothing is sent.
-    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t0 + 59)
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c, t0 + 59)
         .await
         .unwrap();
     assert_eq!(p, mailtrail::mail::Pass::default());
-    let p2 = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t0 + 60)
+    let p2 = mailtrail::mail::send_due(&db.store, &mailer, &c, t0 + 60)
         .await
         .unwrap();
     assert_eq!(p2.sent, 1);
@@ -310,7 +310,7 @@ async fn a_relay_that_is_down_is_retried_with_backoff_then_failed_and_nothing_is
     let mut t = now();
     let mut waits = Vec::new();
     for attempt in 1..=3 {
-        let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t)
+        let p = mailtrail::mail::send_due(&db.store, &mailer, &c, t)
             .await
             .unwrap();
         let row = db.store.outbox_mail(id).await.unwrap().unwrap();
@@ -330,7 +330,7 @@ async fn a_relay_that_is_down_is_retried_with_backoff_then_failed_and_nothing_is
     assert_eq!(row.recipient, "alice@example.edu");
     assert!(MessageParser::default().parse(&row.message).is_some());
     // And it is not tried again.
-    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, t + 1_000_000)
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c, t + 1_000_000)
         .await
         .unwrap();
     assert_eq!(p, mailtrail::mail::Pass::default());
@@ -763,16 +763,16 @@ async fn an_attempt_cut_off_by_a_crash_is_retried_after_its_lease_once() {
     assert_eq!(taken.id, id);
     let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
     // Another worker leaves it alone while the lease runs...
-    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, lease - 1)
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c, lease - 1)
         .await
         .unwrap();
     assert_eq!(p.sent, 0);
     // ...and sends it once the lease is over, once.
-    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, lease)
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c, lease)
         .await
         .unwrap();
     assert_eq!(p.sent, 1);
-    let p = mailtrail::mail::send_due(&db.store, &mailer, &c.smtp, lease + 100_000)
+    let p = mailtrail::mail::send_due(&db.store, &mailer, &c, lease + 100_000)
         .await
         .unwrap();
     assert_eq!(p.sent, 0);

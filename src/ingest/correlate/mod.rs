@@ -49,7 +49,9 @@ use super::envelope::{Clock, LocalDays};
 #[cfg(doc)]
 use super::mailboxes::Mailboxes;
 use super::postfix::{self, Event, Parsed, Status};
-use crate::domain::{LocalDomains, normalize_logged_address, normalize_logged_address_into};
+use crate::domain::{
+    LocalDomains, normalize_logged_address, normalize_logged_address_into, strip_extension,
+};
 
 mod clock;
 mod emit;
@@ -346,6 +348,8 @@ pub struct Correlator {
     state: State,
     /// The default domain, for bare user names in addresses.
     default_domain: Text,
+    /// Recipient delimiters: a sender or user `judy+tag` counts for `judy`.
+    delimiters: Text,
     /// Hashes of host names (same order as `state.hosts`), for line keys.
     host_hashes: Vec<u64>,
     /// The last host looked up: consecutive lines usually share it.
@@ -376,6 +380,7 @@ impl Correlator {
                 webmail_networks: settings.webmail_networks.clone(),
             },
             default_domain: settings.local.default_domain.as_str().into(),
+            delimiters: settings.local.delimiters.as_str().into(),
             em: Emitter {
                 days: LocalDays::new(settings.tz),
                 settings,
@@ -703,13 +708,20 @@ impl Correlator {
 
     /// A logged address as a mailbox's: `None` for the null sender, and
     /// for one longer than any mailbox's (see [`Correlator::sender`]).
+    /// An extension is dropped, as for [`Correlator::sender`].
     fn address(&self, raw: &[u8]) -> Option<Text> {
         let mut s = self.scratch.borrow_mut();
         (normalize_logged_address_into(raw, &self.default_domain, &mut s) && s.len() <= MAX_ADDRESS)
-            .then(|| Text::from(s.as_str()))
+            .then(|| {
+                strip_extension(&mut s, &self.delimiters);
+                Text::from(s.as_str())
+            })
     }
 
-    /// An envelope sender from `from=<...>`.
+    /// An envelope sender from `from=<...>`, as the mailbox it counts for:
+    /// Postfix delivers `judy+tag@` to judy, and what judy sent as
+    /// `judy+tag@` is hers to see (recipients stay as logged: they are
+    /// records, not owners).
     fn sender(&self, from: &[u8]) -> Sender {
         let mut s = self.scratch.borrow_mut();
         if !normalize_logged_address_into(from, &self.default_domain, &mut s) {
@@ -717,6 +729,7 @@ impl Correlator {
         } else if s.len() > MAX_ADDRESS {
             Sender::Bad
         } else {
+            strip_extension(&mut s, &self.delimiters);
             Sender::Addr(Text::from(s.as_str()))
         }
     }
