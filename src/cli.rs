@@ -476,8 +476,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let shutdown = shutdown_signal()?;
                 let mut sched =
                     crate::schedule::start(store.clone(), std::sync::Arc::new(c.clone())).await?;
-                shutdown.await;
-                sched.shutdown().await.map_err(anyhow::Error::from)
+                let gave_up = tokio::select! {
+                    _ = shutdown => None,
+                    e = sched.gave_up() => Some(e),
+                };
+                sched.shutdown().await?;
+                match gave_up {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
             };
             store.close().await;
             result

@@ -145,43 +145,96 @@ pub async fn purge(store: &Store, config: &Config, keep_from: Day) -> anyhow::Re
     Ok(total)
 }
 
+/// The running scheduler: shut it down, or learn that it gave up.
+pub struct Nightly {
+    sched: tokio_cron_scheduler::JobScheduler,
+    gave_up: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Nightly {
+    /// Resolves when ticks have failed for `database_retry_secs` in a row
+    /// (the database is full, gone or unreadable): the error to end the
+    /// process with, so that its service manager restarts it. Never
+    /// resolves while ticks succeed.
+    pub async fn gave_up(&mut self) -> anyhow::Error {
+        let why = self
+            .gave_up
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|why| why.clone());
+        match why {
+            Some(why) => anyhow::anyhow!("{why}"),
+            // The job is gone with the scheduler: nothing more will fail.
+            None => std::future::pending().await,
+        }
+    }
+
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        self.sched.shutdown().await.map_err(anyhow::Error::from)
+    }
+}
+
 /// Starts ticking every minute (on the minute, UTC) until the returned
 /// scheduler is shut down. A tick that is still running when the next is
-/// due makes that one a no-op.
-pub async fn start(
-    store: Store,
-    config: Arc<Config>,
-) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+/// due makes that one a no-op. A failing tick is tried again at the next
+/// minute; after `database_retry_secs` of failures in a row the scheduler
+/// gives up (see [`Nightly::gave_up`]).
+pub async fn start(store: Store, config: Arc<Config>) -> anyhow::Result<Nightly> {
     start_with(store, config, "0 * * * * *").await
 }
 
 /// [`start`] with another cron expression (six fields, seconds first).
-pub async fn start_with(
-    store: Store,
-    config: Arc<Config>,
-    cron: &str,
-) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+pub async fn start_with(store: Store, config: Arc<Config>, cron: &str) -> anyhow::Result<Nightly> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     let sched = JobScheduler::new().await?;
     let busy = Arc::new(tokio::sync::Mutex::new(()));
+    let budget = Duration::from_secs(config.database_retry_secs);
+    let retry = Arc::new(std::sync::Mutex::new(crate::health::Retry::new(budget)));
+    let (gave_up_tx, gave_up) = tokio::sync::watch::channel(None);
+    let gave_up_tx = Arc::new(gave_up_tx);
     let job = Job::new_async(cron, move |_id, _l| {
         let (store, config, busy) = (store.clone(), config.clone(), busy.clone());
+        let (retry, gave_up_tx) = (retry.clone(), gave_up_tx.clone());
         Box::pin(async move {
             let Ok(_guard) = busy.try_lock() else {
                 return;
             };
-            match tick(&store, &config, Utc::now()).await {
-                Ok(t) if !t.aggregated.is_empty() || !t.alerted.is_empty() => {
-                    tracing::info!(?t, "nightly work done")
+            let result = tick(&store, &config, Utc::now()).await;
+            // The lock is never held across an await, nor by a panicking
+            // holder: its data cannot be left half-changed.
+            let mut retry = retry.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(t) => {
+                    if retry.succeeded() {
+                        tracing::info!("nightly tick recovered");
+                    }
+                    if !t.aggregated.is_empty() || !t.alerted.is_empty() {
+                        tracing::info!(?t, "nightly work done")
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!("nightly tick failed: {e:#}"),
+                Err(e) => {
+                    let first = retry.attempts() == 0;
+                    match retry.failed() {
+                        // Logged when it starts failing; the next minute's
+                        // tick tries again.
+                        Ok(_) if first => tracing::error!("nightly tick failed: {e:#}"),
+                        Ok(_) => tracing::debug!("nightly tick failed again: {e:#}"),
+                        Err(spent) => {
+                            let why = format!(
+                                "the nightly job stopped: ticks {spent} (the last failed with: \
+                                 {e:#}); exiting so that the service manager restarts mailtrail"
+                            );
+                            let _ = gave_up_tx.send(Some(why));
+                        }
+                    }
+                }
             }
         })
     })?;
     sched.add(job).await?;
     sched.start().await?;
-    Ok(sched)
+    Ok(Nightly { sched, gave_up })
 }
 
 #[cfg(test)]

@@ -145,8 +145,8 @@ pub async fn run(
         })
     };
 
-    // Runs until the shutdown signal, or until the follower or the worker
-    // gives up; then the rest is stopped as on a signal, and the process
+    // Runs until the shutdown signal, or until the follower, the worker or
+    // the nightly job gives up; then the rest is stopped as on a signal, and the process
     // ends with the part's error.
     let mut gave_up: Option<anyhow::Error> = None;
     let (mut w, mut f) = (None, None);
@@ -165,6 +165,10 @@ pub async fn run(
                 tracing::error!("{e:#}");
             }
             w = Some(r);
+        }
+        e = sched.gave_up() => {
+            tracing::error!("{e:#}");
+            gave_up = Some(e);
         }
     }
     let _ = stop_tx.send(true);

@@ -296,7 +296,10 @@ async fn an_ipv4_client_of_a_dual_stack_listener_is_matched_as_ipv4() {
     let cfg = Config::from_toml(&config_text(
         &db,
         &format!("[::]:{port}"),
-        "allowed_networks = [\"192.0.2.0/24\"]\ntrusted_proxies = [\"127.0.0.1/32\"]\nmax_per_client_per_hour = 1",
+        &format!(
+            "allowed_networks = [\"192.0.2.0/24\"]\ntrusted_proxies = [\"127.0.0.1/32\"]\nmax_per_client_per_hour = 1\nproof_of_work_bits = {}",
+            crate::web::POW_BITS
+        ),
     ))
     .unwrap();
     let today = cfg.today().unwrap();
@@ -339,6 +342,7 @@ async fn an_ipv4_client_of_a_dual_stack_listener_is_matched_as_ipv4() {
                 .unwrap();
             let id = challenge_of(&html);
             let code = crate::web::code_of(&store, &id).await;
+            let pow = crate::web::pow_of(&id);
             let r = c
                 .post(format!("{url}/request"))
                 .header("X-Forwarded-For", client)
@@ -349,6 +353,7 @@ async fn an_ipv4_client_of_a_dual_stack_listener_is_matched_as_ipv4() {
                     ("lang", "en"),
                     ("challenge", id.as_str()),
                     ("code", code.as_str()),
+                    ("pow", pow.as_str()),
                 ])
                 .send()
                 .await

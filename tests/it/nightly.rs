@@ -481,3 +481,25 @@ async fn retention_purges_old_days_in_batches() {
         assert_eq!(n, 0, "{table}");
     }
 }
+
+/// A nightly job whose ticks keep failing (here: the database closed under
+/// it) gives up once they have failed for `database_retry_secs`, so that
+/// `serve` or `nightly` ends with the error and is restarted, instead of
+/// logging the same failure every minute for ever.
+#[tokio::test]
+async fn a_nightly_job_whose_ticks_keep_failing_gives_up() {
+    let db = TestDb::new().await;
+    let mut c = config(&db, "Asia/Taipei", "", 1);
+    c.database_retry_secs = 2;
+    let mut sched = schedule::start_with(db.store.clone(), std::sync::Arc::new(c), "* * * * * *")
+        .await
+        .unwrap();
+    db.store.close().await;
+    let e = tokio::time::timeout(std::time::Duration::from_secs(20), sched.gave_up())
+        .await
+        .expect("the job did not give up within 20 s of failing ticks");
+    let why = format!("{e:#}");
+    assert!(why.contains("nightly job stopped"), "{why}");
+    assert!(why.contains("restarts"), "{why}");
+    sched.shutdown().await.unwrap();
+}
