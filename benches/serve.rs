@@ -43,6 +43,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CLIENTS: usize = 50;
 const LINES_PER_SEC: u64 = 2_000;
+/// Leading zero bits of the form's proof of work here (see the config).
+const POW_BITS: u8 = 8;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -122,6 +124,9 @@ timeout_secs = 5
 listen = "127.0.0.1:{port}"
 allowed_networks = ["140.114.0.0/16"]
 trusted_proxies = ["127.0.0.1/32"]
+# The page's proof of work is the person's cost, not the service's: a
+# small one, solved by each client before its timed post.
+proof_of_work_bits = {POW_BITS}
 "#,
         db.display(),
         log.display()
@@ -281,6 +286,7 @@ trusted_proxies = ["127.0.0.1/32"]
                 // The code, read with the server's key: what a person reads
                 // from the image.
                 let code = captcha::open(&key, id).unwrap().code;
+                let pow = captcha::solve(id, POW_BITS);
                 let mailbox = format!("user{}@example.edu", 1 + person % 50000);
                 let today = chrono::Utc::now()
                     .with_timezone(&chrono_tz::Asia::Taipei)
@@ -293,6 +299,7 @@ trusted_proxies = ["127.0.0.1/32"]
                     ("lang", "en"),
                     ("challenge", id),
                     ("code", code.as_str()),
+                    ("pow", pow.as_str()),
                 ];
                 let t = Instant::now();
                 let r = http
