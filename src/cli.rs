@@ -312,6 +312,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ""
                 }
             );
+            let k = crate::replies::Classifier::shared(&c.replies)?;
+            say!(
+                "  reply rules     {}{}; own addresses {}, own names {}",
+                match &c.replies.rules_file {
+                    Some(p) => format!("{} from {}, then ", k.site_rules(), p.display()),
+                    None => String::new(),
+                },
+                "built-in",
+                c.replies.own_addresses.len(),
+                c.replies.own_names.len()
+            );
             for p in &c.ingest.paths {
                 let ok = crate::ingest::source::readable(p);
                 say!(
@@ -364,7 +375,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (c, mailbox, range, store) = open_query(&cli, q).await?;
             let h = history::load(&store, &mailbox, range, c.tz()?).await;
             store.close().await;
-            write_stdout(h?.render(q.format).as_bytes())
+            let mut h = h?;
+            let classifier = crate::replies::Classifier::shared(&c.replies)?;
+            h.explain(&classifier, c.report.default_language);
+            write_stdout(h.render(q.format).as_bytes())
         }
         Command::Report(a) => report(&cli, a).await,
         Command::Request { sender } => {
@@ -570,7 +584,9 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
         match &a.out {
             Some(out) => {
                 let tz = c.tz()?;
-                let data = crate::report::Data::load(&store, &spec, tz).await?;
+                let mut data = crate::report::Data::load(&store, &spec, tz).await?;
+                let classifier = crate::replies::Classifier::shared(&c.replies)?;
+                data.explain(&classifier, spec.lang);
                 let r = crate::report::render(spec, &data, Limits::from_config(&c), tz, chrono::Utc::now())?;
                 // `-` is standard output: the attachment alone goes there,
                 // and what was written is said on standard error.

@@ -68,6 +68,10 @@ pub struct Config {
     /// The web form.
     #[serde(default)]
     pub web: WebConfig,
+    /// How remote replies are explained: the site's own rules, and this
+    /// site's sending addresses and names for the "whose fault" check.
+    #[serde(default)]
+    pub replies: crate::replies::RepliesConfig,
 }
 
 /// The `[web]` table.
@@ -652,6 +656,7 @@ impl Config {
             bail!("ingest.batch_lines must be at least 1");
         }
         crate::ingest::check_agent(&self.ingest.agent).context("ingest.agent")?;
+        self.replies.validate()?;
         let smtp = &self.smtp;
         if smtp.host.trim().is_empty() {
             bail!("smtp.host is empty");

@@ -10,12 +10,16 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::config::Lang;
 use crate::domain::{DateRange, Day, Mailbox};
 use crate::ingest::correlate::Kind;
+use crate::replies::{Classifier, Explainer};
 use crate::store::{EventRow, Store};
 use crate::visible::visible;
 
@@ -71,6 +75,18 @@ pub struct Detail {
     pub recipient: Option<String>,
     pub status: &'static str,
     pub response: Option<String>,
+    /// Postfix's `dsn=`: the enhanced status code when the reply has none
+    /// of its own (a connection refused). Used to explain the row; not
+    /// shown.
+    #[serde(skip)]
+    pub dsn: Option<String>,
+    /// What the reply means ([`crate::replies`]): the category's key,
+    /// name, sentence and advice in the language asked for; null for
+    /// deliveries that did not fail, and until [`History::explain`].
+    pub category: Option<&'static str>,
+    pub category_label: Option<Arc<str>>,
+    pub explanation: Option<Arc<str>>,
+    pub advice: Option<Arc<str>>,
 }
 
 /// The whole answer, in the shape of the JSON output.
@@ -158,6 +174,11 @@ pub async fn load_limited(
             recipient: e.recipient,
             status: e.kind.as_str(),
             response: e.response,
+            dsn: e.dsn,
+            category: None,
+            category_label: None,
+            explanation: None,
+            advice: None,
         })
         .collect();
     Ok(History {
@@ -186,6 +207,38 @@ fn count_cells(c: &Counts) -> [i64; 7] {
 impl History {
     pub fn is_empty(&self) -> bool {
         self.total.counts.sum == 0 && self.details.is_empty()
+    }
+
+    /// Gives every bounce, deferral, expiry and refusal its category and
+    /// words in `lang`. Each distinct reply is classified once.
+    pub fn explain(&mut self, classifier: &Classifier, lang: Lang) {
+        let mut ex = Explainer::new(classifier, lang);
+        let mut words: std::collections::HashMap<&'static str, [Arc<str>; 3]> =
+            std::collections::HashMap::new();
+        for d in &mut self.details {
+            let Some(e) = ex.explain(
+                d.status,
+                d.relay.as_deref(),
+                d.dsn.as_deref(),
+                d.response.as_deref().unwrap_or(""),
+            ) else {
+                continue;
+            };
+            let [label, says, advice] = words
+                .entry(e.category)
+                .or_insert_with(|| {
+                    [
+                        Arc::from(e.category_label.as_str()),
+                        Arc::from(e.explanation.as_str()),
+                        Arc::from(e.advice.as_str()),
+                    ]
+                })
+                .clone();
+            d.category = Some(e.category);
+            d.category_label = Some(label);
+            d.explanation = Some(says);
+            d.advice = Some(advice);
+        }
     }
 
     pub fn render(&self, format: Format) -> String {
@@ -253,6 +306,11 @@ impl History {
                 visible(d.relay.as_deref().unwrap_or("-")),
                 visible(d.response.as_deref().unwrap_or("")),
             );
+            if let (Some(label), Some(says), Some(advice)) =
+                (&d.category_label, &d.explanation, &d.advice)
+            {
+                let _ = writeln!(o, "{:<25} -> {label}: {says} {advice}", "");
+            }
         }
         o
     }
@@ -275,7 +333,7 @@ impl History {
         }
         line(&mut o, "Total", &self.total.counts);
         o.push_str("\r\n");
-        o.push_str("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response\r\n");
+        o.push_str("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response,Category,Category label,Explanation,Advice\r\n");
         for d in &self.details {
             let cells = [
                 d.time.as_str(),
@@ -285,6 +343,10 @@ impl History {
                 d.recipient.as_deref().unwrap_or(""),
                 d.status,
                 d.response.as_deref().unwrap_or(""),
+                d.category.unwrap_or(""),
+                d.category_label.as_deref().unwrap_or(""),
+                d.explanation.as_deref().unwrap_or(""),
+                d.advice.as_deref().unwrap_or(""),
             ];
             let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
             o.push_str(&row.join(","));

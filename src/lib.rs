@@ -19,6 +19,9 @@
 //! * [`history`]: a mailbox's SMTP sending history as text, JSON or CSV.
 //! * [`access`]: a mailbox's access history (Dovecot logins, logouts,
 //!   deletions, failed logins) with a per-day summary.
+//! * [`replies`]: remote replies in plain words: each bounce, deferral,
+//!   expiry and refusal given a category, a sentence and advice, by rules
+//!   that are data (`rules/replies.toml`, and a site's own file).
 //! * [`report`]: either history rendered for a person (minijinja HTML and
 //!   text, Traditional Chinese or English), zipped with a CSV when large.
 //! * [`requests`]: one durable row per report request, whatever the
@@ -55,6 +58,7 @@ pub mod history;
 pub mod ingest;
 pub mod mail;
 pub mod net;
+pub mod replies;
 pub mod report;
 pub mod requests;
 pub mod schedule;

@@ -219,12 +219,59 @@ impl Data {
         }
     }
 
+    /// Gives each failed delivery of an SMTP report its category and
+    /// words in `lang` ([`crate::replies`]); access reports have none.
+    pub fn explain(&mut self, classifier: &crate::replies::Classifier, lang: Lang) {
+        if let Data::Smtp(h) = self {
+            h.explain(classifier, lang);
+        }
+    }
+
+    /// The categories of the rows, each with how many rows it has, most
+    /// first.
+    fn reasons(&self) -> Vec<Reason> {
+        let Data::Smtp(h) = self else {
+            return Vec::new();
+        };
+        let mut out: Vec<Reason> = Vec::new();
+        for d in &h.details {
+            let (Some(category), Some(label), Some(says), Some(advice)) =
+                (d.category, &d.category_label, &d.explanation, &d.advice)
+            else {
+                continue;
+            };
+            match out.iter_mut().find(|r| r.category == category) {
+                Some(r) => r.rows += 1,
+                None => out.push(Reason {
+                    category,
+                    label: label.clone(),
+                    explanation: says.clone(),
+                    advice: advice.clone(),
+                    rows: 1,
+                }),
+            }
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.rows));
+        out
+    }
+
     fn csv(&self) -> String {
         match self {
             Data::Smtp(h) => h.render(Format::Csv),
             Data::Access(h) => h.render(Format::Csv),
         }
     }
+}
+
+/// One category of failure in a report, with its rows counted: the
+/// report's "why" summary.
+#[derive(Debug, Clone, Serialize)]
+struct Reason {
+    category: &'static str,
+    label: std::sync::Arc<str>,
+    explanation: std::sync::Arc<str>,
+    advice: std::sync::Arc<str>,
+    rows: usize,
 }
 
 /// What decides the size and shape of the attachment.
@@ -329,11 +376,16 @@ fn estimate(payload: usize) -> u64 {
 pub async fn build(store: &Store, config: &Config, spec: Spec) -> anyhow::Result<Report> {
     let tz = config.tz()?;
     let limits = Limits::from_config(config);
-    let data = Data::load_within(store, &spec, tz, limits).await?;
+    let mut data = Data::load_within(store, &spec, tz, limits).await?;
+    let classifier = crate::replies::Classifier::shared(&config.replies)?;
     let now = Utc::now();
     // Rendering and zipping are CPU work: off the async threads, and behind
     // the web form's.
-    crate::background::run(move || render(spec, &data, limits, tz, now)).await?
+    crate::background::run(move || {
+        data.explain(&classifier, spec.lang);
+        render(spec, &data, limits, tz, now)
+    })
+    .await?
 }
 
 /// Reads the day of `spec` and renders it as a threshold warning.
@@ -345,9 +397,14 @@ pub async fn build_warning(
 ) -> anyhow::Result<Report> {
     let tz = config.tz()?;
     let limits = Limits::from_config(config);
-    let data = Data::load_within(store, &spec, tz, limits).await?;
+    let mut data = Data::load_within(store, &spec, tz, limits).await?;
+    let classifier = crate::replies::Classifier::shared(&config.replies)?;
     let now = Utc::now();
-    crate::background::run(move || render_warning(spec, &data, limits, tz, now, &crossed)).await?
+    crate::background::run(move || {
+        data.explain(&classifier, spec.lang);
+        render_warning(spec, &data, limits, tz, now, &crossed)
+    })
+    .await?
 }
 
 /// The view the templates see as `r`.
@@ -372,6 +429,9 @@ struct View<'a> {
     access_facts: Option<&'a [crate::access::EventFacts]>,
     /// The thresholds crossed, for a warning.
     warning: Option<&'a [Crossed]>,
+    /// Why deliveries failed: each category of the rows shown, with its
+    /// count, most first (empty for access reports).
+    reasons: Vec<Reason>,
 }
 
 fn local_time(unix: i64, tz: Tz) -> String {
@@ -510,6 +570,7 @@ fn render_with(
             access,
             access_facts: access.map(|h| h.facts.as_slice()),
             warning,
+            reasons: data.reasons(),
         };
         minijinja::Value::from(minijinja::value::Serde(&v))
     };

@@ -28,6 +28,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("alert.txt", include_str!("../../templates/alert.txt")),
     ("explain.html", include_str!("../../templates/explain.html")),
     ("explain.txt", include_str!("../../templates/explain.txt")),
+    ("reasons.html", include_str!("../../templates/reasons.html")),
+    ("reasons.txt", include_str!("../../templates/reasons.txt")),
     ("form.html", include_str!("../../templates/form.html")),
     ("message.html", include_str!("../../templates/message.html")),
 ];
