@@ -269,10 +269,19 @@ fn normalize(response: &str, dsn: Option<&str>) -> Normalized {
         }
         s = &s[..end];
     }
-    if s.starts_with("host ")
-        && let Some(i) = s.find(" said: ")
-    {
-        s = &s[i + 7..];
+    // Postfix's words around the remote's: "delivery temporarily
+    // suspended: " before a reason it saw earlier, "host NAME[ADDR] said: "
+    // or "... refused to talk to me: " before the remote's reply.
+    if let Some(rest) = s.strip_prefix("delivery temporarily suspended: ") {
+        s = rest;
+    }
+    if s.starts_with("host ") {
+        for sep in [" said: ", " refused to talk to me: "] {
+            if let Some(i) = s.find(sep) {
+                s = &s[i + sep.len()..];
+                break;
+            }
+        }
     }
     if let Some(i) = s.rfind(" (in reply to ") {
         s = &s[..i];
@@ -326,7 +335,7 @@ fn is_enhanced(w: &str) -> bool {
 }
 
 /// Where a row's reply came from, by its status and relay.
-pub fn origin(status: &str, relay: Option<&str>, response: &str) -> Origin {
+pub fn origin(status: &str, relay: Option<&str>) -> Origin {
     match status {
         "blocked" => return Origin::Filter,
         "auth_blk" => return Origin::Local,
@@ -339,7 +348,7 @@ pub fn origin(status: &str, relay: Option<&str>, response: &str) -> Origin {
         || relay == "virtual"
         || relay.contains("[private/")
         || relay.contains("[public/");
-    if local_relay && !response.starts_with("connect to ") {
+    if local_relay {
         Origin::Local
     } else {
         Origin::Remote
@@ -409,7 +418,7 @@ impl Classifier {
         if !STATUSES.contains(&status) {
             return None;
         }
-        let origin = origin(status, relay, response);
+        let origin = origin(status, relay);
         let r = normalize(response, dsn);
         if origin == Origin::Remote && self.names_us(&r.line) {
             return Some("our_server_blocked");
@@ -429,21 +438,27 @@ impl Classifier {
     /// Whether a reply names one of our addresses or host names as a word
     /// of its own.
     fn names_us(&self, line: &str) -> bool {
-        let edge_before =
-            |b: Option<u8>| b.is_none_or(|b| !(b.is_ascii_alphanumeric() || b"-.@_:".contains(&b)));
-        let edge_after = |rest: &[u8]| match rest.first() {
-            None => true,
-            Some(b'.') => rest.get(1).is_none_or(|b| !b.is_ascii_alphanumeric()),
-            Some(&b) => !(b.is_ascii_alphanumeric() || b"-_:".contains(&b)),
+        // A colon continues an IPv6 address, and ends anything else (a
+        // port, "name: rejected").
+        let word = |b: u8, v6: bool| {
+            b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (v6 && b == b':')
         };
+        let bytes = line.as_bytes();
         self.own_addresses
             .iter()
             .chain(&self.own_names)
             .any(|needle| {
-                let bytes = line.as_bytes();
+                let v6 = needle.contains(':');
                 line.match_indices(needle.as_str()).any(|(i, m)| {
-                    edge_before(i.checked_sub(1).map(|j| bytes[j]))
-                        && edge_after(&bytes[i + m.len()..])
+                    let before = i.checked_sub(1).map(|j| bytes[j]);
+                    let after = &bytes[i + m.len()..];
+                    before.is_none_or(|b| !(word(b, v6) || b == b'.' || b == b'@'))
+                        && match after.first() {
+                            None => true,
+                            // A sentence's full stop, not a longer name.
+                            Some(b'.') => after.get(1).is_none_or(|&b| !word(b, v6)),
+                            Some(&b) => !word(b, v6),
+                        }
                 })
             })
     }
@@ -532,7 +547,7 @@ impl<'a> Explainer<'a> {
             .unwrap_or("");
         let key = (
             status,
-            origin(status, relay, response),
+            origin(status, relay),
             dsn.map(str::to_owned),
             response.to_owned(),
         );

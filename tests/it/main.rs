@@ -18,6 +18,7 @@ mod fixtures;
 mod idempotence;
 mod nightly;
 mod order;
+mod replies;
 mod report;
 mod resume;
 mod smtp_server;
