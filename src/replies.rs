@@ -334,21 +334,23 @@ fn is_enhanced(w: &str) -> bool {
             .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Where a row's reply came from, by its status and relay.
-pub fn origin(status: &str, relay: Option<&str>) -> Origin {
+/// Where a row's reply came from, by its status, relay and reply.
+pub fn origin(status: &str, relay: Option<&str>, response: &str) -> Origin {
     match status {
         "blocked" => return Origin::Filter,
         "auth_blk" => return Origin::Local,
         _ => {}
     }
     let relay = relay.unwrap_or("");
-    let local_relay = relay.is_empty()
-        || relay == "none"
-        || relay == "local"
+    let local = relay == "local"
         || relay == "virtual"
         || relay.contains("[private/")
         || relay.contains("[public/");
-    if local_relay {
+    // `relay=none` is Postfix itself (no route, a name not found), unless
+    // what it says is about a remote server it tried.
+    let nothing = relay.is_empty() || relay == "none";
+    if local || (nothing && !(response.starts_with("connect to ") || response.starts_with("host ")))
+    {
         Origin::Local
     } else {
         Origin::Remote
@@ -418,7 +420,7 @@ impl Classifier {
         if !STATUSES.contains(&status) {
             return None;
         }
-        let origin = origin(status, relay);
+        let origin = origin(status, relay, response);
         let r = normalize(response, dsn);
         if origin == Origin::Remote && self.names_us(&r.line) {
             return Some("our_server_blocked");
@@ -547,7 +549,7 @@ impl<'a> Explainer<'a> {
             .unwrap_or("");
         let key = (
             status,
-            origin(status, relay),
+            origin(status, relay, response),
             dsn.map(str::to_owned),
             response.to_owned(),
         );
