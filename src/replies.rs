@@ -19,6 +19,7 @@
 //! Classifying costs the ingest nothing: rows are stored as logged and
 //! explained when they are shown, each distinct reply once per report.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -319,10 +320,41 @@ fn normalize(response: &str, dsn: Option<&str>) -> Normalized {
         } else {
             &enhanced
         },
-        rest
+        mask_addresses(rest)
     )
     .to_lowercase();
     Normalized { enhanced, line }
+}
+
+/// `<bob@example.org>` becomes `<>`: replies to different recipients
+/// then read the same, and are classified once. No rule needs the
+/// address, and our own names inside one do not count anyway.
+fn mask_addresses(s: &str) -> Cow<'_, str> {
+    if !s.contains('<') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.find(['>', '<']) {
+            Some(j)
+                if after.as_bytes()[j] == b'>'
+                    && after[..j].contains('@')
+                    && !after[..j].contains(char::is_whitespace) =>
+            {
+                out.push_str("<>");
+                rest = &after[j + 1..];
+            }
+            _ => {
+                out.push('<');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 fn is_enhanced(w: &str) -> bool {
@@ -421,20 +453,25 @@ impl Classifier {
             return None;
         }
         let origin = origin(status, relay, response);
-        let r = normalize(response, dsn);
+        Some(self.classify_normalized(status, origin, &normalize(response, dsn)))
+    }
+
+    fn classify_normalized(&self, status: &str, origin: Origin, r: &Normalized) -> &'static str {
         if origin == Origin::Remote && self.names_us(&r.line) {
-            return Some("our_server_blocked");
+            return "our_server_blocked";
         }
         self.site
             .iter()
             .chain(builtin())
-            .find(|rule| rule.matches(&r, status, origin))
-            .map(|rule| rule.category)
-            .or(Some(if status == "expired" {
-                "expired"
-            } else {
-                "unclassified"
-            }))
+            .find(|rule| rule.matches(r, status, origin))
+            .map_or(
+                if status == "expired" {
+                    "expired"
+                } else {
+                    "unclassified"
+                },
+                |rule| rule.category,
+            )
     }
 
     /// Whether a reply names one of our addresses or host names as a word
@@ -509,14 +546,14 @@ impl Explanation {
 }
 
 /// What decides a row's category: its status, where its reply came from,
-/// its `dsn=` and its reply.
-type ReplyKey = (&'static str, Origin, Option<String>, String);
+/// and its reply as rules see it ([`normalize`]).
+type ReplyKey = (&'static str, Origin, String);
 
 /// Explains rows, each distinct reply once.
 pub struct Explainer<'a> {
     classifier: &'a Classifier,
     lang: Lang,
-    cache: HashMap<ReplyKey, Option<Arc<Explanation>>>,
+    cache: HashMap<ReplyKey, Arc<Explanation>>,
     by_category: HashMap<&'static str, Arc<Explanation>>,
 }
 
@@ -547,26 +584,26 @@ impl<'a> Explainer<'a> {
             .copied()
             .find(|s| *s == status)
             .unwrap_or("");
-        let key = (
-            status,
-            origin(status, relay, response),
-            dsn.map(str::to_owned),
-            response.to_owned(),
-        );
+        let origin = origin(status, relay, response);
+        let r = normalize(response, dsn);
+        // The enhanced code is in the line ("0.0.0" when there is none,
+        // which matches no rule's code either).
+        let key = (status, origin, r.line);
         if let Some(e) = self.cache.get(&key) {
-            return e.clone();
+            return Some(e.clone());
         }
+        let r = Normalized {
+            enhanced: r.enhanced,
+            line: key.2,
+        };
+        let c = self.classifier.classify_normalized(status, origin, &r);
         let e = self
-            .classifier
-            .classify(status, relay, dsn, response)
-            .map(|c| {
-                self.by_category
-                    .entry(c)
-                    .or_insert_with(|| Arc::new(Explanation::of(c, self.lang)))
-                    .clone()
-            });
-        self.cache.insert(key, e.clone());
-        e
+            .by_category
+            .entry(c)
+            .or_insert_with(|| Arc::new(Explanation::of(c, self.lang)))
+            .clone();
+        self.cache.insert((status, origin, r.line), e.clone());
+        Some(e)
     }
 }
 
@@ -586,7 +623,11 @@ mod tests {
             None,
         );
         assert_eq!(n.enhanced, "5.1.1");
-        assert_eq!(n.line, "550 5.1.1 <bob@example.com>: user unknown");
+        assert_eq!(n.line, "550 5.1.1 <>: user unknown");
+        assert_eq!(
+            normalize("550 5.1.1 <no such> <x@y.z>: a < b", None).line,
+            "550 5.1.1 <no such> <>: a < b"
+        );
         let n = normalize(
             "connect to mx.example.com[192.0.2.1]:25: Connection refused",
             Some("4.4.1"),
@@ -632,6 +673,29 @@ mod tests {
             k.classify("bounced", Some("mx[192.0.2.1]:25"), None, "550 5.1.10 x"),
             Some("policy")
         );
+    }
+
+    #[test]
+    fn replies_to_different_recipients_are_classified_once() {
+        let k = Classifier::new(&RepliesConfig::default()).unwrap();
+        let mut ex = Explainer::new(&k, Lang::En);
+        for i in 0..1000 {
+            let reply = format!(
+                "host mx{}.example.org[198.51.100.7] said: 550 5.1.1 <user{i}@example.org>: Recipient address rejected: User unknown (in reply to RCPT TO command)",
+                i % 7
+            );
+            let e = ex
+                .explain(
+                    "bounced",
+                    Some("mx.example.org[198.51.100.7]:25"),
+                    Some("5.1.1"),
+                    &reply,
+                )
+                .unwrap();
+            assert_eq!(e.category, "recipient_unknown");
+        }
+        assert_eq!(ex.cache.len(), 1);
+        assert!(ex.explain("sent", None, None, "250 2.0.0 Ok").is_none());
     }
 
     #[test]

@@ -113,6 +113,10 @@ fn ingest_prints_its_summary_and_history_answers() {
     assert_eq!(
         keys(d),
         [
+            "advice",
+            "category",
+            "category_label",
+            "explanation",
             "queue_id",
             "recipient",
             "relay",
@@ -142,7 +146,7 @@ fn ingest_prints_its_summary_and_history_answers() {
         "{csv}"
     );
     assert!(csv.contains("\r\nTotal,"));
-    assert!(csv.contains("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response\r\n"));
+    assert!(csv.contains("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response,Category,Category label,Explanation,Advice\r\n"));
 }
 
 #[test]
