@@ -571,7 +571,8 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
             Some(out) => {
                 let tz = c.tz()?;
                 let data = crate::report::Data::load(&store, &spec, tz).await?;
-                let r = crate::report::render(spec, &data, Limits::from_config(&c), tz, chrono::Utc::now())?;
+                let notes = crate::report::Notes::load(&store, &c).await?;
+                let r = crate::report::render_noted(spec, &data, Limits::from_config(&c), tz, chrono::Utc::now(), &notes)?;
                 // `-` is standard output: the attachment alone goes there,
                 // and what was written is said on standard error.
                 let to_stdout = out.as_os_str() == "-";

@@ -113,6 +113,7 @@ fn ingest_prints_its_summary_and_history_answers() {
     assert_eq!(
         keys(d),
         [
+            "host",
             "queue_id",
             "recipient",
             "relay",
@@ -142,7 +143,7 @@ fn ingest_prints_its_summary_and_history_answers() {
         "{csv}"
     );
     assert!(csv.contains("\r\nTotal,"));
-    assert!(csv.contains("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response\r\n"));
+    assert!(csv.contains("Time,Host,Sender IP,Relay,Queue ID,Recipient,Status,Response\r\n"));
 }
 
 #[test]
