@@ -265,11 +265,7 @@ async fn reports_name_the_help_contact_the_channel_and_how_fresh_they_are() {
             "by a request mailed from this mailbox",
             Some("127.0.0.1"),
         ),
-        (
-            Channel::Cli,
-            "staff at the server",
-            Some("127.0.0.1"),
-        ),
+        (Channel::Cli, "staff at the server", Some("127.0.0.1")),
         (Channel::Automatic, "sent automatically", Some("127.0.0.1")),
     ] {
         let r = render(
@@ -368,4 +364,39 @@ fn a_help_contact_that_is_not_plain_is_refused_at_load() {
     ))
     .unwrap();
     assert_eq!(ok.help.address.as_deref(), Some("help@example.edu"));
+}
+
+#[tokio::test]
+async fn the_form_names_the_help_contact() {
+    use crate::web::{Service, config, free_port};
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(
+        &db,
+        &log,
+        free_port().await,
+        free_port().await,
+        "[help]\naddress = \"help@example.edu\"\nurl = \"https://help.example.edu/mail\"",
+    );
+    let svc = Service::start(cfg, db.store.clone()).await;
+    for (lang, said) in [
+        ("en", "Questions about your records"),
+        ("zh-TW", "對紀錄或報表有疑問"),
+    ] {
+        let page = reqwest::get(format!("{}/?lang={lang}", svc.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .replace("&#x2f;", "/");
+        assert!(page.contains(said), "{lang}");
+        assert!(page.contains("href=\"mailto:help@example.edu\""), "{lang}");
+        assert!(
+            page.contains("href=\"https://help.example.edu/mail\""),
+            "{lang}"
+        );
+    }
+    svc.stop().await;
 }
