@@ -364,6 +364,11 @@ for (const c of document.querySelectorAll('table.rows th, table.rows td')) {
     narrow.push(c.tagName + ' ' + c.textContent.slice(0, 40) + ': ' + w.toFixed(0) + ' < ' + twenty(c).toFixed(0));
   }
 }
+for (const c of document.querySelectorAll('table.rows tr.quiet td')) {
+  const t = c.closest('table');
+  if (getComputedStyle(c).display === 'table-cell' && c.getBoundingClientRect().width < t.getBoundingClientRect().width - 4)
+    narrow.push('a quiet line does not span its table: ' + c.textContent.slice(0, 40));
+}
 return { overflow: document.documentElement.scrollWidth - window.innerWidth, narrow, cells, cards, width: window.innerWidth };
 "#;
 
