@@ -92,9 +92,9 @@ pub fn messages(details: &[Detail]) -> Vec<Message<'_>> {
 pub struct DayLine {
     /// The day's index in the table's days (a run: its first day's).
     pub index: usize,
-    /// A run of days with nothing: its first and last day (the same for a
-    /// single day).
+    /// A run of days on which nothing happened, said in one line.
     pub quiet: bool,
+    /// The line's first and last day (the same for a single day).
     pub from: String,
     pub to: String,
 }

@@ -3,7 +3,10 @@
 //!
 //! A report is built from a [`Spec`] (whose records, which kind, which
 //! days, which language, who asked): the rows are read ([`Data`]), rendered
-//! by the templates ([`render`]), and packed into one attachment: the HTML,
+//! by the templates ([`render`]) in the shape [`layout`] gives them (one
+//! line per message with its recipients under it, quiet days in one line),
+//! beside what [`Notes`] knows (the help contact, how fresh the records
+//! are), and packed into one attachment: the HTML,
 //! or a ZIP of the HTML and a CSV of the same rows when it is large
 //! ([`archive`]). A report that would not fit the relay's size limit even
 //! zipped keeps its first rows and says, in the mail and in the report,
