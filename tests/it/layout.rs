@@ -400,3 +400,32 @@ async fn the_form_names_the_help_contact() {
     }
     svc.stop().await;
 }
+
+#[test]
+fn every_mail_mailtrail_sends_replies_to_the_help_contact() {
+    let base = crate::support::config_text("sqlite::memory:", 1000);
+    let c =
+        Config::from_toml(&format!("{base}\n[help]\naddress = \"help@example.edu\"\n")).unwrap();
+    let to = Mailbox::parse("alice@example.edu", "example.edu").unwrap();
+    let help = mailtrail::mail::message::compose_text(&c, &to, "help", "body", "k1", 0).unwrap();
+    let day = month().to;
+    let digest =
+        mailtrail::mail::message::compose_digest(&c, "postmaster@example.edu", day, &[], 0)
+            .unwrap();
+    for mail in [help, digest] {
+        let m = MessageParser::default().parse(&mail.message).unwrap();
+        let reply_to: Vec<_> = m
+            .reply_to()
+            .expect("a Reply-To")
+            .iter()
+            .filter_map(|a| a.address())
+            .collect();
+        assert_eq!(reply_to, ["help@example.edu"], "{}", mail.subject);
+    }
+    // Without a help contact, no Reply-To.
+    let plain = Config::from_toml(&base).unwrap();
+    let mail =
+        mailtrail::mail::message::compose_text(&plain, &to, "help", "body", "k2", 0).unwrap();
+    let m = MessageParser::default().parse(&mail.message).unwrap();
+    assert!(m.reply_to().is_none());
+}
