@@ -52,6 +52,7 @@ fn smtp() -> History {
             let status = statuses[i % statuses.len()];
             Detail {
                 time: time(i),
+                host: format!("smtp{}.example.edu", i % 2),
                 sender_ip: Some(format!("140.114.{}.{}", i % 250, (i * 13) % 250)),
                 relay: Some(format!(
                     "mx{}.mail.example{}.com[203.0.113.{}]:25",
@@ -159,6 +160,7 @@ fn access() -> AccessHistory {
             local_ip: (e.kind == "login").then(|| "140.114.63.10".to_owned()),
             attempts: (e.kind == "auth_failed").then_some(1),
             failure: (e.kind == "auth_failed").then(|| "password mismatch".to_owned()),
+            reason_key: (e.kind == "logout").then_some("logged_out"),
         })
         .collect();
     AccessHistory {

@@ -59,6 +59,31 @@ pub struct EventFacts {
     pub attempts: Option<i64>,
     /// Failed login: the reason as classified (`password mismatch`, ...).
     pub failure: Option<String>,
+    /// Logout: the reason Dovecot gave, as a key the report translates
+    /// (`logged_out`, `connection_closed`, ...); `None` for one it does
+    /// not know, shown as logged.
+    pub reason_key: Option<&'static str>,
+}
+
+/// The translatable key of a session's end as Dovecot words it.
+pub fn logout_reason_key(reason: &str) -> Option<&'static str> {
+    let r = reason.strip_prefix("Disconnected: ").unwrap_or(reason);
+    const KEYS: &[(&str, &str)] = &[
+        ("Logged out", "logged_out"),
+        ("Connection closed", "connection_closed"),
+        ("Disconnected for inactivity", "inactivity"),
+        ("Inactivity", "inactivity"),
+        ("Disconnected in IDLE", "closed_in_idle"),
+        ("Disconnected in APPEND", "closed_in_append"),
+        ("Disconnected by server", "by_server"),
+        ("Disconnected by client", "by_client"),
+        ("Server shutting down", "server_shutdown"),
+        ("Too many invalid", "too_many_invalid"),
+        ("Internal error", "internal_error"),
+    ];
+    KEYS.iter()
+        .find(|(prefix, _)| r.starts_with(prefix))
+        .map(|(_, k)| *k)
 }
 
 /// One day of the summary.
@@ -128,6 +153,10 @@ pub async fn load(
             Some(AccessKind::AuthFailed) => EventFacts {
                 attempts: r.attempts,
                 failure: r.reason.as_deref().map(str::to_owned),
+                ..EventFacts::default()
+            },
+            Some(AccessKind::Logout) => EventFacts {
+                reason_key: r.reason.as_deref().and_then(logout_reason_key),
                 ..EventFacts::default()
             },
             _ => EventFacts::default(),

@@ -587,7 +587,8 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
                 let mut data = crate::report::Data::load(&store, &spec, tz).await?;
                 let classifier = crate::replies::Classifier::shared(&c.replies)?;
                 data.explain(&classifier, spec.lang);
-                let r = crate::report::render(spec, &data, Limits::from_config(&c), tz, chrono::Utc::now())?;
+                let notes = crate::report::Notes::load(&store, &c).await?;
+                let r = crate::report::render_noted(spec, &data, Limits::from_config(&c), tz, chrono::Utc::now(), &notes)?;
                 // `-` is standard output: the attachment alone goes there,
                 // and what was written is said on standard error.
                 let to_stdout = out.as_os_str() == "-";

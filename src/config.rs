@@ -72,6 +72,57 @@ pub struct Config {
     /// site's sending addresses and names for the "whose fault" check.
     #[serde(default)]
     pub replies: crate::replies::RepliesConfig,
+    /// Whom a mailbox owner asks about a report.
+    #[serde(default)]
+    pub help: HelpConfig,
+}
+
+/// The `[help]` table: the site's help contact, shown on the form, in
+/// every report and warning, and the Reply-To of every mail mailtrail
+/// sends (so a reply reaches people, not the request parser).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelpConfig {
+    /// The helpdesk's mail address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The help pages (`https://...`).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl HelpConfig {
+    /// The longest help URL accepted.
+    pub const MAX_URL: usize = 512;
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(a) = &self.address {
+            let ok = a.len() <= 254
+                && a.split_once('@').is_some_and(|(l, d)| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"@".contains(&b))
+                        && crate::domain::is_valid_domain(d)
+                });
+            if !ok {
+                bail!("help.address: {a:?} is not a plain mail address (local@domain)");
+            }
+        }
+        if let Some(u) = &self.url
+            && (u.len() > Self::MAX_URL
+                || !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.len() <= "https://".len()
+                || !u
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"<>\"'`\\".contains(&b)))
+        {
+            bail!(
+                "help.url: {u:?} is not an http(s) URL of at most {} characters without spaces, quotes or angle brackets",
+                Self::MAX_URL
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The `[web]` table.
@@ -657,6 +708,7 @@ impl Config {
         }
         crate::ingest::check_agent(&self.ingest.agent).context("ingest.agent")?;
         self.replies.validate()?;
+        self.help.validate()?;
         let smtp = &self.smtp;
         if smtp.host.trim().is_empty() {
             bail!("smtp.host is empty");

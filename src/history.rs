@@ -69,6 +69,8 @@ pub struct TotalRow {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Detail {
     pub time: String,
+    /// The site's own server that logged the row (the log line's host).
+    pub host: String,
     pub sender_ip: Option<String>,
     pub relay: Option<String>,
     pub queue_id: Option<String>,
@@ -168,6 +170,7 @@ pub async fn load_limited(
         .into_iter()
         .map(|e: EventRow| Detail {
             time: format_time(e.time_us, tz),
+            host: e.host,
             sender_ip: e.sender_ip,
             relay: e.relay,
             queue_id: e.queue_id,
@@ -291,14 +294,15 @@ impl History {
         let _ = writeln!(o, "\nDetails ({}):", self.details.len());
         let _ = writeln!(
             o,
-            "{:<25} {:<15} {:<9} {:<16} {:<30} {:<36} Response",
-            "Time", "Sender IP", "Status", "Queue ID", "Recipient", "Relay"
+            "{:<25} {:<16} {:<15} {:<9} {:<16} {:<30} {:<36} Response",
+            "Time", "Host", "Sender IP", "Status", "Queue ID", "Recipient", "Relay"
         );
         for d in &self.details {
             let _ = writeln!(
                 o,
-                "{:<25} {:<15} {:<9} {:<16} {:<30} {:<36} {}",
+                "{:<25} {:<16} {:<15} {:<9} {:<16} {:<30} {:<36} {}",
                 d.time,
+                visible(&d.host),
                 visible(d.sender_ip.as_deref().unwrap_or("-")),
                 d.status,
                 visible(d.queue_id.as_deref().unwrap_or("-")),
@@ -333,10 +337,11 @@ impl History {
         }
         line(&mut o, "Total", &self.total.counts);
         o.push_str("\r\n");
-        o.push_str("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response,Category,Category label,Explanation,Advice\r\n");
+        o.push_str("Time,Host,Sender IP,Relay,Queue ID,Recipient,Status,Response,Category,Category label,Explanation,Advice\r\n");
         for d in &self.details {
             let cells = [
                 d.time.as_str(),
+                d.host.as_str(),
                 d.sender_ip.as_deref().unwrap_or(""),
                 d.relay.as_deref().unwrap_or(""),
                 d.queue_id.as_deref().unwrap_or(""),

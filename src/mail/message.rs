@@ -12,8 +12,10 @@ use crate::store::NewMail;
 
 /// The headers every mail of mailtrail has: From (`from`, named
 /// mailtrail), To, Subject, Date (`now`), a Message-ID derived from `key`
-/// (so a mail queued twice under one key is the same message), and
-/// Auto-Submitted (RFC 3834), which keeps vacation responders quiet.
+/// (so a mail queued twice under one key is the same message),
+/// Auto-Submitted (RFC 3834), which keeps vacation responders quiet, and,
+/// when the site has a help contact, Reply-To it: a reply to a report
+/// reaches people, not the parser of requests by mail.
 fn headers(
     from: &str,
     to: &str,
@@ -21,27 +23,34 @@ fn headers(
     key: &str,
     auto_submitted: &str,
     now: i64,
+    reply_to: Option<&str>,
 ) -> anyhow::Result<MessageBuilder> {
     let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
-    Ok(Message::builder()
-        .from(
-            format!("mailtrail <{from}>")
-                .parse()
-                .map_err(|e| anyhow::anyhow!("smtp.from {from:?}: {e}"))?,
-        )
-        .to(to
+    let mut b = Message::builder();
+    if let Some(r) = reply_to {
+        b = b.reply_to(
+            r.parse()
+                .map_err(|e| anyhow::anyhow!("help.address {r:?}: {e}"))?,
+        );
+    }
+    Ok(b.from(
+        format!("mailtrail <{from}>")
             .parse()
-            .map_err(|e| anyhow::anyhow!("recipient {to:?}: {e}"))?)
-        .subject(subject)
-        .date(UNIX_EPOCH + Duration::from_secs(now.max(0) as u64))
-        .message_id(Some(format!(
-            "<{:016x}.mailtrail@{domain}>",
-            xxhash_rust::xxh3::xxh3_64(key.as_bytes())
-        )))
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str("Auto-Submitted"),
-            auto_submitted.to_owned(),
-        )))
+            .map_err(|e| anyhow::anyhow!("smtp.from {from:?}: {e}"))?,
+    )
+    .to(to
+        .parse()
+        .map_err(|e| anyhow::anyhow!("recipient {to:?}: {e}"))?)
+    .subject(subject)
+    .date(UNIX_EPOCH + Duration::from_secs(now.max(0) as u64))
+    .message_id(Some(format!(
+        "<{:016x}.mailtrail@{domain}>",
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+    )))
+    .raw_header(HeaderValue::new(
+        HeaderName::new_from_ascii_str("Auto-Submitted"),
+        auto_submitted.to_owned(),
+    )))
 }
 
 /// Composes the mail of `report`, from `from`, to the report's recipient
@@ -62,7 +71,16 @@ pub fn compose(report: &Report, from: &str, key: &str, now: i64) -> anyhow::Resu
         report.attachment.bytes.clone(),
         ContentType::parse(report.attachment.content_type)?,
     );
-    let message = headers(from, to.as_str(), &report.subject, key, auto, now)?.multipart(
+    let message = headers(
+        from,
+        to.as_str(),
+        &report.subject,
+        key,
+        auto,
+        now,
+        report.reply_to.as_deref(),
+    )?
+    .multipart(
         MultiPart::mixed()
             .multipart(MultiPart::alternative_plain_html(
                 report.text.clone(),
@@ -117,10 +135,21 @@ pub fn compose_digest(
         ));
     }
     let key = format!("digest:{day}");
-    plain(from, admin, &subject, body, &key, "auto-generated", now)
+    let reply_to = config.help.address.as_deref();
+    plain(
+        from,
+        admin,
+        &subject,
+        body,
+        &key,
+        "auto-generated",
+        now,
+        reply_to,
+    )
 }
 
 /// A plain-text message, its Message-ID derived from `key`.
+#[allow(clippy::too_many_arguments)]
 fn plain(
     from: &str,
     to: &str,
@@ -129,8 +158,9 @@ fn plain(
     key: &str,
     auto_submitted: &str,
     now: i64,
+    reply_to: Option<&str>,
 ) -> anyhow::Result<NewMail> {
-    let message = headers(from, to, subject, key, auto_submitted, now)?
+    let message = headers(from, to, subject, key, auto_submitted, now, reply_to)?
         .header(ContentType::TEXT_PLAIN)
         .body(body)?;
     Ok(NewMail {
@@ -160,5 +190,6 @@ pub fn compose_text(
         key,
         "auto-replied",
         now,
+        config.help.address.as_deref(),
     )
 }

@@ -3,7 +3,10 @@
 //!
 //! A report is built from a [`Spec`] (whose records, which kind, which
 //! days, which language, who asked): the rows are read ([`Data`]), rendered
-//! by the templates ([`render`]), and packed into one attachment: the HTML,
+//! by the templates ([`render`]) in the shape [`layout`] gives them (one
+//! line per message with its recipients under it, quiet days in one line),
+//! beside what [`Notes`] knows (the help contact, how fresh the records
+//! are), and packed into one attachment: the HTML,
 //! or a ZIP of the HTML and a CSV of the same rows when it is large
 //! ([`archive`]). A report that would not fit the relay's size limit even
 //! zipped keeps its first rows and says, in the mail and in the report,
@@ -14,6 +17,7 @@
 //! mailbox whose rows were read.
 
 pub mod archive;
+pub mod layout;
 pub mod render;
 
 use std::fmt;
@@ -308,6 +312,39 @@ impl Limits {
     }
 }
 
+/// What a report says beside its rows: whom to ask about it, and how
+/// fresh its records are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// The site's help contact (`[help] address`): shown in the report,
+    /// and the Reply-To of its mail.
+    pub help_address: Option<String>,
+    /// The site's help pages (`[help] url`).
+    pub help_url: Option<String>,
+    /// When the ingest last stored what it read of the logs (unix
+    /// microseconds); `None` when it never has.
+    pub ingested_us: Option<i64>,
+}
+
+impl Notes {
+    /// The help contact of `c`; no ingest time.
+    pub fn from_config(c: &Config) -> Notes {
+        Notes {
+            help_address: c.help.address.clone(),
+            help_url: c.help.url.clone(),
+            ingested_us: None,
+        }
+    }
+
+    /// The help contact of `c`, and when the ingest last stored the logs.
+    pub async fn load(store: &Store, c: &Config) -> anyhow::Result<Notes> {
+        Ok(Notes {
+            ingested_us: store.last_ingest_us().await?,
+            ..Notes::from_config(c)
+        })
+    }
+}
+
 /// The report's file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Attachment {
@@ -350,6 +387,8 @@ pub struct Report {
     pub html: String,
     pub attachment: Attachment,
     pub truncated: Option<Truncation>,
+    /// Where a reply to the report's mail goes: the site's help contact.
+    pub reply_to: Option<String>,
 }
 
 impl Report {
@@ -378,12 +417,13 @@ pub async fn build(store: &Store, config: &Config, spec: Spec) -> anyhow::Result
     let limits = Limits::from_config(config);
     let mut data = Data::load_within(store, &spec, tz, limits).await?;
     let classifier = crate::replies::Classifier::shared(&config.replies)?;
+    let notes = Notes::load(store, config).await?;
     let now = Utc::now();
     // Rendering and zipping are CPU work: off the async threads, and behind
     // the web form's.
     crate::background::run(move || {
         data.explain(&classifier, spec.lang);
-        render(spec, &data, limits, tz, now)
+        render_with(spec, &data, limits, tz, now, None, &notes)
     })
     .await?
 }
@@ -399,10 +439,11 @@ pub async fn build_warning(
     let limits = Limits::from_config(config);
     let mut data = Data::load_within(store, &spec, tz, limits).await?;
     let classifier = crate::replies::Classifier::shared(&config.replies)?;
+    let notes = Notes::load(store, config).await?;
     let now = Utc::now();
     crate::background::run(move || {
         data.explain(&classifier, spec.lang);
-        render_warning(spec, &data, limits, tz, now, &crossed)
+        render_warning_noted(spec, &data, limits, tz, now, &crossed, &notes)
     })
     .await?
 }
@@ -432,16 +473,33 @@ struct View<'a> {
     /// Why deliveries failed: each category of the rows shown, with its
     /// count, most first (empty for access reports).
     reasons: Vec<Reason>,
+    /// The zone every time is in, said once: `Asia/Taipei (UTC+08:00)`.
+    zone: String,
+    help_address: Option<&'a str>,
+    help_url: Option<&'a str>,
+    /// Minutes the records may be behind the logs, when known.
+    behind_minutes: Option<i64>,
+    /// The SMTP details as messages, each with its recipients' outcomes.
+    messages: Vec<layout::Message<'a>>,
+    /// The daily table, runs of days with nothing collapsed into one line.
+    day_lines: Vec<layout::DayLine>,
 }
 
+/// An instant as the report shows it: `2026/11/23 10:07:11`, in the zone
+/// the header names.
 fn local_time(unix: i64, tz: Tz) -> String {
     DateTime::from_timestamp(unix, 0)
-        .map(|t| {
-            t.with_timezone(&tz)
-                .format("%Y-%m-%d %H:%M:%S %:z")
-                .to_string()
-        })
+        .map(|t| t.with_timezone(&tz).format("%Y/%m/%d %H:%M:%S").to_string())
         .unwrap_or_default()
+}
+
+/// The zone as the header says it: `Asia/Taipei (UTC+08:00)`.
+fn zone_name(tz: Tz, now: DateTime<Utc>) -> String {
+    format!(
+        "{} (UTC{})",
+        tz.name(),
+        now.with_timezone(&tz).format("%:z")
+    )
 }
 
 /// A name for the attachment that any file system and mail client takes.
@@ -488,7 +546,19 @@ pub fn render(
     tz: Tz,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Report> {
-    render_with(spec, data, limits, tz, now, None)
+    render_with(spec, data, limits, tz, now, None, &Notes::default())
+}
+
+/// [`render`], with the help contact and the records' freshness.
+pub fn render_noted(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    notes: &Notes,
+) -> anyhow::Result<Report> {
+    render_with(spec, data, limits, tz, now, None, notes)
 }
 
 /// A threshold warning: the day's SMTP report attached, and the mail's
@@ -501,11 +571,24 @@ pub fn render_warning(
     now: DateTime<Utc>,
     crossed: &[Crossed],
 ) -> anyhow::Result<Report> {
+    render_warning_noted(spec, data, limits, tz, now, crossed, &Notes::default())
+}
+
+/// [`render_warning`], with the help contact and the records' freshness.
+pub fn render_warning_noted(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    crossed: &[Crossed],
+    notes: &Notes,
+) -> anyhow::Result<Report> {
     anyhow::ensure!(
         spec.kind == Kind::Smtp && !crossed.is_empty(),
         "a warning is about an SMTP day that crossed a threshold"
     );
-    render_with(spec, data, limits, tz, now, Some(crossed))
+    render_with(spec, data, limits, tz, now, Some(crossed), notes)
 }
 
 fn render_with(
@@ -515,6 +598,7 @@ fn render_with(
     tz: Tz,
     now: DateTime<Utc>,
     warning: Option<&[Crossed]>,
+    notes: &Notes,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
         data.mailbox() == spec.mailbox.as_str(),
@@ -541,6 +625,11 @@ fn render_with(
     };
     let stem = file_stem(&spec);
     let generated_at = local_time(now.timestamp(), tz);
+    let zone = zone_name(tz, now);
+    // Rounded up: "up to N minutes behind" is never less than the truth.
+    let behind_minutes = notes
+        .ingested_us
+        .map(|us| (now.timestamp_micros().saturating_sub(us).max(0) + 59_999_999) / 60_000_000);
     let modified = now.with_timezone(&tz).naive_local();
     let view = |data: &'_ Data, cover: bool, zipped: bool, truncated: Option<&Truncation>| {
         let name = if zipped {
@@ -571,6 +660,17 @@ fn render_with(
             access_facts: access.map(|h| h.facts.as_slice()),
             warning,
             reasons: data.reasons(),
+            zone: zone.clone(),
+            help_address: notes.help_address.as_deref(),
+            help_url: notes.help_url.as_deref(),
+            behind_minutes,
+            messages: smtp
+                .map(|h| layout::messages(&h.details))
+                .unwrap_or_default(),
+            day_lines: match data {
+                Data::Smtp(h) => layout::smtp_days(&h.days),
+                Data::Access(h) => layout::access_days(&h.days),
+            },
         };
         minijinja::Value::from(minijinja::value::Serde(&v))
     };
@@ -676,5 +776,6 @@ fn render_with(
         html,
         attachment,
         truncated,
+        reply_to: notes.help_address.clone(),
     })
 }

@@ -30,6 +30,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("explain.txt", include_str!("../../templates/explain.txt")),
     ("reasons.html", include_str!("../../templates/reasons.html")),
     ("reasons.txt", include_str!("../../templates/reasons.txt")),
+    ("help.html", include_str!("../../templates/help.html")),
+    ("help.txt", include_str!("../../templates/help.txt")),
     ("form.html", include_str!("../../templates/form.html")),
     ("message.html", include_str!("../../templates/message.html")),
 ];
@@ -118,6 +120,11 @@ pub fn env() -> &'static Environment<'static> {
         env.add_function("lookup", lookup);
         env.add_filter("ljust", |v: Value, w: usize| pad(&v, w, false));
         env.add_filter("rjust", |v: Value, w: usize| pad(&v, w, true));
+        env.add_filter("short_time", |v: String| short_time(&v));
+        env.add_filter("size", |v: i64| size(v));
+        env.add_filter("width", |v: Value| {
+            UnicodeWidthStr::width(visible(&v.to_string()).as_ref())
+        });
         env
     })
 }
@@ -174,6 +181,45 @@ fn pad(v: &Value, width: usize, right: bool) -> String {
     let s = visible(&v.to_string()).into_owned();
     let fill = " ".repeat(width.saturating_sub(UnicodeWidthStr::width(s.as_str())));
     if right { fill + &s } else { s + &fill }
+}
+
+/// `2026-11-23T10:07:11+08:00` (a row's time) as the report shows it,
+/// `2026/11/23 10:07:11`, its zone said once in the header; a date
+/// `2026-11-23` as `2026/11/23`. Anything else is left as it is.
+fn short_time(v: &str) -> String {
+    let b = v.as_bytes();
+    let date_like = b.len() >= 10
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !date_like {
+        return v.to_owned();
+    }
+    let date = v[..10].replace('-', "/");
+    match v.get(10..19) {
+        Some(t) if t.starts_with('T') => format!("{date} {}", &t[1..]),
+        _ if b.len() == 10 => date,
+        _ => v.to_owned(),
+    }
+}
+
+/// A size in bytes as people read it: `950 B`, `12.3 KB`, `95.9 MB`
+/// (1 KB = 1024 bytes).
+fn size(bytes: i64) -> String {
+    let b = bytes.max(0) as f64;
+    if b < 1024.0 {
+        format!("{bytes} B")
+    } else if b < 1024.0 * 1024.0 {
+        format!("{:.1} KB", b / 1024.0)
+    } else if b < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} MB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2} GB", b / (1024.0 * 1024.0 * 1024.0))
+    }
 }
 
 /// Renders `name` with the strings of `lang` as `t`, and `r`.
@@ -252,6 +298,19 @@ mod tests {
                 .unwrap(),
             "a@<U+202E>tset.live<U+001B><b>"
         );
+    }
+
+    #[test]
+    fn times_and_sizes_read_plainly() {
+        assert_eq!(
+            short_time("2026-11-23T10:07:11+08:00"),
+            "2026/11/23 10:07:11"
+        );
+        assert_eq!(short_time("2026-11-01"), "2026/11/01");
+        assert_eq!(short_time("not a time"), "not a time");
+        assert_eq!(size(950), "950 B");
+        assert_eq!(size(55_676), "54.4 KB");
+        assert_eq!(size(100_558_438), "95.9 MB");
     }
 
     #[test]

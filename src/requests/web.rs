@@ -281,6 +281,8 @@ fn show_form(
                 code_height => captcha::HEIGHT,
                 pow_bits => s.config.web.proof_of_work_bits,
                 code_alone => s.config.web.code_alone_accepted,
+                help_address => s.config.help.address.clone(),
+                help_url => s.config.help.url.clone(),
                 csp_nonce => nonce.clone(),
             },
         )

@@ -777,6 +777,16 @@ impl Store {
         Ok(v)
     }
 
+    /// When the ingest last committed (unix microseconds), whichever agent:
+    /// the records hold the logs up to about then. `None` before the first
+    /// commit.
+    pub async fn last_ingest_us(&self) -> anyhow::Result<Option<i64>> {
+        const SQL: &str = "SELECT MAX(u) FROM (SELECT MAX(updated_us) AS u FROM ingest_state \
+            UNION ALL SELECT MAX(updated_us) AS u FROM ingest_sources) AS x";
+        let v = on_pool!(self, p => sqlx::query_scalar::<_, Option<i64>>(SQL).fetch_one(p).await?);
+        Ok(v)
+    }
+
     /// Per-day counts of each kind for one mailbox: (day, kind, count).
     pub async fn daily_counts(
         &self,

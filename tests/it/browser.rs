@@ -342,3 +342,139 @@ async fn a_person_fills_the_form_in_chromium_on_a_phone_and_gets_the_report() {
     svc.await.unwrap().unwrap();
     assert!(shots().join("accepted.png").exists());
 }
+
+/// What the measuring script finds on a page: how far it scrolls sideways,
+/// the cells of data tables narrower than 20 characters of their font
+/// (number cells instead must not wrap or spill), and how many rows are
+/// laid out as tables and as stacked cards.
+const MEASURE: &str = r#"
+const ctx = document.createElement('canvas').getContext('2d');
+const twenty = (el) => { ctx.font = getComputedStyle(el).font; return ctx.measureText('0'.repeat(20)).width; };
+const narrow = [];
+let cells = 0, cards = 0;
+for (const c of document.querySelectorAll('table.rows th, table.rows td')) {
+  const style = getComputedStyle(c);
+  if (style.display === 'none' || c.getClientRects().length === 0) continue;
+  if (style.display !== 'table-cell') { cards++; continue; }
+  cells++;
+  const w = c.getBoundingClientRect().width;
+  if (c.classList.contains('n')) {
+    if (c.scrollWidth > c.clientWidth + 1) narrow.push('number ' + c.textContent.slice(0, 40) + ' spills: ' + w.toFixed(0));
+  } else if (w + 0.5 < twenty(c)) {
+    narrow.push(c.tagName + ' ' + c.textContent.slice(0, 40) + ': ' + w.toFixed(0) + ' < ' + twenty(c).toFixed(0));
+  }
+}
+for (const c of document.querySelectorAll('table.rows tr.quiet td')) {
+  const t = c.closest('table');
+  if (getComputedStyle(c).display === 'table-cell' && c.getBoundingClientRect().width < t.getBoundingClientRect().width - 4)
+    narrow.push('a quiet line does not span its table: ' + c.textContent.slice(0, 40));
+}
+return { overflow: document.documentElement.scrollWidth - window.innerWidth, narrow, cells, cards, width: window.innerWidth };
+"#;
+
+/// Both reports in both languages, at two laptop widths and a phone's:
+/// nothing scrolls sideways; at the laptop widths every text column of a
+/// table is at least 20 characters wide; on the phone the rows are
+/// stacked cards. The pages are the attachments mailtrail mails, opened
+/// from files; screenshots are kept in `target/browser/`.
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_browser),
+    ignore = "needs chromium and chromium-driver, and MAILTRAIL_BROWSER_TESTS=1"
+)]
+async fn reports_fit_laptops_and_phones_in_both_languages() {
+    use mailtrail::config::Lang;
+    use mailtrail::domain::Mailbox;
+    use mailtrail::report::{self, Channel, Data, Kind, Limits, Notes, Requester, Spec};
+    assert!(
+        Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
+        "MAILTRAIL_BROWSER_TESTS is set but {CHROMEDRIVER} or {CHROMIUM} is missing"
+    );
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log"), crate::support::dovecot("mail.log")])
+        .await
+        .unwrap();
+    let tz = db.config.tz().unwrap();
+    let now = chrono::Utc::now();
+    let notes = Notes {
+        help_address: Some("help@example.edu".into()),
+        help_url: Some("https://help.example.edu/mail/records".into()),
+        ingested_us: Some(now.timestamp_micros() - 180_000_000),
+    };
+    let dir = shots().join("reports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut pages = Vec::new();
+    for kind in [Kind::Smtp, Kind::Access] {
+        for lang in [Lang::En, Lang::ZhTw] {
+            let spec = Spec {
+                mailbox: Mailbox::parse("alice@example.edu", "example.edu").unwrap(),
+                kind,
+                range: crate::support::month(),
+                lang,
+                requester: Requester {
+                    channel: Channel::Web,
+                    client_ip: "192.0.2.7".into(),
+                    at: now.timestamp(),
+                },
+            };
+            let data = Data::load(&db.store, &spec, tz).await.unwrap();
+            let r = report::render_noted(
+                spec,
+                &data,
+                Limits::from_config(&db.config),
+                tz,
+                now,
+                &notes,
+            )
+            .unwrap();
+            assert_eq!(r.attachment.content_type, "text/html; charset=utf-8");
+            let name = format!("{}-{}", kind.as_str(), lang.as_str());
+            let path = dir.join(format!("{name}.html"));
+            std::fs::write(&path, &r.attachment.bytes).unwrap();
+            pages.push((name, path));
+        }
+    }
+
+    let d = Driver::start().await;
+    let mut failures = Vec::new();
+    for (name, path) in &pages {
+        for width in [1280, 1366, 390] {
+            d.post("/window/rect", json!({"width": width, "height": 900}))
+                .await;
+            d.post("/url", json!({"url": format!("file://{}", path.display())}))
+                .await;
+            let m = d.script(MEASURE, json!([])).await;
+            d.screenshot(&shots().join(format!("report-{name}-{width}.png")))
+                .await;
+            d.script(
+                "const t = document.querySelector('table.msgs, table.events'); if (t) t.scrollIntoView();",
+                json!([]),
+            )
+            .await;
+            d.screenshot(&shots().join(format!("report-{name}-{width}-rows.png")))
+                .await;
+            let overflow = m["overflow"].as_f64().unwrap();
+            if overflow > 0.0 {
+                failures.push(format!(
+                    "{name} at {width}px scrolls sideways by {overflow}px"
+                ));
+            }
+            if width >= 1280 {
+                if m["cells"].as_u64().unwrap() == 0 || m["cards"].as_u64().unwrap() > 0 {
+                    failures.push(format!(
+                        "{name} at {width}px is not laid out as tables: {m}"
+                    ));
+                }
+                for n in m["narrow"].as_array().unwrap() {
+                    failures.push(format!("{name} at {width}px: narrow cell {n}"));
+                }
+            } else if m["cells"].as_u64().unwrap() > 0 || m["cards"].as_u64().unwrap() == 0 {
+                failures.push(format!(
+                    "{name} at {width}px: rows are not stacked cards: {m}"
+                ));
+            }
+        }
+    }
+    d.quit().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

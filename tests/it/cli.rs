@@ -117,6 +117,7 @@ fn ingest_prints_its_summary_and_history_answers() {
             "category",
             "category_label",
             "explanation",
+            "host",
             "queue_id",
             "recipient",
             "relay",
@@ -146,7 +147,7 @@ fn ingest_prints_its_summary_and_history_answers() {
         "{csv}"
     );
     assert!(csv.contains("\r\nTotal,"));
-    assert!(csv.contains("Time,Sender IP,Relay,Queue ID,Recipient,Status,Response,Category,Category label,Explanation,Advice\r\n"));
+    assert!(csv.contains("Time,Host,Sender IP,Relay,Queue ID,Recipient,Status,Response,Category,Category label,Explanation,Advice\r\n"));
 }
 
 #[test]

@@ -969,7 +969,7 @@ fn real_mail_traffic_comes_back_as_reports_and_a_warning_in_real_mailboxes() {
     let subj = format!("SMTP sending history of {alice}, {today} to {today}");
     let raw = wait_mail(&alice, &subj);
     let (text, html, csv) = unzip_report(&raw, &alice);
-    assert!(text.contains("127.0.0.1 (web form)"), "{text}");
+    assert!(text.contains("on the web form from 127.0.0.1"), "{text}");
     let sent = ok.count(&alice_ok, 250) + 1; // and the one into bob's mailbox
     let bounced = bounce.count(&alice_bounced, 550);
     let deferred = defer.count(&alice_deferred, 450);
@@ -996,7 +996,7 @@ fn real_mail_traffic_comes_back_as_reports_and_a_warning_in_real_mailboxes() {
         for r in list {
             let n = details
                 .iter()
-                .filter(|d| d[4] == *r && d[5] == status)
+                .filter(|d| d[5] == *r && d[6] == status)
                 .count();
             assert_eq!(n, 1, "one {status} row for {r}:\n{csv}");
         }

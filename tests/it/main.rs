@@ -16,6 +16,7 @@ mod e2e;
 mod faults;
 mod fixtures;
 mod idempotence;
+mod layout;
 mod nightly;
 mod order;
 mod replies;

@@ -226,7 +226,7 @@ async fn a_form_request_over_http_arrives_as_a_report_in_the_mailbox() {
     let m = MessageParser::default().parse(&got[0].data).unwrap();
     let text = m.body_text(0).unwrap();
     assert!(
-        text.contains("127.0.0.1 (web form)"),
+        text.contains("on the web form from 127.0.0.1"),
         "the channel and client: {text}"
     );
     let row = store.request(1).await.unwrap().unwrap();
