@@ -415,12 +415,17 @@ async fn a_report_explains_each_failure_in_its_language() {
             (unknown, "recipient_unknown"),
             (blocked, "our_server_blocked"),
         ] {
+            // The category's name with the result, its sentence and
+            // advice under the reply.
             let says = &t[&format!("reply_{key}_says")];
-            let row = format!("<div class=\"why\"><b>{label}</b>: {}", escape(says));
-            assert!(
-                attachment.contains(&row),
-                "{lang:?}: {row} in\n{attachment}"
-            );
+            let result = format!("<br>{}</td>", escape(label));
+            let why = format!("<div class=\"why\">{}", escape(says));
+            for part in [result, why] {
+                assert!(
+                    attachment.contains(&part),
+                    "{lang:?}: {part} in\n{attachment}"
+                );
+            }
         }
         // The reply itself stays text.
         assert!(!attachment.contains("<script"), "{attachment}");
