@@ -14,6 +14,7 @@
 //! mailbox whose rows were read.
 
 pub mod archive;
+pub mod chart;
 pub mod render;
 
 use std::fmt;
@@ -372,6 +373,8 @@ struct View<'a> {
     access_facts: Option<&'a [crate::access::EventFacts]>,
     /// The thresholds crossed, for a warning.
     warning: Option<&'a [Crossed]>,
+    /// The picture: days for SMTP, remote addresses for access.
+    chart: Option<&'a chart::Chart>,
 }
 
 fn local_time(unix: i64, tz: Tz) -> String {
@@ -462,6 +465,13 @@ fn render_with(
         data.mailbox(),
         spec.mailbox
     );
+    let (from, to) = (spec.range.from.to_string(), spec.range.to.to_string());
+    // Drawn once, from every row read (before any is left out to fit),
+    // and shown by every rendering below.
+    let chart = match data {
+        Data::Smtp(h) => chart::daily(&h.days, spec.lang, &from, &to),
+        Data::Access(h) => chart::logins(&h.events, spec.lang, &from, &to),
+    };
     // Never more rows than could fit: beyond them, the report says where
     // the rows left out start, as when it is cut to fit below.
     let total = data.total_rows();
@@ -510,6 +520,7 @@ fn render_with(
             access,
             access_facts: access.map(|h| h.facts.as_slice()),
             warning,
+            chart: chart.as_ref(),
         };
         minijinja::Value::from(minijinja::value::Serde(&v))
     };

@@ -9,6 +9,7 @@ mod access;
 mod attacks;
 mod backends;
 mod bad_input;
+mod chart;
 mod browser;
 mod cli;
 mod connections;
