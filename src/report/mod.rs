@@ -15,6 +15,7 @@
 
 pub mod archive;
 pub mod chart;
+pub mod pdf;
 pub mod render;
 
 use std::fmt;
@@ -303,6 +304,8 @@ pub struct Report {
     /// The mail's HTML part: the same as `text`, in HTML.
     pub html: String,
     pub attachment: Attachment,
+    /// The same rows as a PDF, when the site or the request wants one.
+    pub pdf: Option<Attachment>,
     pub truncated: Option<Truncation>,
 }
 
@@ -317,7 +320,12 @@ impl Report {
     /// Bytes of the whole mail as the relay will see it, at most: each
     /// part base64-encoded (4/3, plus line breaks), and headers.
     pub fn estimated_mail_bytes(&self) -> u64 {
-        estimate(self.text.len() + self.html.len() + self.attachment.bytes.len())
+        estimate(
+            self.text.len()
+                + self.html.len()
+                + self.attachment.bytes.len()
+                + self.pdf.as_ref().map_or(0, |p| p.bytes.len()),
+        )
     }
 }
 
@@ -332,9 +340,19 @@ pub async fn build(store: &Store, config: &Config, spec: Spec) -> anyhow::Result
     let limits = Limits::from_config(config);
     let data = Data::load_within(store, &spec, tz, limits).await?;
     let now = Utc::now();
+    let font = pdf_font(config)?;
     // Rendering and zipping are CPU work: off the async threads, and behind
     // the web form's.
-    crate::background::run(move || render(spec, &data, limits, tz, now)).await?
+    crate::background::run(move || render_with(spec, &data, limits, tz, now, None, font.as_ref()))
+        .await?
+}
+
+/// The font for PDFs, when every report carries one.
+fn pdf_font(config: &Config) -> anyhow::Result<Option<pdf::PdfFont>> {
+    match config.report.pdf {
+        crate::config::PdfMode::Always => Ok(Some(pdf::PdfFont::cached(&config.report.pdf_font)?)),
+        _ => Ok(None),
+    }
 }
 
 /// Reads the day of `spec` and renders it as a threshold warning.
@@ -348,7 +366,11 @@ pub async fn build_warning(
     let limits = Limits::from_config(config);
     let data = Data::load_within(store, &spec, tz, limits).await?;
     let now = Utc::now();
-    crate::background::run(move || render_warning(spec, &data, limits, tz, now, &crossed)).await?
+    let font = pdf_font(config)?;
+    crate::background::run(move || {
+        render_warning_with(spec, &data, limits, tz, now, &crossed, font.as_ref())
+    })
+    .await?
 }
 
 /// The view the templates see as `r`.
@@ -431,7 +453,19 @@ pub fn render(
     tz: Tz,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Report> {
-    render_with(spec, data, limits, tz, now, None)
+    render_with(spec, data, limits, tz, now, None, None)
+}
+
+/// [`render`], with the same rows also as a PDF in `font`.
+pub fn render_with_pdf(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    font: &pdf::PdfFont,
+) -> anyhow::Result<Report> {
+    render_with(spec, data, limits, tz, now, None, Some(font))
 }
 
 /// A threshold warning: the day's SMTP report attached, and the mail's
@@ -444,11 +478,25 @@ pub fn render_warning(
     now: DateTime<Utc>,
     crossed: &[Crossed],
 ) -> anyhow::Result<Report> {
+    render_warning_with(spec, data, limits, tz, now, crossed, None)
+}
+
+/// [`render_warning`], with the day's report also as a PDF when `font`
+/// is given.
+pub fn render_warning_with(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    crossed: &[Crossed],
+    font: Option<&pdf::PdfFont>,
+) -> anyhow::Result<Report> {
     anyhow::ensure!(
         spec.kind == Kind::Smtp && !crossed.is_empty(),
         "a warning is about an SMTP day that crossed a threshold"
     );
-    render_with(spec, data, limits, tz, now, Some(crossed))
+    render_with(spec, data, limits, tz, now, Some(crossed), font)
 }
 
 fn render_with(
@@ -458,6 +506,7 @@ fn render_with(
     tz: Tz,
     now: DateTime<Utc>,
     warning: Option<&[Crossed]>,
+    font: Option<&pdf::PdfFont>,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
         data.mailbox() == spec.mailbox.as_str(),
@@ -618,6 +667,21 @@ fn render_with(
             ("to", &spec.range.to.to_string()),
         ],
     );
+    let pdf = match font {
+        Some(font) => Some(pdf_attachment(
+            &spec,
+            data,
+            truncated.as_ref(),
+            total,
+            tz,
+            &generated_at,
+            font,
+            limits
+                .max_message_bytes
+                .saturating_sub(estimate(text.len() + html.len() + attachment.bytes.len())),
+        )?),
+        None => None,
+    };
     Ok(Report {
         owner: spec.mailbox.clone(),
         spec,
@@ -625,6 +689,48 @@ fn render_with(
         text,
         html,
         attachment,
+        pdf,
         truncated,
     })
+}
+
+/// The PDF of the rows the report shows, within `budget` bytes of mail
+/// (as [`estimate`] counts them): fewer rows, said at its top, when the
+/// rows the HTML carries do not fit as a PDF too.
+#[allow(clippy::too_many_arguments)]
+fn pdf_attachment(
+    spec: &Spec,
+    data: &Data,
+    truncated: Option<&Truncation>,
+    total: usize,
+    tz: Tz,
+    generated_at: &str,
+    font: &pdf::PdfFont,
+    budget: u64,
+) -> anyhow::Result<Attachment> {
+    let requested_at = local_time(spec.requester.at, tz);
+    let mut shown = truncated.map_or(data.rows(), |t| t.shown);
+    let mut cut = truncated.cloned();
+    for _ in 0..12 {
+        let (part, next) = data.first_rows(shown);
+        if shown < data.rows() {
+            cut = Some(Truncation {
+                shown,
+                total,
+                next: next.unwrap_or_default(),
+            });
+        }
+        let doc = pdf::document(spec, &part, cut.as_ref(), &requested_at, generated_at);
+        let bytes = pdf::write(&doc, font)?;
+        if estimate(bytes.len()) <= budget || shown == 0 {
+            return Ok(Attachment {
+                filename: format!("{}.pdf", file_stem(spec)),
+                content_type: "application/pdf",
+                bytes,
+            });
+        }
+        let want = budget as f64 / estimate(bytes.len()) as f64 * 0.9;
+        shown = ((shown as f64 * want) as usize).min(shown - 1);
+    }
+    anyhow::bail!("the report's PDF does not fit in the mail")
 }
