@@ -336,21 +336,36 @@ fn estimate(payload: usize) -> u64 {
 
 /// Reads the rows of `spec` and renders them.
 pub async fn build(store: &Store, config: &Config, spec: Spec) -> anyhow::Result<Report> {
+    build_asked(store, config, spec, false).await
+}
+
+/// [`build`], for a request that asked for the PDF (`pdf_asked`), which
+/// it gets where the site offers it (`report.pdf = "on_request"`).
+pub async fn build_asked(
+    store: &Store,
+    config: &Config,
+    spec: Spec,
+    pdf_asked: bool,
+) -> anyhow::Result<Report> {
     let tz = config.tz()?;
     let limits = Limits::from_config(config);
     let data = Data::load_within(store, &spec, tz, limits).await?;
     let now = Utc::now();
-    let font = pdf_font(config)?;
+    let font = pdf_font(config, pdf_asked)?;
     // Rendering and zipping are CPU work: off the async threads, and behind
     // the web form's.
     crate::background::run(move || render_with(spec, &data, limits, tz, now, None, font.as_ref()))
         .await?
 }
 
-/// The font for PDFs, when every report carries one.
-fn pdf_font(config: &Config) -> anyhow::Result<Option<pdf::PdfFont>> {
-    match config.report.pdf {
-        crate::config::PdfMode::Always => Ok(Some(pdf::PdfFont::cached(&config.report.pdf_font)?)),
+/// The font for this report's PDF, when it carries one: always, or when
+/// asked for where the site offers the choice.
+fn pdf_font(config: &Config, asked: bool) -> anyhow::Result<Option<pdf::PdfFont>> {
+    use crate::config::PdfMode;
+    match (config.report.pdf, asked) {
+        (PdfMode::Always, _) | (PdfMode::OnRequest, true) => {
+            Ok(Some(pdf::PdfFont::cached(&config.report.pdf_font)?))
+        }
         _ => Ok(None),
     }
 }
@@ -366,7 +381,7 @@ pub async fn build_warning(
     let limits = Limits::from_config(config);
     let data = Data::load_within(store, &spec, tz, limits).await?;
     let now = Utc::now();
-    let font = pdf_font(config)?;
+    let font = pdf_font(config, false)?;
     crate::background::run(move || {
         render_warning_with(spec, &data, limits, tz, now, &crossed, font.as_ref())
     })

@@ -311,3 +311,70 @@ fn a_missing_font_or_one_without_chinese_is_a_clear_error() {
     );
     assert!(e.contains("sometimes"), "{e}");
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
+async fn the_form_offers_the_pdf_and_mails_it_when_ticked() {
+    use crate::web::{Service, config, filled_form, free_port, post, today, wait_for};
+    font();
+    let db = TestDb::new().await;
+    let log = db.dir.path().join("mail.log");
+    std::fs::copy(fixture("mail.log"), &log).unwrap();
+    crate::support::Capture::Postfix.date(&log);
+    let server = SmtpServer::start(None).await;
+    let mut cfg = config(&db, &log, free_port().await, server.port, "");
+    cfg.report.pdf = PdfMode::OnRequest;
+    let t = today(&cfg);
+    let svc = Service::start(cfg, db.store.clone()).await;
+    let c = reqwest::Client::new();
+    for (n, tick) in [(1, true), (2, false)] {
+        let (id, code) = filled_form(&c, &svc.base, &db.store).await;
+        let (from, to) = (t.pred().to_string(), t.to_string());
+        let mut fields = vec![
+            ("mailbox", "alice"),
+            ("kind", "smtp"),
+            ("from", from.as_str()),
+            ("to", to.as_str()),
+            ("lang", "zh-TW"),
+            ("challenge", id.as_str()),
+            ("code", code.as_str()),
+        ];
+        if tick {
+            fields.push(("pdf", "1"));
+        }
+        let (status, page) = post(&c, &svc.base, &fields).await;
+        assert_eq!(status, 200, "{page}");
+        wait_for("the report to arrive", || server.received().len() == n).await;
+        let got = &server.received()[n - 1];
+        assert_eq!(got.rcpt_to, ["alice@example.edu"]);
+        let msg = mail_parser::MessageParser::default()
+            .parse(&got.data)
+            .unwrap();
+        use mail_parser::MimeHeaders;
+        let pdf = msg
+            .attachments()
+            .find(|a| a.attachment_name().is_some_and(|n| n.ends_with(".pdf")));
+        assert_eq!(pdf.is_some(), tick, "a PDF only when ticked");
+        if let Some(pdf) = pdf {
+            let text = pdf_text(db.dir.path(), pdf.contents());
+            assert!(text.contains("SMTP寄信紀錄"), "{text}");
+        }
+    }
+    // The form shows the choice.
+    let form = c
+        .get(format!("{}/", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains("name=\"pdf\"") && form.contains("另附 PDF"),
+        "{form}"
+    );
+    svc.stop().await;
+}
