@@ -61,9 +61,6 @@ fn pdf_text(dir: &Path, bytes: &[u8]) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    if let Ok(d) = std::env::var("MAILTRAIL_PDF_DUMP") {
-        std::fs::write(format!("{d}/{}.pdf", bytes.len()), bytes).unwrap();
-    }
     squeeze(&String::from_utf8(out.stdout).unwrap())
 }
 
@@ -377,4 +374,35 @@ async fn the_form_offers_the_pdf_and_mails_it_when_ticked() {
         "{form}"
     );
     svc.stop().await;
+}
+
+#[test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
+fn log_text_in_a_pdf_shows_its_hidden_characters() {
+    use mailtrail::report::pdf::{Block, Column, Doc, write};
+    let font = font();
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "550 \u{202e}moc.live\u{1b}[31m\u{7}<script>";
+    let doc = Doc {
+        title: "t".into(),
+        lang: "en",
+        footer: "f".into(),
+        blocks: vec![Block::Table {
+            columns: vec![Column {
+                title: "Server response".into(),
+                weight: 1.0,
+                right: false,
+            }],
+            rows: vec![vec![hostile.into()]],
+        }],
+    };
+    let text = pdf_text(dir.path(), &write(&doc, &font).unwrap());
+    assert!(
+        text.contains("550<U+202E>moc.live<U+001B>[31m<U+0007><script>"),
+        "{text}"
+    );
+    assert!(!text.contains('\u{202e}') && !text.contains('\u{1b}'));
 }
