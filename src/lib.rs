@@ -20,7 +20,8 @@
 //! * [`access`]: a mailbox's access history (Dovecot logins, logouts,
 //!   deletions, failed logins) with a per-day summary.
 //! * [`report`]: either history rendered for a person (minijinja HTML and
-//!   text, Traditional Chinese or English), zipped with a CSV when large.
+//!   text, Traditional Chinese or English, with an inline SVG chart),
+//!   zipped with a CSV when large, and as a PDF with its font embedded.
 //! * [`requests`]: one durable row per report request, whatever the
 //!   channel (the web form, mail, the command line, the nightly
 //!   warnings), rendered into one queued mail to the report's own mailbox.
