@@ -406,3 +406,62 @@ fn log_text_in_a_pdf_shows_its_hidden_characters() {
     );
     assert!(!text.contains('\u{202e}') && !text.contains('\u{1b}'));
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
+async fn the_report_command_writes_the_pdf_and_mails_nothing() {
+    font();
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let config = db.dir.path().join("config.toml");
+    std::fs::write(&config, db.config_text()).unwrap();
+    let out = db.dir.path().join("alice.pdf");
+    let r = crate::support::month();
+    let args: Vec<String> = [
+        "--config",
+        config.to_str().unwrap(),
+        "report",
+        "--mailbox",
+        "alice",
+        "--kind",
+        "smtp",
+        "--from",
+        &r.from.to_string(),
+        "--to",
+        &r.to.to_string(),
+        "--lang",
+        "en",
+        "--pdf",
+        out.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_mailtrail"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("(PDF,"), "{stdout}");
+    let text = pdf_text(db.dir.path(), &std::fs::read(&out).unwrap());
+    assert!(
+        text.contains("SMTPsendinghistory") && text.contains("alice@example.edu"),
+        "{text}"
+    );
+    assert_eq!(
+        db.store.outbox_counts().await.unwrap(),
+        (0, 0),
+        "nothing queued"
+    );
+}
