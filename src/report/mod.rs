@@ -9,6 +9,10 @@
 //! zipped keeps its first rows and says, in the mail and in the report,
 //! how many it left out and where they start.
 //!
+//! Each report opens with a chart ([`chart`]), and may also carry a PDF of
+//! the same rows ([`pdf`]): always, or when asked for, as `report.pdf`
+//! says; the PDF too keeps its first rows when it would not fit.
+//!
 //! The mailbox a report is about is the only one it is ever mailed to:
 //! [`Report::recipient`] is the one place that decides, and it answers the
 //! mailbox whose rows were read.
