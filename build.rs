@@ -3,7 +3,7 @@
 //! A few integration tests need what a development machine may lack: a
 //! browser (Chromium and ChromeDriver), a PostgreSQL server, a real
 //! Postfix and Dovecot (tests/e2e/setup.sh), root to mount a small
-//! filesystem and fill it. Each is compiled as
+//! filesystem and fill it, pdftotext and a Chinese font. Each is compiled as
 //! `#[ignore = "needs ..."]` unless the variable that says its environment
 //! is there was set when the tests were built, so that `cargo test` lists
 //! them as ignored, with the reason, instead of passing them without a
@@ -23,6 +23,9 @@ const SWITCHES: &[(&str, &str, On)] = &[
         !v.is_empty()
     }),
     ("MAILTRAIL_E2E", "mailtrail_e2e", |v| v == "1"),
+    // pdftotext (poppler-utils) and a font with Chinese (fonts-wqy-zenhei),
+    // to read the reports' PDFs back (tests/it/pdf.rs).
+    ("MAILTRAIL_PDF_TESTS", "mailtrail_pdf", |v| v == "1"),
     // Root, to mount a small tmpfs and fill it (tests/it/faults.rs).
     ("MAILTRAIL_FAULT_TESTS", "mailtrail_faults", |v| v == "1"),
     // The integration tests' pass on PostgreSQL, where the few tests that

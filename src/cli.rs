@@ -136,6 +136,9 @@ pub struct ReportArgs {
     /// Write the attachment (HTML, or ZIP when large) to FILE (`-`: standard output) and mail nothing.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also write the report as a PDF to FILE, in the font of report.pdf_font, and mail nothing.
+    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    pub pdf: Option<PathBuf>,
     /// Queue the mail under this key; queueing the same key again sends no second copy.
     #[arg(long, conflicts_with = "out")]
     pub key: Option<String>,
@@ -581,6 +584,26 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
     };
     let store = Store::open(&c.database_url).await?;
     let result = async {
+        if let Some(path) = &a.pdf {
+            let font = crate::report::pdf::PdfFont::cached(&c.report.pdf_font)?;
+            let tz = c.tz()?;
+            let data = crate::report::Data::load(&store, &spec, tz).await?;
+            let r = crate::report::render_with_pdf(
+                spec.clone(),
+                &data,
+                Limits::from_config(&c),
+                tz,
+                chrono::Utc::now(),
+                &font,
+            )?;
+            let pdf = r.pdf.context("no PDF was rendered")?;
+            std::fs::write(path, &pdf.bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            say!("wrote {} (PDF, {} bytes)", path.display(), pdf.bytes.len());
+            if a.out.is_none() {
+                return anyhow::Ok(());
+            }
+        }
         match &a.out {
             Some(out) => {
                 let tz = c.tz()?;

@@ -424,6 +424,30 @@ pub struct ReportConfig {
     /// `zh-TW` or `en`, for reports that do not name a language.
     #[serde(default)]
     pub default_language: Lang,
+    /// Whether reports also carry a PDF of the same rows.
+    #[serde(default)]
+    pub pdf: PdfMode,
+    /// A TrueType or OpenType font (or collection: its first font) with
+    /// Chinese glyphs, embedded in the PDFs.
+    #[serde(default = "default_pdf_font")]
+    pub pdf_font: std::path::PathBuf,
+}
+
+/// When a report carries a PDF.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PdfMode {
+    /// Every report and warning.
+    Always,
+    /// Only when the request asks for one.
+    OnRequest,
+    /// Never (the font need not be installed).
+    #[default]
+    Never,
+}
+
+fn default_pdf_font() -> std::path::PathBuf {
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc".into()
 }
 
 impl Default for ReportConfig {
@@ -687,6 +711,10 @@ impl Config {
         }
         if self.retention_days == 0 {
             bail!("retention_days must be at least 1");
+        }
+        if self.report.pdf != PdfMode::Never {
+            // Read once per process: the reports use the same copy.
+            crate::report::pdf::PdfFont::cached(&self.report.pdf_font)?;
         }
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres:")

@@ -23,7 +23,8 @@
 //!   expiry and refusal given a category, a sentence and advice, by rules
 //!   that are data (`rules/replies.toml`, and a site's own file).
 //! * [`report`]: either history rendered for a person (minijinja HTML and
-//!   text, Traditional Chinese or English), zipped with a CSV when large.
+//!   text, Traditional Chinese or English, with an inline SVG chart),
+//!   zipped with a CSV when large, and as a PDF with its font embedded.
 //! * [`requests`]: one durable row per report request, whatever the
 //!   channel (the web form, mail, the command line, the nightly
 //!   warnings), rendered into one queued mail to the report's own mailbox.

@@ -71,6 +71,18 @@ pub fn compose(report: &Report, from: &str, key: &str, now: i64) -> anyhow::Resu
         report.attachment.bytes.clone(),
         ContentType::parse(report.attachment.content_type)?,
     );
+    let mut mixed = MultiPart::mixed()
+        .multipart(MultiPart::alternative_plain_html(
+            report.text.clone(),
+            report.html.clone(),
+        ))
+        .singlepart(attachment);
+    if let Some(pdf) = &report.pdf {
+        mixed = mixed.singlepart(
+            Attachment::new(pdf.filename.clone())
+                .body(pdf.bytes.clone(), ContentType::parse(pdf.content_type)?),
+        );
+    }
     let message = headers(
         from,
         to.as_str(),
@@ -80,14 +92,7 @@ pub fn compose(report: &Report, from: &str, key: &str, now: i64) -> anyhow::Resu
         now,
         report.reply_to.as_deref(),
     )?
-    .multipart(
-        MultiPart::mixed()
-            .multipart(MultiPart::alternative_plain_html(
-                report.text.clone(),
-                report.html.clone(),
-            ))
-            .singlepart(attachment),
-    )?;
+    .multipart(mixed)?;
     Ok(NewMail {
         idem_key: key.to_owned(),
         recipient: to.to_string(),

@@ -12,12 +12,18 @@
 //! zipped keeps its first rows and says, in the mail and in the report,
 //! how many it left out and where they start.
 //!
+//! Each report opens with a chart ([`chart`]), and may also carry a PDF of
+//! the same rows ([`pdf`]): always, or when asked for, as `report.pdf`
+//! says; the PDF too keeps its first rows when it would not fit.
+//!
 //! The mailbox a report is about is the only one it is ever mailed to:
 //! [`Report::recipient`] is the one place that decides, and it answers the
 //! mailbox whose rows were read.
 
 pub mod archive;
+pub mod chart;
 pub mod layout;
+pub mod pdf;
 pub mod render;
 
 use std::fmt;
@@ -386,6 +392,8 @@ pub struct Report {
     /// The mail's HTML part: the same as `text`, in HTML.
     pub html: String,
     pub attachment: Attachment,
+    /// The same rows as a PDF, when the site or the request wants one.
+    pub pdf: Option<Attachment>,
     pub truncated: Option<Truncation>,
     /// Where a reply to the report's mail goes: the site's help contact.
     pub reply_to: Option<String>,
@@ -402,7 +410,12 @@ impl Report {
     /// Bytes of the whole mail as the relay will see it, at most: each
     /// part base64-encoded (4/3, plus line breaks), and headers.
     pub fn estimated_mail_bytes(&self) -> u64 {
-        estimate(self.text.len() + self.html.len() + self.attachment.bytes.len())
+        estimate(
+            self.text.len()
+                + self.html.len()
+                + self.attachment.bytes.len()
+                + self.pdf.as_ref().map_or(0, |p| p.bytes.len()),
+        )
     }
 }
 
@@ -413,19 +426,48 @@ fn estimate(payload: usize) -> u64 {
 
 /// Reads the rows of `spec` and renders them.
 pub async fn build(store: &Store, config: &Config, spec: Spec) -> anyhow::Result<Report> {
+    build_asked(store, config, spec, false).await
+}
+
+/// [`build`], for a request that asked for the PDF (`pdf_asked`), which
+/// it gets where the site offers it (`report.pdf = "on_request"`).
+pub async fn build_asked(
+    store: &Store,
+    config: &Config,
+    spec: Spec,
+    pdf_asked: bool,
+) -> anyhow::Result<Report> {
     let tz = config.tz()?;
     let limits = Limits::from_config(config);
     let mut data = Data::load_within(store, &spec, tz, limits).await?;
     let classifier = crate::replies::Classifier::shared(&config.replies)?;
     let notes = Notes::load(store, config).await?;
     let now = Utc::now();
+    let font = pdf_font(config, pdf_asked)?;
     // Rendering and zipping are CPU work: off the async threads, and behind
     // the web form's.
     crate::background::run(move || {
         data.explain(&classifier, spec.lang);
-        render_with(spec, &data, limits, tz, now, None, &notes)
+        let opts = Opts {
+            warning: None,
+            notes: &notes,
+            font: font.as_ref(),
+        };
+        render_with(spec, &data, limits, tz, now, opts)
     })
     .await?
+}
+
+/// The font for this report's PDF, when it carries one: always, or when
+/// asked for where the site offers the choice.
+fn pdf_font(config: &Config, asked: bool) -> anyhow::Result<Option<pdf::PdfFont>> {
+    use crate::config::PdfMode;
+    match (config.report.pdf, asked) {
+        (PdfMode::Always, _) | (PdfMode::OnRequest, true) => {
+            Ok(Some(pdf::PdfFont::cached(&config.report.pdf_font)?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Reads the day of `spec` and renders it as a threshold warning.
@@ -441,9 +483,15 @@ pub async fn build_warning(
     let classifier = crate::replies::Classifier::shared(&config.replies)?;
     let notes = Notes::load(store, config).await?;
     let now = Utc::now();
+    let font = pdf_font(config, false)?;
     crate::background::run(move || {
         data.explain(&classifier, spec.lang);
-        render_warning_noted(spec, &data, limits, tz, now, &crossed, &notes)
+        let opts = Opts {
+            warning: Some(&crossed),
+            notes: &notes,
+            font: font.as_ref(),
+        };
+        warning_with(spec, &data, limits, tz, now, opts)
     })
     .await?
 }
@@ -483,6 +531,8 @@ struct View<'a> {
     messages: Vec<layout::Message<'a>>,
     /// The daily table, runs of days with nothing collapsed into one line.
     day_lines: Vec<layout::DayLine>,
+    /// The picture: days for SMTP, remote addresses for access.
+    chart: Option<&'a chart::Chart>,
 }
 
 /// An instant as the report shows it: `2026/11/23 10:07:11`, in the zone
@@ -546,7 +596,7 @@ pub fn render(
     tz: Tz,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Report> {
-    render_with(spec, data, limits, tz, now, None, &Notes::default())
+    render_with(spec, data, limits, tz, now, Opts::plain())
 }
 
 /// [`render`], with the help contact and the records' freshness.
@@ -558,7 +608,27 @@ pub fn render_noted(
     now: DateTime<Utc>,
     notes: &Notes,
 ) -> anyhow::Result<Report> {
-    render_with(spec, data, limits, tz, now, None, notes)
+    let opts = Opts {
+        notes,
+        ..Opts::plain()
+    };
+    render_with(spec, data, limits, tz, now, opts)
+}
+
+/// [`render`], with the same rows also as a PDF in `font`.
+pub fn render_with_pdf(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    font: &pdf::PdfFont,
+) -> anyhow::Result<Report> {
+    let opts = Opts {
+        font: Some(font),
+        ..Opts::plain()
+    };
+    render_with(spec, data, limits, tz, now, opts)
 }
 
 /// A threshold warning: the day's SMTP report attached, and the mail's
@@ -584,11 +654,67 @@ pub fn render_warning_noted(
     crossed: &[Crossed],
     notes: &Notes,
 ) -> anyhow::Result<Report> {
+    let opts = Opts {
+        warning: Some(crossed),
+        notes,
+        font: None,
+    };
+    warning_with(spec, data, limits, tz, now, opts)
+}
+
+/// [`render_warning`], with the day's report also as a PDF when `font`
+/// is given.
+pub fn render_warning_with(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    crossed: &[Crossed],
+    font: Option<&pdf::PdfFont>,
+) -> anyhow::Result<Report> {
+    let opts = Opts {
+        warning: Some(crossed),
+        font,
+        ..Opts::plain()
+    };
+    warning_with(spec, data, limits, tz, now, opts)
+}
+
+/// What a rendering adds to the rows: the thresholds a warning is about,
+/// the help contact and freshness, the PDF's font.
+#[derive(Clone, Copy)]
+struct Opts<'a> {
+    warning: Option<&'a [Crossed]>,
+    notes: &'a Notes,
+    font: Option<&'a pdf::PdfFont>,
+}
+
+impl Opts<'_> {
+    fn plain() -> Opts<'static> {
+        static NONE: std::sync::OnceLock<Notes> = std::sync::OnceLock::new();
+        Opts {
+            warning: None,
+            notes: NONE.get_or_init(Notes::default),
+            font: None,
+        }
+    }
+}
+
+/// A warning's rendering: only of an SMTP day that crossed a threshold.
+fn warning_with(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    opts: Opts<'_>,
+) -> anyhow::Result<Report> {
     anyhow::ensure!(
-        spec.kind == Kind::Smtp && !crossed.is_empty(),
+        spec.kind == Kind::Smtp && opts.warning.is_some_and(|c| !c.is_empty()),
         "a warning is about an SMTP day that crossed a threshold"
     );
-    render_with(spec, data, limits, tz, now, Some(crossed), notes)
+    render_with(spec, data, limits, tz, now, opts)
 }
 
 fn render_with(
@@ -597,15 +723,26 @@ fn render_with(
     limits: Limits,
     tz: Tz,
     now: DateTime<Utc>,
-    warning: Option<&[Crossed]>,
-    notes: &Notes,
+    opts: Opts<'_>,
 ) -> anyhow::Result<Report> {
+    let Opts {
+        warning,
+        notes,
+        font,
+    } = opts;
     anyhow::ensure!(
         data.mailbox() == spec.mailbox.as_str(),
         "the rows read are of {}, not of {}",
         data.mailbox(),
         spec.mailbox
     );
+    let (from, to) = (spec.range.from.to_string(), spec.range.to.to_string());
+    // Drawn once, from every row read (before any is left out to fit),
+    // and shown by every rendering below.
+    let chart = match data {
+        Data::Smtp(h) => chart::daily(&h.days, spec.lang, &from, &to),
+        Data::Access(h) => chart::logins(&h.events, spec.lang, &from, &to),
+    };
     // Never more rows than could fit: beyond them, the report says where
     // the rows left out start, as when it is cut to fit below.
     let total = data.total_rows();
@@ -671,6 +808,7 @@ fn render_with(
                 Data::Smtp(h) => layout::smtp_days(&h.days),
                 Data::Access(h) => layout::access_days(&h.days),
             },
+            chart: chart.as_ref(),
         };
         minijinja::Value::from(minijinja::value::Serde(&v))
     };
@@ -768,6 +906,21 @@ fn render_with(
             ("to", &spec.range.to.to_string()),
         ],
     );
+    let pdf = match font {
+        Some(font) => Some(pdf_attachment(
+            &spec,
+            data,
+            truncated.as_ref(),
+            total,
+            tz,
+            &generated_at,
+            font,
+            limits
+                .max_message_bytes
+                .saturating_sub(estimate(text.len() + html.len() + attachment.bytes.len())),
+        )?),
+        None => None,
+    };
     Ok(Report {
         owner: spec.mailbox.clone(),
         spec,
@@ -775,7 +928,49 @@ fn render_with(
         text,
         html,
         attachment,
+        pdf,
         truncated,
         reply_to: notes.help_address.clone(),
     })
+}
+
+/// The PDF of the rows the report shows, within `budget` bytes of mail
+/// (as [`estimate`] counts them): fewer rows, said at its top, when the
+/// rows the HTML carries do not fit as a PDF too.
+#[allow(clippy::too_many_arguments)]
+fn pdf_attachment(
+    spec: &Spec,
+    data: &Data,
+    truncated: Option<&Truncation>,
+    total: usize,
+    tz: Tz,
+    generated_at: &str,
+    font: &pdf::PdfFont,
+    budget: u64,
+) -> anyhow::Result<Attachment> {
+    let requested_at = local_time(spec.requester.at, tz);
+    let mut shown = truncated.map_or(data.rows(), |t| t.shown);
+    let mut cut = truncated.cloned();
+    for _ in 0..12 {
+        let (part, next) = data.first_rows(shown);
+        if shown < data.rows() {
+            cut = Some(Truncation {
+                shown,
+                total,
+                next: next.unwrap_or_default(),
+            });
+        }
+        let doc = pdf::document(spec, &part, cut.as_ref(), &requested_at, generated_at);
+        let bytes = pdf::write(&doc, font)?;
+        if estimate(bytes.len()) <= budget || shown == 0 {
+            return Ok(Attachment {
+                filename: format!("{}.pdf", file_stem(spec)),
+                content_type: "application/pdf",
+                bytes,
+            });
+        }
+        let want = budget as f64 / estimate(bytes.len()) as f64 * 0.9;
+        shown = ((shown as f64 * want) as usize).min(shown - 1);
+    }
+    anyhow::bail!("the report's PDF does not fit in the mail")
 }

@@ -34,6 +34,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("help.txt", include_str!("../../templates/help.txt")),
     ("form.html", include_str!("../../templates/form.html")),
     ("message.html", include_str!("../../templates/message.html")),
+    ("chart.html", include_str!("../../templates/chart.html")),
 ];
 
 const EN: &str = include_str!("../../templates/i18n/en.toml");

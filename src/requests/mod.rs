@@ -19,6 +19,9 @@ use crate::store::{NewRequest, RequestRow, Store};
 pub enum Purpose {
     /// A report.
     Report,
+    /// A report with its PDF, asked for on the form where the site offers
+    /// the choice (`report.pdf = "on_request"`).
+    ReportPdf,
     /// A threshold warning: the day's SMTP report, with the thresholds the
     /// day crossed (recorded in `alerts`).
     Warning,
@@ -28,6 +31,7 @@ impl Purpose {
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::Report => "report",
+            Purpose::ReportPdf => "report_pdf",
             Purpose::Warning => "warning",
         }
     }
@@ -112,6 +116,7 @@ pub async fn process(store: &Store, config: &Config, row: &RequestRow) -> anyhow
                 );
                 report::build_warning(store, config, spec, crossed).await?
             }
+            "report_pdf" => report::build_asked(store, config, spec, true).await?,
             _ => report::build(store, config, spec).await?,
         };
         let now = chrono::Utc::now().timestamp();

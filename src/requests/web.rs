@@ -171,6 +171,9 @@ pub struct FormFields {
     /// The proof of work's answer, found by the page's script.
     #[serde(default)]
     pub pow: String,
+    /// Not empty when the PDF is asked for (`report.pdf = "on_request"`).
+    #[serde(default)]
+    pub pdf: String,
 }
 
 /// A fresh nonce for a page's Content-Security-Policy: the page's own
@@ -284,6 +287,7 @@ fn show_form(
                 help_address => s.config.help.address.clone(),
                 help_url => s.config.help.url.clone(),
                 csp_nonce => nonce.clone(),
+                pdf_choice => s.config.report.pdf == crate::config::PdfMode::OnRequest,
             },
         )
     })();
@@ -460,9 +464,15 @@ async fn submit(
     // at; when everything is right, with the request in one transaction.
     // The limits are checked where the request is written, so that posts
     // arriving together cannot pass them together.
+    // The PDF, where the site lets the owner choose it.
+    let purpose = if !f.pdf.is_empty() && s.config.report.pdf == crate::config::PdfMode::OnRequest {
+        super::Purpose::ReportPdf
+    } else {
+        super::Purpose::Report
+    };
     let request = match &checked {
         Ok(Ok(spec)) => Some((
-            super::new_request(spec, None, super::Purpose::Report),
+            super::new_request(spec, None, purpose),
             Limits {
                 client_since: now - 3600,
                 client_cap: i64::from(c.max_per_client_per_hour),

@@ -1,0 +1,642 @@
+//! The report as a PDF: the same header, tables and rows as the HTML, in
+//! either language, for owners who file or print their records.
+//!
+//! Chinese needs a font with CJK glyphs, and a PDF reader may have none:
+//! the font is embedded (krilla keeps only the glyphs used, so a report
+//! carries tens of kilobytes of a 17 MB font), with the text's code points
+//! beside the glyphs so that it can be searched and copied. The font is a
+//! file of the system's (`report.pdf_font`), read once per process.
+//!
+//! Layout is plain and predictable: A4 landscape, tables whose cells wrap
+//! and whose header row repeats on every page, a footer with the mailbox
+//! and the page number. Every glyph is placed without shaping, one code
+//! point to one glyph, which is all Chinese and Latin text needs; text
+//! from logs is first shown with its hidden characters as code points
+//! ([`visible`]), as everywhere else.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::Context as _;
+use krilla::Document;
+use krilla::color::rgb;
+use krilla::geom::{PathBuilder, Point};
+use krilla::page::PageSettings;
+use krilla::paint::{Fill, Stroke};
+use krilla::surface::Surface;
+use krilla::text::{Font, GlyphId, KrillaGlyph};
+use skrifa::instance::{LocationRef, Size};
+use skrifa::{FontRef, MetadataProvider};
+
+use crate::visible::visible;
+
+/// A4 landscape, in points: wide tables need the width more than the
+/// height.
+const PAGE_W: f32 = 842.0;
+const PAGE_H: f32 = 595.0;
+const MARGIN: f32 = 36.0;
+const TABLE_SIZE: f32 = 8.0;
+const TEXT_SIZE: f32 = 9.5;
+const HEADING_SIZE: f32 = 13.0;
+const TITLE_SIZE: f32 = 17.0;
+const LINE: f32 = 1.35;
+const PAD: f32 = 3.0;
+/// A cell shows at most this many lines (a remote reply can be long);
+/// the last one ends in `…`. The CSV and HTML keep the whole text.
+const MAX_CELL_LINES: usize = 8;
+/// A character the font must have for the report's Chinese.
+const CJK_PROBE: char = '信';
+
+/// A font that can write the reports, loaded once.
+#[derive(Clone)]
+pub struct PdfFont {
+    data: Arc<Vec<u8>>,
+    index: u32,
+    font: Font,
+}
+
+impl std::fmt::Debug for PdfFont {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PdfFont")
+            .field("bytes", &self.data.len())
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl PdfFont {
+    /// Reads the font at `path` (a `.ttf`, `.otf`, or the first font of a
+    /// `.ttc`). Returns `Err`, saying what to install, when the file is
+    /// missing, is not a font, or has no Chinese.
+    pub fn load(path: &Path) -> anyhow::Result<PdfFont> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the PDF font {} (report.pdf_font): install a font with Chinese \
+                 glyphs, such as Debian's fonts-wqy-zenhei, or set report.pdf = \"never\"",
+                path.display()
+            )
+        })?;
+        let data = Arc::new(bytes);
+        let index = 0;
+        let f = FontRef::from_index(&data, index).map_err(|e| {
+            anyhow::anyhow!(
+                "the PDF font {} (report.pdf_font) is not a TrueType or OpenType font: {e}",
+                path.display()
+            )
+        })?;
+        anyhow::ensure!(
+            f.charmap().map(CJK_PROBE).is_some(),
+            "the PDF font {} (report.pdf_font) has no Chinese glyphs: choose one that has, \
+             such as /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+            path.display()
+        );
+        let font = Font::new(data.clone().into(), index).with_context(|| {
+            format!(
+                "the PDF font {} (report.pdf_font) cannot be embedded",
+                path.display()
+            )
+        })?;
+        Ok(PdfFont { data, index, font })
+    }
+
+    /// The font at `path`, read from disk the first time only.
+    pub fn cached(path: &Path) -> anyhow::Result<PdfFont> {
+        static FONTS: OnceLock<Mutex<HashMap<PathBuf, PdfFont>>> = OnceLock::new();
+        let fonts = FONTS.get_or_init(Default::default);
+        if let Some(f) = fonts.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+            return Ok(f.clone());
+        }
+        let f = PdfFont::load(path)?;
+        fonts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_owned(), f.clone());
+        Ok(f)
+    }
+}
+
+/// One column of a table.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub title: String,
+    /// Its share of the width.
+    pub weight: f32,
+    /// Numbers align right.
+    pub right: bool,
+}
+
+/// What a report's PDF holds, in order.
+#[derive(Debug, Clone)]
+pub enum Block {
+    Title(String),
+    Heading(String),
+    Text(String),
+    Table {
+        columns: Vec<Column>,
+        rows: Vec<Vec<String>>,
+    },
+}
+
+/// A report's PDF.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub title: String,
+    /// `zh-TW` or `en`, for the PDF's metadata.
+    pub lang: &'static str,
+    /// On every page's foot, before the page number.
+    pub footer: String,
+    pub blocks: Vec<Block>,
+}
+
+/// Glyphs and widths of one font.
+struct Metrics<'a> {
+    font: FontRef<'a>,
+    glyphs: skrifa::metrics::GlyphMetrics<'a>,
+    upem: f32,
+}
+
+impl<'a> Metrics<'a> {
+    fn new(f: &'a PdfFont) -> anyhow::Result<Metrics<'a>> {
+        let font = FontRef::from_index(&f.data, f.index)?;
+        let upem = f32::from(
+            font.metrics(Size::unscaled(), LocationRef::default())
+                .units_per_em,
+        );
+        let glyphs = font.glyph_metrics(Size::unscaled(), LocationRef::default());
+        Ok(Metrics { font, glyphs, upem })
+    }
+
+    /// The glyph of `c` and its advance, in em.
+    fn glyph(&self, c: char) -> (u32, f32) {
+        let gid = self.font.charmap().map(c).unwrap_or_default();
+        let adv = self.glyphs.advance_width(gid).unwrap_or(self.upem / 2.0) / self.upem;
+        (gid.to_u32(), adv)
+    }
+
+    fn width(&self, s: &str, size: f32) -> f32 {
+        s.chars().map(|c| self.glyph(c).1).sum::<f32>() * size
+    }
+
+    /// `s` cut into lines no wider than `width`: at a space when there is
+    /// one on the line, else anywhere (Chinese has no spaces). At most
+    /// `max` lines; a cut text ends in `…`.
+    fn wrap(&self, s: &str, size: f32, width: f32, max: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        for para in s.split('\n') {
+            let mut line = String::new();
+            let mut w = 0.0;
+            let mut last_space: Option<usize> = None;
+            for c in para.chars() {
+                let cw = self.glyph(c).1 * size;
+                if w + cw > width && !line.is_empty() {
+                    match last_space {
+                        Some(at) if at > 0 => {
+                            let rest = line.split_off(at + 1);
+                            line.truncate(at);
+                            lines.push(std::mem::replace(&mut line, rest));
+                        }
+                        _ => lines.push(std::mem::take(&mut line)),
+                    }
+                    w = self.width(&line, size);
+                    last_space = None;
+                }
+                if c == ' ' {
+                    last_space = Some(line.len());
+                }
+                line.push(c);
+                w += cw;
+            }
+            lines.push(line);
+        }
+        if lines.len() > max {
+            lines.truncate(max);
+            if let Some(l) = lines.last_mut() {
+                l.pop();
+                l.push('…');
+            }
+        }
+        lines
+    }
+}
+
+/// Writes a line of text with its baseline at `(x, y)`.
+fn draw(
+    surface: &mut Surface<'_>,
+    m: &Metrics<'_>,
+    font: &Font,
+    x: f32,
+    y: f32,
+    size: f32,
+    s: &str,
+) {
+    if s.is_empty() {
+        return;
+    }
+    let glyphs: Vec<KrillaGlyph> = s
+        .char_indices()
+        .map(|(i, c)| {
+            let (gid, adv) = m.glyph(c);
+            KrillaGlyph::new(
+                GlyphId::new(gid),
+                adv,
+                0.0,
+                0.0,
+                0.0,
+                i..i + c.len_utf8(),
+                None,
+            )
+        })
+        .collect();
+    surface.draw_glyphs(Point::from_xy(x, y), &glyphs, font.clone(), s, size, false);
+}
+
+fn rule(surface: &mut Surface<'_>, x0: f32, x1: f32, y: f32, grey: u8, width: f32) {
+    let mut pb = PathBuilder::new();
+    pb.move_to(x0, y);
+    pb.line_to(x1, y);
+    if let Some(path) = pb.finish() {
+        surface.set_fill(None);
+        surface.set_stroke(Some(Stroke {
+            paint: rgb::Color::new(grey, grey, grey).into(),
+            width,
+            ..Default::default()
+        }));
+        surface.draw_path(&path);
+        surface.set_stroke(None);
+        surface.set_fill(Some(Fill::default()));
+    }
+}
+
+/// Lays out `doc` in pages and returns the PDF's bytes.
+pub fn write(doc: &Doc, font: &PdfFont) -> anyhow::Result<Vec<u8>> {
+    let m = Metrics::new(font)?;
+    let mut pdf = Document::new();
+    pdf.set_metadata(
+        krilla::metadata::Metadata::new()
+            .title(visible(&doc.title).into_owned())
+            .language(doc.lang.to_owned())
+            .creator("mailtrail".to_owned()),
+    );
+    let settings = || PageSettings::from_wh(PAGE_W, PAGE_H).expect("A4 is a valid page size");
+    let mut page_no = 1;
+    let mut page = pdf.start_page_with(settings());
+    let mut surface = page.surface();
+    surface.set_fill(Some(Fill::default()));
+    let bottom = PAGE_H - MARGIN - 16.0;
+    let mut y = MARGIN;
+    let full = PAGE_W - 2.0 * MARGIN;
+
+    // Ends the page (with its footer) and starts the next.
+    macro_rules! new_page {
+        () => {{
+            let foot = format!("{} · {}", doc.footer, page_no);
+            draw(
+                &mut surface,
+                &m,
+                &font.font,
+                MARGIN,
+                PAGE_H - MARGIN + 4.0,
+                7.5,
+                &visible(&foot),
+            );
+            surface.finish();
+            page.finish();
+            page_no += 1;
+            page = pdf.start_page_with(settings());
+            surface = page.surface();
+            surface.set_fill(Some(Fill::default()));
+            y = MARGIN;
+        }};
+    }
+
+    for block in &doc.blocks {
+        match block {
+            Block::Title(s) | Block::Heading(s) | Block::Text(s) => {
+                let (size, before) = match block {
+                    Block::Title(_) => (TITLE_SIZE, 0.0),
+                    Block::Heading(_) => (HEADING_SIZE, 10.0),
+                    _ => (TEXT_SIZE, 2.0),
+                };
+                let lines = m.wrap(&visible(s), size, full, usize::MAX);
+                // A heading keeps a few lines of what follows with it.
+                let need = size * LINE * lines.len() as f32
+                    + if matches!(block, Block::Heading(_)) {
+                        4.0 * TABLE_SIZE * LINE
+                    } else {
+                        0.0
+                    };
+                if y + before + need > bottom && y > MARGIN {
+                    new_page!();
+                } else {
+                    y += before;
+                }
+                for l in lines {
+                    if y + size * LINE > bottom {
+                        new_page!();
+                    }
+                    y += size * LINE;
+                    draw(
+                        &mut surface,
+                        &m,
+                        &font.font,
+                        MARGIN,
+                        y - size * 0.25,
+                        size,
+                        &l,
+                    );
+                }
+            }
+            Block::Table { columns, rows } => {
+                let total: f32 = columns
+                    .iter()
+                    .map(|c| c.weight)
+                    .sum::<f32>()
+                    .max(f32::EPSILON);
+                let widths: Vec<f32> = columns.iter().map(|c| c.weight / total * full).collect();
+                let lh = TABLE_SIZE * LINE;
+                let layout = |cells: &[String]| -> Vec<Vec<String>> {
+                    cells
+                        .iter()
+                        .zip(&widths)
+                        .map(|(c, w)| {
+                            m.wrap(&visible(c), TABLE_SIZE, w - 2.0 * PAD, MAX_CELL_LINES)
+                        })
+                        .collect()
+                };
+                let head: Vec<String> = columns.iter().map(|c| c.title.clone()).collect();
+                let head = layout(&head);
+                let height = |cells: &[Vec<String>]| {
+                    cells.iter().map(Vec::len).max().unwrap_or(1) as f32 * lh + 2.0 * PAD
+                };
+                let head_h = height(&head);
+                let put_row =
+                    |surface: &mut Surface<'_>, y: f32, cells: &[Vec<String>], bold: bool| {
+                        let mut x = MARGIN;
+                        for ((lines, w), col) in cells.iter().zip(&widths).zip(columns) {
+                            for (i, l) in lines.iter().enumerate() {
+                                let lx = if col.right {
+                                    x + w - PAD - m.width(l, TABLE_SIZE)
+                                } else {
+                                    x + PAD
+                                };
+                                let ly = y + PAD + lh * (i as f32 + 1.0) - TABLE_SIZE * 0.25;
+                                draw(surface, &m, &font.font, lx, ly, TABLE_SIZE, l);
+                            }
+                            x += w;
+                        }
+                        let h = height(cells);
+                        rule(
+                            surface,
+                            MARGIN,
+                            MARGIN + full,
+                            y + h,
+                            if bold { 60 } else { 200 },
+                            if bold { 0.8 } else { 0.4 },
+                        );
+                        h
+                    };
+                if y + head_h + lh * 2.0 > bottom {
+                    new_page!();
+                }
+                y += 4.0;
+                y += put_row(&mut surface, y, &head, true);
+                for row in rows {
+                    let cells = layout(row);
+                    if y + height(&cells) > bottom {
+                        new_page!();
+                        y += put_row(&mut surface, y, &head, true);
+                    }
+                    y += put_row(&mut surface, y, &cells, false);
+                }
+            }
+        }
+    }
+    let foot = format!("{} · {}", doc.footer, page_no);
+    draw(
+        &mut surface,
+        &m,
+        &font.font,
+        MARGIN,
+        PAGE_H - MARGIN + 4.0,
+        7.5,
+        &visible(&foot),
+    );
+    surface.finish();
+    page.finish();
+    pdf.finish()
+        .map_err(|e| anyhow::anyhow!("the PDF could not be written: {e}"))
+}
+
+/// The PDF of a report: its header, its tables and the rows shown, with
+/// the strings of its language.
+pub(super) fn document(
+    spec: &super::Spec,
+    data: &super::Data,
+    truncated: Option<&super::Truncation>,
+    requested_at: &str,
+    generated_at: &str,
+) -> Doc {
+    use super::render::text;
+    let lang = spec.lang;
+    let t = |k: &str| text(lang, k, &[]);
+    let (from, to) = (spec.range.from.to_string(), spec.range.to.to_string());
+    let title = t(&format!("title_{}", spec.kind.as_str()));
+    let col = |title: String, weight: f32, right: bool| Column {
+        title,
+        weight,
+        right,
+    };
+    let mut blocks = vec![
+        Block::Title(title.clone()),
+        Block::Text(format!("{}: {}", t("mailbox"), spec.mailbox)),
+        Block::Text(format!(
+            "{}: {}",
+            t("range"),
+            text(lang, "range_value", &[("from", &from), ("to", &to)])
+        )),
+        Block::Text(format!(
+            "{}: {}",
+            t("requested"),
+            text(
+                lang,
+                "requested_value",
+                &[
+                    ("time", requested_at),
+                    ("ip", &spec.requester.client_ip),
+                    (
+                        "channel",
+                        &t(&format!("channel_{}", spec.requester.channel.as_str()))
+                    ),
+                ]
+            )
+        )),
+        Block::Text(format!("{}: {}", t("generated"), generated_at)),
+    ];
+    if let Some(tr) = truncated {
+        blocks.push(Block::Text(text(
+            lang,
+            "truncated",
+            &[
+                ("shown", &tr.shown.to_string()),
+                ("total", &tr.total.to_string()),
+                ("next", &tr.next),
+            ],
+        )));
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    match data {
+        super::Data::Smtp(h) => {
+            let names = [
+                "Sum", "Auth_blk", "Auth_rcv", "Bounced", "Deferred", "Expired", "Sent",
+            ];
+            let mut columns = vec![col(t("date"), 1.6, false)];
+            columns.extend(names.iter().map(|n| col((*n).to_owned(), 1.0, true)));
+            let counts = |c: &crate::history::Counts| {
+                [
+                    c.sum, c.auth_blk, c.auth_rcv, c.bounced, c.deferred, c.expired, c.sent,
+                ]
+                .map(|n| n.to_string())
+            };
+            let mut rows: Vec<Vec<String>> = h
+                .days
+                .iter()
+                .map(|d| {
+                    std::iter::once(d.date.clone())
+                        .chain(counts(&d.counts))
+                        .collect()
+                })
+                .collect();
+            rows.push(
+                std::iter::once(t("total"))
+                    .chain(counts(&h.total.counts))
+                    .collect(),
+            );
+            blocks.push(Block::Heading(t("daily")));
+            blocks.push(Block::Table { columns, rows });
+            if h.is_empty() {
+                blocks.push(Block::Text(t("no_records")));
+            } else {
+                blocks.push(Block::Heading(format!(
+                    "{} ({})",
+                    t("details"),
+                    h.details.len()
+                )));
+                let columns = vec![
+                    col(t("col_time"), 2.8, false),
+                    col(t("col_status"), 1.6, false),
+                    col(t("col_sender_ip"), 1.6, false),
+                    col(t("col_recipient"), 2.6, false),
+                    col(t("col_relay"), 2.4, false),
+                    col(t("col_queue_id"), 1.3, false),
+                    col(t("col_response"), 4.5, false),
+                ];
+                let rows = h
+                    .details
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.time.clone(),
+                            t(&format!("status_{}", e.status)),
+                            opt(&e.sender_ip),
+                            opt(&e.recipient),
+                            opt(&e.relay),
+                            opt(&e.queue_id),
+                            opt(&e.response),
+                        ]
+                    })
+                    .collect();
+                blocks.push(Block::Table { columns, rows });
+            }
+        }
+        super::Data::Access(h) => {
+            // The HTML's order: IMAP and POP3 always, the others when the range
+            // has any (every day has the same keys).
+            let shown: Vec<&str> = ["imap", "pop3", "submission", "managesieve"]
+                .into_iter()
+                .filter(|p| h.days.first().is_some_and(|d| d.logins.contains_key(p)))
+                .collect();
+            let mut columns = vec![col(t("date"), 1.4, false)];
+            columns.extend(
+                shown
+                    .iter()
+                    .map(|p| col(t(&format!("col_{p}_logins")), 1.0, true)),
+            );
+            columns.push(col(t("col_failed"), 1.0, true));
+            columns.push(col(t("col_deleted"), 1.0, true));
+            columns.push(col(t("col_addresses"), 4.0, false));
+            let rows = h
+                .days
+                .iter()
+                .map(|d| {
+                    let mut r = vec![d.date.clone()];
+                    r.extend(
+                        shown
+                            .iter()
+                            .map(|p| d.logins.get(p).copied().unwrap_or(0).to_string()),
+                    );
+                    r.push(d.failed_logins.to_string());
+                    r.push(d.messages_deleted.to_string());
+                    r.push(d.addresses.join(", "));
+                    r
+                })
+                .collect();
+            blocks.push(Block::Heading(t("summary")));
+            blocks.push(Block::Table { columns, rows });
+            if h.is_empty() {
+                blocks.push(Block::Text(t("no_records")));
+            } else {
+                blocks.push(Block::Heading(format!(
+                    "{} ({})",
+                    t("events"),
+                    h.events.len()
+                )));
+                let columns = vec![
+                    col(t("col_time"), 2.8, false),
+                    col(t("col_event"), 1.4, false),
+                    col(t("col_protocol"), 1.0, false),
+                    col(t("col_remote_ip"), 1.8, false),
+                    col(t("col_client"), 1.3, false),
+                    col(t("col_what"), 5.0, false),
+                ];
+                let rows = h
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let mut what: Vec<String> = Vec::new();
+                        let mut num = |k: &str, v: Option<i64>| {
+                            if let Some(v) = v {
+                                what.push(format!("{} {v}", t(k)));
+                            }
+                        };
+                        num("w_deleted", e.deleted);
+                        num("w_retained", e.retained);
+                        num("w_expunged", e.expunged);
+                        num("w_trashed", e.trashed);
+                        for v in [&e.message_id, &e.folder, &e.reason, &e.master_user]
+                            .into_iter()
+                            .flatten()
+                        {
+                            what.push(v.clone());
+                        }
+                        vec![
+                            e.time.clone(),
+                            t(&format!("ev_{}", e.kind)),
+                            e.protocol.unwrap_or("").to_owned(),
+                            opt(&e.remote_ip),
+                            opt(&e.client),
+                            what.join("; "),
+                        ]
+                    })
+                    .collect();
+                blocks.push(Block::Table { columns, rows });
+            }
+        }
+    }
+    Doc {
+        footer: format!("{title} · {}", spec.mailbox),
+        title: format!("{title} · {}", spec.mailbox),
+        lang: lang.as_str(),
+        blocks,
+    }
+}
