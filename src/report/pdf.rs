@@ -487,11 +487,12 @@ pub(super) fn document(
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     match data {
         super::Data::Smtp(h) => {
+            // The columns as the HTML names them (NTHU's, in zh-TW).
             let names = [
-                "Sum", "Auth_blk", "Auth_rcv", "Bounced", "Deferred", "Expired", "Sent",
+                "sum", "auth_blk", "auth_rcv", "bounced", "deferred", "expired", "sent",
             ];
             let mut columns = vec![col(t("date"), 1.6, false)];
-            columns.extend(names.iter().map(|n| col((*n).to_owned(), 1.0, true)));
+            columns.extend(names.iter().map(|n| col(t(&format!("col_{n}")), 1.0, true)));
             let counts = |c: &crate::history::Counts| {
                 [
                     c.sum, c.auth_blk, c.auth_rcv, c.bounced, c.deferred, c.expired, c.sent,
@@ -517,11 +518,18 @@ pub(super) fn document(
             if h.is_empty() {
                 blocks.push(Block::Text(t("no_records")));
             } else {
-                blocks.push(Block::Heading(format!(
-                    "{} ({})",
-                    t("details"),
-                    h.details.len()
-                )));
+                let count = text(
+                    lang,
+                    "details_count",
+                    &[
+                        (
+                            "messages",
+                            &super::layout::messages(&h.details).len().to_string(),
+                        ),
+                        ("rows", &h.details.len().to_string()),
+                    ],
+                );
+                blocks.push(Block::Heading(format!("{} ({count})", t("details"))));
                 let columns = vec![
                     col(t("col_time"), 2.8, false),
                     col(t("col_status"), 1.6, false),
@@ -536,7 +544,7 @@ pub(super) fn document(
                     .iter()
                     .map(|e| {
                         vec![
-                            e.time.clone(),
+                            super::render::short_time(&e.time),
                             t(&format!("status_{}", e.status)),
                             opt(&e.sender_ip),
                             opt(&e.recipient),

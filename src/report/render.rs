@@ -187,7 +187,7 @@ fn pad(v: &Value, width: usize, right: bool) -> String {
 /// `2026-11-23T10:07:11+08:00` (a row's time) as the report shows it,
 /// `2026/11/23 10:07:11`, its zone said once in the header; a date
 /// `2026-11-23` as `2026/11/23`. Anything else is left as it is.
-fn short_time(v: &str) -> String {
+pub(crate) fn short_time(v: &str) -> String {
     let b = v.as_bytes();
     let date_like = b.len() >= 10
         && b[..10].iter().enumerate().all(|(i, c)| {
