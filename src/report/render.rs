@@ -122,6 +122,7 @@ pub fn env() -> &'static Environment<'static> {
         env.add_filter("ljust", |v: Value, w: usize| pad(&v, w, false));
         env.add_filter("rjust", |v: Value, w: usize| pad(&v, w, true));
         env.add_filter("short_time", |v: String| short_time(&v));
+        env.add_filter("hop", |v: String| next_hop(&v));
         env.add_filter("size", |v: i64| size(v));
         env.add_filter("width", |v: Value| {
             UnicodeWidthStr::width(visible(&v.to_string()).as_ref())
@@ -187,6 +188,32 @@ fn pad(v: &Value, width: usize, right: bool) -> String {
 /// `2026-11-23T10:07:11+08:00` (a row's time) as the report shows it,
 /// `2026/11/23 10:07:11`, its zone said once in the header; a date
 /// `2026-11-23` as `2026/11/23`. Anything else is left as it is.
+/// The next hop as a person reads it: Postfix's `name[address]:port`
+/// without the port, the address said once when the name is the address
+/// (`127.0.0.2`), `name (address)` otherwise; a local socket
+/// (`mail.example.edu[private/dovecot-lmtp]`) is its host's name; `none`
+/// (no connection was made; the reply says why) is nothing.
+pub(crate) fn next_hop(v: &str) -> String {
+    let v = v.trim();
+    if v.is_empty() || v == "none" {
+        return String::new();
+    }
+    let Some((name, rest)) = v.split_once('[') else {
+        return v.to_owned();
+    };
+    let Some((addr, _port)) = rest.split_once(']') else {
+        return v.to_owned();
+    };
+    if addr.contains('/') || addr.is_empty() {
+        // A local socket: its host.
+        name.to_owned()
+    } else if name.is_empty() || name == addr {
+        addr.to_owned()
+    } else {
+        format!("{name} ({addr})")
+    }
+}
+
 pub(crate) fn short_time(v: &str) -> String {
     let b = v.as_bytes();
     let date_like = b.len() >= 10
@@ -309,6 +336,22 @@ mod tests {
         );
         assert_eq!(short_time("2026-11-01"), "2026/11/01");
         assert_eq!(short_time("not a time"), "not a time");
+    }
+
+    #[test]
+    fn next_hops_read_plainly() {
+        assert_eq!(next_hop("127.0.0.2[127.0.0.2]:2525"), "127.0.0.2");
+        assert_eq!(
+            next_hop("gmail-smtp-in.l.google.com[142.250.1.27]:25"),
+            "gmail-smtp-in.l.google.com (142.250.1.27)"
+        );
+        assert_eq!(
+            next_hop("mail.example.edu[private/dovecot-lmtp]"),
+            "mail.example.edu"
+        );
+        assert_eq!(next_hop("none"), "");
+        assert_eq!(next_hop("[2001:db8::1]:25"), "2001:db8::1");
+        assert_eq!(next_hop("odd"), "odd");
         assert_eq!(size(950), "950 B");
         assert_eq!(size(55_676), "54.4 KB");
         assert_eq!(size(100_558_438), "95.9 MB");

@@ -417,7 +417,10 @@ async fn reports_fit_laptops_and_phones_in_both_languages() {
                     at: now.timestamp(),
                 },
             };
-            let data = Data::load(&db.store, &spec, tz).await.unwrap();
+            let mut data = Data::load(&db.store, &spec, tz).await.unwrap();
+            // With each failure's explanation, as reports are mailed.
+            let classifier = mailtrail::replies::Classifier::shared(&db.config.replies).unwrap();
+            data.explain(&classifier, lang);
             let r = report::render_noted(
                 spec,
                 &data,

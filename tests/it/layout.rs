@@ -94,12 +94,18 @@ async fn each_message_is_one_numbered_line_with_its_recipients_under_it() {
     assert_eq!(html.matches("Asia/Taipei (UTC+08:00)").count(), 1);
     // The site's own server in its own column: the capture's host.
     assert!(html.contains(&format!(">{}</td>", h.details[0].host)));
-    // The receiving server beside the reply.
-    let relay = h.details.iter().find_map(|d| d.relay.clone()).unwrap();
+    // The receiving server beside the reply, as a person reads it: the
+    // capture's `127.0.0.2[127.0.0.2]:2525` is 127.0.0.2, and `none` (no
+    // connection made; the reply says why) is not shown.
     assert!(
-        html.contains(&format!("Receiving server: {relay}")),
-        "{relay}"
+        h.details
+            .iter()
+            .any(|d| d.relay.as_deref() == Some("127.0.0.2[127.0.0.2]:2525")),
+        "the capture delivers to 127.0.0.2"
     );
+    assert!(html.contains("Receiving server: 127.0.0.2</div>"), "{html}");
+    assert!(!html.contains("Receiving server: none"), "{html}");
+    assert!(!html.contains(":2525</div>"), "{html}");
     // 30 days, one with mail: the quiet ones in one line.
     let busy = h.days.iter().filter(|d| d.counts.sum > 0).count();
     assert!(busy < h.days.len());
