@@ -1010,7 +1010,10 @@ fn real_mail_traffic_comes_back_as_reports_and_a_warning_in_real_mailboxes() {
     let subj = format!("Mailbox access history of {bob}, {today} to {today}");
     let raw = wait_mail(&bob, &subj);
     let (text, _html, csv) = unzip_report(&raw, &bob);
-    assert!(text.contains("by a request mailed from this mailbox"), "{text}");
+    assert!(
+        text.contains("by a request mailed from this mailbox"),
+        "{text}"
+    );
     // IMAP logins, POP3 logins, failed logins, messages deleted.
     assert_eq!(
         numbers(&csv_row(&csv, &today), 4),
