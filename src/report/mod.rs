@@ -641,41 +641,8 @@ pub fn render_warning(
     now: DateTime<Utc>,
     crossed: &[Crossed],
 ) -> anyhow::Result<Report> {
-    render_warning_noted(spec, data, limits, tz, now, crossed, &Notes::default())
-}
-
-/// [`render_warning`], with the help contact and the records' freshness.
-pub fn render_warning_noted(
-    spec: Spec,
-    data: &Data,
-    limits: Limits,
-    tz: Tz,
-    now: DateTime<Utc>,
-    crossed: &[Crossed],
-    notes: &Notes,
-) -> anyhow::Result<Report> {
     let opts = Opts {
         warning: Some(crossed),
-        notes,
-        font: None,
-    };
-    warning_with(spec, data, limits, tz, now, opts)
-}
-
-/// [`render_warning`], with the day's report also as a PDF when `font`
-/// is given.
-pub fn render_warning_with(
-    spec: Spec,
-    data: &Data,
-    limits: Limits,
-    tz: Tz,
-    now: DateTime<Utc>,
-    crossed: &[Crossed],
-    font: Option<&pdf::PdfFont>,
-) -> anyhow::Result<Report> {
-    let opts = Opts {
-        warning: Some(crossed),
-        font,
         ..Opts::plain()
     };
     warning_with(spec, data, limits, tz, now, opts)
@@ -692,10 +659,14 @@ struct Opts<'a> {
 
 impl Opts<'_> {
     fn plain() -> Opts<'static> {
-        static NONE: std::sync::OnceLock<Notes> = std::sync::OnceLock::new();
+        static NONE: Notes = Notes {
+            help_address: None,
+            help_url: None,
+            ingested_us: None,
+        };
         Opts {
             warning: None,
-            notes: NONE.get_or_init(Notes::default),
+            notes: &NONE,
             font: None,
         }
     }
