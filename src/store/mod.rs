@@ -24,6 +24,7 @@ use crate::ingest::access::AccessRow;
 use crate::ingest::correlate::{Kind, Row, Rows, Text};
 use crate::ingest::mailboxes::{Ids, Mailboxes, NewMailboxes};
 
+pub mod records;
 mod sqlite_bulk;
 
 /// Rows per multi-row `INSERT` on PostgreSQL: large enough that
