@@ -580,7 +580,7 @@ async fn a_report_too_large_even_zipped_is_truncated_visibly_and_fits() {
     db.ingest(&[log]).await.unwrap();
     // The busiest sender of the generated log.
     let (busiest, n, first, last): (String, i64, i32, i32) = crate::on_any_pool!(&db.store, pool => sqlx::query_as(
-        "SELECT m.address, COUNT(*) c, MIN(e.day), MAX(e.day) FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id GROUP BY m.address ORDER BY c DESC, m.address LIMIT 1",
+        "SELECT m.address, COUNT(*) c, MIN(e.day), MAX(e.day) FROM smtp_rows e JOIN mailboxes m ON m.id = e.mailbox_id GROUP BY m.address ORDER BY c DESC, m.address LIMIT 1",
     )
     .fetch_one(pool)
     .await
