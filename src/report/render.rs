@@ -237,7 +237,7 @@ pub(crate) fn short_time(v: &str) -> String {
 
 /// A size in bytes as people read it: `950 B`, `12.3 KB`, `95.9 MB`
 /// (1 KB = 1024 bytes).
-fn size(bytes: i64) -> String {
+pub(crate) fn size(bytes: i64) -> String {
     let b = bytes.max(0) as f64;
     if b < 1024.0 {
         format!("{bytes} B")
