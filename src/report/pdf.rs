@@ -154,7 +154,8 @@ pub struct Doc {
 
 /// Glyphs and widths of one font.
 struct Metrics<'a> {
-    font: FontRef<'a>,
+    /// Read once: building a font's character map parses its tables.
+    charmap: skrifa::charmap::Charmap<'a>,
     glyphs: skrifa::metrics::GlyphMetrics<'a>,
     upem: f32,
 }
@@ -167,12 +168,16 @@ impl<'a> Metrics<'a> {
                 .units_per_em,
         );
         let glyphs = font.glyph_metrics(Size::unscaled(), LocationRef::default());
-        Ok(Metrics { font, glyphs, upem })
+        Ok(Metrics {
+            charmap: font.charmap(),
+            glyphs,
+            upem,
+        })
     }
 
     /// The glyph of `c` and its advance, in em.
     fn glyph(&self, c: char) -> (u32, f32) {
-        let gid = self.font.charmap().map(c).unwrap_or_default();
+        let gid = self.charmap.map(c).unwrap_or_default();
         let adv = self.glyphs.advance_width(gid).unwrap_or(self.upem / 2.0) / self.upem;
         (gid.to_u32(), adv)
     }
