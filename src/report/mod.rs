@@ -813,14 +813,12 @@ fn render_with(
         };
         minijinja::Value::from(minijinja::value::Serde(&v))
     };
+    // The attached page is the same zipped or not (only the mail's parts
+    // name the attachment): rendered once, zipped when asked or large.
     let attach =
-        |data: &Data, zipped: bool, truncated: Option<&Truncation>| -> anyhow::Result<Attachment> {
-            let html = render::render(
-                "report.html",
-                spec.lang,
-                view(data, false, zipped, truncated),
-            )?;
-            if !zipped {
+        |data: &Data, zip: bool, truncated: Option<&Truncation>| -> anyhow::Result<Attachment> {
+            let html = render::render("report.html", spec.lang, view(data, false, zip, truncated))?;
+            if !zip && html.len() as u64 <= limits.zip_over_bytes {
                 return Ok(Attachment {
                     filename: format!("{stem}.html"),
                     content_type: "text/html; charset=utf-8",
@@ -843,12 +841,8 @@ fn render_with(
         };
 
     // The whole report first; zipped when large or always.
-    let mut zipped = limits.always_zip;
-    let mut attachment = attach(data, zipped, truncated.as_ref())?;
-    if !zipped && attachment.bytes.len() as u64 > limits.zip_over_bytes {
-        zipped = true;
-        attachment = attach(data, zipped, truncated.as_ref())?;
-    }
+    let mut attachment = attach(data, limits.always_zip, truncated.as_ref())?;
+    let zipped = attachment.content_type == "application/zip";
     let parts =
         |zipped: bool, truncated: Option<&Truncation>| -> anyhow::Result<(String, String)> {
             // The parts show the header and the table of the whole range.
