@@ -24,6 +24,10 @@ use crate::ingest::access::AccessRow;
 use crate::ingest::correlate::{Kind, Row, Rows, Text};
 use crate::ingest::mailboxes::{Ids, Mailboxes, NewMailboxes};
 
+mod partitions;
+mod pg_copy;
+#[doc(hidden)]
+pub mod pg_hooks;
 pub mod records;
 mod sqlite_bulk;
 
