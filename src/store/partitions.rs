@@ -209,7 +209,7 @@ async fn make(conn: &mut sqlx::PgConnection, day: Day) -> anyhow::Result<()> {
     // detached) was left alone by IF NOT EXISTS; rows of the day would
     // find no partition.
     let names = PARENTS.map(|p| day.name(p));
-    let found = partitions(&mut *tx, Some(&names)).await?;
+    let found = partitions(&mut tx, Some(&names)).await?;
     for name in names {
         if !found.iter().any(|(_, n)| *n == name) {
             anyhow::bail!(

@@ -407,7 +407,7 @@ mod tests {
     #[test]
     fn a_nul_character_is_refused() {
         let mut r = smtp();
-        r.queue_id = Some("4F\01A");
+        r.queue_id = Some("4F\u{0}1A");
         let err = r.encode(&mut Encoder::new()).unwrap_err().to_string();
         assert!(err.contains("queue_id") && err.contains("NUL"), "{err}");
     }
