@@ -1,13 +1,17 @@
 //! The bulk write of event rows into PostgreSQL: `COPY ... FROM STDIN` in
-//! binary format into a staging table, then one `INSERT ... SELECT` into
-//! the partitioned table.
+//! binary format.
 //!
-//! COPY cannot skip a row whose key is stored already, and a log read
-//! twice must store nothing twice; so the rows go first into a temporary
-//! table of the connection (`pg_temp.mt_smtp_stage`, `pg_temp.mt_access_stage`,
-//! made on first use, emptied before each use and at every commit), and
-//! from there into `smtp_rows` / `access_rows` with `ON CONFLICT DO
-//! NOTHING`, which also takes the first of two rows of one key in a batch.
+//! A log read twice must store nothing twice, and COPY cannot skip a row
+//! whose key is stored already: it fails. So a batch is first copied
+//! straight into its table under a savepoint, which is all a batch of new
+//! rows needs (a log read for the first time); when that fails on a stored
+//! key (an error PostgreSQL writes to its log, with the key), the
+//! savepoint takes it back and the batch goes the longer way: into
+//! a temporary table of the connection (`pg_temp.mt_smtp_stage`,
+//! `pg_temp.mt_access_stage`, made on first use, emptied at every commit
+//! and before a second use in one transaction), and from there into
+//! `smtp_rows` / `access_rows` with `INSERT ... ON CONFLICT DO NOTHING`,
+//! which also keeps the first of two rows of one key in a batch.
 //! Everything happens in the caller's transaction, which also holds the
 //! checkpoint and the correlator's state: a crash leaves all of it or
 //! none. The partitions of the rows' days must exist first
@@ -151,11 +155,13 @@ pub(crate) trait Stored {
     const WHAT: &'static str;
     /// Makes the staging table if this connection has none yet (without
     /// `IF NOT EXISTS`, whose notice would be logged at every batch), and
-    /// empties it.
+    /// makes sure it is empty.
     const STAGE: &'static str;
-    /// `COPY` into the staging table, naming the columns in the order
+    /// `COPY` into the table itself, naming the columns in the order
     /// [`Stored::encode`] writes them.
     const COPY: &'static str;
+    /// `COPY` into the staging table, the same columns.
+    const COPY_STAGE: &'static str;
     /// Moves the staged rows into their table, skipping stored keys.
     const MOVE: &'static str;
     /// Fields per row.
@@ -178,7 +184,11 @@ macro_rules! access_columns {
     };
 }
 
-/// The statement that makes a staging table like `$table` and empties it.
+/// The statement that makes a staging table like `$table`, or empties it
+/// if an earlier write of the same transaction left rows in it. (Commits
+/// empty it in place; a TRUNCATE in a later transaction gives the table a
+/// new file, a row changed in the catalog, so it is done only when
+/// needed.)
 macro_rules! stage_sql {
     ($stage:literal, $table:literal) => {
         concat!(
@@ -190,8 +200,12 @@ macro_rules! stage_sql {
             " (LIKE ",
             $table,
             ") ON COMMIT DELETE ROWS; ",
-            "END IF; END $$; TRUNCATE pg_temp.",
-            $stage
+            "ELSIF EXISTS (SELECT FROM pg_temp.",
+            $stage,
+            ") THEN TRUNCATE pg_temp.",
+            $stage,
+            "; ",
+            "END IF; END $$"
         )
     };
 }
@@ -200,6 +214,11 @@ impl Stored for SmtpRecord<'_> {
     const WHAT: &'static str = "SMTP rows";
     const STAGE: &'static str = stage_sql!("mt_smtp_stage", "smtp_rows");
     const COPY: &'static str = concat!(
+        "COPY smtp_rows (",
+        smtp_columns!(),
+        ") FROM STDIN (FORMAT binary)"
+    );
+    const COPY_STAGE: &'static str = concat!(
         "COPY pg_temp.mt_smtp_stage (",
         smtp_columns!(),
         ") FROM STDIN (FORMAT binary)"
@@ -236,6 +255,11 @@ impl Stored for AccessRecord<'_> {
     const WHAT: &'static str = "access rows";
     const STAGE: &'static str = stage_sql!("mt_access_stage", "access_rows");
     const COPY: &'static str = concat!(
+        "COPY access_rows (",
+        access_columns!(),
+        ") FROM STDIN (FORMAT binary)"
+    );
+    const COPY_STAGE: &'static str = concat!(
         "COPY pg_temp.mt_access_stage (",
         access_columns!(),
         ") FROM STDIN (FORMAT binary)"
@@ -303,48 +327,100 @@ async fn write<R: Stored>(conn: &mut PgConnection, rows: &[R]) -> anyhow::Result
     if rows.is_empty() {
         return Ok(0);
     }
-    // Outside a transaction each statement would commit on its own, and
-    // the commit after the COPY would empty the staging table.
+    // Outside a transaction each statement would commit on its own: the
+    // savepoint would not hold, and the commit after the COPY would empty
+    // the staging table.
     anyhow::ensure!(
         sqlx::Connection::is_in_transaction(conn),
         "{} are written in an open transaction",
         R::WHAT
     );
-    let what = || format!("storing {} {}", rows.len(), R::WHAT);
+    let what = || {
+        format!(
+            "storing {} {} (a row of a day without its partition is refused: see ensure_days)",
+            rows.len(),
+            R::WHAT
+        )
+    };
+    // Most batches hold only new rows (a log read for the first time), and
+    // a COPY straight into the table is several times faster than one into
+    // the staging table and an INSERT from there: try it first, under a
+    // savepoint that takes it back if a key is stored already.
+    sqlx::raw_sql(SAVEPOINT)
+        .execute(&mut *conn)
+        .await
+        .with_context(what)?;
+    match copy(conn, R::COPY, rows).await {
+        Ok(n) => {
+            sqlx::raw_sql(RELEASE)
+                .execute(&mut *conn)
+                .await
+                .with_context(what)?;
+            return Ok(n);
+        }
+        Err(e) if stored_already(&e) => {
+            sqlx::raw_sql(UNDO)
+                .execute(&mut *conn)
+                .await
+                .with_context(what)?;
+        }
+        Err(e) => return Err(e).with_context(what),
+    }
     sqlx::raw_sql(R::STAGE)
         .execute(&mut *conn)
         .await
         .with_context(what)?;
-    let mut copy = conn.copy_in_raw(R::COPY).await.with_context(what)?;
+    copy(conn, R::COPY_STAGE, rows).await.with_context(what)?;
+    let moved = sqlx::query(R::MOVE)
+        .execute(&mut *conn)
+        .await
+        .with_context(what)?;
+    Ok(moved.rows_affected())
+}
+
+/// The savepoint of the direct COPY. A released savepoint's
+/// subtransaction stays in PostgreSQL's per-transaction cache of 64
+/// subtransactions; a transaction that writes more often than that slows
+/// every session's snapshots until it ends. The writer commits every
+/// batch.
+const SAVEPOINT: &str = "SAVEPOINT mt_copy_rows";
+const RELEASE: &str = "RELEASE SAVEPOINT mt_copy_rows";
+const UNDO: &str = "ROLLBACK TO SAVEPOINT mt_copy_rows; RELEASE SAVEPOINT mt_copy_rows";
+
+/// Whether a COPY failed on a key stored already (or given twice).
+fn stored_already(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .is_some_and(|e| e.code().as_deref() == Some("23505"))
+}
+
+/// Sends `rows` with `statement` (a COPY of the columns [`Stored::encode`]
+/// writes, in binary); returns how many rows it stored. After an error,
+/// the transaction has failed.
+async fn copy<R: Stored>(
+    conn: &mut PgConnection,
+    statement: &str,
+    rows: &[R],
+) -> anyhow::Result<u64> {
+    let mut copy = conn.copy_in_raw(statement).await?;
     if copy.num_columns() != R::FIELDS as usize || copy.is_textual() {
-        copy.abort("unexpected columns").await.with_context(what)?;
-        anyhow::bail!("{}: the staging table has other columns", what());
+        copy.abort("unexpected columns").await?;
+        anyhow::bail!("the table has other columns than {} have", R::WHAT);
     }
     let mut e = Encoder::new();
     for r in rows {
         if let Err(err) = r.encode(&mut e) {
-            // The transaction fails with the COPY; the caller rolls it back.
             copy.abort("a row could not be encoded").await.ok();
-            return Err(err).with_context(what);
+            return Err(err);
         }
         if e.bytes().len() >= CHUNK_BYTES {
-            copy.send(e.bytes()).await.with_context(what)?;
+            copy.send(e.bytes()).await?;
             e.clear();
         }
     }
     e.end();
-    copy.send(e.bytes()).await.with_context(what)?;
-    copy.finish().await.with_context(what)?;
-    let moved = sqlx::query(R::MOVE)
-        .execute(&mut *conn)
-        .await
-        .with_context(|| {
-            format!(
-                "{} (a row of a day without its partition is refused: see ensure_days)",
-                what()
-            )
-        })?;
-    Ok(moved.rows_affected())
+    copy.send(e.bytes()).await?;
+    Ok(copy.finish().await?)
 }
 
 #[cfg(test)]
