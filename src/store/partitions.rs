@@ -228,7 +228,8 @@ async fn make(conn: &mut sqlx::PgConnection, day: Day) -> anyhow::Result<()> {
 /// rows they held: counted just before each drop, in its transaction (a
 /// row another process writes into a day between its count and its drop
 /// is dropped uncounted). Partitions whose names are not
-/// `PARENT_YYYYMMDD` are left alone.
+/// `PARENT_YYYYMMDD` are left alone. Fails at the first day it cannot
+/// drop, the days before it dropped; a second call goes on from there.
 pub(crate) async fn drop_days_before(pool: &PgPool, before_day: i32) -> anyhow::Result<u64> {
     let before = Day::parse(before_day)?;
     let db = database(pool);
