@@ -558,3 +558,36 @@ async fn a_dropped_day_is_gone_and_the_others_stay() {
     ensure_days(&pool, &[20260102]).await.unwrap();
     assert_eq!(write(&pool, &[smtp(20260102, 99)]).await.unwrap(), 1);
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_postgres),
+    ignore = "needs a PostgreSQL server in MAILTRAIL_TEST_POSTGRES"
+)]
+async fn new_rows_go_straight_into_the_table_and_stored_ones_through_staging() {
+    use sqlx::Connection as _;
+    let pool = pool().await;
+    ensure_days(&pool, &[20260107]).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect_with(&pool.connect_options())
+        .await
+        .unwrap();
+    async fn staged(conn: &mut sqlx::PgConnection) -> bool {
+        sqlx::query_scalar("SELECT to_regclass('pg_temp.mt_smtp_stage') IS NOT NULL")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+    let rows: Vec<_> = (0..100).map(|k| smtp(20260107, k)).collect();
+    let mut tx = conn.begin().await.unwrap();
+    assert_eq!(write_smtp(&mut tx, &rows[..50]).await.unwrap(), 50);
+    assert!(!staged(&mut tx).await, "new rows took the long way");
+    assert_eq!(write_smtp(&mut tx, &rows).await.unwrap(), 50);
+    assert!(staged(&mut tx).await);
+    tx.commit().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_temp.mt_smtp_stage")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the commit empties the staging table");
+    assert_eq!(stored_smtp(&pool).await.len(), 100);
+}
