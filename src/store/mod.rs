@@ -25,6 +25,8 @@ use crate::ingest::mailboxes::{Ids, Mailboxes, NewMailboxes};
 
 mod partitions;
 mod pg_copy;
+#[doc(hidden)]
+pub mod pg_hooks;
 pub mod records;
 mod sqlite_bulk;
 
@@ -590,6 +592,11 @@ impl Writer {
         self.open = None;
         // Texts it stored are gone again.
         self.texts.clear();
+        // A day's partitions may have been dropped by another process
+        // since this one made them: asked again next time.
+        if let Store::Postgres(p) = &self.store {
+            partitions::forget(p);
+        }
         self.by_no.truncate(from);
     }
 }
