@@ -588,6 +588,7 @@ pub(super) fn document(
     truncated: Option<&super::Truncation>,
     requested_at: &str,
     generated_at: &str,
+    zone: &str,
 ) -> Doc {
     use super::render::{short_time, text};
     let lang = spec.lang;
@@ -601,11 +602,22 @@ pub(super) fn document(
     };
     let mut blocks = vec![
         Block::Title(title.clone()),
+        Block::Text(t(&format!("intro_{}", spec.kind.as_str()))),
         Block::Text(format!("{}: {}", t("mailbox"), spec.mailbox)),
         Block::Text(format!(
             "{}: {}",
             t("range"),
-            text(lang, "range_value", &[("from", &from), ("to", &to)])
+            text(
+                lang,
+                "range_value",
+                &[("from", &short_time(&from)), ("to", &short_time(&to))]
+            )
+        )),
+        // The rows' times are shown without their zone, as in the HTML.
+        Block::Text(format!(
+            "{}: {}",
+            t("zone_label"),
+            text(lang, "zone_value", &[("zone", zone)])
         )),
         Block::Text(format!(
             "{}: {}",
@@ -638,10 +650,11 @@ pub(super) fn document(
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     match data {
-        super::Data::Smtp(h) if h.is_empty() => {
+        // As the HTML: a report of nothing says only that.
+        _ if data.is_empty() => {
             blocks.push(Block::Text(text(
                 lang,
-                "no_records_smtp",
+                &format!("no_records_{}", spec.kind.as_str()),
                 &[("from", &short_time(&from)), ("to", &short_time(&to))],
             )));
         }
@@ -851,48 +864,52 @@ pub(super) fn document(
                     t(&format!("ev_{k}_desc"))
                 )));
             }
-            if h.is_empty() {
-                blocks.push(Block::Text(t("no_records")));
-            } else {
-                blocks.push(Block::Heading(format!(
-                    "{} ({})",
-                    t("events"),
-                    h.events.len()
-                )));
-                // The HTML's columns and words: the event with its
-                // protocol, the details in the owner's language.
-                let columns = vec![
-                    col(t("col_time"), 2.6, false),
-                    col(t("col_event"), 2.0, false),
-                    col(t("col_remote_ip"), 1.8, false),
-                    col(t("col_client"), 1.4, false),
-                    col(t("col_what"), 5.5, false),
-                ];
-                let none = crate::access::EventFacts::default();
-                let rows = h
-                    .events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        let f = h.facts.get(i).unwrap_or(&none);
-                        let mut event = t(&format!("ev_{}", e.kind));
-                        if let Some(p) = e.protocol {
-                            event = format!("{event} ({})", t(&format!("proto_{p}")));
-                        }
-                        vec![
-                            format!("{}. {}", i + 1, super::render::short_time(&e.time)),
-                            event,
-                            opt(&e.remote_ip),
-                            opt(&e.client),
-                            event_details(e, f, lang),
-                        ]
-                        .into()
-                    })
-                    .collect();
-                blocks.push(Block::Table { columns, rows });
-            }
+            blocks.push(Block::Heading(format!(
+                "{} ({})",
+                t("events"),
+                h.events.len()
+            )));
+            // The HTML's columns and words: the event with its
+            // protocol, the details in the owner's language.
+            let columns = vec![
+                col(t("col_time"), 2.6, false),
+                col(t("col_event"), 2.0, false),
+                col(t("col_remote_ip"), 1.8, false),
+                col(t("col_client"), 1.4, false),
+                col(t("col_what"), 5.5, false),
+            ];
+            let none = crate::access::EventFacts::default();
+            let rows = h
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let f = h.facts.get(i).unwrap_or(&none);
+                    let mut event = t(&format!("ev_{}", e.kind));
+                    if let Some(p) = e.protocol {
+                        event = format!("{event} ({})", t(&format!("proto_{p}")));
+                    }
+                    vec![
+                        format!("{}. {}", i + 1, super::render::short_time(&e.time)),
+                        event,
+                        opt(&e.remote_ip),
+                        opt(&e.client),
+                        event_details(e, f, lang),
+                    ]
+                    .into()
+                })
+                .collect();
+            blocks.push(Block::Table { columns, rows });
         }
     }
+    if !data.is_empty() {
+        blocks.push(Block::Text(t("not_you")));
+    }
+    blocks.push(Block::Text(format!(
+        "{} {}",
+        t("owner_only"),
+        t("auto_mail")
+    )));
     Doc {
         footer: format!("{title} · {}", spec.mailbox),
         title: format!("{title} · {}", spec.mailbox),

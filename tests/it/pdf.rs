@@ -183,6 +183,25 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
                     "{kind:?} {lang:?}: {h:?} in\n{text}"
                 );
             }
+            // The header's dates and time zone (the rows' times are shown
+            // without it), the introduction and the closing words.
+            let head = html
+                .split("<table class=\"head\">")
+                .nth(1)
+                .and_then(|h| h.split("</table>").next())
+                .expect("the header");
+            let head = texts_of(head, "td");
+            let mut said = vec![head[3].clone(), head[7].clone()];
+            said.extend(
+                html.split("<p>")
+                    .skip(1)
+                    .map(|p| p.split("</p>").next().unwrap().to_owned()),
+            );
+            assert!(said.len() >= 4, "{kind:?} {lang:?}: {said:?}");
+            for w in &said {
+                let w = squeeze(&strip_tags(w));
+                assert!(text.contains(&w), "{kind:?} {lang:?}: {w:?} in\n{text}");
+            }
             if lang == Lang::ZhTw {
                 let want = match kind {
                     Kind::Smtp => "每日統計",
@@ -298,6 +317,53 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
                 checked += 1;
             }
             assert!(checked > 20, "{kind:?}: {checked} values checked");
+        }
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
+async fn an_empty_reports_pdf_says_only_that_nothing_happened() {
+    let font = font();
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log"), dovecot("mail.log")])
+        .await
+        .unwrap();
+    let tz = db.config.tz().unwrap();
+    let limits = Limits::from_config(&db.config);
+    for kind in [Kind::Smtp, Kind::Access] {
+        for lang in [Lang::En, Lang::ZhTw] {
+            let mut s = spec(kind, lang);
+            s.mailbox = Mailbox::parse("nobody@example.edu", "example.edu").unwrap();
+            let data = Data::load(&db.store, &s, tz).await.unwrap();
+            let r =
+                report::render_with_pdf(s, &data, limits, tz, chrono::Utc::now(), &font).unwrap();
+            let text = pdf_text(db.dir.path(), &r.pdf.unwrap().bytes);
+            let html = String::from_utf8(r.attachment.bytes).unwrap();
+            let said: Vec<&str> = html
+                .split("<p>")
+                .skip(1)
+                .map(|p| p.split("</p>").next().unwrap())
+                .collect();
+            assert_eq!(said.len(), 2, "the introduction and the nothing: {said:?}");
+            for p in said {
+                let p = squeeze(&strip_tags(p));
+                assert!(text.contains(&p), "{kind:?} {lang:?}: {p:?} in\n{text}");
+            }
+            // No tables of zeros, no change-your-password.
+            for not in [
+                "Dailycounts",
+                "每日統計",
+                "Dailysummary",
+                "每日摘要",
+                "changeyourpassword",
+                "變更密碼",
+            ] {
+                assert!(!text.contains(not), "{kind:?} {lang:?}: {not} in\n{text}");
+            }
         }
     }
 }
