@@ -391,6 +391,14 @@ async fn a_large_report_is_paginated_and_every_row_is_in_its_pdf() {
             d
         })
         .collect();
+    // Log text with hidden characters, in a reply and a recipient.
+    let shown = h
+        .details
+        .iter()
+        .position(|d| d.status == "bounced")
+        .expect("a bounce");
+    h.details[shown].response = Some("550 \u{202e}moc.live\u{1b}[31m".into());
+    h.details[shown].recipient = Some("a@\u{202e}tset.live\u{7}".into());
     let data = Data::Smtp(h);
     let limits = Limits::from_config(&db.config);
     let r = report::render_with_pdf(s, &data, limits, tz, chrono::Utc::now(), &font).unwrap();
@@ -399,6 +407,9 @@ async fn a_large_report_is_paginated_and_every_row_is_in_its_pdf() {
     for i in 0..600 {
         assert!(text.contains(&format!("Q{i:05}X")), "row {i}");
     }
+    assert!(text.contains("550<U+202E>moc.live<U+001B>[31m"), "{text}");
+    assert!(text.contains("a@<U+202E>tset.live<U+0007>"), "{text}");
+    assert!(!text.contains('\u{202e}') && !text.contains('\u{1b}') && !text.contains('\u{7}'));
     let info = Command::new("pdfinfo")
         .arg(db.dir.path().join("report.pdf"))
         .output()
