@@ -909,6 +909,7 @@ fn render_with(
             total,
             tz,
             &generated_at,
+            &zone,
             font,
             limits
                 .max_message_bytes
@@ -940,6 +941,7 @@ fn pdf_attachment(
     total: usize,
     tz: Tz,
     generated_at: &str,
+    zone: &str,
     font: &pdf::PdfFont,
     budget: u64,
 ) -> anyhow::Result<Attachment> {
@@ -955,7 +957,7 @@ fn pdf_attachment(
                 next: next.unwrap_or_default(),
             });
         }
-        let doc = pdf::document(spec, &part, cut.as_ref(), &requested_at, generated_at);
+        let doc = pdf::document(spec, &part, cut.as_ref(), &requested_at, generated_at, zone);
         let bytes = pdf::write(&doc, font)?;
         if estimate(bytes.len()) <= budget || shown == 0 {
             return Ok(Attachment {
