@@ -580,15 +580,27 @@ pub fn write(doc: &Doc, font: &PdfFont) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| anyhow::anyhow!("the PDF could not be written: {e}"))
 }
 
+/// What a report's header says beside its mailbox and range, as the
+/// HTML's header says it.
+pub(super) struct Header<'a> {
+    /// When it was asked for, in the report's zone.
+    pub requested_at: &'a str,
+    pub generated_at: &'a str,
+    /// The zone's name.
+    pub zone: &'a str,
+    /// How far the records may be behind the logs, when known.
+    pub behind_minutes: Option<i64>,
+    /// The help contact.
+    pub notes: &'a super::Notes,
+}
+
 /// The PDF of a report: its header, its tables and the rows shown, with
 /// the strings of its language.
 pub(super) fn document(
     spec: &super::Spec,
     data: &super::Data,
     truncated: Option<&super::Truncation>,
-    requested_at: &str,
-    generated_at: &str,
-    zone: &str,
+    head: &Header<'_>,
 ) -> Doc {
     use super::render::{short_time, text};
     let lang = spec.lang;
@@ -613,30 +625,45 @@ pub(super) fn document(
                 &[("from", &short_time(&from)), ("to", &short_time(&to))]
             )
         )),
-        // The rows' times are shown without their zone, as in the HTML.
-        Block::Text(format!(
-            "{}: {}",
-            t("zone_label"),
-            text(lang, "zone_value", &[("zone", zone)])
-        )),
+        // Who asked, by which channel: the address only where it means
+        // something, as the HTML says it.
         Block::Text(format!(
             "{}: {}",
             t("requested"),
             text(
                 lang,
-                "requested_value",
+                &format!("requested_{}", spec.requester.channel.as_str()),
                 &[
-                    ("time", requested_at),
+                    ("time", head.requested_at),
                     ("ip", &spec.requester.client_ip),
-                    (
-                        "channel",
-                        &t(&format!("channel_{}", spec.requester.channel.as_str()))
-                    ),
                 ]
             )
         )),
-        Block::Text(format!("{}: {}", t("generated"), generated_at)),
+        // The rows' times are shown without their zone, as in the HTML.
+        Block::Text(format!(
+            "{}: {}",
+            t("zone_label"),
+            text(lang, "zone_value", &[("zone", head.zone)])
+        )),
+        Block::Text(format!(
+            "{}: {}",
+            t("fresh_label"),
+            match head.behind_minutes {
+                Some(n) => text(lang, "fresh_value", &[("n", &n.to_string())]),
+                None => t("fresh_unknown"),
+            }
+        )),
+        Block::Text(format!("{}: {}", t("language"), t("lang_name"))),
+        Block::Text(format!("{}: {}", t("generated"), head.generated_at)),
+        // Whom to ask, and that the mail is automatic.
+        Block::Text(t("auto_mail")),
     ];
+    if let Some(a) = head.notes.help_address.as_deref() {
+        blocks.push(Block::Text(format!("{} {a}", t("help_mail"))));
+    }
+    if let Some(u) = head.notes.help_url.as_deref() {
+        blocks.push(Block::Text(format!("{} {u}", t("help_page"))));
+    }
     if let Some(tr) = truncated {
         blocks.push(Block::Text(text(
             lang,

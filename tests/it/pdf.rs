@@ -368,6 +368,134 @@ async fn an_empty_reports_pdf_says_only_that_nothing_happened() {
     }
 }
 
+/// The lines of the HTML's header (each label and its value) and of its
+/// help paragraph, unescaped and without whitespace, with the help
+/// paragraph's lines apart.
+fn header_of(html: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let head = html
+        .split("<table class=\"head\">")
+        .nth(1)
+        .and_then(|h| h.split("</table>").next())
+        .expect("the header");
+    let cells: Vec<String> = texts_of(head, "td")
+        .iter()
+        .map(|c| squeeze(&strip_tags(c)))
+        .collect();
+    let rows = cells
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    let help = html
+        .split("<p class=\"help\">")
+        .nth(1)
+        .and_then(|h| h.split("</p>").next())
+        .expect("the help paragraph");
+    let help = help
+        .split("<br>")
+        .map(|l| squeeze(&strip_tags(l)))
+        .collect();
+    (rows, help)
+}
+
+/// A report as the service builds and mails it, PDF included, with the
+/// site's help contact.
+async fn built(db: &TestDb, s: Spec) -> report::Report {
+    let mut c: Config = db.config.clone();
+    c.report.pdf = PdfMode::Always;
+    c.report.pdf_font = FONT.into();
+    c.help.address = Some("help@example.edu".into());
+    c.help.url = Some("https://help.example.edu/mail?lang=zh-TW".into());
+    report::build_asked(&db.store, &c, s, false).await.unwrap()
+}
+
+/// The PDF's header says what the HTML's says, in the same words: who
+/// asked by which channel, the zone, how fresh the records are, whom to
+/// ask and that the mail is automatic.
+fn assert_same_header(r: &report::Report, text: &str, what: &str) {
+    let html = String::from_utf8(r.attachment.bytes.clone()).unwrap();
+    let (rows, help) = header_of(&html);
+    assert!(rows.len() >= 6, "{what}: {rows:?}");
+    for (label, value) in &rows {
+        assert!(
+            text.contains(&format!("{label}:{value}")),
+            "{what}: {label:?} {value:?} in\n{text}"
+        );
+    }
+    // The help paragraph holds the contact: a test of nothing otherwise.
+    assert_eq!(help.len(), 3, "{what}: {help:?}");
+    assert!(help[1].ends_with("help@example.edu"), "{what}: {help:?}");
+    assert!(
+        help[2].ends_with("https://help.example.edu/mail?lang=zh-TW"),
+        "{what}: {help:?}"
+    );
+    for line in &help {
+        assert!(text.contains(line), "{what}: {line:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
+async fn the_pdf_names_the_help_contact_the_channel_and_how_fresh_as_the_html() {
+    font();
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log"), dovecot("mail.log")])
+        .await
+        .unwrap();
+    // Never ingested: the records' freshness is unknown, and said so.
+    let never = TestDb::new().await;
+    for kind in [Kind::Smtp, Kind::Access] {
+        for lang in [Lang::En, Lang::ZhTw] {
+            for channel in [Channel::Web, Channel::Mail] {
+                let mut s = spec(kind, lang);
+                if channel != Channel::Web {
+                    s.requester = Requester::local(channel);
+                }
+                let r = built(&db, s).await;
+                let text = pdf_text(db.dir.path(), &r.pdf.as_ref().expect("a PDF").bytes);
+                let what = format!("{kind:?} {lang:?} {channel:?}");
+                assert_same_header(&r, &text, &what);
+                let (said, fresh) = match lang {
+                    Lang::En => ("bythemailservice'sstaff", "Upto"),
+                    Lang::ZhTw => ("由郵件服務管理人員", "最多落後郵件伺服器日誌"),
+                };
+                assert!(!text.contains(said), "{what}: not the CLI's words");
+                assert!(text.contains(fresh), "{what}: how fresh, in\n{text}");
+                // The address only where it means something.
+                assert_eq!(
+                    text.contains("192.0.2.7"),
+                    channel == Channel::Web,
+                    "{what}: {text}"
+                );
+                // (The rows may name 127.0.0.1 as a relay: the header
+                // line alone, up to the next one.)
+                let html = String::from_utf8(r.attachment.bytes.clone()).unwrap();
+                let (rows, _) = header_of(&html);
+                let (asked, next) = (&rows[2].0, &rows[3].0);
+                let line = text
+                    .split(&format!("{asked}:"))
+                    .nth(1)
+                    .and_then(|l| l.split(&format!("{next}:")).next())
+                    .expect("the requested line");
+                assert!(!line.contains("127.0.0.1"), "{what}: {line}");
+            }
+            // An empty report, of records never read: the same header.
+            let mut s = spec(kind, lang);
+            s.mailbox = Mailbox::parse("nobody@example.edu", "example.edu").unwrap();
+            let r = built(&never, s).await;
+            let text = pdf_text(never.dir.path(), &r.pdf.as_ref().expect("a PDF").bytes);
+            assert_same_header(&r, &text, &format!("empty {kind:?} {lang:?}"));
+            let unknown = match lang {
+                Lang::En => "Notyetreadfromthemailservers'logs",
+                Lang::ZhTw => "尚未讀取郵件伺服器的日誌",
+            };
+            assert!(text.contains(unknown), "{kind:?} {lang:?}: {text}");
+        }
+    }
+}
+
 #[tokio::test]
 #[cfg_attr(
     not(mailtrail_pdf),
@@ -767,7 +895,14 @@ async fn the_report_command_writes_the_pdf_and_mails_nothing() {
     let db = TestDb::new().await;
     db.ingest(&[fixture("mail.log")]).await.unwrap();
     let config = db.dir.path().join("config.toml");
-    std::fs::write(&config, db.config_text()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[help]\naddress = \"help@example.edu\"\nurl = \"https://help.example.edu/mail\"\n",
+            db.config_text()
+        ),
+    )
+    .unwrap();
     let out = db.dir.path().join("alice.pdf");
     let r = crate::support::month();
     let args: Vec<String> = [
@@ -809,6 +944,16 @@ async fn the_report_command_writes_the_pdf_and_mails_nothing() {
         text.contains("SMTPsendinghistory") && text.contains("alice@example.edu"),
         "{text}"
     );
+    // As mailed: the command line named, the help contact, how fresh.
+    for said in [
+        "bythemailservice'sstaffattheserver'scommandline",
+        "Questionsaboutit:writetohelp@example.edu",
+        "Helppages:https://help.example.edu/mail",
+        "Thismailwassentautomatically;pleasedonotreplytoit.",
+        "minutesbehindthemailservers'logs",
+    ] {
+        assert!(text.contains(said), "{said} in\n{text}");
+    }
     assert_eq!(
         db.store.outbox_counts().await.unwrap(),
         (0, 0),
