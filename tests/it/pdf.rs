@@ -501,6 +501,43 @@ async fn the_pdf_names_the_help_contact_the_channel_and_how_fresh_as_the_html() 
     not(mailtrail_pdf),
     ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
 )]
+async fn a_warnings_pdf_names_the_help_contact_as_its_html() {
+    font();
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let day = crate::support::sample_day();
+    for lang in [Lang::En, Lang::ZhTw] {
+        let mut c: Config = db.config.clone();
+        c.report.pdf = PdfMode::Always;
+        c.report.pdf_font = FONT.into();
+        c.help.address = Some("help@example.edu".into());
+        c.help.url = Some("https://help.example.edu/mail?lang=zh-TW".into());
+        let s = Spec {
+            mailbox: Mailbox::parse("alice@example.edu", "example.edu").unwrap(),
+            kind: Kind::Smtp,
+            range: mailtrail::domain::DateRange { from: day, to: day },
+            lang,
+            requester: Requester::local(Channel::Automatic),
+        };
+        let crossed = vec![report::Crossed {
+            metric: mailtrail::config::Metric::Sent,
+            label: "Sent",
+            value: 4,
+            threshold: 1,
+        }];
+        let r = report::build_warning(&db.store, &c, s, crossed)
+            .await
+            .unwrap();
+        let text = pdf_text(db.dir.path(), &r.pdf.as_ref().expect("a PDF").bytes);
+        assert_same_header(&r, &text, &format!("warning {lang:?}"));
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
 async fn a_large_report_is_paginated_and_every_row_is_in_its_pdf() {
     let font = font();
     let db = TestDb::new().await;
