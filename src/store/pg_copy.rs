@@ -180,7 +180,7 @@ macro_rules! access_columns {
     () => {
         "sec, key, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, \
          day, mailbox_id, usec, host, protocol, remote_ip, local_ip, client, folder, reason, master_user, \
-         kind, tls, session, message_id"
+         kind, tls, session, message_id, reason_args"
     };
 }
 
@@ -271,7 +271,7 @@ impl Stored for AccessRecord<'_> {
         access_columns!(),
         " FROM pg_temp.mt_access_stage ON CONFLICT DO NOTHING"
     );
-    const FIELDS: i16 = 27;
+    const FIELDS: i16 = 28;
 
     fn encode(&self, e: &mut Encoder) -> anyhow::Result<()> {
         e.row(Self::FIELDS);
@@ -301,7 +301,8 @@ impl Stored for AccessRecord<'_> {
         e.int2(self.kind);
         e.opt_bool(self.tls);
         e.text(self.session, "session")?;
-        e.text(self.message_id, "message_id")
+        e.text(self.message_id, "message_id")?;
+        e.text(self.reason_args.as_deref(), "reason_args")
     }
 }
 

@@ -201,6 +201,7 @@ async fn rows_come_back_from_copy_as_they_were_given() {
         message_id: Some(&texts[2]),
         folder: Some(i64::from(i32::MAX)),
         reason: Some(i64::from(i32::MIN)),
+        reason_args: Some("0.241\u{1}129".into()),
         master_user: Some(16),
     };
     fn set_null(r: &mut AccessRecord<'_>, field: usize) {
@@ -510,6 +511,7 @@ async fn a_dropped_day_is_gone_and_the_others_stay() {
         message_id: None,
         folder: None,
         reason: None,
+        reason_args: None,
         master_user: None,
     };
     write_access(&mut tx, std::slice::from_ref(&a))
