@@ -268,6 +268,9 @@ pub struct Writer {
     commit_after: Duration,
     /// Ids of the texts the batches have named.
     texts: records::Texts,
+    /// The room the last batch's records took, empty, for the next.
+    spare_smtp: Vec<records::SmtpRecord<'static>>,
+    spare_access: Vec<records::AccessRecord<'static>>,
 }
 
 /// Mailbox id by address.
@@ -393,20 +396,16 @@ macro_rules! commit_in {
         );
         resolve_texts!(&mut **tx, $self.texts, missing, $numbered);
         let texts = &$self.texts;
-        let smtp_records = smtp
-            .iter()
-            .zip(replies)
-            .map(|(r, (pattern, args))| {
-                records::SmtpRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let access_records = access
-            .iter()
-            .zip(reasons)
-            .map(|(r, (pattern, args))| {
-                records::AccessRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Into the room the batch before used: records of a batch take
+        // tens of megabytes, which fresh memory makes the kernel clear.
+        let mut smtp_records: Vec<records::SmtpRecord<'_>> = std::mem::take(&mut $self.spare_smtp);
+        for (r, (pattern, args)) in smtp.iter().zip(replies) {
+            smtp_records.push(records::SmtpRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)?);
+        }
+        let mut access_records: Vec<records::AccessRecord<'_>> = std::mem::take(&mut $self.spare_access);
+        for (r, (pattern, args)) in access.iter().zip(reasons) {
+            access_records.push(records::AccessRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)?);
+        }
         let n = write_records!(@ $insert tx, &smtp_records, &access_records);
         // A complete day's table (`daily_counts`) is made by the nightly
         // job; rows that reach a day it has counted make it count again.
@@ -419,8 +418,8 @@ macro_rules! commit_in {
                 .execute(&mut **tx)
                 .await?;
         }
-        drop(smtp_records);
-        drop(access_records);
+        $self.spare_smtp = records::emptied(smtp_records);
+        $self.spare_access = records::emptied(access_records);
         if let Some(cp) = checkpoint {
             sqlx::query(SAVE_CP)
                 .bind(cp.fingerprint)
@@ -462,6 +461,8 @@ impl Writer {
             open: None,
             commit_after: Duration::ZERO,
             texts: records::Texts::default(),
+            spare_smtp: Vec::new(),
+            spare_access: Vec::new(),
         })
     }
 

@@ -248,6 +248,30 @@ pub struct AccessRecord<'a> {
     pub master_user: Option<i64>,
 }
 
+/// `records` emptied, as room for records of any lifetime: its memory is
+/// kept (collecting an emptied vector into one of a type of the same size
+/// reuses its allocation).
+pub fn emptied<'a, T: Reborrow<'a>>(mut records: Vec<T>) -> Vec<T::Static> {
+    records.clear();
+    records
+        .into_iter()
+        .map(|_| unreachable!("emptied"))
+        .collect()
+}
+
+/// A record type whose borrowed text may be of any lifetime.
+pub trait Reborrow<'a> {
+    type Static;
+}
+
+impl<'a> Reborrow<'a> for SmtpRecord<'a> {
+    type Static = SmtpRecord<'static>;
+}
+
+impl<'a> Reborrow<'a> for AccessRecord<'a> {
+    type Static = AccessRecord<'static>;
+}
+
 /// Splits an instant in µs into Unix seconds and the µs within them.
 pub fn split_time(time_us: i64) -> (i64, i32) {
     (
