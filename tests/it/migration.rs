@@ -405,6 +405,10 @@ fn awkward_replies() -> Vec<String> {
         "550 \u{7}bell \u{1b}[31mred\u{1b}[0m \u{202e}cba\u{202c} 98765432".to_owned(),
         // Text outside the BMP.
         "550 5.7.1 😀 收件者 <用戶@例子.台灣> 0123456789".to_owned(),
+        // Backslashes, and the text that bulk loaders read as NULL.
+        "\\N".to_owned(),
+        "550 5.1.1 <\\N@example.org>: C:\\Program Files\\MTA\\queue\\0123456789 \\N\\t \\\\"
+            .to_owned(),
     ]
 }
 
@@ -536,6 +540,10 @@ fn make_events(rng: &mut StdRng, mailboxes: &[String], n: usize) -> (Vec<OldSmtp
         };
         let recipient = if i == awkward.len() {
             Some(long_recipient.clone())
+        } else if i == awkward.len() + 1 {
+            Some("\\N".to_owned())
+        } else if i == awkward.len() + 2 {
+            Some("\"a\\\\b\tc\"@example.org".to_owned())
         } else if auth {
             opt(rng, 2, |rng| {
                 format!("{}@example.org", word(rng, ALNUM, 8).to_lowercase())
@@ -664,6 +672,8 @@ fn make_events(rng: &mut StdRng, mailboxes: &[String], n: usize) -> (Vec<OldSmtp
                         "iPhone Mail (20A362)",
                         "郵件 App",
                         "Outlook\u{1}16.0",
+                        "\\N",
+                        "Evil\tClient\\x",
                     ],
                 ))
             }),
@@ -677,14 +687,17 @@ fn make_events(rng: &mut StdRng, mailboxes: &[String], n: usize) -> (Vec<OldSmtp
             downloaded: num(rng, 5000),
             attempts: num(rng, 20),
             uid: num(rng, 1 << 31),
-            message_id: opt(rng, 3, |rng| {
-                if i == 9 {
-                    format!("<{}@example.org>", "m".repeat(900))
-                } else {
+            // Message IDs come from the mail itself: anything a sender
+            // wrote, including what the bulk paths treat specially.
+            message_id: match i {
+                9 => Some(format!("<{}@example.org>", "m".repeat(900))),
+                10 => Some("\\N".to_owned()),
+                11 => Some("<a\\b\tc\\\\.\\N@example.org>".to_owned()),
+                _ => opt(rng, 3, |rng| {
                     let n = rng.random_range(0..1_000_000);
                     format!("<{}.{n}@mail.example.org>", word(rng, HEX, 12))
-                }
-            }),
+                }),
+            },
             folder: opt(rng, 3, |rng| {
                 Text::from(pick(
                     rng,
@@ -695,6 +708,8 @@ fn make_events(rng: &mut StdRng, mailboxes: &[String], n: usize) -> (Vec<OldSmtp
                         "收件匣/專案 2026",
                         "&U,BTFw-",
                         "INBOX.\u{1}odd",
+                        "\\N",
+                        "Work\\2026\tQ4",
                     ],
                 ))
             }),
