@@ -1278,32 +1278,101 @@ async fn an_interrupted_move_goes_on_where_it_stopped() {
     store.close().await;
 }
 
+/// `mailtrail migrate` with a config naming `old`'s database.
+fn migrate_command(old: &OldDb) -> std::process::Command {
+    let config = old.dir.path().join("config.toml");
+    std::fs::write(&config, config_text(&old.url, 1000)).unwrap();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mailtrail"));
+    c.arg("--config").arg(&config).arg("migrate");
+    c
+}
+
+/// The progress lines in `text`: (rows moved, rows to move) of each
+/// `moved N of T event rows` line.
+fn progress(text: &str) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("moved ")?;
+            let (n, rest) = rest.split_once(" of ")?;
+            let (t, _) = rest.split_once(' ')?;
+            Some((n.parse().ok()?, t.parse().ok()?))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_says_how_far_the_move_has_gone() {
     let old = old_database(20_000, 0x6d69_6772_6174_6533).await;
-    let config = old.dir.path().join("config.toml");
-    std::fs::write(&config, config_text(&old.url, 1000)).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_mailtrail"))
-            .arg("--config")
-            .arg(&config)
-            .arg("migrate")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut command = migrate_command(&old);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    let total = old.events().to_string();
+    let total = old.events() as u64;
+    let steps = progress(&text);
     assert!(
-        text.lines()
-            .any(|l| l.contains("moved") && l.contains(&total)),
-        "no progress of the {total} rows in:\n{text}"
+        !steps.is_empty()
+            && steps.iter().all(|(_, t)| *t == total)
+            && steps.windows(2).all(|w| w[0].0 < w[1].0)
+            && steps.last().unwrap().0 == total,
+        "the progress of moving {total} rows, in:\n{text}"
+    );
+
+    let store = Store::open(&old.url).await.unwrap();
+    check(&store, &old).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_killed_during_the_move_and_run_again_keeps_every_row() {
+    use std::io::BufRead as _;
+    // More rows than a step moves, so the move takes several.
+    let old = old_database(120_000, 0x6d69_6772_6174_6534).await;
+    let mut command = migrate_command(&old);
+    let (first, killed) = tokio::task::spawn_blocking(move || {
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        // Killed (SIGKILL: no cleanup of any kind) as soon as it says it
+        // has moved a step, which is when the next step's transaction
+        // begins.
+        let first = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| !progress(l).is_empty());
+        child.kill().unwrap();
+        (first, child.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    let first = first.expect("migrate said nothing of its progress");
+    let (moved, total) = progress(&first)[0];
+    assert_eq!(total, old.events() as u64, "{first}");
+    assert!(
+        !killed.success() && moved < total,
+        "migrate ended before it was killed: {first}"
+    );
+
+    // The rerun finishes the move and says so.
+    let mut command = migrate_command(&old);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{text}");
+    let steps = progress(&text);
+    let left = steps.last().map(|s| s.1);
+    assert!(
+        left.is_some_and(|t| t > 0 && t <= total - moved) && steps.last().map(|s| s.0) == left,
+        "the rerun's progress, after {moved} of {total} were moved:\n{text}"
     );
 
     let store = Store::open(&old.url).await.unwrap();
