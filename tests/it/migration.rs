@@ -1314,19 +1314,7 @@ async fn two_processes_migrating_at_once_move_each_row_once() {
     store.close().await;
 }
 
-/// The step the interrupted move is made of, until the store has it.
-trait MoveStep {
-    async fn move_rows_step(&self, limit: u64) -> anyhow::Result<u64>;
-}
-
-impl MoveStep for Store {
-    async fn move_rows_step(&self, _limit: u64) -> anyhow::Result<u64> {
-        anyhow::bail!("Store::move_rows_step is missing")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for Store::move_rows_step"]
 async fn an_interrupted_move_goes_on_where_it_stopped() {
     let old = old_database(50_000, 0x6d69_6772_6174_6532).await;
     // The new schema, without the move that opening the store makes.
