@@ -17,14 +17,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chrono::{FixedOffset, NaiveDate, TimeZone as _};
+use mailtrail::config::Config;
 use mailtrail::ingest::access::{AccessKind, AccessRow};
-use mailtrail::ingest::correlate::{Kind, Text};
+use mailtrail::ingest::correlate::{Correlator, Kind, Settings, Text};
+use mailtrail::ingest::envelope::Clock;
+use mailtrail::ingest::{self, Batching, source::SourceSpec};
 use mailtrail::store::{EventRow, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{Column as _, Row as _};
 
-use crate::support::{config_text, database_url};
+use crate::support::{config_text, database_url, dovecot, fixture};
 
 /// The last migration of the release the tests migrate from.
 const OLD_VERSION: i64 = 8;
@@ -166,6 +169,18 @@ async fn dump_tables(store: &Store, like: Option<&Tables>) -> Tables {
 /// rows (SMTP and access), made from `seed`, and rows in every other
 /// table.
 async fn old_database(events: usize, seed: u64) -> OldDb {
+    old_database_with(Rows::Made { events, seed }).await
+}
+
+/// Where an old database's event rows come from.
+enum Rows {
+    /// `events` rows made from `seed`, with rows in every other table.
+    Made { events: usize, seed: u64 },
+    /// These rows, and nothing in the other tables.
+    These(Vec<OldSmtp>, Vec<AccessRow>),
+}
+
+async fn old_database_with(rows: Rows) -> OldDb {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path(), "old");
     let store = Store::connect(&url).await.unwrap();
@@ -185,8 +200,22 @@ async fn old_database(events: usize, seed: u64) -> OldDb {
     );
     crate::on_any_pool!(&store, p => migrator.run_to(OLD_VERSION, p).await.unwrap());
 
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mailboxes = mailbox_names();
+    let (mut rng, mailboxes) = match &rows {
+        Rows::Made { seed, .. } => (StdRng::seed_from_u64(*seed), mailbox_names()),
+        Rows::These(smtp, access) => {
+            let names: BTreeSet<String> = smtp
+                .iter()
+                .map(|s| s.mailbox.clone())
+                .chain(access.iter().map(|a| a.mailbox.to_string()))
+                .collect();
+            // A mailbox with no rows, as for made rows.
+            let none = "nobody-left@example.edu".to_owned();
+            (
+                StdRng::seed_from_u64(0),
+                names.into_iter().chain([none]).collect(),
+            )
+        }
+    };
     let mut ids = Vec::new();
     for m in &mailboxes {
         let id: i64 = crate::on_any_pool!(&store, p => sqlx::query_scalar(
@@ -201,7 +230,11 @@ async fn old_database(events: usize, seed: u64) -> OldDb {
     // The last mailbox has no rows at all (its rows were purged, say).
     let with_rows = mailboxes.len() - 1;
 
-    let (smtp, access) = make_events(&mut rng, &mailboxes[..with_rows], events);
+    let fill = matches!(rows, Rows::Made { .. });
+    let (smtp, access) = match rows {
+        Rows::Made { events, .. } => make_events(&mut rng, &mailboxes[..with_rows], events),
+        Rows::These(smtp, access) => (smtp, access),
+    };
     let id_of: BTreeMap<&str, i64> = mailboxes
         .iter()
         .map(String::as_str)
@@ -211,9 +244,12 @@ async fn old_database(events: usize, seed: u64) -> OldDb {
     insert_access(&store, &access, &id_of).await;
 
     let mut counts = BTreeMap::new();
-    let daily = fill_tables(&store, &mut rng, &mailboxes, &id_of, &smtp, &mut counts).await;
-
-    let before = dump_tables(&store, None).await;
+    let (daily, before) = if fill {
+        let daily = fill_tables(&store, &mut rng, &mailboxes, &id_of, &smtp, &mut counts).await;
+        (daily, dump_tables(&store, None).await)
+    } else {
+        (BTreeMap::new(), Tables::new())
+    };
     for (table, n) in &counts {
         assert_eq!(before[table].1.len(), *n, "rows written to {table}");
     }
@@ -1214,7 +1250,11 @@ async fn check(store: &Store, old: &OldDb) {
     }
 
     // Every other table, row by row and column by column.
-    let after = dump_tables(store, Some(&old.before)).await;
+    let after = if old.before.is_empty() {
+        Tables::new()
+    } else {
+        dump_tables(store, Some(&old.before)).await
+    };
     for (table, (columns, rows)) in &old.before {
         assert_eq!(rows.len(), old.counts[table], "{table}: rows before");
         let got = &after[table].1;
@@ -1446,6 +1486,94 @@ async fn migrate_killed_during_the_move_and_run_again_keeps_every_row() {
     );
 
     let store = Store::open(&old.url).await.unwrap();
+    check(&store, &old).await;
+    store.close().await;
+}
+
+/// The rows today's parser makes of the log at `path`, read alone to its
+/// end, as the release before stored them.
+fn rows_of_log(settings: &Settings, path: &Path) -> (Vec<OldSmtp>, Vec<AccessRow>) {
+    let tz = chrono_tz::Asia::Taipei;
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let reference = mailtrail::ingest::source::reference_date(Some(mtime), tz);
+    let mut clock = Clock::new(tz, reference, None);
+    let mut c = Correlator::new(settings.clone());
+    let mut out = mailtrail::ingest::correlate::Rows::default();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        c.feed(&mut clock, line.as_bytes(), &mut out);
+    }
+    c.finish(&mut out);
+    let smtp = out
+        .smtp
+        .into_iter()
+        .map(|r| OldSmtp {
+            mailbox: r.mailbox.to_string(),
+            key: r.key,
+            row: EventRow {
+                time_us: r.time_us,
+                day: r.day,
+                kind: r.kind,
+                host: r.host.to_string(),
+                queue_id: r.queue_id.map(|t| t.to_string()),
+                sender_ip: r.sender_ip.map(|t| t.to_string()),
+                relay: r.relay.map(|t| t.to_string()),
+                recipient: r.recipient,
+                dsn: r.dsn.map(|t| t.to_string()),
+                response: r.response,
+            },
+        })
+        .collect();
+    (smtp, out.access)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_read_again_after_the_move_add_no_row() {
+    // The old database holds what the release before stored of the real
+    // captures: Postfix's log in two envelopes (one with fractions of
+    // seconds), and Dovecot's through syslog and in its own file.
+    let logs = [
+        fixture("mail.log"),
+        fixture("mail-rfc3339.log"),
+        dovecot("mail.log"),
+        dovecot("dovecot.log"),
+    ];
+    let config = Config::from_toml(&config_text("sqlite::memory:", 1000)).unwrap();
+    let settings = Settings::from_config(&config).unwrap();
+    let (mut smtp, mut access) = (Vec::new(), Vec::new());
+    // One row per (mailbox, day, key), the first, as the old writer kept
+    // (the two envelopes of a line give it the same key).
+    let (mut seen_smtp, mut seen_access) = (BTreeSet::new(), BTreeSet::new());
+    for log in &logs {
+        let (s, a) = rows_of_log(&settings, log);
+        smtp.extend(
+            s.into_iter()
+                .filter(|r| seen_smtp.insert((r.mailbox.clone(), r.row.day, r.key))),
+        );
+        access.extend(
+            a.into_iter()
+                .filter(|r| seen_access.insert((r.mailbox.clone(), r.day, r.key))),
+        );
+    }
+    assert!(!smtp.is_empty() && !access.is_empty());
+    let old = old_database_with(Rows::These(smtp, access)).await;
+
+    let store = Store::open(&old.url).await.unwrap();
+    check(&store, &old).await;
+    // Read again from their start (after a lost checkpoint, say), each by
+    // an agent of its own, every line is one the database has.
+    for (i, log) in logs.iter().enumerate() {
+        let mut settings = settings.clone();
+        settings.agent = format!("again{i}");
+        let report = ingest::run(
+            &store,
+            settings,
+            &[SourceSpec::File(log.clone())],
+            Batching::from_config(&config.ingest),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.rows_new, 0, "{} read again", log.display());
+    }
     check(&store, &old).await;
     store.close().await;
 }
