@@ -165,6 +165,18 @@ async fn dump_tables(store: &Store, like: Option<&Tables>) -> Tables {
     out
 }
 
+/// Every migration of `store`'s backend, read from the source tree.
+async fn migrator(store: &Store) -> sqlx::migrate::Migrator {
+    let backend = match store {
+        Store::Sqlite(_) => "sqlite",
+        Store::Postgres(_) => "postgres",
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap()
+}
+
 /// Builds the old database of the backend under test: `events` event
 /// rows (SMTP and access), made from `seed`, and rows in every other
 /// table.
@@ -184,16 +196,7 @@ async fn old_database_with(rows: Rows) -> OldDb {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(dir.path(), "old");
     let store = Store::connect(&url).await.unwrap();
-    let backend = match store {
-        Store::Sqlite(_) => "sqlite",
-        Store::Postgres(_) => "postgres",
-    };
-    let migrations = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    let migrator = sqlx::migrate::Migrator::new(migrations.as_path())
-        .await
-        .unwrap();
+    let migrator = migrator(&store).await;
     assert!(
         migrator.iter().any(|m| m.version > OLD_VERSION),
         "no migration after {OLD_VERSION}: nothing to test"
@@ -1359,18 +1362,7 @@ async fn an_interrupted_move_goes_on_where_it_stopped() {
     let old = old_database(50_000, 0x6d69_6772_6174_6532).await;
     // The new schema, without the move that opening the store makes.
     let store = Store::connect(&old.url).await.unwrap();
-    let backend = match store {
-        Store::Sqlite(_) => "sqlite",
-        Store::Postgres(_) => "postgres",
-    };
-    let migrator = sqlx::migrate::Migrator::new(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .join(backend)
-            .as_path(),
-    )
-    .await
-    .unwrap();
+    let migrator = migrator(&store).await;
     crate::on_any_pool!(&store, p => migrator.run(p).await.unwrap());
     let mut moved = 0;
     for _ in 0..2 {
