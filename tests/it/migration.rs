@@ -247,6 +247,27 @@ async fn old_database_with(rows: Rows) -> OldDb {
     insert_access(&store, &access, &id_of).await;
 
     let mut counts = BTreeMap::new();
+    if fill {
+        // Every table of the old schema is filled: those compared whole
+        // below, and the event tables.
+        let sql = match store {
+            Store::Sqlite(_) => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            }
+            Store::Postgres(_) => {
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables WHERE table_schema = current_schema()"
+            }
+        };
+        let tables: Vec<String> =
+            crate::on_any_pool!(&store, p => sqlx::query_scalar(sql).fetch_all(p).await.unwrap());
+        for t in tables {
+            assert!(
+                TABLES.iter().any(|(name, _)| *name == t)
+                    || ["smtp_events", "access_events", "_sqlx_migrations"].contains(&t.as_str()),
+                "the old schema's table {t} is not filled"
+            );
+        }
+    }
     let (daily, before) = if fill {
         let daily = fill_tables(&store, &mut rng, &mailboxes, &id_of, &smtp, &mut counts).await;
         (daily, dump_tables(&store, None).await)
