@@ -21,6 +21,7 @@ mod layout;
 mod migration;
 mod nightly;
 mod order;
+mod partitions;
 mod pdf;
 mod replies;
 mod report;
