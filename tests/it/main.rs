@@ -18,6 +18,7 @@ mod faults;
 mod fixtures;
 mod idempotence;
 mod layout;
+mod migration;
 mod nightly;
 mod order;
 mod partitions;
