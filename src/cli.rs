@@ -338,7 +338,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let c = load_config(&cli)?;
-            let store = Store::open(&c.database_url).await?;
+            let store = Store::connect(&c.database_url).await?;
+            store
+                .migrate_with(|m| {
+                    // Progress goes to stderr, beside the logs; a closed
+                    // terminal does not stop the move.
+                    write_stderr(&format!(
+                        "moved {} of {} event rows into the day-clustered tables",
+                        m.moved, m.total
+                    ));
+                })
+                .await?;
             store.close().await;
             say!("database schema is up to date");
             Ok(())

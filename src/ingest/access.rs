@@ -86,6 +86,20 @@ pub enum AccessKind {
 }
 
 impl AccessKind {
+    /// Where an event of this kind comes among a session's events of the
+    /// same instant: login, failures, a message marked deleted before it
+    /// is expunged, a folder deleted, logout.
+    pub fn order(self) -> u8 {
+        match self {
+            AccessKind::Login => 0,
+            AccessKind::AuthFailed => 1,
+            AccessKind::MessageMarkedDeleted => 2,
+            AccessKind::MessageDeleted => 3,
+            AccessKind::MailboxDeleted => 4,
+            AccessKind::Logout => 5,
+        }
+    }
+
     pub fn from_i64(v: i64) -> Option<AccessKind> {
         Some(match v {
             1 => AccessKind::Login,

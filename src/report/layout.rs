@@ -28,7 +28,9 @@ pub struct Message<'a> {
     /// Refused after the server had accepted it (a size limit, a content
     /// filter): a refusal, though an acceptance came first.
     pub refused_after_accept: bool,
-    /// The submission row, when the message has one.
+    /// The submission row, when the message has one. Its facts are the
+    /// message's own (time, host, sender IP), so templates do not read it.
+    #[serde(skip)]
     pub submission: Option<&'a Detail>,
     /// The rows of its recipients (and its refusal), in time order.
     pub outcomes: Vec<&'a Detail>,

@@ -512,8 +512,8 @@ struct View<'a> {
     zipped: bool,
     truncated: Option<&'a Truncation>,
     empty: bool,
-    smtp: Option<&'a History>,
-    access: Option<&'a AccessHistory>,
+    smtp: Option<SmtpTables<'a>>,
+    access: Option<AccessTables<'a>>,
     /// One per access event (not in the JSON output of `access`).
     access_facts: Option<&'a [crate::access::EventFacts]>,
     /// The thresholds crossed, for a warning.
@@ -533,6 +533,25 @@ struct View<'a> {
     day_lines: Vec<layout::DayLine>,
     /// The picture: days for SMTP, remote addresses for access.
     chart: Option<&'a chart::Chart>,
+}
+
+/// What the templates read of an SMTP history: the daily table, and how
+/// many detail rows there are (the rows themselves are in `messages`).
+/// Everything a template gets is copied into its own values first, so a
+/// row is given once, and only to the rendering that shows it.
+#[derive(Serialize)]
+struct SmtpTables<'a> {
+    days: &'a [crate::history::DayRow],
+    total: &'a crate::history::TotalRow,
+    rows: usize,
+}
+
+/// What the templates read of an access history: the daily summary, and
+/// the events when the rendering shows them.
+#[derive(Serialize)]
+struct AccessTables<'a> {
+    days: &'a [crate::access::DaySummary],
+    events: &'a [crate::access::Event],
 }
 
 /// An instant as the report shows it: `2026/11/23 10:07:11`, in the zone
@@ -749,6 +768,9 @@ fn render_with(
             Data::Smtp(h) => (Some(h), None),
             Data::Access(h) => (None, Some(h)),
         };
+        // The mail's parts (`cover`) show the header and the daily
+        // table, not the rows.
+        let rows = |n: usize| if cover { 0 } else { n };
         let v = View {
             kind: spec.kind.as_str(),
             mailbox: spec.mailbox.as_str(),
@@ -763,9 +785,16 @@ fn render_with(
             zipped,
             truncated,
             empty: data.is_empty(),
-            smtp,
-            access,
-            access_facts: access.map(|h| h.facts.as_slice()),
+            smtp: smtp.map(|h| SmtpTables {
+                days: &h.days,
+                total: &h.total,
+                rows: h.details.len(),
+            }),
+            access: access.map(|h| AccessTables {
+                days: &h.days,
+                events: &h.events[..rows(h.events.len())],
+            }),
+            access_facts: access.map(|h| &h.facts[..rows(h.facts.len())]),
             warning,
             reasons: data.reasons(),
             zone: zone.clone(),
@@ -773,6 +802,7 @@ fn render_with(
             help_url: notes.help_url.as_deref(),
             behind_minutes,
             messages: smtp
+                .filter(|_| !cover)
                 .map(|h| layout::messages(&h.details))
                 .unwrap_or_default(),
             day_lines: match data {
@@ -783,14 +813,12 @@ fn render_with(
         };
         minijinja::Value::from(minijinja::value::Serde(&v))
     };
+    // The attached page is the same zipped or not (only the mail's parts
+    // name the attachment): rendered once, zipped when asked or large.
     let attach =
-        |data: &Data, zipped: bool, truncated: Option<&Truncation>| -> anyhow::Result<Attachment> {
-            let html = render::render(
-                "report.html",
-                spec.lang,
-                view(data, false, zipped, truncated),
-            )?;
-            if !zipped {
+        |data: &Data, zip: bool, truncated: Option<&Truncation>| -> anyhow::Result<Attachment> {
+            let html = render::render("report.html", spec.lang, view(data, false, zip, truncated))?;
+            if !zip && html.len() as u64 <= limits.zip_over_bytes {
                 return Ok(Attachment {
                     filename: format!("{stem}.html"),
                     content_type: "text/html; charset=utf-8",
@@ -813,12 +841,8 @@ fn render_with(
         };
 
     // The whole report first; zipped when large or always.
-    let mut zipped = limits.always_zip;
-    let mut attachment = attach(data, zipped, truncated.as_ref())?;
-    if !zipped && attachment.bytes.len() as u64 > limits.zip_over_bytes {
-        zipped = true;
-        attachment = attach(data, zipped, truncated.as_ref())?;
-    }
+    let mut attachment = attach(data, limits.always_zip, truncated.as_ref())?;
+    let zipped = attachment.content_type == "application/zip";
     let parts =
         |zipped: bool, truncated: Option<&Truncation>| -> anyhow::Result<(String, String)> {
             // The parts show the header and the table of the whole range.

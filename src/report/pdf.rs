@@ -39,6 +39,7 @@ const MARGIN: f32 = 36.0;
 const TABLE_SIZE: f32 = 8.0;
 const TEXT_SIZE: f32 = 9.5;
 const HEADING_SIZE: f32 = 13.0;
+const SUBHEADING_SIZE: f32 = 11.0;
 const TITLE_SIZE: f32 = 17.0;
 const LINE: f32 = 1.35;
 const PAD: f32 = 3.0;
@@ -131,6 +132,8 @@ pub struct Column {
 pub enum Block {
     Title(String),
     Heading(String),
+    /// A table's own title under a heading.
+    Subheading(String),
     Text(String),
     Table {
         columns: Vec<Column>,
@@ -151,7 +154,8 @@ pub struct Doc {
 
 /// Glyphs and widths of one font.
 struct Metrics<'a> {
-    font: FontRef<'a>,
+    /// Read once: building a font's character map parses its tables.
+    charmap: skrifa::charmap::Charmap<'a>,
     glyphs: skrifa::metrics::GlyphMetrics<'a>,
     upem: f32,
 }
@@ -164,12 +168,16 @@ impl<'a> Metrics<'a> {
                 .units_per_em,
         );
         let glyphs = font.glyph_metrics(Size::unscaled(), LocationRef::default());
-        Ok(Metrics { font, glyphs, upem })
+        Ok(Metrics {
+            charmap: font.charmap(),
+            glyphs,
+            upem,
+        })
     }
 
     /// The glyph of `c` and its advance, in em.
     fn glyph(&self, c: char) -> (u32, f32) {
-        let gid = self.font.charmap().map(c).unwrap_or_default();
+        let gid = self.charmap.map(c).unwrap_or_default();
         let adv = self.glyphs.advance_width(gid).unwrap_or(self.upem / 2.0) / self.upem;
         (gid.to_u32(), adv)
     }
@@ -312,16 +320,17 @@ pub fn write(doc: &Doc, font: &PdfFont) -> anyhow::Result<Vec<u8>> {
 
     for block in &doc.blocks {
         match block {
-            Block::Title(s) | Block::Heading(s) | Block::Text(s) => {
+            Block::Title(s) | Block::Heading(s) | Block::Subheading(s) | Block::Text(s) => {
                 let (size, before) = match block {
                     Block::Title(_) => (TITLE_SIZE, 0.0),
                     Block::Heading(_) => (HEADING_SIZE, 10.0),
+                    Block::Subheading(_) => (SUBHEADING_SIZE, 6.0),
                     _ => (TEXT_SIZE, 2.0),
                 };
                 let lines = m.wrap(&visible(s), size, full, usize::MAX);
                 // A heading keeps a few lines of what follows with it.
                 let need = size * LINE * lines.len() as f32
-                    + if matches!(block, Block::Heading(_)) {
+                    + if matches!(block, Block::Heading(_) | Block::Subheading(_)) {
                         4.0 * TABLE_SIZE * LINE
                     } else {
                         0.0
@@ -487,34 +496,60 @@ pub(super) fn document(
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     match data {
         super::Data::Smtp(h) => {
-            // The columns as the HTML names them (NTHU's, in zh-TW).
-            let names = [
-                "sum", "auth_blk", "auth_rcv", "bounced", "deferred", "expired", "sent",
-            ];
-            let mut columns = vec![col(t("date"), 1.6, false)];
-            columns.extend(names.iter().map(|n| col(t(&format!("col_{n}")), 1.0, true)));
-            let counts = |c: &crate::history::Counts| {
-                [
-                    c.sum, c.auth_blk, c.auth_rcv, c.bounced, c.deferred, c.expired, c.sent,
-                ]
-                .map(|n| n.to_string())
-            };
-            let mut rows: Vec<Vec<String>> = h
-                .days
-                .iter()
-                .map(|d| {
-                    std::iter::once(d.date.clone())
-                        .chain(counts(&d.counts))
-                        .collect()
-                })
-                .collect();
-            rows.push(
-                std::iter::once(t("total"))
-                    .chain(counts(&h.total.counts))
-                    .collect(),
-            );
+            // As the HTML has them: two tables (what the owner submitted,
+            // what became of the deliveries), each with NTHU's column names
+            // in zh-TW and followed by what its columns mean.
             blocks.push(Block::Heading(t("daily")));
-            blocks.push(Block::Table { columns, rows });
+            for (part, names) in [
+                ("daily_submitted", &["sum", "auth_blk", "auth_rcv"][..]),
+                (
+                    "daily_deliveries",
+                    &["sent", "bounced", "deferred", "expired"][..],
+                ),
+            ] {
+                let mut columns = vec![col(t("date"), 1.6, false)];
+                columns.extend(names.iter().map(|n| col(t(&format!("col_{n}")), 1.0, true)));
+                let counts = |c: &crate::history::Counts| -> Vec<String> {
+                    names
+                        .iter()
+                        .map(|n| {
+                            match *n {
+                                "sum" => c.sum,
+                                "auth_blk" => c.auth_blk,
+                                "auth_rcv" => c.auth_rcv,
+                                "sent" => c.sent,
+                                "bounced" => c.bounced,
+                                "deferred" => c.deferred,
+                                _ => c.expired,
+                            }
+                            .to_string()
+                        })
+                        .collect()
+                };
+                let mut rows: Vec<Vec<String>> = h
+                    .days
+                    .iter()
+                    .map(|d| {
+                        std::iter::once(d.date.clone())
+                            .chain(counts(&d.counts))
+                            .collect()
+                    })
+                    .collect();
+                rows.push(
+                    std::iter::once(t("total"))
+                        .chain(counts(&h.total.counts))
+                        .collect(),
+                );
+                blocks.push(Block::Subheading(t(part)));
+                blocks.push(Block::Table { columns, rows });
+                for n in names {
+                    blocks.push(Block::Text(format!(
+                        "{}: {}",
+                        t(&format!("col_{n}")),
+                        t(&format!("explain_{n}"))
+                    )));
+                }
+            }
             if h.is_empty() {
                 blocks.push(Block::Text(t("no_records")));
             } else {
@@ -564,15 +599,15 @@ pub(super) fn document(
                 .into_iter()
                 .filter(|p| h.days.first().is_some_and(|d| d.logins.contains_key(p)))
                 .collect();
+            blocks.push(Block::Heading(t("summary")));
+            // Two tables, as the HTML has them: the logins, and what to
+            // check (failed logins, deleted mail, who took mail away).
             let mut columns = vec![col(t("date"), 1.4, false)];
             columns.extend(
                 shown
                     .iter()
                     .map(|p| col(t(&format!("col_{p}_logins")), 1.0, true)),
             );
-            columns.push(col(t("col_failed"), 1.0, true));
-            columns.push(col(t("col_deleted"), 1.0, true));
-            columns.push(col(t("col_addresses"), 4.0, false));
             let rows = h
                 .days
                 .iter()
@@ -583,14 +618,80 @@ pub(super) fn document(
                             .iter()
                             .map(|p| d.logins.get(p).copied().unwrap_or(0).to_string()),
                     );
-                    r.push(d.failed_logins.to_string());
-                    r.push(d.messages_deleted.to_string());
-                    r.push(d.addresses.join(", "));
                     r
                 })
                 .collect();
-            blocks.push(Block::Heading(t("summary")));
+            blocks.push(Block::Subheading(t("summary_logins")));
             blocks.push(Block::Table { columns, rows });
+            let columns = vec![
+                col(t("date"), 1.4, false),
+                col(t("col_failed"), 1.0, true),
+                col(t("col_deleted"), 1.0, true),
+                col(t("col_addresses"), 4.0, false),
+            ];
+            let rows = h
+                .days
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.date.clone(),
+                        d.failed_logins.to_string(),
+                        d.messages_deleted.to_string(),
+                        d.addresses.join(", "),
+                    ]
+                })
+                .collect();
+            blocks.push(Block::Subheading(t("summary_removed")));
+            blocks.push(Block::Table { columns, rows });
+            for d in &h.days {
+                if d.pop3_deleting_addresses.len() > 1 {
+                    blocks.push(Block::Text(text(
+                        lang,
+                        "note_pop3",
+                        &[
+                            ("date", &super::render::short_time(&d.date)),
+                            ("n", &d.pop3_deleting_addresses.len().to_string()),
+                            ("addresses", &d.pop3_deleting_addresses.join(", ")),
+                        ],
+                    )));
+                }
+            }
+            for d in &h.days {
+                if !d.master_users.is_empty() {
+                    let mut users: Vec<String> = d
+                        .master_users
+                        .iter()
+                        .filter(|u| !u.is_empty())
+                        .cloned()
+                        .collect();
+                    if d.master_users.iter().any(String::is_empty) {
+                        users.push(t("master_unnamed"));
+                    }
+                    blocks.push(Block::Text(text(
+                        lang,
+                        "note_master",
+                        &[
+                            ("date", &super::render::short_time(&d.date)),
+                            ("users", &users.join(", ")),
+                        ],
+                    )));
+                }
+            }
+            blocks.push(Block::Heading(t("legend")));
+            for k in [
+                "login",
+                "logout",
+                "auth_failed",
+                "message_deleted",
+                "message_marked_deleted",
+                "mailbox_deleted",
+            ] {
+                blocks.push(Block::Text(format!(
+                    "{}: {}",
+                    t(&format!("ev_{k}")),
+                    t(&format!("ev_{k}_desc"))
+                )));
+            }
             if h.is_empty() {
                 blocks.push(Block::Text(t("no_records")));
             } else {
@@ -599,41 +700,32 @@ pub(super) fn document(
                     t("events"),
                     h.events.len()
                 )));
+                // The HTML's columns and words: the event with its
+                // protocol, the details in the owner's language.
                 let columns = vec![
-                    col(t("col_time"), 2.8, false),
-                    col(t("col_event"), 1.4, false),
-                    col(t("col_protocol"), 1.0, false),
+                    col(t("col_time"), 2.6, false),
+                    col(t("col_event"), 2.0, false),
                     col(t("col_remote_ip"), 1.8, false),
-                    col(t("col_client"), 1.3, false),
-                    col(t("col_what"), 5.0, false),
+                    col(t("col_client"), 1.4, false),
+                    col(t("col_what"), 5.5, false),
                 ];
+                let none = crate::access::EventFacts::default();
                 let rows = h
                     .events
                     .iter()
-                    .map(|e| {
-                        let mut what: Vec<String> = Vec::new();
-                        let mut num = |k: &str, v: Option<i64>| {
-                            if let Some(v) = v {
-                                what.push(format!("{} {v}", t(k)));
-                            }
-                        };
-                        num("w_deleted", e.deleted);
-                        num("w_retained", e.retained);
-                        num("w_expunged", e.expunged);
-                        num("w_trashed", e.trashed);
-                        for v in [&e.message_id, &e.folder, &e.reason, &e.master_user]
-                            .into_iter()
-                            .flatten()
-                        {
-                            what.push(v.clone());
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let f = h.facts.get(i).unwrap_or(&none);
+                        let mut event = t(&format!("ev_{}", e.kind));
+                        if let Some(p) = e.protocol {
+                            event = format!("{event} ({})", t(&format!("proto_{p}")));
                         }
                         vec![
-                            e.time.clone(),
-                            t(&format!("ev_{}", e.kind)),
-                            e.protocol.unwrap_or("").to_owned(),
+                            format!("{}. {}", i + 1, super::render::short_time(&e.time)),
+                            event,
                             opt(&e.remote_ip),
                             opt(&e.client),
-                            what.join("; "),
+                            event_details(e, f, lang),
                         ]
                     })
                     .collect();
@@ -647,4 +739,119 @@ pub(super) fn document(
         lang: lang.as_str(),
         blocks,
     }
+}
+
+/// What an access event did, worded as the HTML report words it (see
+/// `templates/report.html`): POP3 counts as NTHU counts them, sizes in KB
+/// and MB, Dovecot's reasons and failures in the owner's language.
+fn event_details(
+    e: &crate::access::Event,
+    f: &crate::access::EventFacts,
+    lang: crate::config::Lang,
+) -> String {
+    use super::render::{size, text};
+    let t = |k: &str| text(lang, k, &[]);
+    let mut o = String::new();
+    match e.kind {
+        "logout" => {
+            if e.protocol == Some("pop3") {
+                match (e.deleted, e.retained) {
+                    (Some(d), Some(r)) => {
+                        o += &text(
+                            lang,
+                            "w_pop3_kept",
+                            &[
+                                ("total", &(d + r).to_string()),
+                                ("deleted", &d.to_string()),
+                                ("left", &r.to_string()),
+                            ],
+                        );
+                        o += "; ";
+                    }
+                    (Some(d), None) => {
+                        o += &text(lang, "w_pop3_deleted", &[("deleted", &d.to_string())]);
+                        o += "; ";
+                    }
+                    _ => {}
+                }
+                if let Some(b) = e.size_bytes {
+                    o += &text(lang, "w_mailbox_size", &[("size", &size(b))]);
+                    o += "; ";
+                }
+            } else {
+                for (key, v) in [
+                    ("w_removed", e.expunged),
+                    ("w_marked_deleted", e.deleted),
+                    ("w_moved_trash", e.trashed),
+                ] {
+                    if let Some(n) = v {
+                        o += &text(lang, key, &[("n", &n.to_string())]);
+                        o += "; ";
+                    }
+                }
+                if let Some(b) = e.size_bytes {
+                    o += &format!("{} {}; ", t("w_size"), size(b));
+                }
+            }
+            if let (Some(up), Some(down)) = (e.in_bytes, e.out_bytes) {
+                o += &text(
+                    lang,
+                    "w_traffic",
+                    &[("up", &size(up)), ("down", &size(down))],
+                );
+                o += "; ";
+            }
+            match f.reason_key {
+                Some(k) => o += &t(&format!("reason_{k}")),
+                None => o += e.reason.as_deref().unwrap_or(""),
+            }
+        }
+        "message_deleted" | "message_marked_deleted" => {
+            o += e.message_id.as_deref().unwrap_or("");
+            o += " ";
+            o += &text(
+                lang,
+                "w_in_folder",
+                &[("folder", e.folder.as_deref().unwrap_or(""))],
+            );
+        }
+        "mailbox_deleted" => o += e.folder.as_deref().unwrap_or(""),
+        "login" => {
+            if let Some(m) = &f.method {
+                o += &text(lang, "w_method", &[("m", m)]);
+                o += ", ";
+            }
+            if let Some(tls) = f.tls {
+                o += &t(if tls { "w_tls" } else { "w_no_tls" });
+                o += ", ";
+            }
+            if let Some(ip) = &f.local_ip {
+                o += &text(lang, "w_to", &[("ip", ip)]);
+            }
+            if let Some(u) = &e.master_user {
+                let user = if u.is_empty() {
+                    t("master_unnamed")
+                } else {
+                    u.clone()
+                };
+                // On a line of its own in the HTML; a cell's text here is
+                // one paragraph (a line break would be shown as a code point).
+                o += " ";
+                o += &text(lang, "w_master_user", &[("user", &user)]);
+            }
+        }
+        "auth_failed" => {
+            let failure = f.failure.as_deref().unwrap_or("");
+            let key = format!("fail_{}", failure.replace(' ', "_"));
+            match super::render::strings(lang).get(&key) {
+                Some(s) => o += s,
+                None => o += failure,
+            }
+            if let Some(n) = f.attempts {
+                o += &format!(" ({})", text(lang, "w_attempts", &[("n", &n.to_string())]));
+            }
+        }
+        _ => o += e.reason.as_deref().unwrap_or(""),
+    }
+    o
 }

@@ -11,9 +11,9 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use minijinja::value::{Kwargs, Serde, Value};
+use minijinja::value::{Enumerator, Kwargs, Object, Value};
 use minijinja::{Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 use unicode_width::UnicodeWidthStr;
 
@@ -237,7 +237,7 @@ pub(crate) fn short_time(v: &str) -> String {
 
 /// A size in bytes as people read it: `950 B`, `12.3 KB`, `95.9 MB`
 /// (1 KB = 1024 bytes).
-fn size(bytes: i64) -> String {
+pub(crate) fn size(bytes: i64) -> String {
     let b = bytes.max(0) as f64;
     if b < 1024.0 {
         format!("{bytes} B")
@@ -255,11 +255,51 @@ pub fn render(name: &str, lang: Lang, r: Value) -> anyhow::Result<String> {
     render_page(name, lang, minijinja::context! { r => r })
 }
 
+/// The strings of one language as templates read them (`t.key`,
+/// `t["col_" ~ c]`): looked up by hashing, as a report of 10,000 rows
+/// looks up a few strings per row.
+#[derive(Debug)]
+struct Words(std::collections::HashMap<&'static str, Value>);
+
+impl Object for Words {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        key.as_str().and_then(|k| self.0.get(k).cloned())
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        self.0.get(key).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let mut keys: Vec<&'static str> = self.0.keys().copied().collect();
+        keys.sort_unstable();
+        Enumerator::Values(keys.into_iter().map(Value::from).collect())
+    }
+}
+
+/// The strings of `lang` as the value `t`, built once per process.
+fn words(lang: Lang) -> Value {
+    static EN_W: OnceLock<Value> = OnceLock::new();
+    static ZH_W: OnceLock<Value> = OnceLock::new();
+    let cell = match lang {
+        Lang::En => &EN_W,
+        Lang::ZhTw => &ZH_W,
+    };
+    cell.get_or_init(|| {
+        Value::from_object(Words(
+            strings(lang)
+                .iter()
+                .map(|(k, v)| (k.as_str(), Value::from(v.as_str())))
+                .collect(),
+        ))
+    })
+    .clone()
+}
+
 /// Renders `name` with the strings of `lang` as `t`, `lang`, and `ctx`.
 pub fn render_page(name: &str, lang: Lang, ctx: Value) -> anyhow::Result<String> {
     let tmpl = env().get_template(name)?;
-    let t = Value::from(Serde(strings(lang)));
-    Ok(tmpl.render(minijinja::context! { t => t, lang => lang.as_str(), ..ctx })?)
+    Ok(tmpl.render(minijinja::context! { t => words(lang), lang => lang.as_str(), ..ctx })?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,16 +20,13 @@ use sqlx::sqlite::{
 };
 
 use crate::ingest::access::AccessRow;
-use crate::ingest::correlate::{Kind, Row, Rows, Text};
+use crate::ingest::correlate::{Kind, Rows, Text};
 use crate::ingest::mailboxes::{Ids, Mailboxes, NewMailboxes};
 
+mod partitions;
+mod pg_copy;
 pub mod records;
 mod sqlite_bulk;
-
-/// Rows per multi-row `INSERT` on PostgreSQL: large enough that
-/// per-statement overhead vanishes, far below its 65,535-parameter limit
-/// (12 columns x 256 = 3,072 parameters).
-const INSERT_CHUNK: usize = 256;
 
 /// A connection pool to either backend.
 #[derive(Clone, Debug)]
@@ -135,135 +131,115 @@ pub struct EventRow {
     pub response: Option<String>,
 }
 
-/// The multi-row insert statement (PostgreSQL), built once from constant
-/// text and placeholders.
-fn insert_chunk_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| insert_sql(INSERT_CHUNK))
-}
+/// Texts resolved per statement when a batch brings new ones.
+const TEXT_CHUNK: usize = 256;
 
-/// The single-row insert statement (PostgreSQL), for a batch's tail.
-fn insert_one_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| insert_sql(1))
-}
-
-fn insert_sql(rows: usize) -> String {
-    let mut s = String::from(
-        "INSERT INTO smtp_events (key, day, time_us, mailbox_id, kind, host, queue_id, sender_ip, relay, recipient, dsn, response) VALUES ",
-    );
-    for r in 0..rows {
-        s.push_str(if r > 0 { ", (" } else { "(" });
-        for c in 0..12 {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            s.push_str(&format!("${}", r * 12 + c + 1));
+/// `$1, $2, ...` (PostgreSQL) or `?, ?, ...` (SQLite) for `n` values.
+fn placeholders(n: usize, numbered: bool) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
         }
-        s.push(')');
+        if numbered {
+            s.push_str(&format!("${}", i + 1));
+        } else {
+            s.push('?');
+        }
     }
-    s.push_str(" ON CONFLICT (mailbox_id, day, key) DO NOTHING");
     s
 }
 
-/// Binds one row's twelve values, in the column order of [`insert_sql`],
-/// borrowed from the row.
-macro_rules! bind_row {
-    ($q:expr, $r:expr, $mailbox_id:expr) => {{
-        let r: &Row = $r;
-        $q.bind(r.key)
-            .bind(r.day)
-            .bind(r.time_us)
-            .bind($mailbox_id)
-            .bind(r.kind as i32)
-            .bind(&*r.host)
-            .bind(r.queue_id.as_deref())
-            .bind(r.sender_ip.as_deref())
-            .bind(r.relay.as_deref())
-            .bind(r.recipient.as_deref())
-            .bind(r.dsn.as_deref())
-            .bind(r.response.as_deref())
-    }};
-}
-
-/// Inserts rows on a transaction's connection; evaluates to the number of
-/// rows that were new. SQLite takes the raw bulk path ([`sqlite_bulk`]);
-/// PostgreSQL multi-row statements.
-macro_rules! insert_rows {
-    (@sqlite $tx:expr, $rows:expr, $id_of:expr) => {{
-        let mut handle = $tx.lock_handle().await?;
-        // SAFETY: the handle lock gives this thread the connection alone,
-        // and the transaction opened by `begin_with` is still open.
-        unsafe { sqlite_bulk::insert_rows(handle.as_raw_handle(), &$rows, &$id_of)? }
-    }};
-    (@chunks $tx:expr, $rows:expr, $id_of:expr) => {{
-        let mut inserted: u64 = 0;
-        let mut chunks = $rows.chunks_exact(INSERT_CHUNK);
-        for chunk in chunks.by_ref() {
-            let mut q = sqlx::query(insert_chunk_sql());
-            for r in chunk {
-                let id = $id_of(r.mailbox_no)?;
-                q = bind_row!(q, r, id);
+/// Gives every text of `$values` (a `Vec<&str>` of texts `$texts` lacks,
+/// each once) its id in `texts`, in the open transaction `$conn`: each is
+/// looked up by its hash, and stored when absent; a text whose hash is
+/// taken by another text tries the next probe ([`records::text_hash`]).
+macro_rules! resolve_texts {
+    ($conn:expr, $texts:expr, $values:expr, $numbered:expr) => {{
+        // (text, probe) still without an id.
+        let mut pending: Vec<(&str, u64)> = $values.into_iter().map(|v| (v, 0)).collect();
+        let mut rounds = 0;
+        while !pending.is_empty() {
+            rounds += 1;
+            anyhow::ensure!(rounds <= 64, "texts could not be stored: their hashes kept changing hands");
+            let mut next = Vec::new();
+            for chunk in pending.chunks($crate::store::TEXT_CHUNK) {
+                // Past the last probe: stored without a hash.
+                let (lost, hashed): (Vec<_>, Vec<_>) =
+                    chunk.iter().partition(|(_, p)| *p >= $crate::store::records::PROBES);
+                for (v, _) in lost {
+                    let id: i64 = sqlx::query_scalar("INSERT INTO texts (hash, value) VALUES (NULL, $1) RETURNING id")
+                        .bind(v)
+                        .fetch_one(&mut *$conn)
+                        .await?;
+                    $texts.insert(v, id);
+                }
+                if hashed.is_empty() {
+                    continue;
+                }
+                let hashes: Vec<i64> = hashed.iter().map(|(v, p)| $crate::store::records::text_hash(v, *p)).collect();
+                let sql = format!(
+                    "SELECT hash, id, value FROM texts WHERE hash IN ({})",
+                    $crate::store::placeholders(hashes.len(), $numbered)
+                );
+                let mut q = sqlx::query_as::<_, (i64, i64, String)>(sqlx::AssertSqlSafe(sql));
+                for h in &hashes {
+                    q = q.bind(h);
+                }
+                let found: foldhash::HashMap<i64, (i64, String)> = q
+                    .fetch_all(&mut *$conn)
+                    .await?
+                    .into_iter()
+                    .map(|(h, id, v)| (h, (id, v)))
+                    .collect();
+                let mut absent = Vec::new();
+                for (&(v, p), h) in hashed.iter().zip(&hashes) {
+                    match found.get(h) {
+                        Some((id, value)) if value == v => $texts.insert(v, *id),
+                        Some(_) => next.push((v, p + 1)),
+                        None => absent.push((v, p, *h)),
+                    }
+                }
+                if absent.is_empty() {
+                    continue;
+                }
+                let sql = format!(
+                    "INSERT INTO texts (hash, value) VALUES {} ON CONFLICT (hash) DO NOTHING RETURNING hash, id",
+                    $crate::store::pairs(absent.len(), $numbered)
+                );
+                let mut q = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql));
+                for (v, _, h) in &absent {
+                    q = q.bind(h).bind(*v);
+                }
+                let made: foldhash::HashMap<i64, i64> = q.fetch_all(&mut *$conn).await?.into_iter().collect();
+                for (v, p, h) in absent {
+                    match made.get(&h) {
+                        Some(id) => $texts.insert(v, *id),
+                        // Another writer stored this hash meanwhile: look
+                        // again.
+                        None => next.push((v, p)),
+                    }
+                }
             }
-            inserted += q.execute(&mut **$tx).await?.rows_affected();
+            pending = next;
         }
-        // The tail: one cached single-row statement rather than a new
-        // statement text for every tail length.
-        for r in chunks.remainder() {
-            let id = $id_of(r.mailbox_no)?;
-            let q = bind_row!(sqlx::query(insert_one_sql()), r, id);
-            inserted += q.execute(&mut **$tx).await?.rows_affected();
-        }
-        inserted
     }};
 }
 
-/// Inserts access rows; evaluates to the number that were new.
-macro_rules! insert_access {
-    (@sqlite $tx:expr, $rows:expr, $id_of:expr) => {{
-        let mut handle = $tx.lock_handle().await?;
-        // SAFETY: as for `insert_rows!`.
-        unsafe { sqlite_bulk::insert_access_rows(handle.as_raw_handle(), &$rows, &$id_of)? }
-    }};
-    (@chunks $tx:expr, $rows:expr, $id_of:expr) => {{
-        const SQL: &str = "INSERT INTO access_events (key, day, time_us, mailbox_id, kind, host, protocol, remote_ip, local_ip, tls, session, client, deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason, master_user) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (mailbox_id, day, key) DO NOTHING";
-        let mut inserted: u64 = 0;
-        for r in $rows {
-            let id = $id_of(r.mailbox_no)?;
-            inserted += sqlx::query(SQL)
-                .bind(r.key)
-                .bind(r.day)
-                .bind(r.time_us)
-                .bind(id)
-                .bind(r.kind.map(|k| k as i32))
-                .bind(&*r.host)
-                .bind(r.protocol)
-                .bind(r.remote_ip.as_deref())
-                .bind(r.local_ip.as_deref())
-                .bind(r.tls)
-                .bind(r.session.as_deref())
-                .bind(r.client.as_deref())
-                .bind(r.deleted)
-                .bind(r.retained)
-                .bind(r.size_bytes)
-                .bind(r.in_bytes)
-                .bind(r.out_bytes)
-                .bind(r.expunged)
-                .bind(r.trashed)
-                .bind(r.downloaded)
-                .bind(r.attempts)
-                .bind(r.uid)
-                .bind(r.message_id.as_deref())
-                .bind(r.folder.as_deref())
-                .bind(r.reason.as_deref())
-                .bind(r.master_user.as_deref())
-                .execute(&mut **$tx)
-                .await?
-                .rows_affected();
+/// `($1, $2), ($3, $4), ...` or `(?, ?), ...` for `n` rows of two values.
+fn pairs(n: usize, numbered: bool) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
         }
-        inserted
-    }};
+        if numbered {
+            s.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+        } else {
+            s.push_str("(?, ?)");
+        }
+    }
+    s
 }
 
 /// Writes ingest batches; remembers the ids of the mailboxes it has seen
@@ -288,6 +264,8 @@ pub struct Writer {
     open: Option<OpenTx>,
     /// How long a SQLite transaction takes batches.
     commit_after: Duration,
+    /// Ids of the texts the batches have named.
+    texts: records::Texts,
 }
 
 /// Mailbox id by address.
@@ -347,6 +325,25 @@ fn add_mailboxes_sql(n: usize, numbered: bool) -> String {
     s
 }
 
+/// Writes a batch's records on a transaction's connection; evaluates to
+/// the number of rows that were new. SQLite takes the raw bulk path
+/// ([`sqlite_bulk`]); PostgreSQL COPY ([`pg_copy`]).
+macro_rules! write_records {
+    (@sqlite $tx:expr, $smtp:expr, $access:expr) => {{
+        let mut handle = $tx.lock_handle().await?;
+        // SAFETY: the handle lock gives this thread the connection alone,
+        // and the transaction opened by `begin_with` is still open.
+        unsafe {
+            sqlite_bulk::insert_smtp(handle.as_raw_handle(), $smtp)?
+                + sqlite_bulk::insert_access(handle.as_raw_handle(), $access)?
+        }
+    }};
+    (@pg $tx:expr, $smtp:expr, $access:expr) => {{
+        pg_copy::write_smtp(&mut **$tx, $smtp).await?
+            + pg_copy::write_access(&mut **$tx, $access).await?
+    }};
+}
+
 /// The body of [`Writer::commit`], the same for both backends.
 macro_rules! commit_in {
     ($tx:expr, $self:expr, $batch:expr, $numbered:expr, $insert:tt) => {{
@@ -376,7 +373,44 @@ macro_rules! commit_in {
                 .ok_or_else(|| anyhow::anyhow!("a row to store names mailbox number {no:?}, which no batch has given"))
         };
         let Rows { smtp, access } = rows;
-        let n = insert_rows!(@ $insert tx, &smtp, id_of) + insert_access!(@ $insert tx, &access, id_of);
+        // Each reply split once, for its pattern's id and for the record.
+        let replies: Vec<_> = smtp
+            .iter()
+            .map(|r| r.response.as_deref().map_or((None, None), records::split_reply))
+            .collect();
+        let missing = $self.texts.missing(
+            smtp.iter()
+                .flat_map(records::smtp_texts)
+                .chain(replies.iter().filter_map(|(p, _)| p.as_deref()))
+                .chain(access.iter().flat_map(records::access_texts)),
+        );
+        resolve_texts!(&mut **tx, $self.texts, missing, $numbered);
+        let texts = &$self.texts;
+        let smtp_records = smtp
+            .iter()
+            .zip(replies)
+            .map(|(r, (pattern, args))| {
+                records::SmtpRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let access_records = access
+            .iter()
+            .map(|r| records::AccessRecord::new(r, id_of(r.mailbox_no)?, texts))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let n = write_records!(@ $insert tx, &smtp_records, &access_records);
+        // A complete day's table (`daily_counts`) is made by the nightly
+        // job; rows that reach a day it has counted make it count again.
+        let mut days: Vec<i32> = smtp.iter().map(|r| r.day).collect();
+        days.sort_unstable();
+        days.dedup();
+        for day in days {
+            sqlx::query("DELETE FROM job_runs WHERE day = $1 AND job = 'aggregate'")
+                .bind(day)
+                .execute(&mut **tx)
+                .await?;
+        }
+        drop(smtp_records);
+        drop(access_records);
         if let Some(cp) = checkpoint {
             sqlx::query(SAVE_CP)
                 .bind(cp.fingerprint)
@@ -417,6 +451,7 @@ impl Writer {
             mailboxes: None,
             open: None,
             commit_after: Duration::ZERO,
+            texts: records::Texts::default(),
         })
     }
 
@@ -522,8 +557,18 @@ impl Writer {
                 Ok((n, spent))
             }
             Store::Postgres(p) => {
+                let mut days: Vec<i32> = batch
+                    .rows
+                    .smtp
+                    .iter()
+                    .map(|r| r.day)
+                    .chain(batch.rows.access.iter().map(|r| r.day))
+                    .collect();
+                days.sort_unstable();
+                days.dedup();
+                partitions::ensure_days(p, &days).await?;
                 let mut tx = p.begin().await?;
-                let (n, fresh, spent) = commit_in!(tx, self, batch, true, chunks);
+                let (n, fresh, spent) = commit_in!(tx, self, batch, true, pg);
                 tx.commit().await?;
                 self.committed(fresh);
                 Ok((n, spent))
@@ -543,6 +588,8 @@ impl Writer {
     /// exist after all.
     fn rolled_back(&mut self, from: usize) {
         self.open = None;
+        // Texts it stored are gone again.
+        self.texts.clear();
         self.by_no.truncate(from);
     }
 }
@@ -730,7 +777,33 @@ impl Store {
     /// that start at once take turns: PostgreSQL's migrator holds an
     /// advisory lock; SQLite's holds none, so a lock file beside the
     /// database does it.
+    ///
+    /// Rows of the tables before migration 0009 are then moved into the
+    /// day-clustered ones, a slice per transaction ([`Store::move_rows`]);
+    /// how far it has come is logged.
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut said = false;
+        self.migrate_with(|m| {
+            if !said {
+                said = true;
+                tracing::warn!(
+                    "moving {} rows into the day-clustered tables (once, after an upgrade)",
+                    m.total
+                );
+            }
+            tracing::info!("moved {} of {} rows", m.moved, m.total);
+        })
+        .await
+    }
+
+    /// [`Store::migrate`], telling `progress` how the move of old rows goes.
+    pub async fn migrate_with(&self, progress: impl FnMut(Moved)) -> anyhow::Result<()> {
+        self.migrate_schema().await?;
+        self.move_rows(progress).await?;
+        Ok(())
+    }
+
+    async fn migrate_schema(&self) -> anyhow::Result<()> {
         match self {
             Store::Sqlite(p) => {
                 let _turn = match sqlite_lock_path(p, "migrate") {
@@ -788,25 +861,73 @@ impl Store {
         Ok(v)
     }
 
+    /// The id of a mailbox, if it has any rows.
+    pub async fn mailbox_id(&self, mailbox: &str) -> anyhow::Result<Option<i64>> {
+        const SQL: &str = "SELECT id FROM mailboxes WHERE address = $1";
+        let id = on_pool!(self, p => sqlx::query_scalar::<_, i64>(SQL).bind(mailbox).fetch_optional(p).await?);
+        Ok(id)
+    }
+
     /// Per-day counts of each kind for one mailbox: (day, kind, count).
+    ///
+    /// A day the nightly job has counted (`daily_counts`, made once the day
+    /// is over, made again when late rows reach it) is read from that
+    /// table; the others, today's, are counted from the day's rows of the
+    /// mailbox, which lie together.
     pub async fn daily_counts(
         &self,
         mailbox: &str,
         from_day: i32,
         to_day: i32,
     ) -> anyhow::Result<Vec<(i32, Kind, i64)>> {
-        const SQL: &str = "SELECT e.day, e.kind, COUNT(*) FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id \
-            WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 GROUP BY e.day, e.kind ORDER BY e.day, e.kind";
-        let rows: Vec<(i32, i32, i64)> = on_pool!(self, p => sqlx::query_as(SQL)
-            .bind(mailbox).bind(from_day).bind(to_day).fetch_all(p).await?);
-        Ok(rows
-            .into_iter()
-            .filter_map(|(d, k, n)| Kind::from_i64(k as i64).map(|k| (d, k, n)))
-            .collect())
+        const COUNTED: &str = "SELECT d.day, d.auth_blk, d.auth_rcv, d.bounced, d.deferred, d.expired, d.sent \
+            FROM daily_counts d JOIN job_runs j ON j.day = d.day AND j.job = 'aggregate' \
+            WHERE d.mailbox_id = $1 AND d.day >= $2 AND d.day <= $3";
+        const DONE: &str = "SELECT day FROM job_runs WHERE job = 'aggregate' AND day >= $1 AND day <= $2 ORDER BY day";
+        const ROWS: &str = "SELECT CAST(kind AS INTEGER), COUNT(*) FROM smtp_rows WHERE day = $1 AND mailbox_id = $2 GROUP BY kind";
+        let Some(id) = self.mailbox_id(mailbox).await? else {
+            return Ok(Vec::new());
+        };
+        type Counted = (i32, i64, i64, i64, i64, i64, i64);
+        let (counted, rest) = on_pool!(self, p => {
+            let counted: Vec<Counted> = sqlx::query_as(COUNTED).bind(id).bind(from_day).bind(to_day).fetch_all(p).await?;
+            let done: Vec<i32> = sqlx::query_scalar(DONE).bind(from_day).bind(to_day).fetch_all(p).await?;
+            let mut rest = Vec::new();
+            for day in days_between(from_day, to_day) {
+                if done.binary_search(&day).is_err() {
+                    let kinds: Vec<(i32, i64)> = sqlx::query_as(ROWS).bind(day).bind(id).fetch_all(p).await?;
+                    rest.extend(kinds.into_iter().map(|(k, n)| (day, k, n)));
+                }
+            }
+            (counted, rest)
+        });
+        let mut out: Vec<(i32, Kind, i64)> = Vec::new();
+        for (day, blk, rcv, bounced, deferred, expired, sent) in counted {
+            for (kind, n) in [
+                (Kind::AuthBlk, blk),
+                (Kind::AuthRcv, rcv),
+                (Kind::Bounced, bounced),
+                (Kind::Deferred, deferred),
+                (Kind::Expired, expired),
+                (Kind::Sent, sent),
+            ] {
+                if n > 0 {
+                    out.push((day, kind, n));
+                }
+            }
+        }
+        out.extend(
+            rest.into_iter()
+                .filter_map(|(d, k, n)| Kind::from_i64(i64::from(k)).map(|k| (d, k, n))),
+        );
+        out.sort_by_key(|&(d, k, _)| (d, k as i32));
+        Ok(out)
     }
 
     /// The events of one mailbox in a day range, by time: the first
-    /// `limit` of them, or all.
+    /// `limit` of them, or all. Days are read in order, each as the one
+    /// range of the table that holds the mailbox's rows of that day, until
+    /// `limit` rows are read.
     pub async fn events(
         &self,
         mailbox: &str,
@@ -814,11 +935,13 @@ impl Store {
         to_day: i32,
         limit: Option<usize>,
     ) -> anyhow::Result<Vec<EventRow>> {
-        const SQL: &str = "SELECT e.time_us, e.day, e.kind, e.host, e.queue_id, e.sender_ip, e.relay, e.recipient, e.dsn, e.response \
-            FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id \
-            WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 ORDER BY e.time_us, e.id LIMIT $4";
-        let limit = limit.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        const SQL: &str = "SELECT e.day, e.sec, e.usec, CAST(e.kind AS INTEGER), h.value, e.queue_id, s.value, r.value, t.value, d.value, p.value, e.reply_args \
+            FROM smtp_rows e JOIN texts h ON h.id = e.host LEFT JOIN texts s ON s.id = e.sender_ip \
+            LEFT JOIN texts r ON r.id = e.relay LEFT JOIN texts t ON t.id = e.recipient \
+            LEFT JOIN texts d ON d.id = e.dsn LEFT JOIN texts p ON p.id = e.reply \
+            WHERE e.day = $1 AND e.mailbox_id = $2 ORDER BY e.sec, e.key LIMIT $3";
         type Tuple = (
+            i32,
             i64,
             i32,
             i32,
@@ -829,26 +952,41 @@ impl Store {
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<String>,
         );
-        let rows: Vec<Tuple> = on_pool!(self, p => sqlx::query_as(SQL)
-            .bind(mailbox).bind(from_day).bind(to_day).bind(limit).fetch_all(p).await?);
-        Ok(rows
-            .into_iter()
-            .filter_map(|t| {
+        let Some(id) = self.mailbox_id(mailbox).await? else {
+            return Ok(Vec::new());
+        };
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut out: Vec<EventRow> = Vec::new();
+        for day in days_between(from_day, to_day) {
+            if out.len() >= limit {
+                break;
+            }
+            let left = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
+            let rows: Vec<Tuple> = on_pool!(self, p => sqlx::query_as(SQL)
+                .bind(day).bind(id).bind(left).fetch_all(p).await?);
+            let from = out.len();
+            out.extend(rows.into_iter().filter_map(|t| {
                 Some(EventRow {
-                    time_us: t.0,
-                    day: t.1,
-                    kind: Kind::from_i64(t.2 as i64)?,
-                    host: t.3,
-                    queue_id: t.4,
-                    sender_ip: t.5,
-                    relay: t.6,
-                    recipient: t.7,
-                    dsn: t.8,
-                    response: t.9,
+                    time_us: t.1 * 1_000_000 + i64::from(t.2),
+                    day: t.0,
+                    kind: Kind::from_i64(i64::from(t.3))?,
+                    host: t.4,
+                    queue_id: t.5,
+                    sender_ip: t.6,
+                    relay: t.7,
+                    recipient: t.8,
+                    dsn: t.9,
+                    response: records::join_reply(t.10.as_deref(), t.11.as_deref()),
                 })
-            })
-            .collect())
+            }));
+            // Within a second, by the fraction the stamp carried, and
+            // then in the order things happen to a message: its submission
+            // before its deliveries.
+            out[from..].sort_by_key(|e| (e.time_us, e.kind.order()));
+        }
+        Ok(out)
     }
 
     /// Every access event of one mailbox in a day range, by time.
@@ -858,63 +996,93 @@ impl Store {
         from_day: i32,
         to_day: i32,
     ) -> anyhow::Result<Vec<AccessRow>> {
-        const SQL: &str = "SELECT e.key, e.day, e.time_us, e.kind, e.host, e.protocol, e.remote_ip, e.local_ip, e.tls, e.session, e.client, \
-            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, e.folder, e.reason, e.attempts, e.master_user \
-            FROM access_events e JOIN mailboxes m ON m.id = e.mailbox_id \
-            WHERE m.address = $1 AND e.day >= $2 AND e.day <= $3 ORDER BY e.time_us, e.id";
+        const SQL: &str = "SELECT e.key, e.day, e.sec, e.usec, CAST(e.kind AS INTEGER), h.value, pr.value, ri.value, li.value, e.tls, e.session, c.value, \
+            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, f.value, re.value, e.attempts, mu.value \
+            FROM access_rows e JOIN texts h ON h.id = e.host LEFT JOIN texts pr ON pr.id = e.protocol \
+            LEFT JOIN texts ri ON ri.id = e.remote_ip LEFT JOIN texts li ON li.id = e.local_ip \
+            LEFT JOIN texts c ON c.id = e.client LEFT JOIN texts f ON f.id = e.folder \
+            LEFT JOIN texts re ON re.id = e.reason LEFT JOIN texts mu ON mu.id = e.master_user \
+            WHERE e.day = $1 AND e.mailbox_id = $2 ORDER BY e.sec, e.key";
+        let Some(id) = self.mailbox_id(mailbox).await? else {
+            return Ok(Vec::new());
+        };
         macro_rules! read {
-            ($p:expr) => {{
-                let rows = sqlx::query(SQL)
-                    .bind(mailbox)
-                    .bind(from_day)
-                    .bind(to_day)
-                    .fetch_all($p)
-                    .await?;
-                let mut v = Vec::with_capacity(rows.len());
+            ($p:expr, $day:expr, $v:expr) => {{
+                let rows = sqlx::query(SQL).bind($day).bind(id).fetch_all($p).await?;
+                let from = $v.len();
                 for r in rows {
                     let text = |i: usize| -> Result<Option<Text>, sqlx::Error> {
                         Ok(r.try_get::<Option<String>, _>(i)?.map(Text::from))
                     };
                     let num = |i: usize| r.try_get::<Option<i64>, _>(i);
-                    let protocol: Option<String> = r.try_get(5)?;
-                    v.push(AccessRow {
+                    let protocol: Option<String> = r.try_get(6)?;
+                    $v.push(AccessRow {
                         key: r.try_get(0)?,
                         day: r.try_get(1)?,
-                        time_us: r.try_get(2)?,
+                        time_us: r.try_get::<i64, _>(2)? * 1_000_000
+                            + i64::from(r.try_get::<i32, _>(3)?),
                         mailbox: Text::from(mailbox),
                         mailbox_no: None,
                         kind: crate::ingest::access::AccessKind::from_i64(i64::from(
-                            r.try_get::<i32, _>(3)?,
+                            r.try_get::<i32, _>(4)?,
                         )),
-                        host: Text::from(r.try_get::<String, _>(4)?),
+                        host: Text::from(r.try_get::<String, _>(5)?),
                         protocol: protocol
                             .as_deref()
                             .and_then(crate::ingest::dovecot::Proto::from_name)
                             .map(crate::ingest::dovecot::Proto::as_str),
-                        remote_ip: text(6)?,
-                        local_ip: text(7)?,
-                        tls: r.try_get(8)?,
-                        session: text(9)?,
-                        client: text(10)?,
-                        deleted: num(11)?,
-                        retained: num(12)?,
-                        size_bytes: num(13)?,
-                        in_bytes: num(14)?,
-                        out_bytes: num(15)?,
-                        expunged: num(16)?,
-                        trashed: num(17)?,
-                        downloaded: num(18)?,
-                        uid: num(19)?,
-                        message_id: r.try_get(20)?,
-                        folder: text(21)?,
-                        reason: text(22)?,
-                        attempts: num(23)?,
-                        master_user: text(24)?,
+                        remote_ip: text(7)?,
+                        local_ip: text(8)?,
+                        tls: r.try_get(9)?,
+                        session: text(10)?,
+                        client: text(11)?,
+                        deleted: num(12)?,
+                        retained: num(13)?,
+                        size_bytes: num(14)?,
+                        in_bytes: num(15)?,
+                        out_bytes: num(16)?,
+                        expunged: num(17)?,
+                        trashed: num(18)?,
+                        downloaded: num(19)?,
+                        uid: num(20)?,
+                        message_id: r.try_get(21)?,
+                        folder: text(22)?,
+                        reason: text(23)?,
+                        attempts: num(24)?,
+                        master_user: text(25)?,
                     });
                 }
-                v
+                // Within a second, by the fraction the stamp carried, and
+                // then in the order things happen in a session (classic
+                // stamps have no fraction, and a session often lasts less
+                // than a second): login, deletions, logout.
+                $v[from..]
+                    .sort_by_key(|e: &AccessRow| (e.time_us, e.kind.map_or(0, |k| k.order())));
             }};
         }
-        Ok(on_pool!(self, p => read!(p)))
+        let mut v = Vec::new();
+        for day in days_between(from_day, to_day) {
+            on_pool!(self, p => read!(p, day, v));
+        }
+        Ok(v)
     }
 }
+
+/// Every day from `from_day` to `to_day` (`YYYYMMDD`), in order.
+pub(crate) fn days_between(from_day: i32, to_day: i32) -> Vec<i32> {
+    let (Some(mut d), Some(to)) = (
+        crate::domain::Day::from_key(from_day),
+        crate::domain::Day::from_key(to_day),
+    ) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while d <= to && out.len() < 100_000 {
+        out.push(d.key());
+        d = d.succ();
+    }
+    out
+}
+
+mod moving;
+pub use moving::{MOVE_STEP, Moved};

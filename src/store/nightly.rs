@@ -42,9 +42,8 @@ pub struct DayCounts {
 }
 
 /// Tables the retention purge empties of old days, with their day column.
+/// (The event tables lose whole days first: see [`Store::purge_batch`].)
 const PURGES: &[&str] = &[
-    "DELETE FROM smtp_events WHERE id IN (SELECT id FROM smtp_events WHERE day < $1 LIMIT $2)",
-    "DELETE FROM access_events WHERE id IN (SELECT id FROM access_events WHERE day < $1 LIMIT $2)",
     "DELETE FROM daily_counts WHERE (day, mailbox_id) IN (SELECT day, mailbox_id FROM daily_counts WHERE day < $1 LIMIT $2)",
     "DELETE FROM alerts WHERE (day, mailbox, rule) IN (SELECT day, mailbox, rule FROM alerts WHERE day < $1 LIMIT $2)",
     "DELETE FROM job_runs WHERE (day, job) IN (SELECT day, job FROM job_runs WHERE day < $1 LIMIT $2)",
@@ -61,11 +60,11 @@ impl Store {
         // Kinds: 1 sent, 2 bounced, 3 deferred, 4 expired, 5 auth_rcv,
         // 6 auth_blk, 7 blocked by a content filter, which Auth_blk counts
         // too (see migrations/sqlite/0001_initial.sql, `Kind`).
-        const COUNT: &str = "SELECT mailbox_id, COUNT(*), \
+        const COUNT: &str = "SELECT CAST(mailbox_id AS BIGINT), COUNT(*), \
             SUM(CASE WHEN kind IN (6, 7) THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 5 THEN 1 ELSE 0 END), \
             SUM(CASE WHEN kind = 2 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 3 THEN 1 ELSE 0 END), \
             SUM(CASE WHEN kind = 4 THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 1 THEN 1 ELSE 0 END) \
-            FROM smtp_events WHERE day = $1 GROUP BY mailbox_id";
+            FROM smtp_rows WHERE day = $1 GROUP BY mailbox_id";
         const CLEAR: &str = "DELETE FROM daily_counts WHERE day = $1";
         // The counting reads the whole day and holds no lock (readers do
         // not block the writer); only the short writing of the result
@@ -140,7 +139,7 @@ impl Store {
 
     /// The first day with SMTP events, if any.
     pub async fn first_event_day(&self) -> anyhow::Result<Option<i32>> {
-        const SQL: &str = "SELECT MIN(day) FROM smtp_events";
+        const SQL: &str = "SELECT MIN(day) FROM smtp_rows";
         let d: Option<i32> = on_pool!(self, p => sqlx::query_scalar(SQL).fetch_one(p).await?);
         Ok(d)
     }
@@ -172,15 +171,47 @@ impl Store {
         Ok(rows)
     }
 
-    /// Deletes at most `batch` rows older than `before_day` from one table
-    /// after another, each batch its own short transaction; returns the
-    /// rows deleted (0 when nothing old is left).
+    /// Deletes what is older than `before_day`, a step at a time; returns
+    /// what the step deleted (0 when nothing old is left).
+    ///
+    /// The event tables lose whole days, the oldest first: on SQLite a
+    /// day's rows of one table, which lie together, in one statement; on
+    /// PostgreSQL every old day's partitions are dropped. Then at most
+    /// `batch` rows of one table after another, each batch its own short
+    /// transaction.
     pub async fn purge_batch(
         &self,
         before_day: i32,
         before_unix: i64,
         batch: i64,
     ) -> anyhow::Result<u64> {
+        match self {
+            Store::Sqlite(p) => {
+                for table in ["smtp_rows", "access_rows"] {
+                    let oldest = format!("SELECT MIN(day) FROM {table}");
+                    let day: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(oldest))
+                        .fetch_one(p)
+                        .await?;
+                    if let Some(day) = day.filter(|d| *d < before_day) {
+                        let _turn = super::SQLITE_WRITE.lock().await;
+                        let delete = format!("DELETE FROM {table} WHERE day = $1");
+                        let n = sqlx::query(sqlx::AssertSqlSafe(delete))
+                            .bind(day)
+                            .execute(p)
+                            .await?
+                            .rows_affected();
+                        // An empty day (all its rows were gone) is done too.
+                        return Ok(n.max(1));
+                    }
+                }
+            }
+            Store::Postgres(p) => {
+                let n = super::partitions::drop_days_before(p, before_day).await?;
+                if n > 0 {
+                    return Ok(n);
+                }
+            }
+        }
         for sql in PURGES {
             let n = on_writer!(self, p => sqlx::query(*sql).bind(before_day).bind(batch).execute(p).await?.rows_affected());
             if n > 0 {

@@ -157,16 +157,15 @@ impl Texts {
     }
 }
 
-/// Every text of an SMTP row that `texts` holds by id.
-pub fn smtp_texts(r: &Row) -> impl Iterator<Item = Cow<'_, str>> {
-    let pattern = r.response.as_deref().and_then(|s| split_reply(s).0);
+/// Every text of an SMTP row that `texts` holds by id, but its reply's
+/// pattern.
+pub fn smtp_texts(r: &Row) -> impl Iterator<Item = &str> {
     [
-        Some(Cow::Borrowed(&*r.host)),
-        r.sender_ip.as_deref().map(Cow::Borrowed),
-        r.relay.as_deref().map(Cow::Borrowed),
-        r.recipient.as_deref().map(Cow::Borrowed),
-        r.dsn.as_deref().map(Cow::Borrowed),
-        pattern,
+        Some(&*r.host),
+        r.sender_ip.as_deref(),
+        r.relay.as_deref(),
+        r.recipient.as_deref(),
+        r.dsn.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -258,14 +257,17 @@ fn opt_id(texts: &Texts, value: Option<&str>) -> anyhow::Result<Option<i64>> {
 }
 
 impl<'a> SmtpRecord<'a> {
-    /// `r` as stored, its texts' ids taken from `texts` (which must hold
-    /// every text [`smtp_texts`] gives).
-    pub fn new(r: &'a Row, mailbox_id: i64, texts: &Texts) -> anyhow::Result<SmtpRecord<'a>> {
+    /// `r` as stored, with its reply already split ([`split_reply`]), its
+    /// texts' ids taken from `texts` (which must hold every text
+    /// [`smtp_texts`] gives).
+    pub fn new(
+        r: &'a Row,
+        mailbox_id: i64,
+        reply: (Option<&str>, Option<Cow<'a, str>>),
+        texts: &Texts,
+    ) -> anyhow::Result<SmtpRecord<'a>> {
         let (sec, usec) = split_time(r.time_us);
-        let (pattern, reply_args) = match r.response.as_deref() {
-            Some(s) => split_reply(s),
-            None => (None, None),
-        };
+        let (pattern, reply_args) = reply;
         Ok(SmtpRecord {
             day: r.day,
             mailbox_id,
@@ -279,7 +281,7 @@ impl<'a> SmtpRecord<'a> {
             relay: opt_id(texts, r.relay.as_deref())?,
             recipient: opt_id(texts, r.recipient.as_deref())?,
             dsn: opt_id(texts, r.dsn.as_deref())?,
-            reply: opt_id(texts, pattern.as_deref())?,
+            reply: opt_id(texts, pattern)?,
             reply_args,
         })
     }

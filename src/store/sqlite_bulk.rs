@@ -13,13 +13,12 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
-use crate::ingest::access::AccessRow;
-use crate::ingest::correlate::Row;
+use super::records::{AccessRecord, SmtpRecord};
 
 /// Rows per `INSERT` statement. A statement opens its cursors on the table
 /// and its index, and closes them, once however many rows its `VALUES`
 /// list holds; with one row each, that was about a fifth of the insert's
-/// time. (32 rows of 26 parameters stay far below SQLite's limit on
+/// time. (32 rows of 27 parameters stay far below SQLite's limit on
 /// parameters; larger groups measured no faster.)
 const ROWS_PER_STATEMENT: usize = 32;
 
@@ -48,13 +47,14 @@ impl Table {
     }
 }
 
-const SMTP_EVENTS: Table = Table {
-    name: "smtp_events",
+const SMTP_ROWS: Table = Table {
+    name: "smtp_rows",
     columns: &[
-        "key",
         "day",
-        "time_us",
         "mailbox_id",
+        "sec",
+        "key",
+        "usec",
         "kind",
         "host",
         "queue_id",
@@ -62,7 +62,8 @@ const SMTP_EVENTS: Table = Table {
         "relay",
         "recipient",
         "dsn",
-        "response",
+        "reply",
+        "reply_args",
     ],
 };
 
@@ -127,18 +128,15 @@ impl Binder<'_> {
     }
 }
 
-/// Inserts `rows` into `table`, binding each with `bind` (given the row's
-/// mailbox id, from `mailbox_of`); returns how many rows were inserted
-/// (`OR IGNORE` skips the others).
+/// Inserts `rows` into `table`, binding each with `bind`; returns how many
+/// rows were inserted (`OR IGNORE` skips the others).
 ///
-/// Rows go in by mailbox id, each mailbox's in their own order: every row
-/// is also a key in the index `(mailbox_id, day, key)`, and rows of one
-/// mailbox land side by side there, so inserting them together walks the
-/// same pages while they are in the processor's cache instead of jumping
-/// across the whole index for every row. A mailbox's rows keep their order,
-/// so their ids still follow the log (reports sort ties in time by id).
-/// (The parser's thread has put a batch in nearly this order already, see
-/// [`crate::ingest::mailboxes`], so the sort here finds little to do.)
+/// Rows go in in the table's own order, by primary key (day, mailbox,
+/// second, key): the table is clustered on it, so rows inserted together
+/// land side by side on the same pages while those are in the processor's
+/// cache, instead of jumping across the day's part of the table for every
+/// row. (The parser's thread has put a batch in nearly this order already,
+/// see [`crate::ingest::mailboxes`], so the sort here finds little to do.)
 ///
 /// # Safety
 ///
@@ -149,16 +147,12 @@ unsafe fn insert_each<T, const N: usize>(
     db: NonNull<ffi::sqlite3>,
     table: &Table,
     rows: &[T],
-    mailbox_of: impl Fn(&T) -> anyhow::Result<i64>,
-    bind: impl Fn(&Binder<'_>, &T, i64) -> [c_int; N],
+    primary_key: impl Fn(&T) -> (i32, i64, i64, i64),
+    bind: impl Fn(&Binder<'_>, &T) -> [c_int; N],
 ) -> anyhow::Result<u64> {
     debug_assert_eq!(N, table.columns.len());
-    let mut order = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Ok((mailbox_of(r)?, i as u32)))
-        .collect::<anyhow::Result<Vec<(i64, u32)>>>()?;
-    order.sort_unstable();
+    let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+    order.sort_by_cached_key(|&i| primary_key(&rows[i as usize]));
     let db = db.as_ptr();
     let prepare = |rows: usize| -> anyhow::Result<Stmt> {
         let sql = table.insert_sql(rows);
@@ -173,13 +167,13 @@ unsafe fn insert_each<T, const N: usize>(
     };
     // Binds a group of rows to a statement made for that many, steps it
     // once, and clears it; returns the rows inserted.
-    let step = |stmt: &Stmt, group: &[(i64, u32)]| -> anyhow::Result<u64> {
-        for (at, &(mailbox, i)) in group.iter().enumerate() {
+    let step = |stmt: &Stmt, group: &[u32]| -> anyhow::Result<u64> {
+        for (at, &i) in group.iter().enumerate() {
             let binder = Binder {
                 stmt,
                 base: (at * N) as c_int,
             };
-            if bind(&binder, &rows[i as usize], mailbox)
+            if bind(&binder, &rows[i as usize])
                 .iter()
                 .any(|&rc| rc != ffi::SQLITE_OK)
             {
@@ -218,51 +212,53 @@ unsafe fn insert_each<T, const N: usize>(
     Ok(inserted)
 }
 
-/// Inserts SMTP event rows, skipping keys already stored; returns how many
-/// were new.
+/// Inserts SMTP rows, skipping keys already stored; returns how many were
+/// new.
 ///
 /// # Safety
 ///
 /// As for [`insert_each`].
-pub unsafe fn insert_rows(
+pub unsafe fn insert_smtp(
     db: NonNull<ffi::sqlite3>,
-    rows: &[Row],
-    mailbox_id: &dyn Fn(Option<u32>) -> anyhow::Result<i64>,
+    rows: &[SmtpRecord<'_>],
 ) -> anyhow::Result<u64> {
     // SAFETY: the caller's contract is the one insert_each needs.
     unsafe {
         insert_each(
             db,
-            &SMTP_EVENTS,
+            &SMTP_ROWS,
             rows,
-            |r| mailbox_id(r.mailbox_no),
-            |b, r, mailbox| {
+            |r| (r.day, r.mailbox_id, r.sec, r.key),
+            |b, r| {
                 [
-                    b.int(1, Some(r.key)),
-                    b.int(2, Some(i64::from(r.day))),
-                    b.int(3, Some(r.time_us)),
-                    b.int(4, Some(mailbox)),
-                    b.int(5, Some(r.kind as i64)),
-                    b.text(6, Some(&r.host)),
-                    b.text(7, r.queue_id.as_deref()),
-                    b.text(8, r.sender_ip.as_deref()),
-                    b.text(9, r.relay.as_deref()),
-                    b.text(10, r.recipient.as_deref()),
-                    b.text(11, r.dsn.as_deref()),
-                    b.text(12, r.response.as_deref()),
+                    b.int(1, Some(i64::from(r.day))),
+                    b.int(2, Some(r.mailbox_id)),
+                    b.int(3, Some(r.sec)),
+                    b.int(4, Some(r.key)),
+                    b.int(5, Some(i64::from(r.usec))),
+                    b.int(6, Some(i64::from(r.kind))),
+                    b.int(7, Some(r.host)),
+                    b.text(8, r.queue_id),
+                    b.int(9, r.sender_ip),
+                    b.int(10, r.relay),
+                    b.int(11, r.recipient),
+                    b.int(12, r.dsn),
+                    b.int(13, r.reply),
+                    b.text(14, r.reply_args.as_deref()),
                 ]
             },
         )
     }
 }
 
-const ACCESS_EVENTS: Table = Table {
-    name: "access_events",
+const ACCESS_ROWS: Table = Table {
+    name: "access_rows",
     columns: &[
-        "key",
         "day",
-        "time_us",
         "mailbox_id",
+        "sec",
+        "key",
+        "usec",
         "kind",
         "host",
         "protocol",
@@ -294,46 +290,46 @@ const ACCESS_EVENTS: Table = Table {
 /// # Safety
 ///
 /// As for [`insert_each`].
-pub unsafe fn insert_access_rows(
+pub unsafe fn insert_access(
     db: NonNull<ffi::sqlite3>,
-    rows: &[AccessRow],
-    mailbox_id: &dyn Fn(Option<u32>) -> anyhow::Result<i64>,
+    rows: &[AccessRecord<'_>],
 ) -> anyhow::Result<u64> {
     // SAFETY: the caller's contract is the one insert_each needs.
     unsafe {
         insert_each(
             db,
-            &ACCESS_EVENTS,
+            &ACCESS_ROWS,
             rows,
-            |r| mailbox_id(r.mailbox_no),
-            |b, r, mailbox| {
+            |r| (r.day, r.mailbox_id, r.sec, r.key),
+            |b, r| {
                 [
-                    b.int(1, Some(r.key)),
-                    b.int(2, Some(i64::from(r.day))),
-                    b.int(3, Some(r.time_us)),
-                    b.int(4, Some(mailbox)),
-                    b.int(5, r.kind.map(|k| k as i64)),
-                    b.text(6, Some(&r.host)),
-                    b.text(7, r.protocol),
-                    b.text(8, r.remote_ip.as_deref()),
-                    b.text(9, r.local_ip.as_deref()),
-                    b.int(10, r.tls.map(i64::from)),
-                    b.text(11, r.session.as_deref()),
-                    b.text(12, r.client.as_deref()),
-                    b.int(13, r.deleted),
-                    b.int(14, r.retained),
-                    b.int(15, r.size_bytes),
-                    b.int(16, r.in_bytes),
-                    b.int(17, r.out_bytes),
-                    b.int(18, r.expunged),
-                    b.int(19, r.trashed),
-                    b.int(20, r.downloaded),
-                    b.int(21, r.attempts),
-                    b.int(22, r.uid),
-                    b.text(23, r.message_id.as_deref()),
-                    b.text(24, r.folder.as_deref()),
-                    b.text(25, r.reason.as_deref()),
-                    b.text(26, r.master_user.as_deref()),
+                    b.int(1, Some(i64::from(r.day))),
+                    b.int(2, Some(r.mailbox_id)),
+                    b.int(3, Some(r.sec)),
+                    b.int(4, Some(r.key)),
+                    b.int(5, Some(i64::from(r.usec))),
+                    b.int(6, Some(i64::from(r.kind))),
+                    b.int(7, Some(r.host)),
+                    b.int(8, r.protocol),
+                    b.int(9, r.remote_ip),
+                    b.int(10, r.local_ip),
+                    b.int(11, r.tls.map(i64::from)),
+                    b.text(12, r.session),
+                    b.int(13, r.client),
+                    b.int(14, r.deleted),
+                    b.int(15, r.retained),
+                    b.int(16, r.size_bytes),
+                    b.int(17, r.in_bytes),
+                    b.int(18, r.out_bytes),
+                    b.int(19, r.expunged),
+                    b.int(20, r.trashed),
+                    b.int(21, r.downloaded),
+                    b.int(22, r.attempts),
+                    b.int(23, r.uid),
+                    b.text(24, r.message_id),
+                    b.int(25, r.folder),
+                    b.int(26, r.reason),
+                    b.int(27, r.master_user),
                 ]
             },
         )

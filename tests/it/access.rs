@@ -285,11 +285,10 @@ async fn webmail_logins_are_labelled() {
 }
 
 /// A session's events often share one second (classic syslog stamps have
-/// no fraction), so the report orders them by time and then by the order
-/// they were stored in: that order must be the log's, whatever order the
-/// writer inserts a batch's rows in. Each session opens with its login and
-/// ends with its logout, and a message is marked deleted before it is
-/// expunged.
+/// no fraction), so the report orders them by time and then in the order
+/// things happen in a session, whatever order the writer inserts a batch's
+/// rows in: each session opens with its login and ends with its logout, and
+/// a message is marked deleted before it is expunged.
 #[tokio::test]
 async fn events_within_one_second_keep_the_order_of_the_log() {
     let db = db_with("").await;

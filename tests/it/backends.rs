@@ -126,7 +126,7 @@ async fn schema(store: &Store) -> BTreeSet<String> {
 
 /// SQLite has no boolean type: these columns hold 0 or 1 as INTEGER
 /// there and are BOOLEAN on PostgreSQL (sqlx maps both to `bool`).
-const SQLITE_BOOLEANS: &[(&str, &str)] = &[("access_events", "tls")];
+const SQLITE_BOOLEANS: &[(&str, &str)] = &[("access_rows", "tls")];
 
 fn index_line(table: &str, unique: bool, cols: &[String]) -> String {
     let kind = if unique { "unique index" } else { "index" };

@@ -344,8 +344,8 @@ async fn a_person_fills_the_form_in_chromium_on_a_phone_and_gets_the_report() {
 }
 
 /// What the measuring script finds on a page: how far it scrolls sideways,
-/// the cells of data tables narrower than 20 characters of their font
-/// (number cells instead must not wrap or spill), and how many rows are
+/// the cells of data tables narrower than 20 characters of their own font,
+/// numbers included (and number cells that spill), and how many rows are
 /// laid out as tables and as stacked cards.
 const MEASURE: &str = r#"
 const ctx = document.createElement('canvas').getContext('2d');
@@ -358,10 +358,11 @@ for (const c of document.querySelectorAll('table.rows th, table.rows td')) {
   if (style.display !== 'table-cell') { cards++; continue; }
   cells++;
   const w = c.getBoundingClientRect().width;
-  if (c.classList.contains('n')) {
-    if (c.scrollWidth > c.clientWidth + 1) narrow.push('number ' + c.textContent.slice(0, 40) + ' spills: ' + w.toFixed(0));
-  } else if (w + 0.5 < twenty(c)) {
+  if (w + 0.5 < twenty(c)) {
     narrow.push(c.tagName + ' ' + c.textContent.slice(0, 40) + ': ' + w.toFixed(0) + ' < ' + twenty(c).toFixed(0));
+  }
+  if (c.classList.contains('n') && c.scrollWidth > c.clientWidth + 1) {
+    narrow.push('number ' + c.textContent.slice(0, 40) + ' spills: ' + w.toFixed(0));
   }
 }
 for (const c of document.querySelectorAll('table.rows tr.quiet td')) {
@@ -373,8 +374,8 @@ return { overflow: document.documentElement.scrollWidth - window.innerWidth, nar
 "#;
 
 /// Both reports in both languages, at two laptop widths and a phone's:
-/// nothing scrolls sideways; at the laptop widths every text column of a
-/// table is at least 20 characters wide; on the phone the rows are
+/// nothing scrolls sideways; at the laptop widths every column of every
+/// table, numbers included, is at least 20 characters wide; on the phone the rows are
 /// stacked cards. The pages are the attachments mailtrail mails, opened
 /// from files; screenshots are kept in `target/browser/`.
 #[tokio::test]
@@ -421,20 +422,36 @@ async fn reports_fit_laptops_and_phones_in_both_languages() {
             // With each failure's explanation, as reports are mailed.
             let classifier = mailtrail::replies::Classifier::shared(&db.config.replies).unwrap();
             data.explain(&classifier, lang);
-            let r = report::render_noted(
-                spec,
-                &data,
-                Limits::from_config(&db.config),
-                tz,
-                now,
-                &notes,
-            )
-            .unwrap();
-            assert_eq!(r.attachment.content_type, "text/html; charset=utf-8");
+            let render = |data: &Data| {
+                let r = report::render_noted(
+                    spec.clone(),
+                    data,
+                    Limits::from_config(&db.config),
+                    tz,
+                    now,
+                    &notes,
+                )
+                .unwrap();
+                assert_eq!(r.attachment.content_type, "text/html; charset=utf-8");
+                r.attachment.bytes
+            };
             let name = format!("{}-{}", kind.as_str(), lang.as_str());
             let path = dir.join(format!("{name}.html"));
-            std::fs::write(&path, &r.attachment.bytes).unwrap();
+            std::fs::write(&path, render(&data)).unwrap();
             pages.push((name, path));
+            // The widest access report: logins by all four protocols, each
+            // a column of its own.
+            if let Data::Access(h) = &mut data {
+                for d in &mut h.days {
+                    for p in ["imap", "pop3", "submission", "managesieve"] {
+                        d.logins.entry(p).or_insert(0);
+                    }
+                }
+                let name = format!("access-all-protocols-{}", lang.as_str());
+                let path = dir.join(format!("{name}.html"));
+                std::fs::write(&path, render(&data)).unwrap();
+                pages.push((name, path));
+            }
         }
     }
 
@@ -448,6 +465,13 @@ async fn reports_fit_laptops_and_phones_in_both_languages() {
                 .await;
             let m = d.script(MEASURE, json!([])).await;
             d.screenshot(&shots().join(format!("report-{name}-{width}.png")))
+                .await;
+            d.script(
+                "const t = document.querySelector('table.counts'); if (t) t.scrollIntoView();",
+                json!([]),
+            )
+            .await;
+            d.screenshot(&shots().join(format!("report-{name}-{width}-days.png")))
                 .await;
             d.script(
                 "const t = document.querySelector('table.msgs, table.events'); if (t) t.scrollIntoView();",

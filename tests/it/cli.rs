@@ -244,7 +244,7 @@ fn database_flag_overrides_the_config() {
     // The rows are in the other database, and none in the configured one.
     let rows = |url: String| async move {
         let store = mailtrail::store::Store::connect(&url).await.unwrap();
-        let n: i64 = crate::on_any_pool!(&store, p => sqlx::query_scalar("SELECT COUNT(*) FROM smtp_events")
+        let n: i64 = crate::on_any_pool!(&store, p => sqlx::query_scalar("SELECT COUNT(*) FROM smtp_rows")
             .fetch_one(p)
             .await
             .unwrap_or(0));

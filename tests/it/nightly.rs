@@ -478,7 +478,7 @@ async fn retention_purges_old_days_in_batches() {
     let t = schedule::tick(&db.store, &c, after).await.unwrap();
     assert!(t.purged > 7);
     assert!(db.history("alice").await.details.is_empty());
-    for table in ["smtp_events", "access_events", "daily_counts", "alerts"] {
+    for table in ["smtp_rows", "access_rows", "daily_counts", "alerts"] {
         let sql = format!(
             "SELECT COUNT(*) FROM {table} WHERE day < {}",
             keep_from.key()

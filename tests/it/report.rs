@@ -580,7 +580,7 @@ async fn a_report_too_large_even_zipped_is_truncated_visibly_and_fits() {
     db.ingest(&[log]).await.unwrap();
     // The busiest sender of the generated log.
     let (busiest, n, first, last): (String, i64, i32, i32) = crate::on_any_pool!(&db.store, pool => sqlx::query_as(
-        "SELECT m.address, COUNT(*) c, MIN(e.day), MAX(e.day) FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id GROUP BY m.address ORDER BY c DESC, m.address LIMIT 1",
+        "SELECT m.address, COUNT(*) c, MIN(e.day), MAX(e.day) FROM smtp_rows e JOIN mailboxes m ON m.id = e.mailbox_id GROUP BY m.address ORDER BY c DESC, m.address LIMIT 1",
     )
     .fetch_one(pool)
     .await
@@ -833,4 +833,39 @@ async fn a_request_that_cannot_be_rendered_is_marked_failed_and_queues_nothing()
         .await
         .unwrap());
     assert_eq!(queued, 0);
+}
+
+/// A report larger than `report.zip_over_bytes` is attached zipped, the
+/// page in the ZIP the very page a smaller limit would have attached, and
+/// the mail says why; one under it is the page itself.
+#[tokio::test]
+async fn a_report_over_the_zip_limit_is_zipped_and_says_so() {
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let tz = db.config.tz().unwrap();
+    let s = spec("alice@example.edu", Kind::Smtp, Lang::En);
+    let data = Data::load(&db.store, &s, tz).await.unwrap();
+    let now = chrono::Utc::now();
+    let base = Limits::from_config(&db.config);
+    let plain = Limits {
+        always_zip: false,
+        zip_over_bytes: 10_000_000,
+        ..base
+    };
+    let page = report::render(s.clone(), &data, plain, tz, now).unwrap();
+    assert_eq!(page.attachment.content_type, "text/html; charset=utf-8");
+    assert!(!page.text.contains("zipped because it is large"));
+    let small = Limits {
+        zip_over_bytes: page.attachment.bytes.len() as u64 - 1,
+        ..plain
+    };
+    let r = report::render(s, &data, small, tz, now).unwrap();
+    assert_eq!(r.attachment.content_type, "application/zip");
+    assert!(r.attachment.filename.ends_with(".zip"));
+    assert!(r.text.contains("zipped because it is large"), "{}", r.text);
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(r.attachment.bytes.clone())).unwrap();
+    let name = page.attachment.filename.clone();
+    let mut html = Vec::new();
+    z.by_name(&name).unwrap().read_to_end(&mut html).unwrap();
+    assert_eq!(html, page.attachment.bytes);
 }

@@ -366,11 +366,39 @@ impl TestDb {
     /// Like [`TestDb::dump`], optionally without the sub-second part of
     /// times (which only RFC 3339 stamps carry).
     pub async fn dump_rows(&self, exact_time: bool) -> Vec<String> {
-        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.time_us, m.address, CAST(e.kind AS BIGINT), e.host, e.queue_id, e.sender_ip, e.relay, e.recipient, e.dsn, e.response FROM smtp_events e JOIN mailboxes m ON m.id = e.mailbox_id ORDER BY e.day, e.key";
-        let rows: Vec<DumpRow> = crate::on_any_pool!(&self.store, p => sqlx::query_as(SQL)
+        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.sec * 1000000 + e.usec, m.address, CAST(e.kind AS BIGINT), h.value, e.queue_id, s.value, r.value, t.value, d.value, p.value, e.reply_args \
+            FROM smtp_rows e JOIN mailboxes m ON m.id = e.mailbox_id JOIN texts h ON h.id = e.host LEFT JOIN texts s ON s.id = e.sender_ip \
+            LEFT JOIN texts r ON r.id = e.relay LEFT JOIN texts t ON t.id = e.recipient LEFT JOIN texts d ON d.id = e.dsn LEFT JOIN texts p ON p.id = e.reply \
+            ORDER BY e.day, e.key";
+        type Stored = (
+            i64,
+            i64,
+            i64,
+            String,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let stored: Vec<Stored> = crate::on_any_pool!(&self.store, p => sqlx::query_as(SQL)
             .fetch_all(p)
             .await
             .unwrap());
+        let rows: Vec<DumpRow> = stored
+            .into_iter()
+            .map(|r| {
+                let response =
+                    mailtrail::store::records::join_reply(r.11.as_deref(), r.12.as_deref());
+                (
+                    r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, response,
+                )
+            })
+            .collect();
         rows.into_iter()
             .map(|mut r| {
                 if !exact_time {
@@ -399,7 +427,10 @@ impl TestDb {
             Option<String>,
             Option<String>,
         );
-        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.time_us, m.address, CAST(e.kind AS BIGINT), e.host, e.protocol, e.remote_ip, e.session, e.deleted, e.retained, e.message_id, e.folder, e.reason FROM access_events e JOIN mailboxes m ON m.id = e.mailbox_id ORDER BY e.day, e.key";
+        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.sec * 1000000 + e.usec, m.address, CAST(e.kind AS BIGINT), h.value, pr.value, ri.value, e.session, e.deleted, e.retained, e.message_id, f.value, re.value \
+            FROM access_rows e JOIN mailboxes m ON m.id = e.mailbox_id JOIN texts h ON h.id = e.host LEFT JOIN texts pr ON pr.id = e.protocol \
+            LEFT JOIN texts ri ON ri.id = e.remote_ip LEFT JOIN texts f ON f.id = e.folder LEFT JOIN texts re ON re.id = e.reason \
+            ORDER BY e.day, e.key";
         let rows: Vec<AccessDump> = crate::on_any_pool!(&self.store, p => sqlx::query_as(SQL)
             .fetch_all(p)
             .await

@@ -106,6 +106,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Where a row of this kind comes among rows of the same instant: a
+    /// message's submission (or its refusal) before its deliveries.
+    pub fn order(self) -> u8 {
+        match self {
+            Kind::AuthRcv | Kind::AuthBlk => 0,
+            Kind::Blocked => 1,
+            Kind::Deferred => 2,
+            Kind::Bounced | Kind::Sent => 3,
+            Kind::Expired => 4,
+        }
+    }
+
     pub fn from_i64(v: i64) -> Option<Kind> {
         Some(match v {
             1 => Kind::Sent,
