@@ -445,18 +445,20 @@ async fn db_size(store: &Store, sqlite_path: Option<&Path>) -> (u64, Option<u64>
             (db + wal + shm, None)
         }
         Store::Postgres(p) => {
-            const PARTS: &str = "(SELECT CAST(COALESCE(SUM(pg_total_relation_size(inhrelid)), 0) AS BIGINT) \
-                 FROM pg_inherits WHERE inhparent = CAST($1 AS regclass))";
+            let parts = |table: &str| {
+                format!(
+                    "(SELECT CAST(COALESCE(SUM(pg_total_relation_size(inhrelid)), 0) AS BIGINT) \
+                     FROM pg_inherits WHERE inhparent = CAST('{table}' AS regclass))"
+                )
+            };
             let sql = format!(
                 "SELECT pg_database_size(current_database()), {}, {}, pg_total_relation_size('texts'), \
                  (SELECT COUNT(*) FROM pg_inherits WHERE inhparent = CAST('smtp_rows' AS regclass))",
-                PARTS,
-                PARTS.replace("$1", "$2")
+                parts("smtp_rows"),
+                parts("access_rows")
             );
             let (db, smtp, access, texts, parts): (i64, i64, i64, i64, i64) =
                 sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind("smtp_rows")
-                    .bind("access_rows")
                     .fetch_one(p)
                     .await
                     .unwrap();
@@ -1115,6 +1117,8 @@ async fn main() {
     if days >= 2 {
         let keep_from = Day::from_date(first.succ_opt().unwrap());
         let config = purge_config(&url);
+        let (d1, o1, a1) = day_counts(&store, keep_from.key()).await;
+        let before = d1 + o1 + a1;
         let t = Instant::now();
         let purged = mailtrail::schedule::purge(&store, &config, keep_from)
             .await
@@ -1129,7 +1133,7 @@ async fn main() {
             TARGET_PURGE.as_secs_f64(),
             d0 + o0 + a0,
             d1 + o1 + a1,
-            results[1].deliveries + results[1].smtp_other + results[1].access
+            before
         );
     }
 
