@@ -39,7 +39,8 @@
 //!     each with its SMTP and its access report: median, 99th percentile
 //!     and worst, warm (each report timed right after an untimed run of
 //!     the same report) and cold (the first `MAILTRAIL_SCALE_COLD_SAMPLE`,
-//!     default 20, of the sample; each drop of the cache costs seconds);
+//!     default 20, of the sample: a drop empties the cache for the whole
+//!     machine and can take seconds when much is cached);
 //!   - the targets: every report at most 1 s; the sample's median at most
 //!     50 ms and its 99th percentile at most 200 ms;
 //! * "Cold" means: `sync`, then `3` written to `/proc/sys/vm/drop_caches`
