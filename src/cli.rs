@@ -597,13 +597,19 @@ async fn report(cli: &Cli, a: &ReportArgs) -> anyhow::Result<()> {
         if let Some(path) = &a.pdf {
             let font = crate::report::pdf::PdfFont::cached(&c.report.pdf_font)?;
             let tz = c.tz()?;
-            let data = crate::report::Data::load(&store, &spec, tz).await?;
-            let r = crate::report::render_with_pdf(
+            let mut data = crate::report::Data::load(&store, &spec, tz).await?;
+            // As mailed: each failure explained, the help contact and the
+            // records' freshness in the header.
+            let classifier = crate::replies::Classifier::shared(&c.replies)?;
+            data.explain(&classifier, spec.lang);
+            let notes = crate::report::Notes::load(&store, &c).await?;
+            let r = crate::report::render_noted_with_pdf(
                 spec.clone(),
                 &data,
                 Limits::from_config(&c),
                 tz,
                 chrono::Utc::now(),
+                &notes,
                 &font,
             )?;
             let pdf = r.pdf.context("no PDF was rendered")?;

@@ -60,5 +60,6 @@ CREATE TABLE access_rows (
     tls         BOOLEAN,
     session     TEXT,
     message_id  TEXT,
+    reason_args TEXT,
     PRIMARY KEY (day, mailbox_id, sec, key)
 ) PARTITION BY RANGE (day);

@@ -87,7 +87,10 @@ CREATE TABLE access_rows (
     uid         INTEGER,
     message_id  TEXT,
     folder      INTEGER,
+    -- Dovecot's reason, split like a reply: its pattern (texts.id) and
+    -- its variable words (times, byte counts), separated by U+0001
     reason      INTEGER,
+    reason_args TEXT,
     master_user INTEGER,
     PRIMARY KEY (day, mailbox_id, sec, key)
 ) WITHOUT ROWID;

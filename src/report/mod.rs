@@ -342,6 +342,14 @@ impl Notes {
         }
     }
 
+    /// How many minutes the records may be behind the logs at `now`, when
+    /// the ingest has stored any: rounded up, so that "up to N minutes
+    /// behind" is never less than the truth.
+    pub fn behind_minutes(&self, now: DateTime<Utc>) -> Option<i64> {
+        self.ingested_us
+            .map(|us| (now.timestamp_micros().saturating_sub(us).max(0) + 59_999_999) / 60_000_000)
+    }
+
     /// The help contact of `c`, and when the ingest last stored the logs.
     pub async fn load(store: &Store, c: &Config) -> anyhow::Result<Notes> {
         Ok(Notes {
@@ -650,6 +658,25 @@ pub fn render_with_pdf(
     render_with(spec, data, limits, tz, now, opts)
 }
 
+/// [`render`], with the help contact and the records' freshness, and the
+/// same rows also as a PDF in `font`.
+pub fn render_noted_with_pdf(
+    spec: Spec,
+    data: &Data,
+    limits: Limits,
+    tz: Tz,
+    now: DateTime<Utc>,
+    notes: &Notes,
+    font: &pdf::PdfFont,
+) -> anyhow::Result<Report> {
+    let opts = Opts {
+        warning: None,
+        notes,
+        font: Some(font),
+    };
+    render_with(spec, data, limits, tz, now, opts)
+}
+
 /// A threshold warning: the day's SMTP report attached, and the mail's
 /// parts saying which thresholds the day crossed and what to do.
 pub fn render_warning(
@@ -753,10 +780,7 @@ fn render_with(
     let stem = file_stem(&spec);
     let generated_at = local_time(now.timestamp(), tz);
     let zone = zone_name(tz, now);
-    // Rounded up: "up to N minutes behind" is never less than the truth.
-    let behind_minutes = notes
-        .ingested_us
-        .map(|us| (now.timestamp_micros().saturating_sub(us).max(0) + 59_999_999) / 60_000_000);
+    let behind_minutes = notes.behind_minutes(now);
     let modified = now.with_timezone(&tz).naive_local();
     let view = |data: &'_ Data, cover: bool, zipped: bool, truncated: Option<&Truncation>| {
         let name = if zipped {
@@ -907,8 +931,13 @@ fn render_with(
             data,
             truncated.as_ref(),
             total,
-            tz,
-            &generated_at,
+            &pdf::Header {
+                requested_at: &local_time(spec.requester.at, tz),
+                generated_at: &generated_at,
+                zone: &zone,
+                behind_minutes,
+                notes,
+            },
             font,
             limits
                 .max_message_bytes
@@ -932,18 +961,15 @@ fn render_with(
 /// The PDF of the rows the report shows, within `budget` bytes of mail
 /// (as [`estimate`] counts them): fewer rows, said at its top, when the
 /// rows the HTML carries do not fit as a PDF too.
-#[allow(clippy::too_many_arguments)]
 fn pdf_attachment(
     spec: &Spec,
     data: &Data,
     truncated: Option<&Truncation>,
     total: usize,
-    tz: Tz,
-    generated_at: &str,
+    head: &pdf::Header<'_>,
     font: &pdf::PdfFont,
     budget: u64,
 ) -> anyhow::Result<Attachment> {
-    let requested_at = local_time(spec.requester.at, tz);
     let mut shown = truncated.map_or(data.rows(), |t| t.shown);
     let mut cut = truncated.cloned();
     for _ in 0..12 {
@@ -955,7 +981,7 @@ fn pdf_attachment(
                 next: next.unwrap_or_default(),
             });
         }
-        let doc = pdf::document(spec, &part, cut.as_ref(), &requested_at, generated_at);
+        let doc = pdf::document(spec, &part, cut.as_ref(), head);
         let bytes = pdf::write(&doc, font)?;
         if estimate(bytes.len()) <= budget || shown == 0 {
             return Ok(Attachment {

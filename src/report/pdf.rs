@@ -8,8 +8,11 @@
 //! file of the system's (`report.pdf_font`), read once per process.
 //!
 //! Layout is plain and predictable: A4 landscape, tables whose cells wrap
-//! and whose header row repeats on every page, a footer with the mailbox
-//! and the page number. Every glyph is placed without shaping, one code
+//! (a long token from a log breaks anywhere, nothing is cut off; a row
+//! taller than what is left of a page goes on on the next) and whose
+//! header row repeats on every page, a footer with the mailbox and the
+//! page number. The SMTP details are the HTML's: one line per message,
+//! its recipients' outcomes under it ([`super::layout`]). Every glyph is placed without shaping, one code
 //! point to one glyph, which is all Chinese and Latin text needs; text
 //! from logs is first shown with its hidden characters as code points
 //! ([`visible`]), as everywhere else.
@@ -21,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::Context as _;
 use krilla::Document;
 use krilla::color::rgb;
-use krilla::geom::{PathBuilder, Point};
+use krilla::geom::{PathBuilder, Point, Rect};
 use krilla::page::PageSettings;
 use krilla::paint::{Fill, Stroke};
 use krilla::surface::Surface;
@@ -43,9 +46,6 @@ const SUBHEADING_SIZE: f32 = 11.0;
 const TITLE_SIZE: f32 = 17.0;
 const LINE: f32 = 1.35;
 const PAD: f32 = 3.0;
-/// A cell shows at most this many lines (a remote reply can be long);
-/// the last one ends in `…`. The CSV and HTML keep the whole text.
-const MAX_CELL_LINES: usize = 8;
 /// A character the font must have for the report's Chinese.
 const CJK_PROBE: char = '信';
 
@@ -137,8 +137,58 @@ pub enum Block {
     Text(String),
     Table {
         columns: Vec<Column>,
-        rows: Vec<Vec<String>>,
+        rows: Vec<Row>,
     },
+}
+
+/// One cell of a row: paragraphs, each on lines of its own (a line break
+/// inside a paragraph, as log text may hold, is shown as a code point),
+/// across `span` columns.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub paras: Vec<String>,
+    pub span: usize,
+}
+
+impl Cell {
+    /// One paragraph in one column.
+    pub fn text(s: impl Into<String>) -> Cell {
+        Cell {
+            paras: vec![s.into()],
+            span: 1,
+        }
+    }
+}
+
+/// How a row looks, as the HTML's rows do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Style {
+    #[default]
+    Plain,
+    /// A message's own line, over its recipients' rows: shaded, and ruled
+    /// above.
+    Group,
+    /// Days on which nothing happened, said in one line: grey.
+    Quiet,
+    /// A table's total: shaded.
+    Total,
+}
+
+/// A row of a table. Its cells' spans add up to the table's columns.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub cells: Vec<Cell>,
+    pub style: Style,
+}
+
+impl From<Vec<String>> for Row {
+    /// One cell a column, plain.
+    fn from(cells: Vec<String>) -> Row {
+        Row {
+            cells: cells.into_iter().map(Cell::text).collect(),
+            style: Style::Plain,
+        }
+    }
 }
 
 /// A report's PDF.
@@ -187,9 +237,9 @@ impl<'a> Metrics<'a> {
     }
 
     /// `s` cut into lines no wider than `width`: at a space when there is
-    /// one on the line, else anywhere (Chinese has no spaces). At most
-    /// `max` lines; a cut text ends in `…`.
-    fn wrap(&self, s: &str, size: f32, width: f32, max: usize) -> Vec<String> {
+    /// one on the line, else anywhere (Chinese has no spaces, and a long
+    /// token from a log has none either). Nothing is left out.
+    fn wrap(&self, s: &str, size: f32, width: f32) -> Vec<String> {
         let mut lines = Vec::new();
         for para in s.split('\n') {
             let mut line = String::new();
@@ -216,13 +266,6 @@ impl<'a> Metrics<'a> {
                 w += cw;
             }
             lines.push(line);
-        }
-        if lines.len() > max {
-            lines.truncate(max);
-            if let Some(l) = lines.last_mut() {
-                l.pop();
-                l.push('…');
-            }
         }
         lines
     }
@@ -272,6 +315,35 @@ fn rule(surface: &mut Surface<'_>, x0: f32, x1: f32, y: f32, grey: u8, width: f3
         }));
         surface.draw_path(&path);
         surface.set_stroke(None);
+        surface.set_fill(Some(Fill::default()));
+    }
+}
+
+/// A cell placed on its row: where it starts, how wide it is, and its
+/// lines.
+struct Placed {
+    x: f32,
+    w: f32,
+    right: bool,
+    lines: Vec<String>,
+}
+
+fn grey(g: u8) -> Fill {
+    Fill {
+        paint: rgb::Color::new(g, g, g).into(),
+        ..Default::default()
+    }
+}
+
+/// Fills a rectangle in grey `g`, behind what is drawn next.
+fn shade(surface: &mut Surface<'_>, x: f32, y: f32, w: f32, h: f32, g: u8) {
+    let mut pb = PathBuilder::new();
+    if let Some(r) = Rect::from_xywh(x, y, w, h) {
+        pb.push_rect(r);
+    }
+    if let Some(path) = pb.finish() {
+        surface.set_fill(Some(grey(g)));
+        surface.draw_path(&path);
         surface.set_fill(Some(Fill::default()));
     }
 }
@@ -327,7 +399,7 @@ pub fn write(doc: &Doc, font: &PdfFont) -> anyhow::Result<Vec<u8>> {
                     Block::Subheading(_) => (SUBHEADING_SIZE, 6.0),
                     _ => (TEXT_SIZE, 2.0),
                 };
-                let lines = m.wrap(&visible(s), size, full, usize::MAX);
+                let lines = m.wrap(&visible(s), size, full);
                 // A heading keeps a few lines of what follows with it.
                 let need = size * LINE * lines.len() as f32
                     + if matches!(block, Block::Heading(_) | Block::Subheading(_)) {
@@ -364,59 +436,130 @@ pub fn write(doc: &Doc, font: &PdfFont) -> anyhow::Result<Vec<u8>> {
                     .max(f32::EPSILON);
                 let widths: Vec<f32> = columns.iter().map(|c| c.weight / total * full).collect();
                 let lh = TABLE_SIZE * LINE;
-                let layout = |cells: &[String]| -> Vec<Vec<String>> {
+                let layout = |row: &Row| -> Vec<Placed> {
+                    let mut out = Vec::new();
+                    let (mut col, mut x) = (0, MARGIN);
+                    for c in &row.cells {
+                        if col >= widths.len() {
+                            break;
+                        }
+                        let end = (col + c.span.max(1)).min(widths.len());
+                        let w: f32 = widths[col..end].iter().sum();
+                        let lines = c
+                            .paras
+                            .iter()
+                            .flat_map(|p| m.wrap(&visible(p), TABLE_SIZE, w - 2.0 * PAD))
+                            .collect();
+                        out.push(Placed {
+                            x,
+                            w,
+                            right: end == col + 1 && columns[col].right,
+                            lines,
+                        });
+                        (col, x) = (end, x + w);
+                    }
+                    out
+                };
+                let lines_of = |cells: &[Placed]| {
                     cells
                         .iter()
-                        .zip(&widths)
-                        .map(|(c, w)| {
-                            m.wrap(&visible(c), TABLE_SIZE, w - 2.0 * PAD, MAX_CELL_LINES)
-                        })
-                        .collect()
+                        .map(|c| c.lines.len())
+                        .max()
+                        .unwrap_or(0)
+                        .max(1)
                 };
-                let head: Vec<String> = columns.iter().map(|c| c.title.clone()).collect();
-                let head = layout(&head);
-                let height = |cells: &[Vec<String>]| {
-                    cells.iter().map(Vec::len).max().unwrap_or(1) as f32 * lh + 2.0 * PAD
-                };
-                let head_h = height(&head);
-                let put_row =
-                    |surface: &mut Surface<'_>, y: f32, cells: &[Vec<String>], bold: bool| {
-                        let mut x = MARGIN;
-                        for ((lines, w), col) in cells.iter().zip(&widths).zip(columns) {
-                            for (i, l) in lines.iter().enumerate() {
-                                let lx = if col.right {
-                                    x + w - PAD - m.width(l, TABLE_SIZE)
-                                } else {
-                                    x + PAD
-                                };
-                                let ly = y + PAD + lh * (i as f32 + 1.0) - TABLE_SIZE * 0.25;
-                                draw(surface, &m, &font.font, lx, ly, TABLE_SIZE, l);
-                            }
-                            x += w;
+                // Lines `from..to` of a row's cells, at `y`; returns the
+                // height they took.
+                let put = |surface: &mut Surface<'_>,
+                           y: f32,
+                           cells: &[Placed],
+                           (from, to): (usize, usize),
+                           style: Style,
+                           head: bool| {
+                    let h = (to - from).max(1) as f32 * lh + 2.0 * PAD;
+                    if head || matches!(style, Style::Group | Style::Total) {
+                        shade(surface, MARGIN, y, full, h, if head { 232 } else { 242 });
+                    }
+                    if style == Style::Group && from == 0 {
+                        rule(surface, MARGIN, MARGIN + full, y, 90, 1.2);
+                    }
+                    if style == Style::Quiet {
+                        surface.set_fill(Some(grey(100)));
+                    }
+                    for c in cells {
+                        let shown = c.lines.get(from..to.min(c.lines.len())).unwrap_or(&[]);
+                        for (i, l) in shown.iter().enumerate() {
+                            let lx = if c.right {
+                                c.x + c.w - PAD - m.width(l, TABLE_SIZE)
+                            } else {
+                                c.x + PAD
+                            };
+                            let ly = y + PAD + lh * (i as f32 + 1.0) - TABLE_SIZE * 0.25;
+                            draw(surface, &m, &font.font, lx, ly, TABLE_SIZE, l);
                         }
-                        let h = height(cells);
-                        rule(
-                            surface,
-                            MARGIN,
-                            MARGIN + full,
-                            y + h,
-                            if bold { 60 } else { 200 },
-                            if bold { 0.8 } else { 0.4 },
-                        );
-                        h
-                    };
-                if y + head_h + lh * 2.0 > bottom {
+                    }
+                    surface.set_fill(Some(Fill::default()));
+                    rule(
+                        surface,
+                        MARGIN,
+                        MARGIN + full,
+                        y + h,
+                        if head { 60 } else { 200 },
+                        if head { 0.8 } else { 0.4 },
+                    );
+                    h
+                };
+                let head = layout(&Row {
+                    cells: columns
+                        .iter()
+                        .map(|c| Cell::text(c.title.clone()))
+                        .collect(),
+                    style: Style::Plain,
+                });
+                let head_lines = lines_of(&head);
+                let head_h = head_lines as f32 * lh + 2.0 * PAD;
+                if y + 4.0 + head_h + lh * 2.0 > bottom {
                     new_page!();
                 }
                 y += 4.0;
-                y += put_row(&mut surface, y, &head, true);
+                y += put(&mut surface, y, &head, (0, head_lines), Style::Plain, true);
+                // Lines a page holds under the header.
+                let page_lines =
+                    (((bottom - MARGIN - head_h - 2.0 * PAD) / lh).floor() as usize).max(1);
                 for row in rows {
                     let cells = layout(row);
-                    if y + height(&cells) > bottom {
+                    let n = lines_of(&cells);
+                    let mut from = 0;
+                    let mut fresh = false;
+                    loop {
+                        let room = ((bottom - y - 2.0 * PAD) / lh).floor().max(0.0) as usize;
+                        // A message's line keeps a line of its recipients
+                        // with it.
+                        let keep = usize::from(row.style == Style::Group && !fresh);
+                        if n - from + keep <= room {
+                            y += put(&mut surface, y, &cells, (from, n), row.style, false);
+                            break;
+                        }
+                        // A row that fits on a page starts on the next; a
+                        // longer one fills this page and goes on on the
+                        // next, nothing left out.
+                        let whole = from == 0 && n + keep <= page_lines;
+                        if !fresh && (whole || room < 2) {
+                            new_page!();
+                            y += put(&mut surface, y, &head, (0, head_lines), Style::Plain, true);
+                            fresh = true;
+                            continue;
+                        }
+                        let to = from + room.max(1).min(n - from);
+                        y += put(&mut surface, y, &cells, (from, to), row.style, false);
+                        from = to;
+                        if from >= n {
+                            break;
+                        }
                         new_page!();
-                        y += put_row(&mut surface, y, &head, true);
+                        y += put(&mut surface, y, &head, (0, head_lines), Style::Plain, true);
+                        fresh = true;
                     }
-                    y += put_row(&mut surface, y, &cells, false);
                 }
             }
         }
@@ -437,16 +580,29 @@ pub fn write(doc: &Doc, font: &PdfFont) -> anyhow::Result<Vec<u8>> {
         .map_err(|e| anyhow::anyhow!("the PDF could not be written: {e}"))
 }
 
+/// What a report's header says beside its mailbox and range, as the
+/// HTML's header says it.
+pub(super) struct Header<'a> {
+    /// When it was asked for, in the report's zone.
+    pub requested_at: &'a str,
+    pub generated_at: &'a str,
+    /// The zone's name.
+    pub zone: &'a str,
+    /// How far the records may be behind the logs, when known.
+    pub behind_minutes: Option<i64>,
+    /// The help contact.
+    pub notes: &'a super::Notes,
+}
+
 /// The PDF of a report: its header, its tables and the rows shown, with
 /// the strings of its language.
 pub(super) fn document(
     spec: &super::Spec,
     data: &super::Data,
     truncated: Option<&super::Truncation>,
-    requested_at: &str,
-    generated_at: &str,
+    head: &Header<'_>,
 ) -> Doc {
-    use super::render::text;
+    use super::render::{short_time, text};
     let lang = spec.lang;
     let t = |k: &str| text(lang, k, &[]);
     let (from, to) = (spec.range.from.to_string(), spec.range.to.to_string());
@@ -458,30 +614,56 @@ pub(super) fn document(
     };
     let mut blocks = vec![
         Block::Title(title.clone()),
+        Block::Text(t(&format!("intro_{}", spec.kind.as_str()))),
         Block::Text(format!("{}: {}", t("mailbox"), spec.mailbox)),
         Block::Text(format!(
             "{}: {}",
             t("range"),
-            text(lang, "range_value", &[("from", &from), ("to", &to)])
+            text(
+                lang,
+                "range_value",
+                &[("from", &short_time(&from)), ("to", &short_time(&to))]
+            )
         )),
+        // Who asked, by which channel: the address only where it means
+        // something, as the HTML says it.
         Block::Text(format!(
             "{}: {}",
             t("requested"),
             text(
                 lang,
-                "requested_value",
+                &format!("requested_{}", spec.requester.channel.as_str()),
                 &[
-                    ("time", requested_at),
+                    ("time", head.requested_at),
                     ("ip", &spec.requester.client_ip),
-                    (
-                        "channel",
-                        &t(&format!("channel_{}", spec.requester.channel.as_str()))
-                    ),
                 ]
             )
         )),
-        Block::Text(format!("{}: {}", t("generated"), generated_at)),
+        // The rows' times are shown without their zone, as in the HTML.
+        Block::Text(format!(
+            "{}: {}",
+            t("zone_label"),
+            text(lang, "zone_value", &[("zone", head.zone)])
+        )),
+        Block::Text(format!(
+            "{}: {}",
+            t("fresh_label"),
+            match head.behind_minutes {
+                Some(n) => text(lang, "fresh_value", &[("n", &n.to_string())]),
+                None => t("fresh_unknown"),
+            }
+        )),
+        Block::Text(format!("{}: {}", t("language"), t("lang_name"))),
+        Block::Text(format!("{}: {}", t("generated"), head.generated_at)),
+        // Whom to ask, and that the mail is automatic.
+        Block::Text(t("auto_mail")),
     ];
+    if let Some(a) = head.notes.help_address.as_deref() {
+        blocks.push(Block::Text(format!("{} {a}", t("help_mail"))));
+    }
+    if let Some(u) = head.notes.help_url.as_deref() {
+        blocks.push(Block::Text(format!("{} {u}", t("help_page"))));
+    }
     if let Some(tr) = truncated {
         blocks.push(Block::Text(text(
             lang,
@@ -495,11 +677,21 @@ pub(super) fn document(
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     match data {
+        // As the HTML: a report of nothing says only that.
+        _ if data.is_empty() => {
+            blocks.push(Block::Text(text(
+                lang,
+                &format!("no_records_{}", spec.kind.as_str()),
+                &[("from", &short_time(&from)), ("to", &short_time(&to))],
+            )));
+        }
         super::Data::Smtp(h) => {
             // As the HTML has them: two tables (what the owner submitted,
             // what became of the deliveries), each with NTHU's column names
-            // in zh-TW and followed by what its columns mean.
+            // in zh-TW, runs of days with nothing sent said in one line, and
+            // followed by what its columns mean.
             blocks.push(Block::Heading(t("daily")));
+            let lines = super::layout::smtp_days(&h.days);
             for (part, names) in [
                 ("daily_submitted", &["sum", "auth_blk", "auth_rcv"][..]),
                 (
@@ -526,20 +718,22 @@ pub(super) fn document(
                         })
                         .collect()
                 };
-                let mut rows: Vec<Vec<String>> = h
-                    .days
+                let mut rows: Vec<Row> = lines
                     .iter()
-                    .map(|d| {
-                        std::iter::once(d.date.clone())
+                    .map(|l| match h.days.get(l.index) {
+                        Some(d) if !l.quiet => std::iter::once(short_time(&d.date))
                             .chain(counts(&d.counts))
-                            .collect()
+                            .collect::<Vec<_>>()
+                            .into(),
+                        _ => quiet_row(lang, "quiet_smtp", l, 1 + names.len()),
                     })
                     .collect();
-                rows.push(
-                    std::iter::once(t("total"))
-                        .chain(counts(&h.total.counts))
-                        .collect(),
-                );
+                let mut total: Row = std::iter::once(t("total"))
+                    .chain(counts(&h.total.counts))
+                    .collect::<Vec<_>>()
+                    .into();
+                total.style = Style::Total;
+                rows.push(total);
                 blocks.push(Block::Subheading(t(part)));
                 blocks.push(Block::Table { columns, rows });
                 for n in names {
@@ -550,47 +744,47 @@ pub(super) fn document(
                     )));
                 }
             }
-            if h.is_empty() {
-                blocks.push(Block::Text(t("no_records")));
-            } else {
-                let count = text(
-                    lang,
-                    "details_count",
-                    &[
-                        (
-                            "messages",
-                            &super::layout::messages(&h.details).len().to_string(),
-                        ),
-                        ("rows", &h.details.len().to_string()),
-                    ],
-                );
-                blocks.push(Block::Heading(format!("{} ({count})", t("details"))));
-                let columns = vec![
-                    col(t("col_time"), 2.8, false),
-                    col(t("col_status"), 1.6, false),
-                    col(t("col_sender_ip"), 1.6, false),
-                    col(t("col_recipient"), 2.6, false),
-                    col(t("col_relay"), 2.4, false),
-                    col(t("col_queue_id"), 1.3, false),
-                    col(t("col_response"), 4.5, false),
-                ];
-                let rows = h
-                    .details
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            super::render::short_time(&e.time),
-                            t(&format!("status_{}", e.status)),
-                            opt(&e.sender_ip),
-                            opt(&e.recipient),
-                            opt(&e.relay),
-                            opt(&e.queue_id),
-                            opt(&e.response),
-                        ]
-                    })
-                    .collect();
-                blocks.push(Block::Table { columns, rows });
+            // Why deliveries failed, as the HTML sums it up.
+            let reasons = data.reasons();
+            if !reasons.is_empty() {
+                blocks.push(Block::Heading(t("reasons_heading")));
+                for c in reasons {
+                    blocks.push(Block::Text(format!(
+                        "{} ({}): {} {}",
+                        c.label,
+                        text(lang, "reasons_rows", &[("n", &c.rows.to_string())]),
+                        c.explanation,
+                        c.advice
+                    )));
+                }
             }
+            // One line per message, its recipients' outcomes under it
+            // (see `templates/report.html`).
+            let messages = super::layout::messages(&h.details);
+            let count = text(
+                lang,
+                "details_count",
+                &[
+                    ("messages", &messages.len().to_string()),
+                    ("rows", &h.details.len().to_string()),
+                ],
+            );
+            blocks.push(Block::Heading(format!("{} ({count})", t("details"))));
+            let columns = vec![
+                col(t("col_time"), 2.0, false),
+                col(t("col_host"), 1.7, false),
+                col(t("col_recipient"), 2.4, false),
+                col(t("col_result"), 2.0, false),
+                col(t("col_response"), 5.2, false),
+            ];
+            let mut rows = Vec::with_capacity(messages.len() + h.details.len());
+            for m in &messages {
+                rows.push(message_row(m, lang));
+                for o in &m.outcomes {
+                    rows.push(outcome_row(o, m.host, lang));
+                }
+            }
+            blocks.push(Block::Table { columns, rows });
         }
         super::Data::Access(h) => {
             // The HTML's order: IMAP and POP3 always, the others when the range
@@ -608,17 +802,21 @@ pub(super) fn document(
                     .iter()
                     .map(|p| col(t(&format!("col_{p}_logins")), 1.0, true)),
             );
-            let rows = h
-                .days
+            // Runs of days with nothing are one line, as in the HTML.
+            let lines = super::layout::access_days(&h.days);
+            let rows = lines
                 .iter()
-                .map(|d| {
-                    let mut r = vec![d.date.clone()];
-                    r.extend(
-                        shown
-                            .iter()
-                            .map(|p| d.logins.get(p).copied().unwrap_or(0).to_string()),
-                    );
-                    r
+                .map(|l| match h.days.get(l.index) {
+                    Some(d) if !l.quiet => {
+                        let mut r = vec![short_time(&d.date)];
+                        r.extend(
+                            shown
+                                .iter()
+                                .map(|p| d.logins.get(p).copied().unwrap_or(0).to_string()),
+                        );
+                        r.into()
+                    }
+                    _ => quiet_row(lang, "quiet_access", l, 1 + shown.len()),
                 })
                 .collect();
             blocks.push(Block::Subheading(t("summary_logins")));
@@ -629,16 +827,17 @@ pub(super) fn document(
                 col(t("col_deleted"), 1.0, true),
                 col(t("col_addresses"), 4.0, false),
             ];
-            let rows = h
-                .days
+            let rows = lines
                 .iter()
-                .map(|d| {
-                    vec![
-                        d.date.clone(),
+                .map(|l| match h.days.get(l.index) {
+                    Some(d) if !l.quiet => vec![
+                        short_time(&d.date),
                         d.failed_logins.to_string(),
                         d.messages_deleted.to_string(),
                         d.addresses.join(", "),
                     ]
+                    .into(),
+                    _ => quiet_row(lang, "quiet_access", l, 4),
                 })
                 .collect();
             blocks.push(Block::Subheading(t("summary_removed")));
@@ -692,52 +891,157 @@ pub(super) fn document(
                     t(&format!("ev_{k}_desc"))
                 )));
             }
-            if h.is_empty() {
-                blocks.push(Block::Text(t("no_records")));
-            } else {
-                blocks.push(Block::Heading(format!(
-                    "{} ({})",
-                    t("events"),
-                    h.events.len()
-                )));
-                // The HTML's columns and words: the event with its
-                // protocol, the details in the owner's language.
-                let columns = vec![
-                    col(t("col_time"), 2.6, false),
-                    col(t("col_event"), 2.0, false),
-                    col(t("col_remote_ip"), 1.8, false),
-                    col(t("col_client"), 1.4, false),
-                    col(t("col_what"), 5.5, false),
-                ];
-                let none = crate::access::EventFacts::default();
-                let rows = h
-                    .events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        let f = h.facts.get(i).unwrap_or(&none);
-                        let mut event = t(&format!("ev_{}", e.kind));
-                        if let Some(p) = e.protocol {
-                            event = format!("{event} ({})", t(&format!("proto_{p}")));
-                        }
-                        vec![
-                            format!("{}. {}", i + 1, super::render::short_time(&e.time)),
-                            event,
-                            opt(&e.remote_ip),
-                            opt(&e.client),
-                            event_details(e, f, lang),
-                        ]
-                    })
-                    .collect();
-                blocks.push(Block::Table { columns, rows });
-            }
+            blocks.push(Block::Heading(format!(
+                "{} ({})",
+                t("events"),
+                h.events.len()
+            )));
+            // The HTML's columns and words: the event with its
+            // protocol, the details in the owner's language.
+            let columns = vec![
+                col(t("col_time"), 2.6, false),
+                col(t("col_event"), 2.0, false),
+                col(t("col_remote_ip"), 1.8, false),
+                col(t("col_client"), 1.4, false),
+                col(t("col_what"), 5.5, false),
+            ];
+            let none = crate::access::EventFacts::default();
+            let rows = h
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let f = h.facts.get(i).unwrap_or(&none);
+                    let mut event = t(&format!("ev_{}", e.kind));
+                    if let Some(p) = e.protocol {
+                        event = format!("{event} ({})", t(&format!("proto_{p}")));
+                    }
+                    vec![
+                        format!("{}. {}", i + 1, super::render::short_time(&e.time)),
+                        event,
+                        opt(&e.remote_ip),
+                        opt(&e.client),
+                        event_details(e, f, lang),
+                    ]
+                    .into()
+                })
+                .collect();
+            blocks.push(Block::Table { columns, rows });
         }
     }
+    if !data.is_empty() {
+        blocks.push(Block::Text(t("not_you")));
+    }
+    blocks.push(Block::Text(format!(
+        "{} {}",
+        t("owner_only"),
+        t("auto_mail")
+    )));
     Doc {
         footer: format!("{title} · {}", spec.mailbox),
         title: format!("{title} · {}", spec.mailbox),
         lang: lang.as_str(),
         blocks,
+    }
+}
+
+/// A run of days on which nothing happened, in one cell across `span`
+/// columns: `{key}_one` for a single day, `{key}` for several.
+fn quiet_row(lang: crate::config::Lang, key: &str, l: &super::layout::DayLine, span: usize) -> Row {
+    use super::render::{short_time, text};
+    let from = short_time(&l.from);
+    let said = if l.from == l.to {
+        text(lang, &format!("{key}_one"), &[("from", &from)])
+    } else {
+        text(lang, key, &[("from", &from), ("to", &short_time(&l.to))])
+    };
+    Row {
+        cells: vec![Cell {
+            paras: vec![said],
+            span,
+        }],
+        style: Style::Quiet,
+    }
+}
+
+/// A message's own line: its number and time, the site's server that
+/// logged it (with its queue ID, a tooltip in the HTML), and what the
+/// server did with it, across the other columns.
+fn message_row(m: &super::layout::Message<'_>, lang: crate::config::Lang) -> Row {
+    use super::render::{short_time, text};
+    let t = |k: &str| text(lang, k, &[]);
+    let ip = m.sender_ip.map_or_else(|| t("ip_unknown"), str::to_owned);
+    let from = |s: String| match m.sender_ip {
+        Some(ip) => format!("{s} {}", text(lang, "msg_from", &[("ip", ip)])),
+        None => s,
+    };
+    let said = if m.refused_after_accept {
+        text(lang, "msg_refused_after", &[("ip", &ip)])
+    } else {
+        match m.status {
+            "accepted" => text(lang, "msg_accepted", &[("ip", &ip)]),
+            "refused" => from(t("msg_refused")),
+            _ => from(t("msg_relayed")),
+        }
+    };
+    let mut host = vec![m.host.to_owned()];
+    if let Some(q) = m.queue_id {
+        host.push(text(lang, "queue_id_tip", &[("id", q)]));
+    }
+    Row {
+        cells: vec![
+            Cell::text(format!("{}. {}", m.n, short_time(m.time))),
+            Cell {
+                paras: host,
+                span: 1,
+            },
+            Cell {
+                paras: vec![said],
+                span: 3,
+            },
+        ],
+        style: Style::Group,
+    }
+}
+
+/// A recipient's outcome under its message: the status in words with the
+/// failure's category, and beside the remote reply the next hop and, for
+/// a failure, what it means and what to do.
+fn outcome_row(o: &crate::history::Detail, host: &str, lang: crate::config::Lang) -> Row {
+    use super::render::{next_hop, short_time, text};
+    let t = |k: &str| text(lang, k, &[]);
+    let mut result = vec![t(&format!("status_{}", o.status))];
+    if let Some(c) = o.category_label.as_deref().filter(|c| !c.is_empty()) {
+        result.push(c.to_owned());
+    }
+    let mut response = Vec::new();
+    let hop = next_hop(o.relay.as_deref().unwrap_or(""));
+    if !hop.is_empty() {
+        response.push(format!("{}: {hop}", t("col_next_hop")));
+    }
+    response.push(o.response.clone().unwrap_or_default());
+    if let Some(why) = o.explanation.as_deref().filter(|w| !w.is_empty()) {
+        response.push(match o.advice.as_deref().filter(|a| !a.is_empty()) {
+            Some(advice) => format!("{why} {advice}"),
+            None => why.to_owned(),
+        });
+    }
+    let own = if o.host == host { "" } else { o.host.as_str() };
+    Row {
+        cells: vec![
+            Cell::text(short_time(&o.time)),
+            Cell::text(own),
+            Cell::text(o.recipient.clone().unwrap_or_default()),
+            Cell {
+                paras: result,
+                span: 1,
+            },
+            Cell {
+                paras: response,
+                span: 1,
+            },
+        ],
+        style: Style::Plain,
     }
 }
 

@@ -25,6 +25,8 @@ use crate::ingest::mailboxes::{Ids, Mailboxes, NewMailboxes};
 
 mod partitions;
 mod pg_copy;
+#[doc(hidden)]
+pub mod pg_hooks;
 pub mod records;
 mod sqlite_bulk;
 
@@ -378,11 +380,16 @@ macro_rules! commit_in {
             .iter()
             .map(|r| r.response.as_deref().map_or((None, None), records::split_reply))
             .collect();
+        let reasons: Vec<_> = access
+            .iter()
+            .map(|r| r.reason.as_deref().map_or((None, None), records::split_reply))
+            .collect();
         let missing = $self.texts.missing(
             smtp.iter()
                 .flat_map(records::smtp_texts)
                 .chain(replies.iter().filter_map(|(p, _)| p.as_deref()))
-                .chain(access.iter().flat_map(records::access_texts)),
+                .chain(access.iter().flat_map(records::access_texts))
+                .chain(reasons.iter().filter_map(|(p, _)| p.as_deref())),
         );
         resolve_texts!(&mut **tx, $self.texts, missing, $numbered);
         let texts = &$self.texts;
@@ -395,7 +402,10 @@ macro_rules! commit_in {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let access_records = access
             .iter()
-            .map(|r| records::AccessRecord::new(r, id_of(r.mailbox_no)?, texts))
+            .zip(reasons)
+            .map(|(r, (pattern, args))| {
+                records::AccessRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let n = write_records!(@ $insert tx, &smtp_records, &access_records);
         // A complete day's table (`daily_counts`) is made by the nightly
@@ -590,6 +600,11 @@ impl Writer {
         self.open = None;
         // Texts it stored are gone again.
         self.texts.clear();
+        // A day's partitions may have been dropped by another process
+        // since this one made them: asked again next time.
+        if let Store::Postgres(p) = &self.store {
+            partitions::forget(p);
+        }
         self.by_no.truncate(from);
     }
 }
@@ -997,7 +1012,7 @@ impl Store {
         to_day: i32,
     ) -> anyhow::Result<Vec<AccessRow>> {
         const SQL: &str = "SELECT e.key, e.day, e.sec, e.usec, CAST(e.kind AS INTEGER), h.value, pr.value, ri.value, li.value, e.tls, e.session, c.value, \
-            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, f.value, re.value, e.attempts, mu.value \
+            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, f.value, re.value, e.attempts, mu.value, e.reason_args \
             FROM access_rows e JOIN texts h ON h.id = e.host LEFT JOIN texts pr ON pr.id = e.protocol \
             LEFT JOIN texts ri ON ri.id = e.remote_ip LEFT JOIN texts li ON li.id = e.local_ip \
             LEFT JOIN texts c ON c.id = e.client LEFT JOIN texts f ON f.id = e.folder \
@@ -1047,7 +1062,11 @@ impl Store {
                         uid: num(20)?,
                         message_id: r.try_get(21)?,
                         folder: text(22)?,
-                        reason: text(23)?,
+                        reason: records::join_reply(
+                            r.try_get::<Option<String>, _>(23)?.as_deref(),
+                            r.try_get::<Option<String>, _>(26)?.as_deref(),
+                        )
+                        .map(Text::from),
                         attempts: num(24)?,
                         master_user: text(25)?,
                     });

@@ -185,11 +185,20 @@ impl Store {
                             text(r, 23)?,
                         ));
                     }
-                    let missing = texts.missing(old.iter().flat_map(|(t, _, _)| t.iter().flatten().map(String::as_str)));
+                    // Reasons are split like replies ([`records::split_reply`]).
+                    let reasons: Vec<_> = old
+                        .iter()
+                        .map(|(t, _, _)| t[6].as_deref().map_or((None, None), records::split_reply))
+                        .collect();
+                    let missing = texts.missing(
+                        old.iter()
+                            .flat_map(|(t, _, _)| t.iter().enumerate().filter(|(i, _)| *i != 6).filter_map(|(_, v)| v.as_deref()))
+                            .chain(reasons.iter().filter_map(|(p, _)| p.as_deref())),
+                    );
                     resolve_texts!(&mut **tx, texts, missing, $numbered);
                     let id = |v: &Option<String>| v.as_deref().and_then(|v| texts.get(v));
                     let mut records = Vec::with_capacity(rows.len());
-                    for (r, (t, session, message_id)) in rows.iter().zip(&old) {
+                    for ((r, (t, session, message_id)), (pattern, args)) in rows.iter().zip(&old).zip(&reasons) {
                         let num = |i: usize| r.try_get::<Option<i64>, _>(i);
                         let (sec, usec) = records::split_time(r.try_get(3)?);
                         records.push(AccessRecord {
@@ -218,7 +227,8 @@ impl Store {
                             uid: num(22)?,
                             message_id: message_id.as_deref(),
                             folder: id(&t[5]),
-                            reason: id(&t[6]),
+                            reason: pattern.as_deref().and_then(|v| texts.get(v)),
+                            reason_args: args.as_deref().map(Cow::Borrowed),
                             master_user: id(&t[7]),
                         });
                     }

@@ -34,12 +34,21 @@ pub fn text_hash(value: &str, probe: u64) -> i64 {
     xxh3_64_with_seed(value.as_bytes(), 0x6d61_696c_7472_6169 ^ probe) as i64
 }
 
-/// A word of a reply that varies from message to message: an address, or
-/// a word of six characters or more with at least three digits (queue IDs,
-/// times, IP addresses, message IDs), or any word of 24 characters or more.
+/// A word of a reply that varies from message to message: an address, a
+/// word with a digit (queue IDs, times, sizes, addresses, message IDs) that
+/// is not a reply code (`550`) or an enhanced status code (`5.1.1`), or
+/// any word of 24 characters or more.
 fn variable(word: &str) -> bool {
-    let digits = word.bytes().filter(u8::is_ascii_digit).count();
-    word.contains('@') || (digits >= 3 && word.len() >= 6) || word.len() >= 24
+    let b = word.as_bytes();
+    let code =
+        (b.len() == 3 && matches!(b[0], b'2'..=b'5') && b[1..].iter().all(u8::is_ascii_digit))
+            || (matches!(b.first(), Some(b'2' | b'4' | b'5'))
+                && b.get(1) == Some(&b'.')
+                && word[2..].split('.').count() == 2
+                && word[2..]
+                    .split('.')
+                    .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit())));
+    word.contains('@') || (!code && b.iter().any(u8::is_ascii_digit)) || word.len() >= 24
 }
 
 /// Where words of a reply end.
@@ -171,7 +180,8 @@ pub fn smtp_texts(r: &Row) -> impl Iterator<Item = &str> {
     .flatten()
 }
 
-/// Every text of an access row that `texts` holds by id.
+/// Every text of an access row that `texts` holds by id, but its reason's
+/// pattern.
 pub fn access_texts(r: &AccessRow) -> impl Iterator<Item = &str> {
     [
         Some(&*r.host),
@@ -180,7 +190,6 @@ pub fn access_texts(r: &AccessRow) -> impl Iterator<Item = &str> {
         r.local_ip.as_deref(),
         r.client.as_deref(),
         r.folder.as_deref(),
-        r.reason.as_deref(),
         r.master_user.as_deref(),
     ]
     .into_iter()
@@ -235,6 +244,7 @@ pub struct AccessRecord<'a> {
     pub message_id: Option<&'a str>,
     pub folder: Option<i64>,
     pub reason: Option<i64>,
+    pub reason_args: Option<Cow<'a, str>>,
     pub master_user: Option<i64>,
 }
 
@@ -288,11 +298,13 @@ impl<'a> SmtpRecord<'a> {
 }
 
 impl<'a> AccessRecord<'a> {
-    /// `r` as stored, its texts' ids taken from `texts` (which must hold
-    /// every text [`access_texts`] gives).
+    /// `r` as stored, with its reason already split ([`split_reply`]), its
+    /// texts' ids taken from `texts` (which must hold every text
+    /// [`access_texts`] gives, and the reason's pattern).
     pub fn new(
         r: &'a AccessRow,
         mailbox_id: i64,
+        reason: (Option<&str>, Option<Cow<'a, str>>),
         texts: &Texts,
     ) -> anyhow::Result<AccessRecord<'a>> {
         let (sec, usec) = split_time(r.time_us);
@@ -325,7 +337,8 @@ impl<'a> AccessRecord<'a> {
             uid: r.uid,
             message_id: r.message_id.as_deref(),
             folder: opt_id(texts, r.folder.as_deref())?,
-            reason: opt_id(texts, r.reason.as_deref())?,
+            reason: opt_id(texts, reason.0)?,
+            reason_args: reason.1,
             master_user: opt_id(texts, r.master_user.as_deref())?,
         })
     }
@@ -382,6 +395,26 @@ mod tests {
         ] {
             assert_eq!(round(s), s, "{s:?}");
         }
+    }
+
+    #[test]
+    fn reply_codes_stay_in_the_pattern_and_numbers_do_not() {
+        let (p, a) = split_reply("452 4.2.2 Mailbox full, 12 messages over quota");
+        assert_eq!(
+            p.as_deref(),
+            Some("452 4.2.2 Mailbox full, \u{1} messages over quota")
+        );
+        assert_eq!(a.as_deref(), Some("12"));
+        let (p, a) = split_reply(
+            "Connection closed (IDLE running for 0.241 + waiting input for 129.966 secs, 4 B in + 24 B out, state=wait-input)",
+        );
+        assert_eq!(
+            p.as_deref(),
+            Some(
+                "Connection closed (IDLE running for \u{1} + waiting input for \u{1} secs, \u{1} B in + \u{1} B out, state=wait-input)"
+            )
+        );
+        assert_eq!(a.as_deref(), Some("0.241\u{1}129.966\u{1}4\u{1}24"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::records::{AccessRecord, SmtpRecord};
 /// Rows per `INSERT` statement. A statement opens its cursors on the table
 /// and its index, and closes them, once however many rows its `VALUES`
 /// list holds; with one row each, that was about a fifth of the insert's
-/// time. (32 rows of 27 parameters stay far below SQLite's limit on
+/// time. (32 rows of 28 parameters stay far below SQLite's limit on
 /// parameters; larger groups measured no faster.)
 const ROWS_PER_STATEMENT: usize = 32;
 
@@ -280,6 +280,7 @@ const ACCESS_ROWS: Table = Table {
         "message_id",
         "folder",
         "reason",
+        "reason_args",
         "master_user",
     ],
 };
@@ -329,7 +330,8 @@ pub unsafe fn insert_access(
                     b.text(24, r.message_id),
                     b.int(25, r.folder),
                     b.int(26, r.reason),
-                    b.int(27, r.master_user),
+                    b.text(27, r.reason_args.as_deref()),
+                    b.int(28, r.master_user),
                 ]
             },
         )

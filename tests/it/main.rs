@@ -20,6 +20,7 @@ mod idempotence;
 mod layout;
 mod nightly;
 mod order;
+mod partitions;
 mod pdf;
 mod replies;
 mod report;

@@ -208,6 +208,83 @@ async fn each_mailbox_is_warned_once_a_day_whatever_the_rules_and_runs() {
 }
 
 #[tokio::test]
+async fn a_warning_names_the_help_contact_and_says_it_is_automatic() {
+    for (lang, auto, ask, page, fresh) in [
+        (
+            "en",
+            "This mail was sent automatically; please do not reply to it.",
+            "Questions about it: write to help@example.edu",
+            "Help pages: https://help.example.edu/mail",
+            "minutes behind the mail servers",
+        ),
+        (
+            "zh-TW",
+            "本信由系統自動寄出，請勿直接回覆。",
+            "有疑問請寫信至 help@example.edu",
+            "說明網頁： https://help.example.edu/mail",
+            "最多落後郵件伺服器日誌",
+        ),
+    ] {
+        let db = TestDb::new().await;
+        db.ingest(&[fixture("mail.log")]).await.unwrap();
+        let server = SmtpServer::start(None).await;
+        let mut c = config(&db, "Asia/Taipei", LOW_RULES, server.port);
+        c.report.default_language = lang.parse().unwrap();
+        c.help.address = Some("help@example.edu".into());
+        c.help.url = Some("https://help.example.edu/mail".into());
+        mailtrail::alerts::run(&db.store, &c, sample_day(), false, 1)
+            .await
+            .unwrap();
+        let mailer = mailtrail::mail::Mailer::new(&c.smtp).unwrap();
+        mailtrail::mail::run_once(&db.store, &c, &mailer)
+            .await
+            .unwrap();
+        let warnings: Vec<_> = server
+            .received()
+            .into_iter()
+            .filter(|r| r.rcpt_to[0] != "postmaster@example.edu")
+            .collect();
+        assert!(!warnings.is_empty(), "{lang}: a warning");
+        for r in &warnings {
+            let m = MessageParser::default().parse(&r.data).unwrap();
+            let text = m.body_text(0).unwrap().into_owned();
+            let html = m.body_html(0).unwrap().replace("&#x2f;", "/");
+            // The HTML part's help paragraph, its lines without their tags.
+            let help = html
+                .split("<p class=\"help\">")
+                .nth(1)
+                .and_then(|h| h.split("</p>").next())
+                .expect("the help paragraph")
+                .split("<br>")
+                .map(|l| {
+                    let mut out = String::new();
+                    let mut rest = l;
+                    while let Some(i) = rest.find('<') {
+                        out.push_str(&rest[..i]);
+                        rest = rest[i..].split_once('>').map_or("", |(_, r)| r);
+                    }
+                    out + rest
+                })
+                .collect::<Vec<_>>();
+            assert_eq!(help, [auto, ask, page], "{lang}: {html}");
+            assert!(html.contains("href=\"mailto:help@example.edu\""), "{lang}");
+            assert!(html.contains(fresh), "{lang}: {html}");
+            for line in [auto, ask, page, fresh] {
+                assert!(text.contains(line), "{lang}: {line:?} in\n{text}");
+            }
+            // A reply reaches the help contact.
+            let reply_to: Vec<_> = m
+                .reply_to()
+                .expect("a Reply-To")
+                .iter()
+                .filter_map(|a| a.address())
+                .collect();
+            assert_eq!(reply_to, ["help@example.edu"], "{lang}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_crash_between_queueing_and_recording_the_job_sends_no_second_warning() {
     let db = TestDb::new().await;
     db.ingest(&[fixture("mail.log")]).await.unwrap();

@@ -88,6 +88,36 @@ fn texts_of(html: &str, tag: &str) -> Vec<String> {
         .collect()
 }
 
+/// The rows of an HTML table that start with `start`, each up to its
+/// `</tr>`.
+fn rows_of<'a>(html: &'a str, start: &str) -> Vec<&'a str> {
+    html.split(start)
+        .skip(1)
+        .map(|r| r.split("</tr>").next().unwrap())
+        .collect()
+}
+
+/// The pieces of text of an HTML fragment, between its tags, unescaped,
+/// without whitespace: what a reader sees, one line or block at a time.
+fn fragments(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    loop {
+        let (text, next) = match rest.find('<') {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, None),
+        };
+        let t = squeeze(&strip_tags(text));
+        if !t.is_empty() {
+            out.push(t);
+        }
+        match next.and_then(|n| n.split_once('>')) {
+            Some((_, r)) => rest = r,
+            None => return out,
+        }
+    }
+}
+
 /// The text of an HTML fragment without its tags, unescaped.
 fn strip_tags(html: &str) -> String {
     let mut out = String::new();
@@ -118,10 +148,13 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
         .unwrap();
     let tz = db.config.tz().unwrap();
     let limits = Limits::from_config(&db.config);
+    let classifier = mailtrail::replies::Classifier::shared(&db.config.replies).unwrap();
     for kind in [Kind::Smtp, Kind::Access] {
         for lang in [Lang::En, Lang::ZhTw] {
             let s = spec(kind, lang);
-            let data = Data::load(&db.store, &s, tz).await.unwrap();
+            let mut data = Data::load(&db.store, &s, tz).await.unwrap();
+            // With each failure's explanation, as reports are mailed.
+            data.explain(&classifier, lang);
             let r =
                 report::render_with_pdf(s, &data, limits, tz, chrono::Utc::now(), &font).unwrap();
             let pdf = r.pdf.as_ref().expect("a PDF");
@@ -142,13 +175,32 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
                 .find(|h| h.ends_with(')'))
                 .expect("the details' heading");
             headings.push(details);
-            let th = texts_of(&html, "th");
-            headings.extend(th.iter().take(3).cloned());
+            // Every column's heading, the details' included.
+            headings.extend(texts_of(&html, "th"));
             for h in &headings {
                 assert!(
                     text.contains(&squeeze(h)),
                     "{kind:?} {lang:?}: {h:?} in\n{text}"
                 );
+            }
+            // The header's dates and time zone (the rows' times are shown
+            // without it), the introduction and the closing words.
+            let head = html
+                .split("<table class=\"head\">")
+                .nth(1)
+                .and_then(|h| h.split("</table>").next())
+                .expect("the header");
+            let head = texts_of(head, "td");
+            let mut said = vec![head[3].clone(), head[7].clone()];
+            said.extend(
+                html.split("<p>")
+                    .skip(1)
+                    .map(|p| p.split("</p>").next().unwrap().to_owned()),
+            );
+            assert!(said.len() >= 4, "{kind:?} {lang:?}: {said:?}");
+            for w in &said {
+                let w = squeeze(&strip_tags(w));
+                assert!(text.contains(&w), "{kind:?} {lang:?}: {w:?} in\n{text}");
             }
             if lang == Lang::ZhTw {
                 let want = match kind {
@@ -157,31 +209,63 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
                 };
                 assert!(text.contains(want), "{want} in\n{text}");
             }
-            // Every row's values that fit their cell whole.
-            let tds = texts_of(&html, "td");
+            // Every row's values, as the HTML words them.
             let mut checked = 0;
             match &data {
                 Data::Smtp(h) => {
-                    // Times as the HTML shows them (`2026/12/07 12:51:43`);
-                    // the queue ID (a tooltip there) and the client address
-                    // (in the message's line) anywhere in it.
-                    let shown = tds.join("\n").replace("&#x2f;", "/");
-                    for d in &h.details {
-                        let time = d.time[..19].replace('-', "/").replace('T', " ");
-                        assert!(shown.contains(&time), "{time} is in the HTML");
-                        assert!(text.contains(&squeeze(&time)), "{time} in the PDF");
-                        checked += 1;
-                        for v in [d.queue_id.as_ref(), d.sender_ip.as_ref()]
-                            .into_iter()
-                            .flatten()
-                        {
-                            assert!(html.contains(v.as_str()), "{v} is in the HTML");
-                            assert!(text.contains(&squeeze(v)), "{v} in the PDF");
-                            checked += 1;
+                    // Every message's line and every recipient's outcome as
+                    // the HTML words them: the row number and time, the
+                    // site's server, what it did with the message; the
+                    // recipient, the status in words with its category, the
+                    // next hop, the reply and what a failure means.
+                    let messages = rows_of(&html, "<tr class=\"mline ");
+                    let outcomes = rows_of(&html, "<tr class=\"st-");
+                    assert!(!messages.is_empty(), "{lang:?}");
+                    assert!(outcomes.len() >= messages.len() && outcomes.len() < h.details.len());
+                    for (i, row) in messages.iter().enumerate() {
+                        let first = texts_of(row, "td").into_iter().next().unwrap();
+                        assert!(
+                            first.starts_with(&format!("{}. ", i + 1)),
+                            "the messages are numbered: {first:?}"
+                        );
+                    }
+                    let mut explained = 0;
+                    for row in messages.iter().chain(&outcomes) {
+                        for cell in texts_of(row, "td") {
+                            explained += usize::from(cell.contains("class=\"why\""));
+                            for part in fragments(&cell) {
+                                assert!(
+                                    text.contains(&part),
+                                    "{kind:?} {lang:?}: {part:?} of the row {row:?} in\n{text}"
+                                );
+                                checked += 1;
+                            }
                         }
                     }
-                    for d in &h.days {
-                        assert!(text.contains(&d.date), "{} in the PDF", d.date);
+                    assert!(explained > 0, "{lang:?}: a failure explained");
+                    // Runs of quiet days in one line, in both daily tables.
+                    let quiet = rows_of(&html, "<tr class=\"quiet\"");
+                    assert!(quiet.len() >= 2, "{lang:?}: quiet days folded");
+                    for row in &quiet {
+                        let line = squeeze(&strip_tags(&texts_of(row, "td")[0]));
+                        assert!(text.contains(&line), "{lang:?}: {line:?} in\n{text}");
+                        checked += 1;
+                    }
+                    // Every day shown on its own, with its counts.
+                    for table in html.split("<table class=\"rows counts\">").skip(1) {
+                        let table = table.split("</table>").next().unwrap();
+                        for cell in texts_of(table, "td") {
+                            let cell = squeeze(&strip_tags(&cell));
+                            assert!(text.contains(&cell), "{lang:?}: {cell:?} in the PDF");
+                        }
+                    }
+                    // Why mail was not delivered, as the HTML sums it up.
+                    let reasons = texts_of(&html, "li");
+                    assert!(!reasons.is_empty(), "{lang:?}: the reasons");
+                    for r in &reasons {
+                        let r = squeeze(&strip_tags(r));
+                        assert!(text.contains(&r), "{lang:?}: {r:?} in\n{text}");
+                        checked += 1;
                     }
                 }
                 Data::Access(h) => {
@@ -242,6 +326,218 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
     not(mailtrail_pdf),
     ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
 )]
+async fn an_empty_reports_pdf_says_only_that_nothing_happened() {
+    let font = font();
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log"), dovecot("mail.log")])
+        .await
+        .unwrap();
+    let tz = db.config.tz().unwrap();
+    let limits = Limits::from_config(&db.config);
+    for kind in [Kind::Smtp, Kind::Access] {
+        for lang in [Lang::En, Lang::ZhTw] {
+            let mut s = spec(kind, lang);
+            s.mailbox = Mailbox::parse("nobody@example.edu", "example.edu").unwrap();
+            let data = Data::load(&db.store, &s, tz).await.unwrap();
+            let r =
+                report::render_with_pdf(s, &data, limits, tz, chrono::Utc::now(), &font).unwrap();
+            let text = pdf_text(db.dir.path(), &r.pdf.unwrap().bytes);
+            let html = String::from_utf8(r.attachment.bytes).unwrap();
+            let said: Vec<&str> = html
+                .split("<p>")
+                .skip(1)
+                .map(|p| p.split("</p>").next().unwrap())
+                .collect();
+            assert_eq!(said.len(), 2, "the introduction and the nothing: {said:?}");
+            for p in said {
+                let p = squeeze(&strip_tags(p));
+                assert!(text.contains(&p), "{kind:?} {lang:?}: {p:?} in\n{text}");
+            }
+            // No tables of zeros, no change-your-password.
+            for not in [
+                "Dailycounts",
+                "每日統計",
+                "Dailysummary",
+                "每日摘要",
+                "changeyourpassword",
+                "變更密碼",
+            ] {
+                assert!(!text.contains(not), "{kind:?} {lang:?}: {not} in\n{text}");
+            }
+        }
+    }
+}
+
+/// The lines of the HTML's header (each label and its value) and of its
+/// help paragraph, unescaped and without whitespace, with the help
+/// paragraph's lines apart.
+fn header_of(html: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let head = html
+        .split("<table class=\"head\">")
+        .nth(1)
+        .and_then(|h| h.split("</table>").next())
+        .expect("the header");
+    let cells: Vec<String> = texts_of(head, "td")
+        .iter()
+        .map(|c| squeeze(&strip_tags(c)))
+        .collect();
+    let rows = cells
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    let help = html
+        .split("<p class=\"help\">")
+        .nth(1)
+        .and_then(|h| h.split("</p>").next())
+        .expect("the help paragraph");
+    let help = help
+        .split("<br>")
+        .map(|l| squeeze(&strip_tags(l)))
+        .collect();
+    (rows, help)
+}
+
+/// A report as the service builds and mails it, PDF included, with the
+/// site's help contact.
+async fn built(db: &TestDb, s: Spec) -> report::Report {
+    let mut c: Config = db.config.clone();
+    c.report.pdf = PdfMode::Always;
+    c.report.pdf_font = FONT.into();
+    c.help.address = Some("help@example.edu".into());
+    c.help.url = Some("https://help.example.edu/mail?lang=zh-TW".into());
+    report::build_asked(&db.store, &c, s, false).await.unwrap()
+}
+
+/// The PDF's header says what the HTML's says, in the same words: who
+/// asked by which channel, the zone, how fresh the records are, whom to
+/// ask and that the mail is automatic.
+fn assert_same_header(r: &report::Report, text: &str, what: &str) {
+    let html = String::from_utf8(r.attachment.bytes.clone()).unwrap();
+    let (rows, help) = header_of(&html);
+    assert!(rows.len() >= 6, "{what}: {rows:?}");
+    for (label, value) in &rows {
+        assert!(
+            text.contains(&format!("{label}:{value}")),
+            "{what}: {label:?} {value:?} in\n{text}"
+        );
+    }
+    // The help paragraph holds the contact: a test of nothing otherwise.
+    assert_eq!(help.len(), 3, "{what}: {help:?}");
+    assert!(help[1].ends_with("help@example.edu"), "{what}: {help:?}");
+    assert!(
+        help[2].ends_with("https://help.example.edu/mail?lang=zh-TW"),
+        "{what}: {help:?}"
+    );
+    for line in &help {
+        assert!(text.contains(line), "{what}: {line:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
+async fn the_pdf_names_the_help_contact_the_channel_and_how_fresh_as_the_html() {
+    font();
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log"), dovecot("mail.log")])
+        .await
+        .unwrap();
+    // Never ingested: the records' freshness is unknown, and said so.
+    let never = TestDb::new().await;
+    for kind in [Kind::Smtp, Kind::Access] {
+        for lang in [Lang::En, Lang::ZhTw] {
+            for channel in [Channel::Web, Channel::Mail] {
+                let mut s = spec(kind, lang);
+                if channel != Channel::Web {
+                    s.requester = Requester::local(channel);
+                }
+                let r = built(&db, s).await;
+                let text = pdf_text(db.dir.path(), &r.pdf.as_ref().expect("a PDF").bytes);
+                let what = format!("{kind:?} {lang:?} {channel:?}");
+                assert_same_header(&r, &text, &what);
+                let (said, fresh) = match lang {
+                    Lang::En => ("bythemailservice'sstaff", "Upto"),
+                    Lang::ZhTw => ("由郵件服務管理人員", "最多落後郵件伺服器日誌"),
+                };
+                assert!(!text.contains(said), "{what}: not the CLI's words");
+                assert!(text.contains(fresh), "{what}: how fresh, in\n{text}");
+                // The address only where it means something.
+                assert_eq!(
+                    text.contains("192.0.2.7"),
+                    channel == Channel::Web,
+                    "{what}: {text}"
+                );
+                // (The rows may name 127.0.0.1 as a relay: the header
+                // line alone, up to the next one.)
+                let html = String::from_utf8(r.attachment.bytes.clone()).unwrap();
+                let (rows, _) = header_of(&html);
+                let (asked, next) = (&rows[2].0, &rows[3].0);
+                let line = text
+                    .split(&format!("{asked}:"))
+                    .nth(1)
+                    .and_then(|l| l.split(&format!("{next}:")).next())
+                    .expect("the requested line");
+                assert!(!line.contains("127.0.0.1"), "{what}: {line}");
+            }
+            // An empty report, of records never read: the same header.
+            let mut s = spec(kind, lang);
+            s.mailbox = Mailbox::parse("nobody@example.edu", "example.edu").unwrap();
+            let r = built(&never, s).await;
+            let text = pdf_text(never.dir.path(), &r.pdf.as_ref().expect("a PDF").bytes);
+            assert_same_header(&r, &text, &format!("empty {kind:?} {lang:?}"));
+            let unknown = match lang {
+                Lang::En => "Notyetreadfromthemailservers'logs",
+                Lang::ZhTw => "尚未讀取郵件伺服器的日誌",
+            };
+            assert!(text.contains(unknown), "{kind:?} {lang:?}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
+async fn a_warnings_pdf_names_the_help_contact_as_its_html() {
+    font();
+    let db = TestDb::new().await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let day = crate::support::sample_day();
+    for lang in [Lang::En, Lang::ZhTw] {
+        let mut c: Config = db.config.clone();
+        c.report.pdf = PdfMode::Always;
+        c.report.pdf_font = FONT.into();
+        c.help.address = Some("help@example.edu".into());
+        c.help.url = Some("https://help.example.edu/mail?lang=zh-TW".into());
+        let s = Spec {
+            mailbox: Mailbox::parse("alice@example.edu", "example.edu").unwrap(),
+            kind: Kind::Smtp,
+            range: mailtrail::domain::DateRange { from: day, to: day },
+            lang,
+            requester: Requester::local(Channel::Automatic),
+        };
+        let crossed = vec![report::Crossed {
+            metric: mailtrail::config::Metric::Sent,
+            label: "Sent",
+            value: 4,
+            threshold: 1,
+        }];
+        let r = report::build_warning(&db.store, &c, s, crossed)
+            .await
+            .unwrap();
+        let text = pdf_text(db.dir.path(), &r.pdf.as_ref().expect("a PDF").bytes);
+        assert_same_header(&r, &text, &format!("warning {lang:?}"));
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
 async fn a_large_report_is_paginated_and_every_row_is_in_its_pdf() {
     let font = font();
     let db = TestDb::new().await;
@@ -260,6 +556,14 @@ async fn a_large_report_is_paginated_and_every_row_is_in_its_pdf() {
             d
         })
         .collect();
+    // Log text with hidden characters, in a reply and a recipient.
+    let shown = h
+        .details
+        .iter()
+        .position(|d| d.status == "bounced")
+        .expect("a bounce");
+    h.details[shown].response = Some("550 \u{202e}moc.live\u{1b}[31m".into());
+    h.details[shown].recipient = Some("a@\u{202e}tset.live\u{7}".into());
     let data = Data::Smtp(h);
     let limits = Limits::from_config(&db.config);
     let r = report::render_with_pdf(s, &data, limits, tz, chrono::Utc::now(), &font).unwrap();
@@ -268,6 +572,9 @@ async fn a_large_report_is_paginated_and_every_row_is_in_its_pdf() {
     for i in 0..600 {
         assert!(text.contains(&format!("Q{i:05}X")), "row {i}");
     }
+    assert!(text.contains("550<U+202E>moc.live<U+001B>[31m"), "{text}");
+    assert!(text.contains("a@<U+202E>tset.live<U+0007>"), "{text}");
+    assert!(!text.contains('\u{202e}') && !text.contains('\u{1b}') && !text.contains('\u{7}'));
     let info = Command::new("pdfinfo")
         .arg(db.dir.path().join("report.pdf"))
         .output()
@@ -283,28 +590,152 @@ async fn a_large_report_is_paginated_and_every_row_is_in_its_pdf() {
     assert!(pages > 5, "{pages} pages");
     // Only the glyphs used are embedded, not the 17 MB font.
     assert!(pdf.bytes.len() < 2_000_000, "{} bytes", pdf.bytes.len());
-    // The details' header is on every page from the first of the details.
-    let out = Command::new("pdftotext")
-        .args(["-enc", "UTF-8"])
-        .arg(db.dir.path().join("report.pdf"))
-        .arg("-")
-        .output()
-        .unwrap();
-    let pages_text: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .split('\u{c}')
-        .map(squeeze)
-        .filter(|p| !p.is_empty())
-        .collect();
+    // The details' header is on every page from the first of the details:
+    // laid out as on the page, one line of its own.
+    let header = squeeze("時間 本校伺服器 收件者 結果 伺服器回應");
+    let pages_text = layout_pages(&db.dir.path().join("report.pdf"));
     assert_eq!(pages_text.len(), pages);
+    let has_header = |p: &Vec<String>| p.contains(&header);
     let first = pages_text
         .iter()
-        .position(|p| p.contains("佇列編號"))
+        .position(has_header)
         .expect("the details' header");
     assert!(first < 3, "the details start on page {}", first + 1);
     for (i, p) in pages_text.iter().enumerate().skip(first) {
-        assert!(p.contains("佇列編號"), "page {} has the header", i + 1);
+        assert!(has_header(p), "page {} has the header: {p:?}", i + 1);
     }
+}
+
+/// The pages of a PDF as `pdftotext -layout` lays them out: each page's
+/// lines, without whitespace.
+fn layout_pages(path: &Path) -> Vec<Vec<String>> {
+    let out = Command::new("pdftotext")
+        .args(["-layout", "-enc", "UTF-8"])
+        .arg(path)
+        .arg("-")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split('\u{c}')
+        .map(|p| p.lines().map(squeeze).filter(|l| !l.is_empty()).collect())
+        .filter(|p: &Vec<String>| !p.is_empty())
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    not(mailtrail_pdf),
+    ignore = "needs pdftotext (poppler-utils), fonts-wqy-zenhei, and MAILTRAIL_PDF_TESTS=1"
+)]
+fn long_replies_wrap_within_the_page_and_nothing_is_cut_off() {
+    use mailtrail::report::pdf::{Block, Cell, Column, Doc, Row, Style, write};
+    let font = font();
+    let dir = tempfile::tempdir().unwrap();
+    // A reply of many words, longer than a page holds in its column; an
+    // unbroken token far wider than any column; Chinese, which has no
+    // spaces.
+    let words: Vec<String> = (0..900).map(|i| format!("w{i:03}")).collect();
+    let long = format!("550 5.7.1 {}", words.join(" "));
+    let token: String = (0..400).map(|i| format!("{}", i % 10)).collect();
+    let token = format!("T{token}Z");
+    let chinese = "收件者的信箱已滿，請稍後再寄。".repeat(20);
+    let col = |title: &str, weight: f32| Column {
+        title: title.into(),
+        weight,
+        right: false,
+    };
+    let doc = Doc {
+        title: "t".into(),
+        lang: "zh-TW",
+        footer: "f".into(),
+        blocks: vec![Block::Table {
+            columns: vec![
+                col("Time", 1.0),
+                col("Result", 1.0),
+                col("Server response", 3.0),
+            ],
+            rows: vec![
+                Row {
+                    cells: vec![
+                        Cell::text("1. head"),
+                        Cell {
+                            paras: vec!["a message's line across two columns".into()],
+                            span: 2,
+                        },
+                    ],
+                    style: Style::Group,
+                },
+                vec!["x".to_owned(), token.clone(), "short".into()].into(),
+                Row {
+                    cells: vec![
+                        Cell::text("y"),
+                        Cell::text("bounced"),
+                        Cell {
+                            paras: vec![long.clone(), chinese.clone()],
+                            span: 1,
+                        },
+                    ],
+                    style: Style::Plain,
+                },
+            ],
+        }],
+    };
+    let bytes = write(&doc, &font).unwrap();
+    pdf_text(dir.path(), &bytes);
+    // In the order drawn, each cell's lines one after another; without
+    // the header and the footer of the pages a row goes on to.
+    let path = dir.path().join("report.pdf");
+    let out = Command::new("pdftotext")
+        .args(["-raw", "-enc", "UTF-8"])
+        .arg(&path)
+        .arg("-")
+        .output()
+        .unwrap();
+    let mut text =
+        squeeze(&String::from_utf8(out.stdout).unwrap()).replace("TimeResultServerresponse", "");
+    for page in 1..10 {
+        text = text.replace(&format!("f·{page}"), "");
+    }
+    for w in [&long, &token, &chinese] {
+        assert!(
+            text.contains(&squeeze(w)),
+            "{} chars whole in\n{text}",
+            w.len()
+        );
+    }
+    assert!(!text.contains('…'), "nothing cut off");
+    // Every word lies within the page's width, on every page.
+    let out = Command::new("pdftotext")
+        .args(["-bbox", "-enc", "UTF-8"])
+        .arg(&path)
+        .arg("-")
+        .output()
+        .unwrap();
+    let bbox = String::from_utf8(out.stdout).unwrap();
+    let page_w: f32 = bbox
+        .split("<page width=\"")
+        .nth(1)
+        .and_then(|p| p.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .expect("the page's width");
+    let mut words = 0;
+    for w in bbox.split("<word ").skip(1) {
+        let x_max: f32 = w
+            .split("xMax=\"")
+            .nth(1)
+            .and_then(|p| p.split('"').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap();
+        assert!(x_max <= page_w - 30.0, "{x_max} of {page_w}: {w}");
+        words += 1;
+    }
+    assert!(words > 900, "{words} words");
+    assert!(
+        bbox.matches("<page ").count() > 1,
+        "the long row goes on on the next page"
+    );
 }
 
 #[tokio::test]
@@ -480,7 +911,7 @@ fn log_text_in_a_pdf_shows_its_hidden_characters() {
                 weight: 1.0,
                 right: false,
             }],
-            rows: vec![vec![hostile.into()]],
+            rows: vec![vec![hostile.to_owned()].into()],
         }],
     };
     let text = pdf_text(dir.path(), &write(&doc, &font).unwrap());
@@ -501,7 +932,14 @@ async fn the_report_command_writes_the_pdf_and_mails_nothing() {
     let db = TestDb::new().await;
     db.ingest(&[fixture("mail.log")]).await.unwrap();
     let config = db.dir.path().join("config.toml");
-    std::fs::write(&config, db.config_text()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[help]\naddress = \"help@example.edu\"\nurl = \"https://help.example.edu/mail\"\n",
+            db.config_text()
+        ),
+    )
+    .unwrap();
     let out = db.dir.path().join("alice.pdf");
     let r = crate::support::month();
     let args: Vec<String> = [
@@ -543,6 +981,16 @@ async fn the_report_command_writes_the_pdf_and_mails_nothing() {
         text.contains("SMTPsendinghistory") && text.contains("alice@example.edu"),
         "{text}"
     );
+    // As mailed: the command line named, the help contact, how fresh.
+    for said in [
+        "bythemailservice'sstaffattheserver'scommandline",
+        "Questionsaboutit:writetohelp@example.edu",
+        "Helppages:https://help.example.edu/mail",
+        "Thismailwassentautomatically;pleasedonotreplytoit.",
+        "minutesbehindthemailservers'logs",
+    ] {
+        assert!(text.contains(said), "{said} in\n{text}");
+    }
     assert_eq!(
         db.store.outbox_counts().await.unwrap(),
         (0, 0),
