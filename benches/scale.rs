@@ -341,7 +341,7 @@ async fn ingest_day(
 
 const SMTP_COLS: &str = "day, mailbox_id, sec, key, usec, kind, host, queue_id, sender_ip, relay, recipient, dsn, reply, reply_args";
 const ACCESS_COLS: &str = "day, mailbox_id, sec, key, usec, kind, host, protocol, remote_ip, local_ip, tls, session, client, \
-     deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason, master_user";
+     deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason, reason_args, master_user";
 
 /// Makes the PostgreSQL partitions of `day` (a `YYYYMMDD` key) of both
 /// event tables, unless they exist (as `src/store`'s partition management
@@ -361,14 +361,11 @@ async fn make_partitions(pool: &sqlx::PgPool, day: i32) {
 
 /// The stored rows of `from` again as day `to`, their `day` set to `to`
 /// and their `sec` shifted by the whole days between (keys, mailboxes and
-/// texts the same).
+/// texts the same). On PostgreSQL the partitions of `to` must exist.
 async fn copy_day(store: &Store, from: NaiveDate, to: NaiveDate, source: &DayResult) -> DayResult {
     let shift_secs = (to - from).num_days() * 86_400;
     let (fk, tk) = (Day::from_date(from).key(), Day::from_date(to).key());
     let t = Instant::now();
-    if let Store::Postgres(p) = store {
-        make_partitions(p, tk).await;
-    }
     let mut n = [0u64; 2];
     macro_rules! copy {
         ($p:expr) => {{
@@ -844,6 +841,13 @@ async fn main() {
             let todo: Vec<NaiveDate> = (i..days - 1)
                 .map(|j| first + chrono::Days::new(u64::from(j)))
                 .collect();
+            if let Store::Postgres(p) = &store {
+                // All before the copies: making a partition waits for every
+                // transaction writing to its table.
+                for &d in &todo {
+                    make_partitions(p, Day::from_date(d).key()).await;
+                }
+            }
             for chunk in todo.chunks(jobs) {
                 if !room(dir.path()) {
                     break;
