@@ -264,7 +264,7 @@ async fn reports_name_the_help_contact_the_channel_and_how_fresh_they_are() {
     );
     assert_eq!(loaded.help_address.as_deref(), Some("help@example.edu"));
 
-    // Seven minutes and a little ago: "up to 8 minutes behind".
+    // Seven minutes and a little ago: "up to 8 min behind".
     let stale = Utc::now().timestamp_micros() - 7 * 60_000_000 - 5_000_000;
     for (channel, said, not) in [
         (Channel::Web, "on the web form from 192.0.2.7", None),
@@ -289,7 +289,7 @@ async fn reports_name_the_help_contact_the_channel_and_how_fresh_they_are() {
             assert!(part.contains("help@example.edu"));
             assert!(part.contains("https://help.example.edu/mail"));
             assert!(part.contains("please do not reply to it"));
-            assert!(part.contains("Up to 8 minutes behind"), "{part}");
+            assert!(part.contains("Up to 8 min behind"), "{part}");
         }
         if let Some(not) = not {
             for part in &parts {

@@ -215,7 +215,7 @@ async fn a_warning_names_the_help_contact_and_says_it_is_automatic() {
             "This mail was sent automatically; please do not reply to it.",
             "Questions about it: write to help@example.edu",
             "Help pages: https://help.example.edu/mail",
-            "minutes behind the mail servers",
+            "min behind the mail servers",
         ),
         (
             "zh-TW",
