@@ -956,11 +956,6 @@ impl Store {
             LEFT JOIN texts r ON r.id = e.relay LEFT JOIN texts t ON t.id = e.recipient \
             LEFT JOIN texts d ON d.id = e.dsn LEFT JOIN texts p ON p.id = e.reply \
             WHERE e.day = $1 AND e.mailbox_id = $2 ORDER BY e.sec, e.key LIMIT $3";
-        const RANGE: &str = "SELECT e.day, e.sec, e.usec, CAST(e.kind AS INTEGER), h.value, e.queue_id, s.value, r.value, t.value, d.value, p.value, e.reply_args \
-            FROM smtp_rows e JOIN texts h ON h.id = e.host LEFT JOIN texts s ON s.id = e.sender_ip \
-            LEFT JOIN texts r ON r.id = e.relay LEFT JOIN texts t ON t.id = e.recipient \
-            LEFT JOIN texts d ON d.id = e.dsn LEFT JOIN texts p ON p.id = e.reply \
-            WHERE e.day >= $1 AND e.day <= $2 AND e.mailbox_id = $3 ORDER BY e.day, e.sec, e.key LIMIT $4";
         type Tuple = (
             i32,
             i64,
@@ -979,57 +974,34 @@ impl Store {
             return Ok(Vec::new());
         };
         let limit = limit.unwrap_or(usize::MAX);
-        let row = |t: Tuple| {
-            Some(EventRow {
-                time_us: t.1 * 1_000_000 + i64::from(t.2),
-                day: t.0,
-                kind: Kind::from_i64(i64::from(t.3))?,
-                host: t.4,
-                queue_id: t.5,
-                sender_ip: t.6,
-                relay: t.7,
-                recipient: t.8,
-                dsn: t.9,
-                response: records::join_reply(t.10.as_deref(), t.11.as_deref()),
-            })
-        };
         let mut out: Vec<EventRow> = Vec::new();
-        match self {
-            // SQLite's plan for a range of days would scan each day whole
-            // (the mailbox is the key's second column): a query per day.
-            Store::Sqlite(p) => {
-                for day in days_between(from_day, to_day) {
-                    if out.len() >= limit {
-                        break;
-                    }
-                    let left = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
-                    let rows: Vec<Tuple> = sqlx::query_as(SQL)
-                        .bind(day)
-                        .bind(id)
-                        .bind(left)
-                        .fetch_all(p)
-                        .await?;
-                    out.extend(rows.into_iter().filter_map(row));
-                }
+        for day in days_between(from_day, to_day) {
+            if out.len() >= limit {
+                break;
             }
-            // PostgreSQL reads each day's partition by its own index and
-            // merges them in order, stopping at the limit: one query.
-            Store::Postgres(p) => {
-                let left = i64::try_from(limit).unwrap_or(i64::MAX);
-                let rows: Vec<Tuple> = sqlx::query_as(RANGE)
-                    .bind(from_day)
-                    .bind(to_day)
-                    .bind(id)
-                    .bind(left)
-                    .fetch_all(p)
-                    .await?;
-                out.extend(rows.into_iter().filter_map(row));
-            }
+            let left = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
+            let rows: Vec<Tuple> = on_pool!(self, p => sqlx::query_as(SQL)
+                .bind(day).bind(id).bind(left).fetch_all(p).await?);
+            let from = out.len();
+            out.extend(rows.into_iter().filter_map(|t| {
+                Some(EventRow {
+                    time_us: t.1 * 1_000_000 + i64::from(t.2),
+                    day: t.0,
+                    kind: Kind::from_i64(i64::from(t.3))?,
+                    host: t.4,
+                    queue_id: t.5,
+                    sender_ip: t.6,
+                    relay: t.7,
+                    recipient: t.8,
+                    dsn: t.9,
+                    response: records::join_reply(t.10.as_deref(), t.11.as_deref()),
+                })
+            }));
+            // Within a second, by the fraction the stamp carried, and
+            // then in the order things happen to a message: its submission
+            // before its deliveries.
+            out[from..].sort_by_key(|e| (e.time_us, e.kind.order()));
         }
-        // Within a second, by the fraction the stamp carried, and then in
-        // the order things happen to a message: its submission before its
-        // deliveries. (Rows come by day, second and key.)
-        out.sort_by_key(|e| (e.day, e.time_us, e.kind.order()));
         Ok(out)
     }
 
@@ -1040,28 +1012,19 @@ impl Store {
         from_day: i32,
         to_day: i32,
     ) -> anyhow::Result<Vec<AccessRow>> {
-        macro_rules! access_sql {
-            ($where:literal) => {
-                concat!("SELECT e.key, e.day, e.sec, e.usec, CAST(e.kind AS INTEGER), h.value, pr.value, ri.value, li.value, e.tls, e.session, c.value, \
-                e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, f.value, re.value, e.attempts, mu.value, e.reason_args \
-                FROM access_rows e JOIN texts h ON h.id = e.host LEFT JOIN texts pr ON pr.id = e.protocol \
-                LEFT JOIN texts ri ON ri.id = e.remote_ip LEFT JOIN texts li ON li.id = e.local_ip \
-                LEFT JOIN texts c ON c.id = e.client LEFT JOIN texts f ON f.id = e.folder \
-                LEFT JOIN texts re ON re.id = e.reason LEFT JOIN texts mu ON mu.id = e.master_user \
-                ", $where)
-            };
-        }
-        const SQL: &str =
-            access_sql!("WHERE e.day = $1 AND e.mailbox_id = $2 ORDER BY e.sec, e.key");
-        const RANGE: &str = access_sql!(
-            "WHERE e.day >= $1 AND e.day <= $2 AND e.mailbox_id = $3 ORDER BY e.day, e.sec, e.key"
-        );
+        const SQL: &str = "SELECT e.key, e.day, e.sec, e.usec, CAST(e.kind AS INTEGER), h.value, pr.value, ri.value, li.value, e.tls, e.session, c.value, \
+            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, f.value, re.value, e.attempts, mu.value, e.reason_args \
+            FROM access_rows e JOIN texts h ON h.id = e.host LEFT JOIN texts pr ON pr.id = e.protocol \
+            LEFT JOIN texts ri ON ri.id = e.remote_ip LEFT JOIN texts li ON li.id = e.local_ip \
+            LEFT JOIN texts c ON c.id = e.client LEFT JOIN texts f ON f.id = e.folder \
+            LEFT JOIN texts re ON re.id = e.reason LEFT JOIN texts mu ON mu.id = e.master_user \
+            WHERE e.day = $1 AND e.mailbox_id = $2 ORDER BY e.sec, e.key";
         let Some(id) = self.mailbox_id(mailbox).await? else {
             return Ok(Vec::new());
         };
         macro_rules! read {
-            ($p:expr, $query:expr, $v:expr) => {{
-                let rows = $query.fetch_all($p).await?;
+            ($p:expr, $day:expr, $v:expr) => {{
+                let rows = sqlx::query(SQL).bind($day).bind(id).fetch_all($p).await?;
                 let from = $v.len();
                 for r in rows {
                     let text = |i: usize| -> Result<Option<Text>, sqlx::Error> {
@@ -1113,27 +1076,13 @@ impl Store {
                 // then in the order things happen in a session (classic
                 // stamps have no fraction, and a session often lasts less
                 // than a second): login, deletions, logout.
-                $v[from..].sort_by_key(|e: &AccessRow| {
-                    (e.day, e.time_us, e.kind.map_or(0, |k| k.order()))
-                });
+                $v[from..]
+                    .sort_by_key(|e: &AccessRow| (e.time_us, e.kind.map_or(0, |k| k.order())));
             }};
         }
         let mut v = Vec::new();
-        match self {
-            // A query per day on SQLite, one for the range on PostgreSQL
-            // (see [`Store::events`]).
-            Store::Sqlite(p) => {
-                for day in days_between(from_day, to_day) {
-                    read!(p, sqlx::query(SQL).bind(day).bind(id), v);
-                }
-            }
-            Store::Postgres(p) => {
-                read!(
-                    p,
-                    sqlx::query(RANGE).bind(from_day).bind(to_day).bind(id),
-                    v
-                );
-            }
+        for day in days_between(from_day, to_day) {
+            on_pool!(self, p => read!(p, day, v));
         }
         Ok(v)
     }
