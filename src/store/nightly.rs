@@ -200,7 +200,8 @@ impl Store {
                             .execute(p)
                             .await?
                             .rows_affected();
-                        // An empty day (all its rows were gone) is done too.
+                        // Nothing deleted means another purge took the day
+                        // meanwhile: a step done all the same.
                         return Ok(n.max(1));
                     }
                 }
