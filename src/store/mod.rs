@@ -162,6 +162,10 @@ macro_rules! resolve_texts {
         let mut pending: Vec<(&str, u64)> = $values.into_iter().map(|v| (v, 0)).collect();
         let mut rounds = 0;
         while !pending.is_empty() {
+            // In the order of their hashes, so that writers storing some
+            // of the same texts at once lock them in one order and never
+            // wait for each other in a circle.
+            pending.sort_by_cached_key(|(v, p)| $crate::store::records::text_hash(v, *p));
             rounds += 1;
             anyhow::ensure!(rounds <= 64, "texts could not be stored: their hashes kept changing hands");
             let mut next = Vec::new();
