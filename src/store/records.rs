@@ -137,14 +137,6 @@ impl Texts {
         self.ids.get(value).copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
     pub(crate) fn insert(&mut self, value: &str, id: i64) {
         if self.ids.len() >= Self::MAX {
             self.ids.clear();
