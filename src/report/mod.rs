@@ -839,28 +839,31 @@ fn render_with(
     };
     // The attached page is the same zipped or not (only the mail's parts
     // name the attachment): rendered once, zipped when asked or large.
+    // Zipped on a thread of its own as it is rendered, when large.
     let attach =
         |data: &Data, zip: bool, truncated: Option<&Truncation>| -> anyhow::Result<Attachment> {
-            let html = render::render("report.html", spec.lang, view(data, false, zip, truncated))?;
-            if !zip && html.len() as u64 <= limits.zip_over_bytes {
-                return Ok(Attachment {
+            let zip_over = (!zip).then_some(limits.zip_over_bytes);
+            let page = std::thread::scope(|s| {
+                let mut page = archive::Page::new(s, &format!("{stem}.html"), zip_over, modified);
+                render::render_to(
+                    "report.html",
+                    spec.lang,
+                    view(data, false, zip, truncated),
+                    &mut page,
+                )?;
+                page.finish(|| vec![(format!("{stem}.csv"), data.csv().into_bytes())])
+            })?;
+            Ok(match page {
+                archive::Rendered::Plain(bytes) => Attachment {
                     filename: format!("{stem}.html"),
                     content_type: "text/html; charset=utf-8",
-                    bytes: html.into_bytes(),
-                });
-            }
-            let csv = data.csv();
-            let bytes = archive::zip(
-                &[
-                    (&format!("{stem}.html"), html.as_bytes()),
-                    (&format!("{stem}.csv"), csv.as_bytes()),
-                ],
-                modified,
-            )?;
-            Ok(Attachment {
-                filename: format!("{stem}.zip"),
-                content_type: "application/zip",
-                bytes,
+                    bytes,
+                },
+                archive::Rendered::Zipped(bytes) => Attachment {
+                    filename: format!("{stem}.zip"),
+                    content_type: "application/zip",
+                    bytes,
+                },
             })
         };
 
