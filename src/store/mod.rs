@@ -944,6 +944,43 @@ impl Store {
         Ok(out)
     }
 
+    /// The values of the texts `ids` (any order, repeats and all), read
+    /// in a few queries rather than joined to every row: a join per text
+    /// column costs PostgreSQL milliseconds of planning per query.
+    async fn text_values(
+        &self,
+        mut ids: Vec<i64>,
+    ) -> anyhow::Result<std::collections::HashMap<i64, Text>> {
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(20_000) {
+            let rows: Vec<(i64, String)> = match self {
+                Store::Sqlite(p) => {
+                    let list = chunk
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    sqlx::query_as(
+                        "SELECT id, value FROM texts WHERE id IN (SELECT value FROM json_each($1))",
+                    )
+                    .bind(format!("[{list}]"))
+                    .fetch_all(p)
+                    .await?
+                }
+                Store::Postgres(p) => {
+                    sqlx::query_as("SELECT id, value FROM texts WHERE id = ANY($1)")
+                        .bind(chunk)
+                        .fetch_all(p)
+                        .await?
+                }
+            };
+            out.extend(rows.into_iter().map(|(id, v)| (id, Text::from(v))));
+        }
+        Ok(out)
+    }
+
     /// The events of one mailbox in a day range, by time: the first
     /// `limit` of them, or all. Days are read in order, each as the one
     /// range of the table that holds the mailbox's rows of that day, until
@@ -955,57 +992,71 @@ impl Store {
         to_day: i32,
         limit: Option<usize>,
     ) -> anyhow::Result<Vec<EventRow>> {
-        const SQL: &str = "SELECT e.day, e.sec, e.usec, CAST(e.kind AS INTEGER), h.value, e.queue_id, s.value, r.value, t.value, d.value, p.value, e.reply_args \
-            FROM smtp_rows e JOIN texts h ON h.id = e.host LEFT JOIN texts s ON s.id = e.sender_ip \
-            LEFT JOIN texts r ON r.id = e.relay LEFT JOIN texts t ON t.id = e.recipient \
-            LEFT JOIN texts d ON d.id = e.dsn LEFT JOIN texts p ON p.id = e.reply \
-            WHERE e.day = $1 AND e.mailbox_id = $2 ORDER BY e.sec, e.key LIMIT $3";
+        const SQL: &str = "SELECT day, sec, usec, CAST(kind AS INTEGER), CAST(host AS BIGINT), queue_id, \
+            CAST(sender_ip AS BIGINT), CAST(relay AS BIGINT), CAST(recipient AS BIGINT), CAST(dsn AS BIGINT), \
+            CAST(reply AS BIGINT), reply_args \
+            FROM smtp_rows WHERE day = $1 AND mailbox_id = $2 ORDER BY sec, key LIMIT $3";
         type Tuple = (
             i32,
             i64,
             i32,
             i32,
-            String,
+            i64,
             Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
             Option<String>,
         );
         let Some(id) = self.mailbox_id(mailbox).await? else {
             return Ok(Vec::new());
         };
         let limit = limit.unwrap_or(usize::MAX);
-        let mut out: Vec<EventRow> = Vec::new();
+        let mut read: Vec<Tuple> = Vec::new();
         for day in days_between(from_day, to_day) {
-            if out.len() >= limit {
+            if read.len() >= limit {
                 break;
             }
-            let left = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
+            let left = i64::try_from(limit - read.len()).unwrap_or(i64::MAX);
             let rows: Vec<Tuple> = on_pool!(self, p => sqlx::query_as(SQL)
                 .bind(day).bind(id).bind(left).fetch_all(p).await?);
-            let from = out.len();
-            out.extend(rows.into_iter().filter_map(|t| {
-                Some(EventRow {
-                    time_us: t.1 * 1_000_000 + i64::from(t.2),
-                    day: t.0,
-                    kind: Kind::from_i64(i64::from(t.3))?,
-                    host: t.4,
-                    queue_id: t.5,
-                    sender_ip: t.6,
-                    relay: t.7,
-                    recipient: t.8,
-                    dsn: t.9,
-                    response: records::join_reply(t.10.as_deref(), t.11.as_deref()),
-                })
-            }));
-            // Within a second, by the fraction the stamp carried, and
-            // then in the order things happen to a message: its submission
-            // before its deliveries.
-            out[from..].sort_by_key(|e| (e.time_us, e.kind.order()));
+            read.extend(rows);
         }
+        let ids = read
+            .iter()
+            .flat_map(|t| [Some(t.4), t.6, t.7, t.8, t.9, t.10])
+            .flatten()
+            .collect();
+        let texts = self.text_values(ids).await?;
+        let text = |id: Option<i64>| -> Option<String> {
+            id.and_then(|id| texts.get(&id)).map(|t| t.to_string())
+        };
+        let mut out: Vec<EventRow> = Vec::with_capacity(read.len());
+        let mut from = 0;
+        for t in read {
+            let Some(kind) = Kind::from_i64(i64::from(t.3)) else {
+                continue;
+            };
+            if out.last().is_some_and(|e: &EventRow| e.day != t.0) {
+                sort_smtp(&mut out[from..]);
+                from = out.len();
+            }
+            out.push(EventRow {
+                time_us: t.1 * 1_000_000 + i64::from(t.2),
+                day: t.0,
+                kind,
+                host: text(Some(t.4)).unwrap_or_default(),
+                queue_id: t.5,
+                sender_ip: text(t.6),
+                relay: text(t.7),
+                recipient: text(t.8),
+                dsn: text(t.9),
+                response: records::join_reply(text(t.10).as_deref(), t.11.as_deref()),
+            });
+        }
+        sort_smtp(&mut out[from..]);
         Ok(out)
     }
 
@@ -1016,80 +1067,124 @@ impl Store {
         from_day: i32,
         to_day: i32,
     ) -> anyhow::Result<Vec<AccessRow>> {
-        const SQL: &str = "SELECT e.key, e.day, e.sec, e.usec, CAST(e.kind AS INTEGER), h.value, pr.value, ri.value, li.value, e.tls, e.session, c.value, \
-            e.deleted, e.retained, e.size_bytes, e.in_bytes, e.out_bytes, e.expunged, e.trashed, e.downloaded, e.uid, e.message_id, f.value, re.value, e.attempts, mu.value, e.reason_args \
-            FROM access_rows e JOIN texts h ON h.id = e.host LEFT JOIN texts pr ON pr.id = e.protocol \
-            LEFT JOIN texts ri ON ri.id = e.remote_ip LEFT JOIN texts li ON li.id = e.local_ip \
-            LEFT JOIN texts c ON c.id = e.client LEFT JOIN texts f ON f.id = e.folder \
-            LEFT JOIN texts re ON re.id = e.reason LEFT JOIN texts mu ON mu.id = e.master_user \
-            WHERE e.day = $1 AND e.mailbox_id = $2 ORDER BY e.sec, e.key";
+        const SQL: &str = "SELECT key, day, sec, usec, CAST(kind AS INTEGER), CAST(host AS BIGINT), \
+            CAST(protocol AS BIGINT), CAST(remote_ip AS BIGINT), CAST(local_ip AS BIGINT), tls, session, \
+            CAST(client AS BIGINT), deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, \
+            downloaded, uid, message_id, CAST(folder AS BIGINT), CAST(reason AS BIGINT), attempts, \
+            CAST(master_user AS BIGINT), reason_args \
+            FROM access_rows WHERE day = $1 AND mailbox_id = $2 ORDER BY sec, key";
+        /// The text columns, by their place in `SQL`.
+        const TEXTS: [usize; 8] = [5, 6, 7, 8, 11, 22, 23, 25];
         let Some(id) = self.mailbox_id(mailbox).await? else {
             return Ok(Vec::new());
         };
-        macro_rules! read {
-            ($p:expr, $day:expr, $v:expr) => {{
-                let rows = sqlx::query(SQL).bind($day).bind(id).fetch_all($p).await?;
-                let from = $v.len();
-                for r in rows {
-                    let text = |i: usize| -> Result<Option<Text>, sqlx::Error> {
-                        Ok(r.try_get::<Option<String>, _>(i)?.map(Text::from))
-                    };
-                    let num = |i: usize| r.try_get::<Option<i64>, _>(i);
-                    let protocol: Option<String> = r.try_get(6)?;
-                    $v.push(AccessRow {
-                        key: r.try_get(0)?,
-                        day: r.try_get(1)?,
-                        time_us: r.try_get::<i64, _>(2)? * 1_000_000
-                            + i64::from(r.try_get::<i32, _>(3)?),
-                        mailbox: Text::from(mailbox),
-                        mailbox_no: None,
-                        kind: crate::ingest::access::AccessKind::from_i64(i64::from(
-                            r.try_get::<i32, _>(4)?,
-                        )),
-                        host: Text::from(r.try_get::<String, _>(5)?),
-                        protocol: protocol
-                            .as_deref()
-                            .and_then(crate::ingest::dovecot::Proto::from_name)
-                            .map(crate::ingest::dovecot::Proto::as_str),
-                        remote_ip: text(7)?,
-                        local_ip: text(8)?,
-                        tls: r.try_get(9)?,
-                        session: text(10)?,
-                        client: text(11)?,
-                        deleted: num(12)?,
-                        retained: num(13)?,
-                        size_bytes: num(14)?,
-                        in_bytes: num(15)?,
-                        out_bytes: num(16)?,
-                        expunged: num(17)?,
-                        trashed: num(18)?,
-                        downloaded: num(19)?,
-                        uid: num(20)?,
-                        message_id: r.try_get(21)?,
-                        folder: text(22)?,
-                        reason: records::join_reply(
-                            r.try_get::<Option<String>, _>(23)?.as_deref(),
-                            r.try_get::<Option<String>, _>(26)?.as_deref(),
-                        )
-                        .map(Text::from),
-                        attempts: num(24)?,
-                        master_user: text(25)?,
-                    });
-                }
-                // Within a second, by the fraction the stamp carried, and
-                // then in the order things happen in a session (classic
-                // stamps have no fraction, and a session often lasts less
-                // than a second): login, deletions, logout.
-                $v[from..]
-                    .sort_by_key(|e: &AccessRow| (e.time_us, e.kind.map_or(0, |k| k.order())));
-            }};
-        }
-        let mut v = Vec::new();
+        let mut rows = Vec::new();
         for day in days_between(from_day, to_day) {
-            on_pool!(self, p => read!(p, day, v));
+            on_pool!(self, p => {
+                for r in sqlx::query(SQL).bind(day).bind(id).fetch_all(p).await? {
+                    let mut ids = [None; 8];
+                    for (slot, i) in ids.iter_mut().zip(TEXTS) {
+                        *slot = r.try_get::<Option<i64>, _>(i)?;
+                    }
+                    let num = |i: usize| r.try_get::<Option<i64>, _>(i);
+                    rows.push((
+                        ids,
+                        AccessRow {
+                            key: r.try_get(0)?,
+                            day: r.try_get(1)?,
+                            time_us: r.try_get::<i64, _>(2)? * 1_000_000
+                                + i64::from(r.try_get::<i32, _>(3)?),
+                            mailbox: Text::from(mailbox),
+                            mailbox_no: None,
+                            kind: crate::ingest::access::AccessKind::from_i64(i64::from(
+                                r.try_get::<i32, _>(4)?,
+                            )),
+                            host: Text::from(""),
+                            protocol: None,
+                            remote_ip: None,
+                            local_ip: None,
+                            tls: r.try_get(9)?,
+                            session: r.try_get::<Option<String>, _>(10)?.map(Text::from),
+                            client: None,
+                            deleted: num(12)?,
+                            retained: num(13)?,
+                            size_bytes: num(14)?,
+                            in_bytes: num(15)?,
+                            out_bytes: num(16)?,
+                            expunged: num(17)?,
+                            trashed: num(18)?,
+                            downloaded: num(19)?,
+                            uid: num(20)?,
+                            message_id: r.try_get(21)?,
+                            folder: None,
+                            // The pattern is joined below, with the texts.
+                            reason: r.try_get::<Option<String>, _>(26)?.map(Text::from),
+                            attempts: num(24)?,
+                            master_user: None,
+                        },
+                    ));
+                }
+            });
         }
+        let texts = self
+            .text_values(
+                rows.iter()
+                    .flat_map(|(ids, _)| ids.iter().flatten().copied())
+                    .collect(),
+            )
+            .await?;
+        let text = |id: Option<i64>| id.and_then(|id| texts.get(&id)).cloned();
+        let mut v: Vec<AccessRow> = Vec::with_capacity(rows.len());
+        let mut from = 0;
+        for (
+            [
+                host,
+                protocol,
+                remote_ip,
+                local_ip,
+                client,
+                folder,
+                reason,
+                master_user,
+            ],
+            mut e,
+        ) in rows
+        {
+            if v.last().is_some_and(|p| p.day != e.day) {
+                sort_access(&mut v[from..]);
+                from = v.len();
+            }
+            e.host = text(host).unwrap_or_else(|| Text::from(""));
+            e.protocol = text(protocol)
+                .as_deref()
+                .and_then(crate::ingest::dovecot::Proto::from_name)
+                .map(crate::ingest::dovecot::Proto::as_str);
+            e.remote_ip = text(remote_ip);
+            e.local_ip = text(local_ip);
+            e.client = text(client);
+            e.folder = text(folder);
+            e.reason =
+                records::join_reply(text(reason).as_deref(), e.reason.as_deref()).map(Text::from);
+            e.master_user = text(master_user);
+            v.push(e);
+        }
+        sort_access(&mut v[from..]);
         Ok(v)
     }
+}
+
+/// Within a second, by the fraction the stamp carried, and then in the
+/// order things happen to a message: its submission before its
+/// deliveries.
+fn sort_smtp(day: &mut [EventRow]) {
+    day.sort_by_key(|e| (e.time_us, e.kind.order()));
+}
+
+/// Within a second, by the fraction the stamp carried, and then in the
+/// order things happen in a session (classic stamps have no fraction, and
+/// a session often lasts less than a second): login, deletions, logout.
+fn sort_access(day: &mut [AccessRow]) {
+    day.sort_by_key(|e| (e.time_us, e.kind.map_or(0, |k| k.order())));
 }
 
 /// Every day from `from_day` to `to_day` (`YYYYMMDD`), in order.
