@@ -23,11 +23,11 @@ CREATE TABLE smtp_rows (
     host       INTEGER  NOT NULL,
     sender_ip  INTEGER,
     relay      INTEGER,
-    recipient  INTEGER,
     dsn        INTEGER,
     reply      INTEGER,
     kind       SMALLINT NOT NULL,
     queue_id   TEXT,
+    recipient  TEXT,
     reply_args TEXT,
     PRIMARY KEY (day, mailbox_id, sec, key)
 ) PARTITION BY RANGE (day);

@@ -14,8 +14,8 @@
 -- read twice gives the same (day, mailbox, second, key), and two lines
 -- never share a key without sharing the second.
 --
--- Text that repeats (host names, addresses, relays, protocols, status
--- codes, reasons, folders, the constant part of a remote reply) is
+-- Text that repeats (host names, client addresses, relays, protocols,
+-- status codes, reasons, folders, the constant part of a remote reply) is
 -- stored once in `texts` and referred to by its id.
 
 -- Repeated text. `hash` is the text's 64-bit hash (see
@@ -48,7 +48,10 @@ CREATE TABLE smtp_rows (
     queue_id   TEXT,
     sender_ip  INTEGER,
     relay      INTEGER,
-    recipient  INTEGER,
+    -- the address itself: most recipients occur a few times a month, too
+    -- few for a row in `texts` (and its index entry) to cost less than
+    -- the address, and a new text costs the ingest an index insert more
+    recipient  TEXT,
     dsn        INTEGER,
     -- the reply with its variable words (numbers, IDs, addresses) taken
     -- out (texts.id), and those words, separated by U+0001; a reply

@@ -353,6 +353,21 @@ macro_rules! write_records {
     }};
 }
 
+/// Gives the texts `$values` their ids in `$texts`, storing the new ones
+/// in the transaction: on SQLite through the raw handle
+/// ([`sqlite_bulk::resolve_texts`]), on PostgreSQL by [`resolve_texts!`].
+macro_rules! store_texts {
+    (@sqlite $tx:expr, $texts:expr, $values:expr, $numbered:expr) => {{
+        let mut handle = $tx.lock_handle().await?;
+        // SAFETY: the handle lock gives this thread the connection alone,
+        // and the transaction opened by `begin_with` is still open.
+        unsafe { sqlite_bulk::resolve_texts(handle.as_raw_handle(), $values, &mut $texts)? }
+    }};
+    (@pg $tx:expr, $texts:expr, $values:expr, $numbered:expr) => {{
+        resolve_texts!(&mut **$tx, $texts, $values, $numbered);
+    }};
+}
+
 /// The body of [`Writer::commit`], the same for both backends.
 macro_rules! commit_in {
     ($tx:expr, $self:expr, $batch:expr, $numbered:expr, $insert:tt) => {{
@@ -398,7 +413,7 @@ macro_rules! commit_in {
                 .chain(access.iter().flat_map(records::access_texts))
                 .chain(reasons.iter().filter_map(|(p, _)| p.as_deref())),
         );
-        resolve_texts!(&mut **tx, $self.texts, missing, $numbered);
+        store_texts!(@ $insert tx, $self.texts, missing, $numbered);
         let texts = &$self.texts;
         // Into the room the batch before used: records of a batch take
         // tens of megabytes, which fresh memory makes the kernel clear.
@@ -993,7 +1008,7 @@ impl Store {
         limit: Option<usize>,
     ) -> anyhow::Result<Vec<EventRow>> {
         const SQL: &str = "SELECT day, sec, usec, CAST(kind AS INTEGER), CAST(host AS BIGINT), queue_id, \
-            CAST(sender_ip AS BIGINT), CAST(relay AS BIGINT), CAST(recipient AS BIGINT), CAST(dsn AS BIGINT), \
+            CAST(sender_ip AS BIGINT), CAST(relay AS BIGINT), recipient, CAST(dsn AS BIGINT), \
             CAST(reply AS BIGINT), reply_args \
             FROM smtp_rows WHERE day = $1 AND mailbox_id = $2 ORDER BY sec, key LIMIT $3";
         type Tuple = (
@@ -1005,7 +1020,7 @@ impl Store {
             Option<String>,
             Option<i64>,
             Option<i64>,
-            Option<i64>,
+            Option<String>,
             Option<i64>,
             Option<i64>,
             Option<String>,
@@ -1026,7 +1041,7 @@ impl Store {
         }
         let ids = read
             .iter()
-            .flat_map(|t| [Some(t.4), t.6, t.7, t.8, t.9, t.10])
+            .flat_map(|t| [Some(t.4), t.6, t.7, t.9, t.10])
             .flatten()
             .collect();
         let texts = self.text_values(ids).await?;
@@ -1051,7 +1066,7 @@ impl Store {
                 queue_id: t.5,
                 sender_ip: text(t.6),
                 relay: text(t.7),
-                recipient: text(t.8),
+                recipient: t.8,
                 dsn: text(t.9),
                 response: records::join_reply(text(t.10).as_deref(), t.11.as_deref()),
             });

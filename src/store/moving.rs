@@ -140,7 +140,7 @@ impl Store {
                         .collect();
                     let missing = texts.missing(
                         rows.iter()
-                            .flat_map(|r| [Some(r.6.as_str()), r.8.as_deref(), r.9.as_deref(), r.10.as_deref(), r.11.as_deref()].into_iter().flatten())
+                            .flat_map(|r| [Some(r.6.as_str()), r.8.as_deref(), r.9.as_deref(), r.11.as_deref()].into_iter().flatten())
                             .chain(replies.iter().filter_map(|(p, _)| p.as_deref())),
                     );
                     resolve_texts!(&mut **tx, texts, missing, $numbered);
@@ -159,7 +159,7 @@ impl Store {
                             queue_id: r.7.as_deref(),
                             sender_ip: id(r.8.as_deref()),
                             relay: id(r.9.as_deref()),
-                            recipient: id(r.10.as_deref()),
+                            recipient: r.10.as_deref(),
                             dsn: id(r.11.as_deref()),
                             reply: id(pattern.as_deref()),
                             reply_args: args.as_deref().map(Cow::Borrowed),

@@ -172,7 +172,7 @@ pub(crate) trait Stored {
 
 macro_rules! smtp_columns {
     () => {
-        "sec, key, day, mailbox_id, usec, host, sender_ip, relay, recipient, dsn, reply, kind, queue_id, reply_args"
+        "sec, key, day, mailbox_id, usec, host, sender_ip, relay, dsn, reply, kind, queue_id, recipient, reply_args"
     };
 }
 
@@ -242,11 +242,11 @@ impl Stored for SmtpRecord<'_> {
         e.id(self.host, "host")?;
         e.opt_id(self.sender_ip, "sender_ip")?;
         e.opt_id(self.relay, "relay")?;
-        e.opt_id(self.recipient, "recipient")?;
         e.opt_id(self.dsn, "dsn")?;
         e.opt_id(self.reply, "reply")?;
         e.int2(self.kind);
         e.text(self.queue_id, "queue_id")?;
+        e.text(self.recipient, "recipient")?;
         e.text(self.reply_args.as_deref(), "reply_args")
     }
 }
@@ -441,7 +441,7 @@ mod tests {
             queue_id: Some("4F1A"),
             sender_ip: None,
             relay: Some(2),
-            recipient: None,
+            recipient: Some("a@b"),
             dsn: None,
             reply: None,
             reply_args: Some(Cow::Borrowed("é")),
@@ -463,9 +463,10 @@ mod tests {
         want.extend([0, 0, 0, 4, 0, 0, 0, 1]); // host
         want.extend([0xff; 4]); // sender_ip NULL
         want.extend([0, 0, 0, 4, 0, 0, 0, 2]); // relay
-        want.extend([0xff; 12]); // recipient, dsn, reply NULL
+        want.extend([0xff; 8]); // dsn, reply NULL
         want.extend([0, 0, 0, 2, 0, 3]); // kind
         want.extend([0, 0, 0, 4, b'4', b'F', b'1', b'A']); // queue_id
+        want.extend([0, 0, 0, 3, b'a', b'@', b'b']); // recipient
         want.extend([0, 0, 0, 2, 0xc3, 0xa9]); // "é" in UTF-8
         want.extend([0xff, 0xff]); // end
         assert_eq!(e.bytes(), &want[..]);

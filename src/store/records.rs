@@ -165,7 +165,6 @@ pub fn smtp_texts(r: &Row) -> impl Iterator<Item = &str> {
         Some(&*r.host),
         r.sender_ip.as_deref(),
         r.relay.as_deref(),
-        r.recipient.as_deref(),
         r.dsn.as_deref(),
     ]
     .into_iter()
@@ -201,7 +200,8 @@ pub struct SmtpRecord<'a> {
     pub queue_id: Option<&'a str>,
     pub sender_ip: Option<i64>,
     pub relay: Option<i64>,
-    pub recipient: Option<i64>,
+    /// The address itself (see migrations/sqlite/0009_clustered.sql).
+    pub recipient: Option<&'a str>,
     pub dsn: Option<i64>,
     pub reply: Option<i64>,
     pub reply_args: Option<Cow<'a, str>>,
@@ -305,7 +305,7 @@ impl<'a> SmtpRecord<'a> {
             queue_id: r.queue_id.as_deref(),
             sender_ip: opt_id(texts, r.sender_ip.as_deref())?,
             relay: opt_id(texts, r.relay.as_deref())?,
-            recipient: opt_id(texts, r.recipient.as_deref())?,
+            recipient: r.recipient.as_deref(),
             dsn: opt_id(texts, r.dsn.as_deref())?,
             reply: opt_id(texts, pattern)?,
             reply_args,

@@ -13,7 +13,7 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
-use super::records::{AccessRecord, SmtpRecord};
+use super::records::{AccessRecord, PROBES, SmtpRecord, Texts, text_hash};
 
 /// Rows per `INSERT` statement. A statement opens its cursors on the table
 /// and its index, and closes them, once however many rows its `VALUES`
@@ -85,6 +85,138 @@ fn error(db: *mut ffi::sqlite3, what: &str) -> anyhow::Error {
     anyhow::anyhow!("SQLite {what}: {}", msg.to_string_lossy())
 }
 
+/// Prepares `sql` on `db`.
+///
+/// # Safety
+///
+/// `db` must be an open connection that no other thread uses meanwhile.
+unsafe fn prepare(db: *mut ffi::sqlite3, sql: &CStr) -> anyhow::Result<Stmt> {
+    let mut raw = ptr::null_mut();
+    // SAFETY: `db` is valid (caller's contract); `sql` is NUL-terminated.
+    let rc = unsafe { ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, ptr::null_mut()) };
+    if rc != ffi::SQLITE_OK {
+        return Err(error(db, "prepare"));
+    }
+    Ok(Stmt(raw))
+}
+
+/// Gives every text of `values` (each once, none of them in `texts`) its
+/// id in `texts`, storing the absent ones, as the PostgreSQL path does
+/// (see `resolve_texts!` in the module above) but a text at a time on
+/// this thread: a text is inserted under its hash unless that hash is
+/// stored already, and only then looked up, so a new text costs one
+/// statement step and no round trip to sqlx's worker thread. Texts go in
+/// in the order of their hashes, so the hash index is written in order.
+///
+/// # Safety
+///
+/// As for [`insert_each`].
+pub unsafe fn resolve_texts(
+    db: NonNull<ffi::sqlite3>,
+    mut values: Vec<&str>,
+    texts: &mut Texts,
+) -> anyhow::Result<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    values.sort_by_cached_key(|v| text_hash(v, 0));
+    let db = db.as_ptr();
+    // SAFETY: the caller's contract.
+    let (add, find, lone) = unsafe {
+        (
+            prepare(
+                db,
+                c"INSERT INTO texts (hash, value) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING",
+            )?,
+            prepare(db, c"SELECT id, value FROM texts WHERE hash = ?1")?,
+            prepare(db, c"INSERT INTO texts (hash, value) VALUES (NULL, ?1)")?,
+        )
+    };
+    // Steps `stmt` once and resets it; SQLITE_ROW gives the row's id and
+    // whether its value is `v`.
+    let run = |stmt: &Stmt, v: &str| -> anyhow::Result<Option<(i64, bool)>> {
+        // SAFETY: valid statement with its parameters bound; the row's
+        // columns are read before the reset, the text copied out of
+        // SQLite's buffer by the comparison.
+        unsafe {
+            let rc = ffi::sqlite3_step(stmt.0);
+            let row = if rc == ffi::SQLITE_ROW {
+                let id = ffi::sqlite3_column_int64(stmt.0, 0);
+                let p = ffi::sqlite3_column_text(stmt.0, 1);
+                let n = ffi::sqlite3_column_bytes(stmt.0, 1);
+                let same = !p.is_null()
+                    && std::slice::from_raw_parts(p, n.max(0) as usize) == v.as_bytes();
+                Some((id, same))
+            } else {
+                None
+            };
+            ffi::sqlite3_reset(stmt.0);
+            ffi::sqlite3_clear_bindings(stmt.0);
+            if rc != ffi::SQLITE_ROW && rc != ffi::SQLITE_DONE {
+                return Err(error(db, "texts"));
+            }
+            Ok(row)
+        }
+    };
+    for v in values {
+        let mut id = None;
+        for probe in 0..PROBES {
+            let h = text_hash(v, probe);
+            let (a, f) = (
+                Binder {
+                    stmt: &add,
+                    base: 0,
+                },
+                Binder {
+                    stmt: &find,
+                    base: 0,
+                },
+            );
+            if [a.int(1, Some(h)), a.text(2, Some(v))]
+                .iter()
+                .any(|&rc| rc != ffi::SQLITE_OK)
+            {
+                return Err(error(db, "bind"));
+            }
+            run(&add, v)?;
+            // SAFETY: valid connection, ours.
+            if unsafe { ffi::sqlite3_changes(db) } == 1 {
+                // SAFETY: as above; the row just inserted.
+                id = Some(unsafe { ffi::sqlite3_last_insert_rowid(db) });
+                break;
+            }
+            // The hash is taken: by this text, or by another (next probe).
+            if f.int(1, Some(h)) != ffi::SQLITE_OK {
+                return Err(error(db, "bind"));
+            }
+            if let Some((found, true)) = run(&find, v)? {
+                id = Some(found);
+                break;
+            }
+        }
+        let id = match id {
+            Some(id) => id,
+            // Every probe taken by other texts: stored without a hash.
+            None => {
+                if (Binder {
+                    stmt: &lone,
+                    base: 0,
+                })
+                .text(1, Some(v))
+                    != ffi::SQLITE_OK
+                {
+                    return Err(error(db, "bind"));
+                }
+                run(&lone, v)?;
+                // SAFETY: valid connection; the row just inserted.
+                unsafe { ffi::sqlite3_last_insert_rowid(db) }
+            }
+        };
+        texts.insert(v, id);
+    }
+    Ok(())
+}
+
 /// Binds one row's values to the statement, by 1-based position. Every
 /// call returns SQLite's result code; the caller checks them all.
 ///
@@ -154,17 +286,8 @@ unsafe fn insert_each<T, const N: usize>(
     let mut order: Vec<u32> = (0..rows.len() as u32).collect();
     order.sort_by_cached_key(|&i| primary_key(&rows[i as usize]));
     let db = db.as_ptr();
-    let prepare = |rows: usize| -> anyhow::Result<Stmt> {
-        let sql = table.insert_sql(rows);
-        let mut raw = ptr::null_mut();
-        // SAFETY: `db` is valid (caller's contract); `sql` is NUL-terminated.
-        let rc =
-            unsafe { ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, ptr::null_mut()) };
-        if rc != ffi::SQLITE_OK {
-            return Err(error(db, "prepare"));
-        }
-        Ok(Stmt(raw))
-    };
+    // SAFETY: `db` is valid and ours (caller's contract).
+    let prepare = |rows: usize| unsafe { prepare(db, &table.insert_sql(rows)) };
     // Binds a group of rows to a statement made for that many, steps it
     // once, and clears it; returns the rows inserted.
     let step = |stmt: &Stmt, group: &[u32]| -> anyhow::Result<u64> {
@@ -241,7 +364,7 @@ pub unsafe fn insert_smtp(
                     b.text(8, r.queue_id),
                     b.int(9, r.sender_ip),
                     b.int(10, r.relay),
-                    b.int(11, r.recipient),
+                    b.text(11, r.recipient),
                     b.int(12, r.dsn),
                     b.int(13, r.reply),
                     b.text(14, r.reply_args.as_deref()),

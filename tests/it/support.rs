@@ -366,9 +366,9 @@ impl TestDb {
     /// Like [`TestDb::dump`], optionally without the sub-second part of
     /// times (which only RFC 3339 stamps carry).
     pub async fn dump_rows(&self, exact_time: bool) -> Vec<String> {
-        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.sec * 1000000 + e.usec, m.address, CAST(e.kind AS BIGINT), h.value, e.queue_id, s.value, r.value, t.value, d.value, p.value, e.reply_args \
+        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.sec * 1000000 + e.usec, m.address, CAST(e.kind AS BIGINT), h.value, e.queue_id, s.value, r.value, e.recipient, d.value, p.value, e.reply_args \
             FROM smtp_rows e JOIN mailboxes m ON m.id = e.mailbox_id JOIN texts h ON h.id = e.host LEFT JOIN texts s ON s.id = e.sender_ip \
-            LEFT JOIN texts r ON r.id = e.relay LEFT JOIN texts t ON t.id = e.recipient LEFT JOIN texts d ON d.id = e.dsn LEFT JOIN texts p ON p.id = e.reply \
+            LEFT JOIN texts r ON r.id = e.relay LEFT JOIN texts d ON d.id = e.dsn LEFT JOIN texts p ON p.id = e.reply \
             ORDER BY e.day, e.key";
         type Stored = (
             i64,
