@@ -264,6 +264,11 @@ pub struct LineReader {
     /// Leave a last line without its newline unread: it is still being
     /// written (following a live log).
     hold_partial: bool,
+    /// Following a live plain file: a third handle on it, and the start of
+    /// the first line its fingerprint was taken from (see
+    /// [`LineReader::replaced`]).
+    watch: Option<File>,
+    first: Option<Vec<u8>>,
 }
 
 impl LineReader {
@@ -274,6 +279,7 @@ impl LineReader {
     pub fn open(spec: &SourceSpec) -> anyhow::Result<LineReader> {
         let name = spec.name();
         let mut seekable = None;
+        let mut watch = None;
         let mut file_id = None;
         let (mut raw, mtime): (Box<dyn Read + Send>, Option<SystemTime>) = match spec {
             SourceSpec::Stdin => (Box::new(io::stdin()), None),
@@ -283,6 +289,7 @@ impl LineReader {
                 let mtime = meta.as_ref().and_then(|m| m.modified().ok());
                 file_id = meta.as_ref().map(FileId::of);
                 seekable = f.try_clone().ok();
+                watch = f.try_clone().ok();
                 (Box::new(f), mtime)
             }
         };
@@ -310,8 +317,10 @@ impl LineReader {
             Format::Zstd => Box::new(ZstdFrames::new(stream(raw))),
         };
         if format != Format::Plain {
-            // Offsets count uncompressed bytes: no seeking in the file.
+            // Offsets count uncompressed bytes: no seeking in the file (and
+            // a compressed file is not written to as it is read).
             seekable = None;
+            watch = None;
             if let Some(id) = &mut file_id {
                 id.plain = false;
             }
@@ -332,6 +341,8 @@ impl LineReader {
             file_id,
             seekable,
             hold_partial: false,
+            watch,
+            first: None,
         })
     }
 
@@ -367,6 +378,8 @@ impl LineReader {
             }
             match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
+                // Bytes of another file: ignored, and nothing more read.
+                Ok(_) if self.replaced() => self.eof = true,
                 Ok(n) => {
                     no_nul(&mut self.buf[self.end..self.end + n]);
                     self.end += n;
@@ -375,6 +388,24 @@ impl LineReader {
                 Err(e) => self.fail(e),
             }
         }
+    }
+
+    /// Whether the live file being followed no longer begins with the
+    /// first line it was fingerprinted by: truncated in place and written
+    /// again (logrotate's `copytruncate`) since. Asked after each read, so
+    /// bytes read from the file written again are never taken for the
+    /// rest of the file the fingerprint names: the checkpoint of that
+    /// fingerprint would move past lines that the rotated copy still holds
+    /// (read next, from that checkpoint), and they would be lost. A file
+    /// shorter than that first line, or unreadable, counts as replaced.
+    fn replaced(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let (Some(f), Some(first)) = (&self.watch, &self.first) else {
+            return false;
+        };
+        let mut now = [0u8; FINGERPRINT_BYTES];
+        let now = &mut now[..first.len()];
+        f.read_exact_at(now, 0).map_or(true, |()| now != &first[..])
     }
 
     /// Ends the input at an error.
@@ -430,7 +461,11 @@ impl LineReader {
             return None;
         }
         let n = newline.map_or(avail.len(), |i| i + 1);
-        Some(xxh3_64(&avail[..n.min(FINGERPRINT_BYTES)]) as i64)
+        let first = &avail[..n.min(FINGERPRINT_BYTES)];
+        if self.hold_partial && self.watch.is_some() {
+            self.first = Some(first.to_vec());
+        }
+        Some(xxh3_64(first) as i64)
     }
 
     /// Skips `n` bytes (resuming from a checkpoint). Returns how many were
@@ -884,6 +919,73 @@ mod tests {
             ))
         );
         assert_eq!(r.next_line(), None);
+    }
+
+    #[test]
+    fn following_stops_at_a_file_truncated_and_written_again() {
+        // Larger than the reader's buffer, so that reading its lines goes
+        // back to the file for more after the copytruncate below.
+        let lines = |tag: &str, n: usize| -> Vec<u8> {
+            (0..n)
+                .flat_map(|i| format!("{tag} line {i:07}\n").into_bytes())
+                .collect()
+        };
+        let old = lines("old", 150_000);
+        assert!(old.len() > CHUNK + MAX_LINE + 1);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("live.log");
+        std::fs::write(&p, &old).unwrap();
+        let mut r = open(&p);
+        r.hold_partial_lines();
+        let fp = r.fingerprint().unwrap();
+        assert_eq!(r.next_line(), Some(Line::Whole(b"old line 0000000")));
+        // copytruncate while the reader holds the file open: emptied in
+        // place and written again, longer than the old file.
+        let new = lines("new", 300_000);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.write_all(&new).unwrap();
+        drop(f);
+        let mut n = 1;
+        while let Some(line) = r.next_line() {
+            let Line::Whole(l) = line else {
+                panic!("{line:?}")
+            };
+            assert_eq!(
+                l,
+                format!("old line {n:07}").as_bytes(),
+                "read the new file as the rest of the old one"
+            );
+            n += 1;
+        }
+        // What was read before the truncation, and its checkpoint there:
+        // the rotated copy holds the rest, read from that checkpoint.
+        assert!(n > 1 && n < 150_000, "{n} lines");
+        assert_eq!(r.offset(), (n * 17) as u64);
+        // The new file is a source of its own, read from its start.
+        let mut r = open(&p);
+        r.hold_partial_lines();
+        assert_ne!(r.fingerprint(), Some(fp));
+        assert_eq!(r.next_line(), Some(Line::Whole(b"new line 0000000")));
+
+        // A file only appended to is read to its end.
+        std::fs::write(&p, &old).unwrap();
+        let mut r = open(&p);
+        r.hold_partial_lines();
+        r.fingerprint().unwrap();
+        assert_eq!(r.next_line(), Some(Line::Whole(b"old line 0000000")));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"later\n").unwrap();
+        drop(f);
+        let mut last = Vec::new();
+        while let Some(Line::Whole(l)) = r.next_line() {
+            last = l.to_vec();
+        }
+        assert_eq!(last, b"later");
+        assert_eq!(r.offset(), old.len() as u64 + 6);
     }
 
     #[test]
