@@ -26,19 +26,3 @@ pub async fn reply(pool: &SqlitePool, reply: &str) -> (Option<i64>, Option<Strin
     };
     (id, args.map(|a| a.into_owned()))
 }
-
-/// Stores the recipients `rcptI@example.com` for `I` in `0..n` as the
-/// texts `first + I`, each a text of its own, as distinct recipients are.
-/// They are stored without a hash (which `texts` allows): no ingest of
-/// the bench meets them, so none looks them up.
-pub async fn recipients(pool: &SqlitePool, n: i64, first: i64) {
-    sqlx::query(
-        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1) \
-         INSERT INTO texts (id, hash, value) SELECT $2 + i, NULL, 'rcpt' || i || '@example.com' FROM n",
-    )
-    .bind(n)
-    .bind(first)
-    .execute(pool)
-    .await
-    .unwrap();
-}
