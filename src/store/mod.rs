@@ -1007,38 +1007,42 @@ impl Store {
         to_day: i32,
         limit: Option<usize>,
     ) -> anyhow::Result<Vec<EventRow>> {
+        // PostgreSQL's; SQLite reads the same in sqlite_bulk::read_smtp.
         const SQL: &str = "SELECT day, sec, usec, CAST(kind AS INTEGER), CAST(host AS BIGINT), queue_id, \
             CAST(sender_ip AS BIGINT), CAST(relay AS BIGINT), recipient, CAST(dsn AS BIGINT), \
             CAST(reply AS BIGINT), reply_args \
             FROM smtp_rows WHERE day = $1 AND mailbox_id = $2 ORDER BY sec, key LIMIT $3";
-        type Tuple = (
-            i32,
-            i64,
-            i32,
-            i32,
-            i64,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-        );
         let Some(id) = self.mailbox_id(mailbox).await? else {
             return Ok(Vec::new());
         };
         let limit = limit.unwrap_or(usize::MAX);
-        let mut read: Vec<Tuple> = Vec::new();
-        for day in days_between(from_day, to_day) {
-            if read.len() >= limit {
-                break;
+        let days = days_between(from_day, to_day);
+        let read: Vec<SmtpTuple> = match self {
+            Store::Sqlite(p) => {
+                let mut conn = p.acquire().await?;
+                let mut handle = conn.lock_handle().await?;
+                // SAFETY: the handle lock gives this thread the connection
+                // alone until the read returns.
+                unsafe { sqlite_bulk::read_smtp(handle.as_raw_handle(), id, &days, limit)? }
             }
-            let left = i64::try_from(limit - read.len()).unwrap_or(i64::MAX);
-            let rows: Vec<Tuple> = on_pool!(self, p => sqlx::query_as(SQL)
-                .bind(day).bind(id).bind(left).fetch_all(p).await?);
-            read.extend(rows);
-        }
+            Store::Postgres(p) => {
+                let mut read = Vec::new();
+                for day in days {
+                    if read.len() >= limit {
+                        break;
+                    }
+                    let left = i64::try_from(limit - read.len()).unwrap_or(i64::MAX);
+                    let rows: Vec<SmtpTuple> = sqlx::query_as(SQL)
+                        .bind(day)
+                        .bind(id)
+                        .bind(left)
+                        .fetch_all(p)
+                        .await?;
+                    read.extend(rows);
+                }
+                read
+            }
+        };
         let ids = read
             .iter()
             .flat_map(|t| [Some(t.4), t.6, t.7, t.9, t.10])
@@ -1187,6 +1191,25 @@ impl Store {
         Ok(v)
     }
 }
+
+/// An SMTP row as a report reads it: day, second, microsecond, kind, the
+/// text id of the host, queue ID, the text ids of sender IP and relay,
+/// recipient, the text ids of DSN and reply pattern, the reply's variable
+/// words.
+pub(crate) type SmtpTuple = (
+    i32,
+    i64,
+    i32,
+    i32,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
 
 /// Within a second, by the fraction the stamp carried, and then in the
 /// order things happen to a message: its submission before its

@@ -1,4 +1,5 @@
-//! Bulk insert of event rows into SQLite through the raw connection handle.
+//! Bulk insert of event rows into SQLite through the raw connection handle
+//! (and the one read that returns as many: a report's SMTP rows).
 //!
 //! Ingest writes hundreds of thousands of rows a second. Through sqlx each
 //! value is boxed, sent to the connection's worker thread and copied again
@@ -459,4 +460,119 @@ pub unsafe fn insert_access(
             },
         )
     }
+}
+
+/// A column of the current row: an integer, or `None` for NULL.
+///
+/// # Safety
+///
+/// `stmt` has a row (its last step returned `SQLITE_ROW`).
+unsafe fn opt_int(stmt: &Stmt, i: c_int) -> Option<i64> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        (ffi::sqlite3_column_type(stmt.0, i) != ffi::SQLITE_NULL)
+            .then(|| ffi::sqlite3_column_int64(stmt.0, i))
+    }
+}
+
+/// A column of the current row as text, or `None` for NULL.
+///
+/// # Safety
+///
+/// As for [`opt_int`].
+unsafe fn opt_text(stmt: &Stmt, i: c_int) -> Option<String> {
+    // SAFETY: the caller's contract; the text is copied out before the
+    // next step, and its length comes from SQLite.
+    unsafe {
+        let p = ffi::sqlite3_column_text(stmt.0, i);
+        if p.is_null() {
+            return None;
+        }
+        let n = ffi::sqlite3_column_bytes(stmt.0, i).max(0) as usize;
+        Some(String::from_utf8_lossy(std::slice::from_raw_parts(p, n)).into_owned())
+    }
+}
+
+/// The SMTP rows of mailbox `mailbox_id` on `days`, in that order and by
+/// time within each day, at most `limit` of them: what a report reads,
+/// up to a hundred thousand rows for the busiest sender. Read on this
+/// thread, as the statement steps: through sqlx each row would be boxed
+/// value by value and handed over from its worker thread, which took most
+/// of such a report's load.
+///
+/// # Safety
+///
+/// `db` must be an open connection that no other thread uses for the
+/// duration of the call (the caller holds sqlx's handle lock).
+pub unsafe fn read_smtp(
+    db: NonNull<ffi::sqlite3>,
+    mailbox_id: i64,
+    days: &[i32],
+    limit: usize,
+) -> anyhow::Result<Vec<super::SmtpTuple>> {
+    let db = db.as_ptr();
+    // SAFETY: the caller's contract.
+    let stmt = unsafe {
+        prepare(
+            db,
+            c"SELECT day, sec, usec, kind, host, queue_id, sender_ip, relay, recipient, dsn, reply, reply_args \
+              FROM smtp_rows WHERE day = ?1 AND mailbox_id = ?2 ORDER BY sec, key",
+        )?
+    };
+    let mut out = Vec::new();
+    for &day in days {
+        if out.len() >= limit {
+            break;
+        }
+        let b = Binder {
+            stmt: &stmt,
+            base: 0,
+        };
+        if [b.int(1, Some(i64::from(day))), b.int(2, Some(mailbox_id))]
+            .iter()
+            .any(|&rc| rc != ffi::SQLITE_OK)
+        {
+            return Err(error(db, "bind"));
+        }
+        loop {
+            if out.len() >= limit {
+                break;
+            }
+            // SAFETY: a valid statement with its parameters bound.
+            let rc = unsafe { ffi::sqlite3_step(stmt.0) };
+            if rc == ffi::SQLITE_DONE {
+                break;
+            }
+            if rc != ffi::SQLITE_ROW {
+                // SAFETY: as above.
+                unsafe { ffi::sqlite3_reset(stmt.0) };
+                return Err(error(db, "read"));
+            }
+            // SAFETY: the step above gave a row; every column is read
+            // before the next step.
+            unsafe {
+                let int = |i| ffi::sqlite3_column_int64(stmt.0, i);
+                out.push((
+                    int(0) as i32,
+                    int(1),
+                    int(2) as i32,
+                    int(3) as i32,
+                    int(4),
+                    opt_text(&stmt, 5),
+                    opt_int(&stmt, 6),
+                    opt_int(&stmt, 7),
+                    opt_text(&stmt, 8),
+                    opt_int(&stmt, 9),
+                    opt_int(&stmt, 10),
+                    opt_text(&stmt, 11),
+                ));
+            }
+        }
+        // SAFETY: as above; ready for the next day.
+        unsafe {
+            ffi::sqlite3_reset(stmt.0);
+            ffi::sqlite3_clear_bindings(stmt.0);
+        }
+    }
+    Ok(out)
 }
