@@ -844,6 +844,10 @@ fn render_with(
         |data: &Data, zip: bool, truncated: Option<&Truncation>| -> anyhow::Result<Attachment> {
             let zip_over = (!zip).then_some(limits.zip_over_bytes);
             let page = std::thread::scope(|s| {
+                // The CSV goes in the ZIP too: made meanwhile on a thread of
+                // its own when the rows are many (a small page is sent as it
+                // is, and this CSV not used).
+                let csv = (data.rows() >= 1000).then(|| s.spawn(|| data.csv()));
                 let mut page = archive::Page::new(s, &format!("{stem}.html"), zip_over, modified);
                 render::render_to(
                     "report.html",
@@ -851,7 +855,13 @@ fn render_with(
                     view(data, false, zip, truncated),
                     &mut page,
                 )?;
-                page.finish(|| vec![(format!("{stem}.csv"), data.csv().into_bytes())])
+                page.finish(|| {
+                    let csv = match csv {
+                        Some(t) => t.join().unwrap_or_else(|_| data.csv()),
+                        None => data.csv(),
+                    };
+                    vec![(format!("{stem}.csv"), csv.into_bytes())]
+                })
             })?;
             Ok(match page {
                 archive::Rendered::Plain(bytes) => Attachment {
