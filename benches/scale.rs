@@ -16,7 +16,9 @@
 //! ingested (kept too with `MAILTRAIL_SCALE_KEEP_LOGS=1`), so the disk
 //! holds one day of log at a time. Every day is then aggregated as the
 //! nightly job does (`mailtrail::aggregate::run`: reports take complete
-//! past days' counts from `daily_counts`). Then it prints:
+//! past days' counts from `daily_counts`), and on PostgreSQL each day's
+//! rows are laid out in key order as the nightly job does once a day is
+//! complete (`Store::cluster_day`). Then it prints:
 //!
 //! * ingest rate (lines/s, deliveries/s) of the whole load, of the first
 //!   day (into an empty database) and of the last day alone, which goes
@@ -913,6 +915,28 @@ async fn main() {
         agg[agg.len() / 2].as_secs_f64(),
         agg.last().unwrap().as_secs_f64()
     );
+    // And, on PostgreSQL, the day's rows laid out in key order, as the
+    // nightly job does once a day is complete (today's stay as written;
+    // the last day here is yesterday, complete).
+    if matches!(store, Store::Postgres(_)) {
+        let t = Instant::now();
+        let mut took = Vec::new();
+        let mut d = first;
+        while d <= last {
+            let t = Instant::now();
+            store.cluster_day(Day::from_date(d).key()).await.unwrap();
+            took.push(t.elapsed());
+            d = d.succ_opt().unwrap();
+        }
+        took.sort();
+        println!(
+            "clustered {} days in {:.1} s (median {:.2} s, worst {:.2} s a day)",
+            took.len(),
+            t.elapsed().as_secs_f64(),
+            took[took.len() / 2].as_secs_f64(),
+            took.last().unwrap().as_secs_f64()
+        );
+    }
 
     let sum = |f: fn(&DayResult) -> u64| results.iter().map(f).sum::<u64>();
     let (lines_all, deliveries) = (sum(|r| r.lines), sum(|r| r.deliveries));

@@ -63,8 +63,14 @@ pub struct Tick {
     /// Days aggregated but too old to warn about.
     pub not_warned: Vec<Day>,
     pub warnings: usize,
+    /// Days whose rows were laid out in key order (PostgreSQL).
+    pub clustered: Vec<Day>,
     pub purged: u64,
 }
+
+/// Job name in `job_runs` of laying a complete day's rows out in key
+/// order ([`Store::cluster_day`]).
+pub const CLUSTER_JOB: &str = "cluster";
 
 /// Does what is due at `now`.
 pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> anyhow::Result<Tick> {
@@ -109,6 +115,19 @@ pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> anyhow:
                         )
                         .await?;
                     out.not_warned.push(d);
+                }
+            }
+            if store.is_postgres() && !is_done(d, CLUSTER_JOB) {
+                // Not a failure of the tick: tried again at the next.
+                match store.cluster_day(d.key()).await {
+                    Ok(any) => {
+                        let what = if any { "rows in key order" } else { "no rows" };
+                        store.record_job(d.key(), CLUSTER_JOB, what, t).await?;
+                        out.clustered.push(d);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%d, "the day's rows stay in arrival order for now: {e:#}")
+                    }
                 }
             }
             d = d.succ();

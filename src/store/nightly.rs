@@ -110,6 +110,25 @@ impl Store {
     }
 
     /// Records that `job` finished for `day` (again, if it had).
+    /// Whether this is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Lays the rows of a complete `day` out in the order reports read
+    /// them, where the backend keeps them in arrival order: PostgreSQL's
+    /// day partitions are rewritten by their primary key (see
+    /// `partitions::cluster_day`); SQLite's tables are in that order
+    /// already. Returns whether anything was rewritten.
+    pub async fn cluster_day(&self, day: i32) -> anyhow::Result<bool> {
+        match self {
+            Store::Sqlite(_) => Ok(false),
+            Store::Postgres(p) => {
+                super::partitions::cluster_day(p, day, std::time::Duration::from_secs(5)).await
+            }
+        }
+    }
+
     pub async fn record_job(
         &self,
         day: i32,

@@ -593,3 +593,47 @@ async fn new_rows_go_straight_into_the_table_and_stored_ones_through_staging() {
     assert_eq!(n, 0, "the commit empties the staging table");
     assert_eq!(stored_smtp(&pool).await.len(), 100);
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(mailtrail_postgres),
+    ignore = "needs a PostgreSQL server in MAILTRAIL_TEST_POSTGRES"
+)]
+async fn a_complete_day_is_laid_out_in_key_order_with_every_row_kept() {
+    let pool = pool().await;
+    let store = Store::Postgres(pool.clone());
+    let day = 20260107;
+    ensure_days(&pool, &[day, day + 1]).await.unwrap();
+    // Rows as lines come: mailboxes interleaved, so that each mailbox's
+    // rows lie apart in the partition.
+    let mut rows: Vec<SmtpRecord<'static>> = (0..3000)
+        .map(|i| SmtpRecord {
+            mailbox_id: 1 + (i * 7919) % 50,
+            ..smtp(day, i)
+        })
+        .collect();
+    rows.push(smtp(day + 1, 99_999));
+    assert_eq!(write(&pool, &rows).await.unwrap(), 3001);
+    let physical = || async {
+        sqlx::query_as::<_, (i32, i64, i64)>(
+            "SELECT mailbox_id, sec, key FROM smtp_rows_20260107 ORDER BY ctid",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let before = physical().await;
+    let mut sorted = before.clone();
+    sorted.sort();
+    assert_ne!(before, sorted, "the rows were written in key order already");
+    let stored = stored_smtp(&pool).await;
+
+    assert!(store.cluster_day(day).await.unwrap());
+    assert_eq!(physical().await, sorted, "not in key order");
+    assert!(stored_smtp(&pool).await == stored, "rows changed");
+    // A day without partitions has nothing to lay out; rows written to
+    // a clustered day later are kept as any.
+    assert!(!store.cluster_day(day + 5).await.unwrap());
+    assert_eq!(write(&pool, &[smtp(day, 5_000_000)]).await.unwrap(), 1);
+    assert_eq!(stored_smtp(&pool).await.len(), 3002);
+}
