@@ -463,6 +463,16 @@ async fn pass(
 /// rename came first, `P.1` is seen and read first; if it came after, the
 /// handle on `P` is the old file itself. Files missing now (between a
 /// rename and the new file's creation) are not read this time.
+///
+/// While `P.1` is still being written (changed in the last
+/// [`ROTATED_SETTLE`]), `P` is left for a later pass: a copytruncate
+/// copies `P` to `P.1` and then empties `P`, and a pass that found the
+/// copy half written (its first line not whole yet, or its last lines not
+/// there yet) and `P` already emptied and written again would read the
+/// new lines before the old ones' tail, which reaches the correlator too
+/// late to join its messages (rows were lost so). The old file's writer
+/// (a logger not yet reopened after a rename) delays `P` the same way,
+/// which is the order the lines were written in.
 fn follow_readers(specs: &[SourceSpec]) -> Vec<(SourceSpec, LineReader)> {
     let mut out = Vec::new();
     for spec in specs {
@@ -473,13 +483,26 @@ fn follow_readers(specs: &[SourceSpec]) -> Vec<(SourceSpec, LineReader)> {
         let mut rotated = p.clone().into_os_string();
         rotated.push(".1");
         let rotated = SourceSpec::File(rotated.into());
+        let mut settling = false;
         if let Ok(old) = LineReader::open(&rotated) {
+            // (A time in the future, a clock set back, counts as old.)
+            settling = old
+                .mtime
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age < ROTATED_SETTLE);
             out.push((rotated, old));
         }
-        out.push((spec.clone(), live));
+        if !settling {
+            out.push((spec.clone(), live));
+        }
     }
     out
 }
+
+/// How long the first rotation of a followed file must have been left
+/// unchanged before the file itself is read after it (see
+/// [`follow_readers`]).
+const ROTATED_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Follows `paths` until `shutdown`: a pass every `poll`, each committing
 /// its rows with their checkpoints, so a stop or a crash between passes
