@@ -1053,15 +1053,10 @@ impl Store {
             id.and_then(|id| texts.get(&id)).map(|t| t.to_string())
         };
         let mut out: Vec<EventRow> = Vec::with_capacity(read.len());
-        let mut from = 0;
         for t in read {
             let Some(kind) = Kind::from_i64(i64::from(t.3)) else {
                 continue;
             };
-            if out.last().is_some_and(|e: &EventRow| e.day != t.0) {
-                sort_smtp(&mut out[from..]);
-                from = out.len();
-            }
             out.push(EventRow {
                 time_us: t.1 * 1_000_000 + i64::from(t.2),
                 day: t.0,
@@ -1075,7 +1070,10 @@ impl Store {
                 response: records::join_reply(text(t.10).as_deref(), t.11.as_deref()),
             });
         }
-        sort_smtp(&mut out[from..]);
+        // Days in order; within a second, by the fraction the stamp
+        // carried, and then in the order things happen to a message: its
+        // submission before its deliveries.
+        out.sort_by_key(|e| (e.day, e.time_us, e.kind.order()));
         Ok(out)
     }
 
@@ -1154,7 +1152,6 @@ impl Store {
             .await?;
         let text = |id: Option<i64>| id.and_then(|id| texts.get(&id)).cloned();
         let mut v: Vec<AccessRow> = Vec::with_capacity(rows.len());
-        let mut from = 0;
         for (
             [
                 host,
@@ -1169,10 +1166,6 @@ impl Store {
             mut e,
         ) in rows
         {
-            if v.last().is_some_and(|p| p.day != e.day) {
-                sort_access(&mut v[from..]);
-                from = v.len();
-            }
             e.host = text(host).unwrap_or_else(|| Text::from(""));
             e.protocol = text(protocol)
                 .as_deref()
@@ -1187,7 +1180,11 @@ impl Store {
             e.master_user = text(master_user);
             v.push(e);
         }
-        sort_access(&mut v[from..]);
+        // Days in order; within a second, by the fraction the stamp
+        // carried, and then in the order things happen in a session
+        // (classic stamps have no fraction, and a session often lasts less
+        // than a second): login, deletions, logout.
+        v.sort_by_key(|e| (e.day, e.time_us, e.kind.map_or(0, |k| k.order())));
         Ok(v)
     }
 }
@@ -1210,20 +1207,6 @@ pub(crate) type SmtpTuple = (
     Option<i64>,
     Option<String>,
 );
-
-/// Within a second, by the fraction the stamp carried, and then in the
-/// order things happen to a message: its submission before its
-/// deliveries.
-fn sort_smtp(day: &mut [EventRow]) {
-    day.sort_by_key(|e| (e.time_us, e.kind.order()));
-}
-
-/// Within a second, by the fraction the stamp carried, and then in the
-/// order things happen in a session (classic stamps have no fraction, and
-/// a session often lasts less than a second): login, deletions, logout.
-fn sort_access(day: &mut [AccessRow]) {
-    day.sort_by_key(|e| (e.time_us, e.kind.map_or(0, |k| k.order())));
-}
 
 /// Every day from `from_day` to `to_day` (`YYYYMMDD`), in order.
 pub(crate) fn days_between(from_day: i32, to_day: i32) -> Vec<i32> {
