@@ -114,13 +114,15 @@ unsafe fn prepare(db: *mut ffi::sqlite3, sql: &CStr) -> anyhow::Result<Stmt> {
 /// As for [`insert_each`].
 pub unsafe fn resolve_texts(
     db: NonNull<ffi::sqlite3>,
-    mut values: Vec<&str>,
+    values: Vec<&str>,
     texts: &mut Texts,
 ) -> anyhow::Result<()> {
     if values.is_empty() {
         return Ok(());
     }
-    values.sort_by_cached_key(|v| text_hash(v, 0));
+    // Each with its first probe's hash, which orders them.
+    let mut values: Vec<(i64, &str)> = values.into_iter().map(|v| (text_hash(v, 0), v)).collect();
+    values.sort_unstable();
     let db = db.as_ptr();
     // SAFETY: the caller's contract.
     let (add, find, lone) = unsafe {
@@ -159,10 +161,14 @@ pub unsafe fn resolve_texts(
             Ok(row)
         }
     };
-    for v in values {
+    for (first, v) in values {
         let mut id = None;
         for probe in 0..PROBES {
-            let h = text_hash(v, probe);
+            let h = if probe == 0 {
+                first
+            } else {
+                text_hash(v, probe)
+            };
             let (a, f) = (
                 Binder {
                     stmt: &add,
