@@ -56,6 +56,10 @@ pub enum Command {
     History(Query),
     /// A mailbox's access history (POP3/IMAP logins, logouts, deletions, failed logins).
     Access(Query),
+    /// Mail received by a mailbox: delivered into which folder, forwarded, refused and why, held, spam verdict.
+    Received(Query),
+    /// Where a message received by a mailbox is now, and how it got there.
+    Locate(LocateArgs),
     /// Render a report for a mailbox and queue it for mailing to that mailbox (or write it to a file).
     Report(ReportArgs),
     /// Render requested reports and send what the outbox holds.
@@ -111,6 +115,19 @@ pub struct Query {
     /// Last day, YYYY-MM-DD (default: today).
     #[arg(long)]
     pub to: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// What `locate` asks about.
+#[derive(Debug, clap::Args)]
+pub struct LocateArgs {
+    /// The mailbox (address, or bare user name in the default domain).
+    #[arg(long)]
+    pub mailbox: String,
+    /// The message's Message-ID, with or without its angle brackets.
+    #[arg(long, value_name = "ID")]
+    pub message_id: String,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
@@ -551,6 +568,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let h = crate::access::load(&store, &mailbox, range, c.tz()?).await;
             store.close().await;
             write_stdout(h?.render(q.format).as_bytes())
+        }
+        Command::Received(q) => {
+            let (c, mailbox, range, store) = open_query(&cli, q).await?;
+            let h = crate::received::load(&store, &mailbox, range, c.tz()?).await;
+            store.close().await;
+            write_stdout(h?.render(q.format).as_bytes())
+        }
+        Command::Locate(a) => {
+            let c = load_config(&cli)?;
+            let mailbox = Mailbox::parse(&a.mailbox, &c)?;
+            let id = a.message_id.trim();
+            if id.is_empty() || id.len() > 998 || id.chars().any(char::is_control) {
+                return Err(
+                    UsageError("--message-id: 1 to 998 printable characters".into()).into(),
+                );
+            }
+            let store = Store::open(&c.database_url).await?;
+            let h = crate::received::locate(&store, &mailbox, id, c.tz()?).await;
+            store.close().await;
+            write_stdout(h?.render(a.format).as_bytes())
         }
     }
 }

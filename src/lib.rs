@@ -19,6 +19,10 @@
 //! * [`history`]: a mailbox's SMTP sending history as text, JSON or CSV.
 //! * [`access`]: a mailbox's access history (Dovecot logins, logouts,
 //!   deletions, failed logins) with a per-day summary.
+//! * [`received`]: mail received by a mailbox, one entry per message
+//!   (delivered into which folder, forwarded, auto-replied, discarded,
+//!   refused and why, held, the spam verdict), and where one message is
+//!   now (`locate`).
 //! * [`replies`]: remote replies in plain words: each bounce, deferral,
 //!   expiry and refusal given a category, a sentence and advice, by rules
 //!   that are data (`rules/replies.toml`, and a site's own file).
@@ -59,6 +63,7 @@ pub mod history;
 pub mod ingest;
 pub mod mail;
 pub mod net;
+pub mod received;
 pub mod replies;
 pub mod report;
 pub mod requests;

@@ -103,6 +103,9 @@ impl Mailboxes {
         for r in &mut rows.access {
             r.mailbox_no = Some(self.number(&r.mailbox));
         }
+        for r in &mut rows.messages {
+            r.mailbox_no = Some(self.number(&r.mailbox));
+        }
         self.ids.read(|ids| {
             let key = |no: Option<u32>| {
                 let no = no.unwrap_or(u32::MAX);

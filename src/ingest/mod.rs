@@ -26,6 +26,7 @@ pub mod dovecot;
 pub mod envelope;
 pub mod mailboxes;
 pub mod postfix;
+pub mod received;
 pub mod source;
 
 use anyhow::Context;

@@ -31,13 +31,16 @@ pub enum Status {
     Deferred,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
     /// smtpd accepted a message:
     /// `4AA091855DA0: client=some.domain.name[1.2.3.4], sasl_method=PLAIN, sasl_username=user@sender.com`
     /// `ED01244770: client=localhost[127.0.0.1], orig_queue_id=4F5C64474F, orig_client=unknown[28.55.140.112]`
     Client {
         qid: QidBytes<'a>,
+        /// The client's name as Postfix resolved it (`unknown` when it
+        /// did not).
+        client_name: &'a [u8],
         client_ip: &'a [u8],
         sasl_user: Option<&'a [u8]>,
         orig_queue_id: Option<&'a [u8]>,
@@ -62,7 +65,12 @@ pub enum Event<'a> {
     },
     /// qmgr put a message in the active queue (again on every retry):
     /// `4AA091855DA0: from=<user@sender.com>, size=391, nrcpt=1 (queue active)`
-    QueueActive { qid: QidBytes<'a>, from: &'a [u8] },
+    QueueActive {
+        qid: QidBytes<'a>,
+        from: &'a [u8],
+        /// `size=`: the message's size in bytes as queued.
+        size: Option<u64>,
+    },
     /// qmgr gave up on what is left of a message:
     /// `23EBE3D5C0: from=<h-498b@h-5e67.com>, status=expired, returned to sender`
     Expired { qid: QidBytes<'a>, from: &'a [u8] },
@@ -74,6 +82,9 @@ pub enum Event<'a> {
     Delivery {
         qid: QidBytes<'a>,
         to: &'a [u8],
+        /// `orig_to=`: the address the recipient had before an alias or a
+        /// forward rewrote it.
+        orig_to: Option<&'a [u8]>,
         relay: &'a [u8],
         dsn: &'a [u8],
         status: Status,
@@ -85,11 +96,37 @@ pub enum Event<'a> {
     /// `NOQUEUE: reject: RCPT from x[1.2.3.4]: 554 5.7.1 <a@b>: Relay access denied; from=<john@example.com> to=<a@b> proto=SMTP helo=<x>`
     Reject {
         qid: Option<QidBytes<'a>>,
+        /// `reject`, `milter-reject` or `proxy-reject`.
+        action: &'a [u8],
+        /// `RCPT`, `DATA`, `END-OF-MESSAGE`, `CONNECT`... (empty when not
+        /// logged).
+        stage: &'a [u8],
+        client_name: Option<&'a [u8]>,
         client_ip: Option<&'a [u8]>,
         reply: &'a [u8],
         from: Option<&'a [u8]>,
         to: Option<&'a [u8]>,
         sasl_user: Option<&'a [u8]>,
+    },
+    /// cleanup kept the message out of the active queue or dropped it by a
+    /// site's rule (`header_checks`, `body_checks`, a milter):
+    /// `9C1B8C6611: hold: header Subject: X from n[1.2.3.4]; from=<S> to=<R> proto=ESMTP helo=<h>: REASON`
+    Kept {
+        qid: QidBytes<'a>,
+        /// `hold`, `milter-hold`, `discard`, `milter-discard`.
+        action: &'a [u8],
+        /// What matched (`header Subject: ...`), and the rule's text after
+        /// the envelope (empty when it gave none).
+        matched: &'a [u8],
+        reason: &'a [u8],
+        from: Option<&'a [u8]>,
+        to: Option<&'a [u8]>,
+    },
+    /// A `header_checks` `INFO` rule on the Subject:
+    /// `071A1C6A93: info: header Subject: TEXT from n[1.2.3.4]; from=<S> to=<R> proto=ESMTP helo=<h>`
+    Subject {
+        qid: QidBytes<'a>,
+        subject: &'a [u8],
     },
     /// A failed SMTP AUTH; the user name only from Postfix 3.9 on:
     /// `warning: unknown[192.0.2.152]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=admin`
@@ -276,6 +313,7 @@ fn client<'a>(qid: &'a [u8], v: &'a [u8]) -> Parsed<'a> {
     let Some((ip, rest)) = bracketed(v) else {
         return Parsed::Unknown;
     };
+    let client_name = &v[..memchr::memchr(b'[', v).unwrap_or(0)];
     let mut sasl_user = None;
     let mut orig_queue_id = None;
     let mut orig_client_ip = None;
@@ -289,6 +327,7 @@ fn client<'a>(qid: &'a [u8], v: &'a [u8]) -> Parsed<'a> {
     }
     Parsed::Event(Event::Client {
         qid,
+        client_name,
         client_ip: ip,
         sasl_user,
         orig_queue_id,
@@ -337,9 +376,33 @@ fn reject<'a>(qid: Option<&'a [u8]>, s: &'a [u8]) -> Option<Parsed<'a>> {
     let body = &s[colon + 2..];
     match action {
         b"reject" | b"milter-reject" | b"proxy-reject" => {}
-        b"reject_warning" | b"filter" | b"hold" | b"discard" | b"redirect" | b"milter-hold"
-        | b"milter-discard" | b"proxy-accept" | b"warning" | b"info" | b"replace" | b"prepend"
-        | b"strip" | b"bcc" | b"delay" | b"pass" | b"milter-discard-to" => {
+        b"hold" | b"milter-hold" | b"discard" | b"milter-discard" => {
+            return Some(match qid {
+                Some(qid) => kept(qid, action, body),
+                None => Parsed::Noise,
+            });
+        }
+        b"info" => {
+            return Some(match qid.zip(body.strip_prefix(b"header Subject: ")) {
+                Some((qid, v)) => {
+                    // `TEXT from NAME[ADDR]; from=<S> ...`: the subject
+                    // itself may hold ` from ` and `;`.
+                    let end = memmem::rfind(v, b"; from=<")
+                        .or_else(|| memmem::rfind(v, b"; to=<"))
+                        .or_else(|| memmem::rfind(v, b"; proto="))
+                        .unwrap_or(v.len());
+                    let head = &v[..end];
+                    let subject = match memmem::rfind(head, b" from ") {
+                        Some(i) if head.ends_with(b"]") => &head[..i],
+                        _ => head,
+                    };
+                    Parsed::Event(Event::Subject { qid, subject })
+                }
+                None => Parsed::Noise,
+            });
+        }
+        b"reject_warning" | b"filter" | b"redirect" | b"proxy-accept" | b"warning" | b"replace"
+        | b"prepend" | b"strip" | b"bcc" | b"delay" | b"pass" | b"milter-discard-to" => {
             return Some(Parsed::Noise);
         }
         _ => return None,
@@ -353,19 +416,60 @@ fn reject<'a>(qid: Option<&'a [u8]>, s: &'a [u8]) -> Option<Parsed<'a>> {
     // The client and the reply: `STAGE from NAME[ADDR]: REPLY` (smtpd),
     // `RCPT from [ADDR]:PORT: REPLY` (postscreen); cleanup's
     // `header ... from NAME[ADDR]` keeps its whole text as the reply.
-    let (client_ip, reply) =
-        match memmem::find(head, b" from ").and_then(|i| bracketed(&head[i + 6..])) {
-            Some((ip, rest)) => (Some(ip), rest.strip_prefix(b": ").unwrap_or(head)),
-            None => (None, head),
+    let from_at = memmem::find(head, b" from ");
+    let (client_name, client_ip, reply) =
+        match from_at.and_then(|i| Some((i, bracketed(&head[i + 6..])?))) {
+            Some((i, (ip, rest))) => {
+                let named = &head[i + 6..];
+                let name = &named[..memchr::memchr(b'[', named).unwrap_or(0)];
+                (
+                    Some(name),
+                    Some(ip),
+                    rest.strip_prefix(b": ").unwrap_or(head),
+                )
+            }
+            None => (None, None, head),
         };
+    let stage = match from_at {
+        Some(i) if !head[..i].contains(&b' ') => &head[..i],
+        _ => b"",
+    };
     Some(Parsed::Event(Event::Reject {
         qid,
+        action,
+        stage,
+        client_name,
         client_ip,
         reply,
         from: angle_value(envelope, b"from=<"),
         to: angle_value(envelope, b"to=<"),
         sasl_user: sasl_suffix(envelope),
     }))
+}
+
+/// cleanup's `hold:`/`discard:` body: `WHAT from NAME[ADDR]; from=<S> to=<R> proto=P helo=<H>: REASON`.
+fn kept<'a>(qid: &'a [u8], action: &'a [u8], body: &'a [u8]) -> Parsed<'a> {
+    let env_at = memmem::rfind(body, b"; from=<")
+        .or_else(|| memmem::rfind(body, b"; to=<"))
+        .unwrap_or(body.len());
+    let (head, envelope) = (&body[..env_at], &body[env_at..]);
+    let matched = match memmem::rfind(head, b" from ") {
+        Some(i) if head.ends_with(b"]") => &head[..i],
+        _ => head,
+    };
+    // The reason follows the envelope's last field (`helo=<H>: REASON`).
+    let reason = match memmem::rfind(envelope, b">: ") {
+        Some(i) => &envelope[i + 3..],
+        None => b"",
+    };
+    Parsed::Event(Event::Kept {
+        qid,
+        action,
+        matched,
+        reason,
+        from: angle_value(envelope, b"from=<"),
+        to: angle_value(envelope, b"to=<"),
+    })
 }
 
 /// The text between `key` (ending in `<`) and the next `>`.
@@ -427,8 +531,12 @@ fn qmgr(msg: &[u8]) -> Parsed<'_> {
         if tail.starts_with(b"status=expired") || tail.starts_with(b"status=force-expired") {
             return Parsed::Event(Event::Expired { qid, from });
         }
-        if tail.starts_with(b"size=") {
-            return Parsed::Event(Event::QueueActive { qid, from });
+        if let Some(t) = tail.strip_prefix(b"size=") {
+            let n = t.iter().take_while(|b| b.is_ascii_digit()).count();
+            let size = std::str::from_utf8(&t[..n])
+                .ok()
+                .and_then(|d| d.parse().ok());
+            return Parsed::Event(Event::QueueActive { qid, from, size });
         }
         return Parsed::Unknown;
     }
@@ -462,6 +570,7 @@ fn agent(msg: &[u8]) -> Parsed<'_> {
     };
     let mut relay: &[u8] = b"";
     let mut dsn: &[u8] = b"";
+    let mut orig_to = None;
     loop {
         let Some(f) = fields.strip_prefix(b", ") else {
             return Parsed::Unknown;
@@ -487,6 +596,7 @@ fn agent(msg: &[u8]) -> Parsed<'_> {
             return Parsed::Event(Event::Delivery {
                 qid,
                 to,
+                orig_to,
                 relay,
                 dsn,
                 status,
@@ -497,6 +607,9 @@ fn agent(msg: &[u8]) -> Parsed<'_> {
         let field = &f[..end];
         if let Some(r) = field.strip_prefix(b"relay=") {
             relay = r;
+        } else if let Some(o) = field.strip_prefix(b"orig_to=") {
+            orig_to = Some(o.strip_prefix(b"<").unwrap_or(o));
+            orig_to = orig_to.map(|o| o.strip_suffix(b">").unwrap_or(o));
         } else if let Some(d) = field.strip_prefix(b"dsn=") {
             dsn = d;
         }
@@ -612,6 +725,7 @@ mod tests {
             ),
             Event::Client {
                 qid: b"4AA091855DA0",
+                client_name: b"some.domain.name",
                 client_ip: b"1.2.3.4",
                 sasl_user: Some(b"user@sender.com"),
                 orig_queue_id: None,
@@ -625,6 +739,7 @@ mod tests {
             ),
             Event::Client {
                 qid: b"ED01244770",
+                client_name: b"localhost",
                 client_ip: b"127.0.0.1",
                 sasl_user: None,
                 orig_queue_id: Some(b"4F5C64474F"),
@@ -638,6 +753,7 @@ mod tests {
             ),
             Event::Client {
                 qid: b"3mPVKl0Mhjz7sXv",
+                client_name: b"unknown",
                 client_ip: b"2a02:168:636a::15e2",
                 sasl_user: None,
                 orig_queue_id: None,
@@ -664,6 +780,9 @@ mod tests {
             ev("smtpd", "NOQUEUE: reject: RCPT from badguy.example.com[93.184.216.34]: 454 4.7.1 Service unavailable; Client host [93.184.216.34] blocked using rbl.example.com; http://www.example.com/query?ip=93.184.216.34; from=<spammer@example.com> to=<goodguy@example.com> proto=ESMTP helo=<badguy.example.com>"),
             Event::Reject {
                 qid: None,
+                action: b"reject",
+                stage: b"RCPT",
+                client_name: Some(b"badguy.example.com"),
                 client_ip: Some(b"93.184.216.34"),
                 reply: b"454 4.7.1 Service unavailable; Client host [93.184.216.34] blocked using rbl.example.com; http://www.example.com/query?ip=93.184.216.34",
                 from: Some(b"spammer@example.com"),
@@ -781,7 +900,8 @@ mod tests {
             ),
             Event::QueueActive {
                 qid: b"4AA091855DA0",
-                from: b"user@sender.com"
+                from: b"user@sender.com",
+                size: Some(391),
             }
         );
         assert_eq!(
@@ -791,7 +911,8 @@ mod tests {
             ),
             Event::QueueActive {
                 qid: b"A48191855DA0",
-                from: b""
+                from: b"",
+                size: Some(3147),
             }
         );
         assert_eq!(
@@ -824,12 +945,68 @@ mod tests {
     }
 
     #[test]
+    fn holds_and_subjects_of_cleanup() {
+        assert_eq!(
+            ev(
+                "cleanup",
+                "9C1B8C6611: hold: header Subject: Contract draft HOLDME for review from mail.partner.test[127.0.0.35]; from=<legal@partner.test> to=<carol@example.edu> proto=ESMTP helo=<mail.partner.test>: held for review by the postmaster"
+            ),
+            Event::Kept {
+                qid: b"9C1B8C6611",
+                action: b"hold",
+                matched: b"header Subject: Contract draft HOLDME for review",
+                reason: b"held for review by the postmaster",
+                from: Some(b"legal@partner.test"),
+                to: Some(b"carol@example.edu"),
+            }
+        );
+        // A subject that holds the envelope's words stays whole.
+        assert_eq!(
+            ev(
+                "cleanup",
+                "071A1C6A93: info: header Subject: re: from x[1.2.3.4]; from=<a@b> to=<c@d> from relay.odd.test[127.0.0.34]; from=<billing@odd.test> to=<alice@example.edu> proto=ESMTP helo=<relay.odd.test>"
+            ),
+            Event::Subject {
+                qid: b"071A1C6A93",
+                subject: b"re: from x[1.2.3.4]; from=<a@b> to=<c@d>",
+            }
+        );
+        let Event::Reject {
+            qid,
+            action,
+            stage,
+            client_name,
+            reply,
+            to,
+            ..
+        } = ev(
+            "cleanup",
+            "15446C6601: milter-reject: END-OF-MESSAGE from relay.odd.test[127.0.0.34]: 5.7.1 Gtube pattern; from=<promo@odd.test> to=<alice@example.edu> proto=ESMTP helo=<relay.odd.test>",
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (qid, action, stage, client_name, reply, to),
+            (
+                Some(&b"15446C6601"[..]),
+                &b"milter-reject"[..],
+                &b"END-OF-MESSAGE"[..],
+                Some(&b"relay.odd.test"[..]),
+                &b"5.7.1 Gtube pattern"[..],
+                Some(&b"alice@example.edu"[..])
+            )
+        );
+    }
+
+    #[test]
     fn deliveries() {
         assert_eq!(
             ev("smtp", "776E41855DB2: to=<invalid.email@example.com>, relay=mx.example.com[11.22.33.44]:25, delay=1.9, delays=0/0/1.5/0.37, dsn=5.1.1, status=bounced (host mx.example.com[11.22.33.44] said: 550 5.1.1 <invalid.email@example.com> User unknown (in reply to RCPT TO command))"),
             Event::Delivery {
                 qid: b"776E41855DB2",
                 to: b"invalid.email@example.com",
+                orig_to: None,
                 relay: b"mx.example.com[11.22.33.44]:25",
                 dsn: b"5.1.1",
                 status: Status::Bounced,
@@ -843,6 +1020,7 @@ mod tests {
             ),
             Event::Delivery {
                 to: b"h-493@h-ea3.com",
+                orig_to: Some(b"h-195@h-20b.com"),
                 relay: b"local",
                 status: Status::Sent,
                 ..

@@ -91,6 +91,7 @@ macro_rules! on_writer {
     };
 }
 
+pub mod messages;
 mod nightly;
 mod outbox;
 pub use nightly::{DayCounts, Guess, Limits, Post, PostOutcome};
@@ -353,6 +354,16 @@ macro_rules! write_records {
     }};
 }
 
+/// Writes the batch's message rows ([`messages`]).
+macro_rules! write_messages {
+    (@sqlite $tx:expr, $rows:expr, $ids:expr) => {
+        messages::insert_sqlite(&mut **$tx, $rows, $ids).await?
+    };
+    (@pg $tx:expr, $rows:expr, $ids:expr) => {
+        messages::insert_pg(&mut **$tx, $rows, $ids).await?
+    };
+}
+
 /// Gives the texts `$values` their ids in `$texts`, storing the new ones
 /// in the transaction: on SQLite through the raw handle
 /// ([`sqlite_bulk::resolve_texts`]), on PostgreSQL by [`resolve_texts!`].
@@ -396,7 +407,8 @@ macro_rules! commit_in {
             no.and_then(|n| by_no.get(n as usize).copied())
                 .ok_or_else(|| anyhow::anyhow!("a row to store names mailbox number {no:?}, which no batch has given"))
         };
-        let Rows { smtp, access } = rows;
+        let Rows { smtp, access, messages } = rows;
+        let message_ids = messages.iter().map(|r| id_of(r.mailbox_no)).collect::<anyhow::Result<Vec<i64>>>()?;
         // Each reply split once, for its pattern's id and for the record.
         let replies: Vec<_> = smtp
             .iter()
@@ -425,7 +437,8 @@ macro_rules! commit_in {
         for (r, (pattern, args)) in access.iter().zip(reasons) {
             access_records.push(records::AccessRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)?);
         }
-        let n = write_records!(@ $insert tx, &smtp_records, &access_records);
+        let n = write_records!(@ $insert tx, &smtp_records, &access_records)
+            + write_messages!(@ $insert tx, &messages, &message_ids);
         // A complete day's table (`daily_counts`) is made by the nightly
         // job; rows that reach a day it has counted make it count again.
         let mut days: Vec<i32> = smtp.iter().map(|r| r.day).collect();
@@ -457,7 +470,7 @@ macro_rules! commit_in {
                 .execute(&mut **tx)
                 .await?;
         }
-        (n, fresh, Rows { smtp, access })
+        (n, fresh, Rows { smtp, access, messages })
     }};
 }
 
@@ -593,6 +606,7 @@ impl Writer {
                     .iter()
                     .map(|r| r.day)
                     .chain(batch.rows.access.iter().map(|r| r.day))
+                    .chain(batch.rows.messages.iter().map(|r| r.day))
                     .collect();
                 days.sort_unstable();
                 days.dedup();

@@ -1,7 +1,7 @@
 //! PostgreSQL's day partitions of the event tables: made before the
 //! ingest writes a day's first row, dropped whole at retention.
 //!
-//! `smtp_rows` and `access_rows` are partitioned by range of `day`
+//! `smtp_rows`, `access_rows` and `message_rows` (0010) are partitioned by range of `day`
 //! (migrations/postgres/0009), one partition per day, named
 //! `smtp_rows_YYYYMMDD` and `access_rows_YYYYMMDD`, holding the rows with
 //! `day` from YYYYMMDD up to YYYYMMDD + 1. There is no DEFAULT partition:
@@ -32,7 +32,7 @@ use chrono::{Datelike, NaiveDate};
 use sqlx::PgPool;
 
 /// The partitioned tables, each with a partition per day.
-const PARENTS: [&str; 2] = ["smtp_rows", "access_rows"];
+const PARENTS: [&str; 3] = ["smtp_rows", "access_rows", "message_rows"];
 
 /// The first key of the advisory lock of a day's partitions (the second is
 /// the day), so that no other use of advisory locks meets it: "mtpd".
@@ -128,13 +128,13 @@ async fn partitions(
 ) -> anyhow::Result<Vec<(String, String)>> {
     const SQL: &str = "SELECT p.relname::text, c.relname::text FROM pg_inherits i \
         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
-        WHERE i.inhparent IN ('smtp_rows'::regclass, 'access_rows'::regclass) \
+        WHERE i.inhparent IN ('smtp_rows'::regclass, 'access_rows'::regclass, 'message_rows'::regclass) \
         AND ($1::text[] IS NULL OR c.relname = ANY($1))";
     sqlx::query_as(SQL)
         .bind(names)
         .fetch_all(conn)
         .await
-        .context("listing the partitions of smtp_rows and access_rows")
+        .context("listing the partitions of the event tables")
 }
 
 /// Makes sure both tables have a partition for each of `days` (YYYYMMDD;

@@ -193,6 +193,23 @@ pub(super) struct Msg {
     /// nothing twice (the same lines' rows have the same keys).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) released: Vec<Pending>,
+    /// What the message's lines say of it for its local recipients (see
+    /// `inbound.rs`): the client's name, Message-ID, size, subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) client_name: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) msgid_text: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) subject: Option<String>,
+    /// Rows for local recipients waiting for what the message's other
+    /// lines say (its sender, Message-ID), for at most [`GRACE_US`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) inbound: Vec<crate::ingest::received::MessageRow>,
+    /// The host's clock when the first of `inbound` was made.
+    #[serde(default)]
+    pub(super) inbound_at: i64,
 }
 
 impl Msg {
@@ -289,6 +306,9 @@ impl Slot {
         if let Some(e) = &m.expired {
             at = at.min(e.at_us.saturating_add(GRACE_US));
         }
+        if !m.inbound.is_empty() {
+            at = at.min(m.inbound_at.saturating_add(GRACE_US));
+        }
         at
     }
 }
@@ -317,6 +337,19 @@ impl<'de> Deserialize<'de> for Slot {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Slot, D::Error> {
         Msg::deserialize(d).map(Slot::new)
     }
+}
+
+/// A Sieve redirect (Dovecot's line), waiting for Postfix's delivery of
+/// the copy it sent: the same Message-ID, to the same address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Redirect {
+    pub(super) host: u32,
+    /// The redirected message's Message-ID, hashed as `Msg::msgid`.
+    pub(super) msgid: u64,
+    pub(super) to: Text,
+    pub(super) mailbox: Text,
+    /// The host's clock when it was read.
+    pub(super) at_us: i64,
 }
 
 /// A Postfix SASL failure without a user name, waiting for Dovecot's line.
@@ -365,6 +398,9 @@ pub struct State {
     pub(super) auth_fails: Vec<AuthFail>,
     /// Dovecot sessions in flight.
     pub(super) access: AccessState,
+    /// Sieve redirects whose copy's delivery is still to come.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) redirects: Vec<Redirect>,
     /// Where copies are found by what links them; derived from
     /// `messages`, made again when a state is restored.
     #[serde(skip)]

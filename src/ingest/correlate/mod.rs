@@ -49,12 +49,14 @@ use super::envelope::{Clock, LocalDays};
 #[cfg(doc)]
 use super::mailboxes::Mailboxes;
 use super::postfix::{self, Event, Parsed, Status};
+use super::received::{self, MessageRow};
 use crate::domain::{
     LocalDomains, normalize_logged_address, normalize_logged_address_into, strip_extension,
 };
 
 mod clock;
 mod emit;
+mod inbound;
 mod lifecycle;
 mod links;
 mod sweep;
@@ -177,11 +179,13 @@ pub struct Row {
 pub struct Rows {
     pub smtp: Vec<Row>,
     pub access: Vec<AccessRow>,
+    /// Facts about mail received by local mailboxes.
+    pub messages: Vec<MessageRow>,
 }
 
 impl Rows {
     pub fn len(&self) -> usize {
-        self.smtp.len() + self.access.len()
+        self.smtp.len() + self.access.len() + self.messages.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -196,11 +200,13 @@ impl Rows {
             Some(mut r) => {
                 r.smtp.clear();
                 r.access.clear();
+                r.messages.clear();
                 r
             }
             None => Rows {
                 smtp: Vec::with_capacity(self.smtp.len()),
                 access: Vec::with_capacity(self.access.len()),
+                messages: Vec::with_capacity(self.messages.len()),
             },
         };
         std::mem::replace(self, next)
@@ -373,6 +379,9 @@ pub struct Correlator {
     scratch: RefCell<String>,
     /// Added to every host's clock while [`Correlator::idle`] sweeps.
     idle_us: i64,
+    /// Rows about received mail made by the current call, moved into its
+    /// output at the end of it.
+    msg_out: Vec<MessageRow>,
     pub stats: Stats,
 }
 
@@ -406,6 +415,7 @@ impl Correlator {
             dsns: Phrases::default(),
             scratch: RefCell::new(String::new()),
             idle_us: 0,
+            msg_out: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -554,8 +564,10 @@ impl Correlator {
 
     /// Counts what the last call gave: its SMTP rows (`out.smtp` had
     /// `before` then), and the mailbox access rows made final.
-    fn count(&mut self, before: usize, out: &Rows) {
+    fn count(&mut self, before: usize, out: &mut Rows) {
         self.stats.rows += out.smtp.len().saturating_sub(before) as u64;
+        self.stats.rows += self.msg_out.len() as u64;
+        out.messages.append(&mut self.msg_out);
         self.stats.rows += self.state.access.take_given();
         let u = std::mem::take(&mut self.em.unattributed);
         self.stats.unattributed.add(&u);
@@ -577,6 +589,21 @@ impl Correlator {
         };
         let postfix = postfix::daemon(env.program);
         if postfix.is_none() && !dovecot::is_dovecot(env.program, env.host) {
+            if let Some(v) = received::filter_verdict(env.program, env.message) {
+                let host = self.host_id(env.host);
+                let now_us = self.state.clocks[host as usize].tick(env.time_us);
+                let ctx = LineCtx {
+                    host,
+                    time_us: env.time_us,
+                    now_us,
+                    program: env.program,
+                    pid: env.pid,
+                    message: env.message,
+                };
+                self.stats.lines_used += 1;
+                self.filter_line(&ctx, v);
+                return;
+            }
             self.stats.lines_noise += 1;
             self.stats.lines_other_programs += 1;
             return;
@@ -599,12 +626,14 @@ impl Correlator {
                 Parsed::Event(ev) => {
                     self.stats.lines_used += 1;
                     self.postfix_event(&ctx, ev, &mut out.smtp);
+                    self.inbound(&ctx, ev);
                 }
                 Parsed::Noise => self.stats.lines_noise += 1,
                 Parsed::Unknown => self.unrecognised(line),
             }
             return;
         }
+        let message_fact = self.dovecot_message(&ctx, env.message);
         let line = AccessLine {
             host_id: host,
             host: &self.state.hosts[host as usize],
@@ -617,6 +646,15 @@ impl Correlator {
             self.stats.lines_used += 1;
             self.state.access.verdict(&self.access_settings, &line, &f);
             self.dovecot_auth_failure(&ctx, f, &mut out.smtp);
+        } else if message_fact {
+            self.stats.lines_used += 1;
+            self.state.access.feed(
+                &self.access_settings,
+                &line,
+                env.program,
+                env.message,
+                &mut out.access,
+            );
         } else if self.state.access.feed(
             &self.access_settings,
             &line,
@@ -751,6 +789,7 @@ impl Correlator {
             Event::Client {
                 qid,
                 client_ip,
+                client_name: _,
                 sasl_user,
                 orig_queue_id,
                 orig_client_ip,
@@ -808,7 +847,7 @@ impl Correlator {
                     }
                 }
             }
-            Event::QueueActive { qid, from } => {
+            Event::QueueActive { qid, from, .. } => {
                 let key = (ctx.host, Qid::new(qid));
                 let sender = self.sender(from);
                 let m = self.msg(key, ctx, false, out);
@@ -855,6 +894,7 @@ impl Correlator {
                 dsn,
                 status,
                 response,
+                ..
             } => {
                 let key = (ctx.host, Qid::new(qid));
                 let nets = &self.em.settings.internal_relays;
@@ -907,6 +947,7 @@ impl Correlator {
                 from,
                 to,
                 sasl_user,
+                ..
             } => {
                 let origin = Origin {
                     sender: from.map_or(Sender::Null, |f| self.sender(f)),
@@ -927,6 +968,8 @@ impl Correlator {
                     out,
                 );
             }
+            // Only for local recipients (see `inbound.rs`).
+            Event::Kept { .. } | Event::Subject { .. } => {}
             Event::SaslFailed {
                 client_ip,
                 what,

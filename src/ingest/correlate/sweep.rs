@@ -16,6 +16,7 @@ impl Correlator {
         let mut settle = Vec::new();
         let mut close = Vec::new();
         let mut stale = Vec::new();
+        let mut inbound = Vec::new();
         self.state.messages.retain(|k, m| {
             let now = now_of(k.0);
             // Nothing of it is due (and nothing changed since it was last
@@ -25,7 +26,15 @@ impl Correlator {
             }
             // A lifecycle that holds nothing and was never a possible copy
             // ends here, in place: nothing of it can make a row.
-            let bare = m.held.is_empty() && m.link == Link::None && m.expired.is_none();
+            let bare = m.held.is_empty()
+                && m.link == Link::None
+                && m.expired.is_none()
+                && m.inbound.is_empty();
+            // Rows for local recipients wait for the message's other lines
+            // a little while only.
+            if !m.inbound.is_empty() && (all || now >= m.inbound_at.saturating_add(GRACE_US)) {
+                inbound.push(*k);
+            }
             if !all && m.last_us.saturating_add(STALE_US) < now {
                 if bare {
                     return false;
@@ -55,8 +64,11 @@ impl Correlator {
         });
         // The same order whatever the map's: a restored state must go on
         // exactly as the uninterrupted one.
-        for v in [&mut settle, &mut close, &mut stale] {
+        for v in [&mut inbound, &mut settle, &mut close, &mut stale] {
             v.sort_unstable();
+        }
+        for k in inbound {
+            self.release_inbound(k, true);
         }
         for k in settle {
             self.settle(k, all, &mut out.smtp);
@@ -65,6 +77,7 @@ impl Correlator {
             self.close(k, &mut out.smtp);
         }
         for k in stale {
+            self.release_inbound(k, true);
             if let Some(m) = self.state.messages.remove(&k) {
                 self.state.copies.unfile(k, &m);
                 self.em.unattributed.sender_unseen += m.held.len() as u64;
@@ -72,6 +85,7 @@ impl Correlator {
         }
         if !all {
             self.expire_handoffs(&mut out.smtp);
+            self.expire_redirects();
         }
         self.expire_sasl(all);
         let (clocks, idle) = (&self.state.clocks, self.idle_us);
@@ -120,6 +134,7 @@ impl Correlator {
     /// counted as its own stays claimable a while.
     pub(super) fn close(&mut self, k: MsgKey, out: &mut Vec<Row>) {
         self.settle(k, true, out);
+        self.release_inbound(k, true);
         let Some(m) = self.state.messages.remove(&k).map(Slot::into_msg) else {
             return;
         };

@@ -1,0 +1,218 @@
+//! `message_rows`: mail received by local mailboxes and what became of it
+//! (migrations 0010; the rows come from [`crate::ingest::received`]).
+//!
+//! They are far fewer than the SMTP and access rows on a site's hot path
+//! and written with multi-row `INSERT ... ON CONFLICT DO NOTHING` in the
+//! ingest's transaction, so they share its crash safety: a batch's rows,
+//! checkpoint and state commit together, and a line read twice stores
+//! nothing twice (same key).
+
+use super::{Store, days_between};
+use crate::ingest::received::{MessageRow, MsgKind, msgid_hash};
+
+/// The `msgid_hash` of a folder's event, so that `locate` finds them
+/// beside a message's own rows.
+pub const FOLDER_HASH: i64 = 1;
+
+/// Rows per statement: 21 values each, under SQLite's 32,766 parameters.
+const CHUNK: usize = 500;
+
+const COLUMNS: &str = "INSERT INTO message_rows (day, mailbox_id, sec, key, usec, kind, msgid_hash, host, \
+    queue_id, session, protocol, message_id, sender, subject, client, folder, other, size, uid, status, reply) ";
+
+/// The hash a row is found by (see [`FOLDER_HASH`]).
+pub fn row_hash(r: &MessageRow) -> i64 {
+    match r.kind() {
+        Some(MsgKind::FolderCreated | MsgKind::FolderDeleted | MsgKind::FolderRenamed) => {
+            FOLDER_HASH
+        }
+        _ => r.message_id.as_deref().map_or(0, msgid_hash),
+    }
+}
+
+macro_rules! insert_chunks {
+    ($db:ty, $conn:expr, $rows:expr, $ids:expr) => {{
+        let mut n = 0u64;
+        for (rows, ids) in $rows.chunks(CHUNK).zip($ids.chunks(CHUNK)) {
+            let mut b = sqlx::QueryBuilder::<$db>::new(COLUMNS);
+            b.push_values(rows.iter().zip(ids), |mut v, (r, id)| {
+                v.push_bind(r.day)
+                    .push_bind(*id)
+                    .push_bind(r.time_us.div_euclid(1_000_000))
+                    .push_bind(r.key)
+                    .push_bind(r.time_us.rem_euclid(1_000_000) as i32)
+                    .push_bind(r.kind)
+                    .push_bind(row_hash(r))
+                    .push_bind(r.host.as_str())
+                    .push_bind(r.queue_id.as_deref())
+                    .push_bind(r.session.as_deref())
+                    .push_bind(r.protocol.as_deref())
+                    .push_bind(r.message_id.as_deref())
+                    .push_bind(r.sender.as_deref())
+                    .push_bind(r.subject.as_deref())
+                    .push_bind(r.client.as_deref())
+                    .push_bind(r.folder.as_deref())
+                    .push_bind(r.other.as_deref())
+                    .push_bind(r.size)
+                    .push_bind(r.uid)
+                    .push_bind(r.status.as_deref())
+                    .push_bind(r.reply.as_deref());
+            });
+            b.push(" ON CONFLICT DO NOTHING");
+            n += b.build().execute(&mut *$conn).await?.rows_affected();
+        }
+        n
+    }};
+}
+
+pub(super) async fn insert_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[MessageRow],
+    ids: &[i64],
+) -> anyhow::Result<u64> {
+    Ok(insert_chunks!(sqlx::Sqlite, conn, rows, ids))
+}
+
+pub(super) async fn insert_pg(
+    conn: &mut sqlx::PgConnection,
+    rows: &[MessageRow],
+    ids: &[i64],
+) -> anyhow::Result<u64> {
+    Ok(insert_chunks!(sqlx::Postgres, conn, rows, ids))
+}
+
+const SELECT: &str = "SELECT day, sec, usec, key, kind, host, queue_id, session, protocol, message_id, \
+    sender, subject, client, folder, other, size, uid, status, reply FROM message_rows";
+
+fn from_row<R>(mailbox: &str, r: &R) -> anyhow::Result<MessageRow>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i32: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let sec: i64 = r.try_get("sec")?;
+    let usec: i32 = r.try_get("usec")?;
+    let kind: i32 = r.try_get("kind")?;
+    let text =
+        |c: &str| -> anyhow::Result<Option<String>> { Ok(r.try_get::<Option<String>, _>(c)?) };
+    Ok(MessageRow {
+        key: r.try_get("key")?,
+        time_us: sec * 1_000_000 + usec as i64,
+        day: r.try_get("day")?,
+        mailbox: mailbox.into(),
+        mailbox_no: None,
+        kind: kind as i16,
+        host: r.try_get::<String, _>("host")?.into(),
+        queue_id: text("queue_id")?.map(Into::into),
+        session: text("session")?.map(Into::into),
+        protocol: text("protocol")?.map(Into::into),
+        message_id: text("message_id")?,
+        sender: text("sender")?,
+        subject: text("subject")?,
+        client: text("client")?,
+        folder: text("folder")?,
+        other: text("other")?,
+        size: r.try_get("size")?,
+        uid: r.try_get("uid")?,
+        status: text("status")?.map(Into::into),
+        reply: text("reply")?,
+    })
+}
+
+impl Store {
+    /// A mailbox's message rows of the days `from_day..=to_day`, in time
+    /// order, a day at a time (each day's rows of a mailbox lie together).
+    pub async fn message_rows(
+        &self,
+        mailbox: &str,
+        from_day: i32,
+        to_day: i32,
+    ) -> anyhow::Result<Vec<MessageRow>> {
+        let Some(id) = self.mailbox_id(mailbox).await? else {
+            return Ok(Vec::new());
+        };
+        let sql = format!("{SELECT} WHERE day = $1 AND mailbox_id = $2 ORDER BY sec, key");
+        let mut out = Vec::new();
+        for day in days_between(from_day, to_day) {
+            let rows = on_pool!(self, p => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(day)
+                    .bind(id)
+                    .fetch_all(p)
+                    .await?;
+                rows.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
+            });
+            out.extend(rows);
+        }
+        out.sort_by_key(|r| (r.time_us, r.key));
+        Ok(out)
+    }
+
+    /// A mailbox's rows that name the Message-ID `id`, and its folders'
+    /// events, over all days kept, in time order.
+    pub async fn message_trail(&self, mailbox: &str, id: &str) -> anyhow::Result<Vec<MessageRow>> {
+        let Some(mid) = self.mailbox_id(mailbox).await? else {
+            return Ok(Vec::new());
+        };
+        let sql = format!("{SELECT} WHERE mailbox_id = $1 AND msgid_hash IN ($2, $3)");
+        let mut rows = on_pool!(self, p => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(mid)
+                .bind(msgid_hash(id))
+                .bind(FOLDER_HASH)
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
+        });
+        rows.sort_by_key(|r| (r.time_us, r.key));
+        Ok(rows)
+    }
+
+    /// Whether the mailbox has any mail_log row (save, copy, expunge,
+    /// flags) in the days given: without any, the logs cannot tell what
+    /// became of a message after delivery.
+    pub async fn has_mail_log(
+        &self,
+        mailbox: &str,
+        from_day: i32,
+        to_day: i32,
+    ) -> anyhow::Result<bool> {
+        let Some(id) = self.mailbox_id(mailbox).await? else {
+            return Ok(false);
+        };
+        const SQL: &str = "SELECT 1 FROM message_rows WHERE day >= $1 AND day <= $2 AND mailbox_id = $3 \
+            AND kind >= 15 AND kind <= 20 LIMIT 1";
+        let found = on_pool!(self, p => sqlx::query(SQL).bind(from_day).bind(to_day).bind(id).fetch_optional(p).await?.is_some());
+        Ok(found)
+    }
+
+    /// The login rows (session, remote IP, client) of the given Dovecot
+    /// sessions of a mailbox, from the access rows of the days given.
+    pub async fn session_logins(
+        &self,
+        mailbox: &str,
+        sessions: &[String],
+        from_day: i32,
+        to_day: i32,
+    ) -> anyhow::Result<Vec<(String, Option<String>, Option<String>)>> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for e in self.access_events(mailbox, from_day, to_day).await? {
+            if e.kind == Some(crate::ingest::access::AccessKind::Login)
+                && let Some(s) = &e.session
+                && sessions.iter().any(|x| x == s.as_str())
+            {
+                out.push((
+                    s.to_string(),
+                    e.remote_ip.as_ref().map(|t| t.to_string()),
+                    e.client.as_ref().map(|t| t.to_string()),
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
