@@ -556,6 +556,7 @@ async fn report_once(store: &Store, mailbox: &Mailbox, kind: Kind, range: DateRa
         rows: match &data {
             Data::Smtp(h) => h.details.len(),
             Data::Access(h) => h.events.len(),
+            Data::Received(h) => h.messages.len(),
         },
         attachment: r.attachment.bytes.len(),
         mail: mail.message.len(),
@@ -1109,6 +1110,7 @@ async fn main() {
         let name = match kind {
             Kind::Smtp => "SMTP",
             Kind::Access => "access",
+            Kind::Received => "received",
         };
         let mut warm = Vec::new();
         let mut cold_runs = Vec::new();

@@ -142,6 +142,12 @@ pub fn access_days(days: &[DaySummary]) -> Vec<DayLine> {
     })
 }
 
+/// The received mail's lines: days with no mail collapse.
+pub fn received_days(days: &[crate::received::DayCounts]) -> Vec<DayLine> {
+    let dates: Vec<&str> = days.iter().map(|d| d.date.as_str()).collect();
+    lines(&dates, |i| days[i].received == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

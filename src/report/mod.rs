@@ -36,6 +36,7 @@ use crate::access::AccessHistory;
 use crate::config::{Config, Lang};
 use crate::domain::{DateRange, Mailbox};
 use crate::history::{Format, History};
+use crate::received::ReceivedMail;
 use crate::store::Store;
 
 /// What a report shows.
@@ -46,6 +47,8 @@ pub enum Kind {
     Smtp,
     /// The mailbox access history.
     Access,
+    /// Mail received by the mailbox, and what became of it.
+    Received,
 }
 
 impl Kind {
@@ -53,6 +56,7 @@ impl Kind {
         match self {
             Kind::Smtp => "smtp",
             Kind::Access => "access",
+            Kind::Received => "received",
         }
     }
 
@@ -60,6 +64,7 @@ impl Kind {
         match s {
             "smtp" => Some(Kind::Smtp),
             "access" => Some(Kind::Access),
+            "received" => Some(Kind::Received),
             _ => None,
         }
     }
@@ -138,6 +143,7 @@ pub struct Spec {
 pub enum Data {
     Smtp(History),
     Access(AccessHistory),
+    Received(ReceivedMail),
 }
 
 impl Data {
@@ -161,7 +167,7 @@ impl Data {
                 )
                 .await?,
             ),
-            Kind::Access => Data::load(store, spec, tz).await?,
+            Kind::Access | Kind::Received => Data::load(store, spec, tz).await?,
         })
     }
 
@@ -174,6 +180,9 @@ impl Data {
             Kind::Access => {
                 Data::Access(crate::access::load(store, &spec.mailbox, spec.range, tz).await?)
             }
+            Kind::Received => {
+                Data::Received(crate::received::load(store, &spec.mailbox, spec.range, tz).await?)
+            }
         })
     }
 
@@ -181,6 +190,7 @@ impl Data {
         match self {
             Data::Smtp(h) => &h.mailbox,
             Data::Access(h) => &h.mailbox,
+            Data::Received(h) => &h.mailbox,
         }
     }
 
@@ -191,14 +201,16 @@ impl Data {
                 .unwrap_or(0)
                 .max(h.details.len()),
             Data::Access(h) => h.events.len(),
+            Data::Received(h) => h.messages.len() + h.omitted,
         }
     }
 
-    /// Detail rows read (deliveries, or access events).
+    /// Detail rows read (deliveries, access events, received messages).
     fn rows(&self) -> usize {
         match self {
             Data::Smtp(h) => h.details.len(),
             Data::Access(h) => h.events.len(),
+            Data::Received(h) => h.messages.len(),
         }
     }
 
@@ -206,6 +218,7 @@ impl Data {
         match self {
             Data::Smtp(h) => h.is_empty(),
             Data::Access(h) => h.is_empty(),
+            Data::Received(h) => h.is_empty(),
         }
     }
 
@@ -225,6 +238,13 @@ impl Data {
                 h.events.truncate(n);
                 h.facts.truncate(n);
                 (Data::Access(h), next)
+            }
+            Data::Received(h) => {
+                let next = h.messages.get(n).map(|e| e.time.clone());
+                let mut h = h.clone();
+                h.messages.truncate(n);
+                h.times_us.truncate(n);
+                (Data::Received(h), next)
             }
         }
     }
@@ -269,6 +289,7 @@ impl Data {
         match self {
             Data::Smtp(h) => h.render(Format::Csv),
             Data::Access(h) => h.render(Format::Csv),
+            Data::Received(h) => h.render(Format::Csv),
         }
     }
 }
@@ -522,6 +543,7 @@ struct View<'a> {
     empty: bool,
     smtp: Option<SmtpTables<'a>>,
     access: Option<AccessTables<'a>>,
+    received: Option<ReceivedTables<'a>>,
     /// One per access event (not in the JSON output of `access`).
     access_facts: Option<&'a [crate::access::EventFacts]>,
     /// The thresholds crossed, for a warning.
@@ -560,6 +582,15 @@ struct SmtpTables<'a> {
 struct AccessTables<'a> {
     days: &'a [crate::access::DaySummary],
     events: &'a [crate::access::Event],
+}
+
+/// What the templates read of received mail: the daily counts, and the
+/// messages when the rendering shows them.
+#[derive(Serialize)]
+struct ReceivedTables<'a> {
+    days: &'a [crate::received::DayCounts],
+    messages: &'a [crate::received::Received],
+    total: usize,
 }
 
 /// An instant as the report shows it: `2026/11/23 10:07:11`, in the zone
@@ -759,6 +790,7 @@ fn render_with(
     let chart = match data {
         Data::Smtp(h) => chart::daily(&h.days, spec.lang, &from, &to),
         Data::Access(h) => chart::logins(&h.events, spec.lang, &from, &to),
+        Data::Received(_) => None,
     };
     // Never more rows than could fit: beyond them, the report says where
     // the rows left out start, as when it is cut to fit below.
@@ -788,9 +820,10 @@ fn render_with(
         } else {
             format!("{stem}.html")
         };
-        let (smtp, access) = match data {
-            Data::Smtp(h) => (Some(h), None),
-            Data::Access(h) => (None, Some(h)),
+        let (smtp, access, received) = match data {
+            Data::Smtp(h) => (Some(h), None, None),
+            Data::Access(h) => (None, Some(h), None),
+            Data::Received(h) => (None, None, Some(h)),
         };
         // The mail's parts (`cover`) show the header and the daily
         // table, not the rows.
@@ -819,6 +852,11 @@ fn render_with(
                 events: &h.events[..rows(h.events.len())],
             }),
             access_facts: access.map(|h| &h.facts[..rows(h.facts.len())]),
+            received: received.map(|h| ReceivedTables {
+                days: &h.days,
+                messages: &h.messages[..rows(h.messages.len())],
+                total: h.messages.len() + h.omitted,
+            }),
             warning,
             reasons: data.reasons(),
             zone: zone.clone(),
@@ -832,6 +870,7 @@ fn render_with(
             day_lines: match data {
                 Data::Smtp(h) => layout::smtp_days(&h.days),
                 Data::Access(h) => layout::access_days(&h.days),
+                Data::Received(h) => layout::received_days(&h.days),
             },
             chart: chart.as_ref(),
         };

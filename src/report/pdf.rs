@@ -928,6 +928,92 @@ pub(super) fn document(
                 .collect();
             blocks.push(Block::Table { columns, rows });
         }
+        super::Data::Received(h) => {
+            // As the HTML: the day counts, quiet runs in one line, then one
+            // row per message with what became of it in the owner's words.
+            blocks.push(Block::Heading(t("rcv_daily")));
+            let lines = super::layout::received_days(&h.days);
+            for (part, names) in [
+                (
+                    "rcv_daily_arrived",
+                    &["received", "delivered", "forwarded"][..],
+                ),
+                ("rcv_daily_stopped", &["refused", "held"][..]),
+            ] {
+                let mut columns = vec![col(t("date"), 1.4, false)];
+                columns.extend(names.iter().map(|c| col(t(&format!("col_{c}")), 1.0, true)));
+                let rows = lines
+                    .iter()
+                    .map(|l| match h.days.get(l.index) {
+                        Some(d) if !l.quiet => {
+                            let mut r = vec![short_time(&d.date)];
+                            r.extend(names.iter().map(|c| {
+                                match *c {
+                                    "received" => d.received,
+                                    "delivered" => d.delivered,
+                                    "forwarded" => d.forwarded,
+                                    "refused" => d.refused,
+                                    _ => d.held,
+                                }
+                                .to_string()
+                            }));
+                            r.into()
+                        }
+                        _ => quiet_row(lang, "quiet_received", l, 1 + names.len()),
+                    })
+                    .collect();
+                blocks.push(Block::Subheading(t(part)));
+                blocks.push(Block::Table { columns, rows });
+            }
+            blocks.push(Block::Heading(format!(
+                "{} ({})",
+                t("rcv_messages"),
+                text(
+                    lang,
+                    "rcv_messages_count",
+                    &[("n", &(h.messages.len() + h.omitted).to_string())]
+                )
+            )));
+            blocks.push(Block::Text(t("rcv_locate_tip")));
+            let columns = vec![
+                col(t("col_time"), 2.4, false),
+                col(t("col_sender"), 3.0, false),
+                col(t("col_subject"), 3.4, false),
+                col(t("col_outcome"), 4.5, false),
+            ];
+            let rows = h
+                .messages
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let sender = if e.bounce_notice {
+                        t("w_bounce_notice")
+                    } else {
+                        opt(&e.sender)
+                    };
+                    let mut sender = vec![sender];
+                    if let Some(s) = &e.server {
+                        sender.push(format!("{}: {s}", t("col_server")));
+                    }
+                    let mut subject = vec![opt(&e.subject)];
+                    subject.extend(e.message_id.clone());
+                    if let Some(n) = e.size {
+                        subject.push(format!("{} {}", t("w_size"), super::render::size(n)));
+                    }
+                    let paras = |paras| Cell { paras, span: 1 };
+                    Row {
+                        cells: vec![
+                            Cell::text(format!("{}. {}", i + 1, short_time(&e.time))),
+                            paras(sender),
+                            paras(subject),
+                            paras(received_details(e, lang)),
+                        ],
+                        style: Style::Plain,
+                    }
+                })
+                .collect();
+            blocks.push(Block::Table { columns, rows });
+        }
     }
     if !data.is_empty() {
         blocks.push(Block::Text(t("not_you")));
@@ -1048,6 +1134,62 @@ fn outcome_row(o: &crate::history::Detail, host: &str, lang: crate::config::Lang
 /// What an access event did, worded as the HTML report words it (see
 /// `templates/report.html`): POP3 counts as NTHU counts them, sizes in KB
 /// and MB, Dovecot's reasons and failures in the owner's language.
+/// What became of a received message, a paragraph per fact, in the
+/// owner's language (as `templates/report.html` words it).
+fn received_details(e: &crate::received::Received, lang: crate::config::Lang) -> Vec<String> {
+    use super::render::text;
+    let t = |k: &str| text(lang, k, &[]);
+    let or_key = |key: String, fallback: &str| {
+        let s = t(&key);
+        if s == key { fallback.to_owned() } else { s }
+    };
+    let mut parts = vec![t(&format!("out_{}", e.outcome))];
+    if e.deferrals > 0 {
+        parts.push(text(
+            lang,
+            "w_deferrals",
+            &[("n", &e.deferrals.to_string())],
+        ));
+    }
+    if let Some(f) = &e.folder {
+        parts.push(text(lang, "w_folder", &[("folder", f)]));
+    }
+    if let Some(r) = &e.rule {
+        let name = or_key(format!("rule_{}", r.replace(' ', "_")), r);
+        parts.push(text(lang, "w_by", &[("rule", &name)]));
+    }
+    if let Some(to) = &e.forwarded_to {
+        if e.outcome == "auto_replied" {
+            parts.push(text(lang, "w_vacation_to", &[("to", to)]));
+        } else {
+            let mut s = text(lang, "w_forwarded_to", &[("to", to)]);
+            if let Some(st) = &e.forward_status {
+                s = format!("{s}: {}", or_key(format!("w_forward_{st}"), st));
+            }
+            parts.push(s);
+        }
+    }
+    if let Some(st) = &e.stage {
+        parts.push(text(lang, "w_stage", &[("stage", st)]));
+    }
+    if let Some(r) = e.reason {
+        parts.push(or_key(
+            format!("rcv_reason_{r}"),
+            e.explanation.as_deref().unwrap_or(""),
+        ));
+    }
+    if let Some(a) = &e.spam_action {
+        parts.push(match &e.spam_score {
+            Some(sc) => text(lang, "w_spam", &[("action", a), ("score", sc)]),
+            None => text(lang, "w_spam_action", &[("action", a)]),
+        });
+    }
+    if let Some(r) = e.reply.as_deref().or(e.forward_reply.as_deref()) {
+        parts.push(format!("{}: {r}", t("w_reply")));
+    }
+    parts
+}
+
 fn event_details(
     e: &crate::access::Event,
     f: &crate::access::EventFacts,

@@ -49,6 +49,9 @@ pub fn parse_words(line: &str) -> Ask {
         match lower.as_str() {
             "smtp" | "history" | "sent" if kind.is_none() => kind = Some(Kind::Smtp),
             "access" | "pop3" | "imap" | "login" if kind.is_none() => kind = Some(Kind::Access),
+            "received" | "inbox" | "incoming" | "收信" if kind.is_none() => {
+                kind = Some(Kind::Received)
+            }
             "en" | "english" if lang.is_none() => lang = Some(Lang::En),
             "zh-tw" | "zh" | "中文" if lang.is_none() => lang = Some(Lang::ZhTw),
             _ => match Day::parse(w) {
@@ -281,6 +284,15 @@ mod tests {
                 from: d("2026-11-20"),
                 to: None,
                 lang: Some(Lang::En)
+            }
+        );
+        assert_eq!(
+            parse_words("received 2026-11-01 2026-11-20 zh-TW"),
+            Ask::Report {
+                kind: Kind::Received,
+                from: d("2026-11-01"),
+                to: d("2026-11-20"),
+                lang: Some(Lang::ZhTw)
             }
         );
         assert_eq!(

@@ -392,9 +392,13 @@ async fn reports_fit_laptops_and_phones_in_both_languages() {
         "MAILTRAIL_BROWSER_TESTS is set but {CHROMEDRIVER} or {CHROMIUM} is missing"
     );
     let db = TestDb::new().await;
-    db.ingest(&[fixture("mail.log"), crate::support::dovecot("mail.log")])
-        .await
-        .unwrap();
+    db.ingest(&[
+        fixture("mail.log"),
+        crate::support::dovecot("mail.log"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/received/mail-rfc3339.log"),
+    ])
+    .await
+    .unwrap();
     let tz = db.config.tz().unwrap();
     let now = chrono::Utc::now();
     let notes = Notes {
@@ -405,7 +409,7 @@ async fn reports_fit_laptops_and_phones_in_both_languages() {
     let dir = shots().join("reports");
     std::fs::create_dir_all(&dir).unwrap();
     let mut pages = Vec::new();
-    for kind in [Kind::Smtp, Kind::Access] {
+    for kind in [Kind::Smtp, Kind::Access, Kind::Received] {
         for lang in [Lang::En, Lang::ZhTw] {
             let spec = Spec {
                 mailbox: Mailbox::parse("alice@example.edu", "example.edu").unwrap(),
@@ -474,7 +478,7 @@ async fn reports_fit_laptops_and_phones_in_both_languages() {
             d.screenshot(&shots().join(format!("report-{name}-{width}-days.png")))
                 .await;
             d.script(
-                "const t = document.querySelector('table.msgs, table.events'); if (t) t.scrollIntoView();",
+                "const t = document.querySelector('table.msgs, table.events, table.received'); if (t) t.scrollIntoView();",
                 json!([]),
             )
             .await;

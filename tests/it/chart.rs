@@ -121,7 +121,7 @@ async fn the_access_report_counts_logins_per_remote_address() {
     // Counted here from the access history's JSON, as a program would.
     let json = mailtrail::history::to_json(match &data {
         Data::Access(h) => h,
-        Data::Smtp(_) => unreachable!(),
+        Data::Smtp(_) | Data::Received(_) => unreachable!(),
     });
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let mut want: BTreeMap<String, usize> = BTreeMap::new();

@@ -30,6 +30,11 @@ fn spec(kind: Kind, lang: Lang) -> Spec {
     }
 }
 
+/// The received-mail capture, with full stamps (no year to guess).
+fn received_log() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/received/mail-rfc3339.log")
+}
+
 fn font() -> PdfFont {
     assert!(
         Path::new(FONT).exists() && which("pdftotext"),
@@ -143,13 +148,13 @@ fn strip_tags(html: &str) -> String {
 async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
     let font = font();
     let db = TestDb::new().await;
-    db.ingest(&[fixture("mail.log"), dovecot("mail.log")])
+    db.ingest(&[fixture("mail.log"), dovecot("mail.log"), received_log()])
         .await
         .unwrap();
     let tz = db.config.tz().unwrap();
     let limits = Limits::from_config(&db.config);
     let classifier = mailtrail::replies::Classifier::shared(&db.config.replies).unwrap();
-    for kind in [Kind::Smtp, Kind::Access] {
+    for kind in [Kind::Smtp, Kind::Access, Kind::Received] {
         for lang in [Lang::En, Lang::ZhTw] {
             let s = spec(kind, lang);
             let mut data = Data::load(&db.store, &s, tz).await.unwrap();
@@ -206,6 +211,7 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
                 let want = match kind {
                     Kind::Smtp => "每日統計",
                     Kind::Access => "每日摘要",
+                    Kind::Received => "每日收信",
                 };
                 assert!(text.contains(want), "{want} in\n{text}");
             }
@@ -290,6 +296,34 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
                         }
                     }
                 }
+                Data::Received(h) => {
+                    // Every cell of every message as the HTML words it: the
+                    // row number and time, the sender and server, the
+                    // subject and Message-ID, what became of it and why.
+                    let rows = rows_of(&html, "<tr class=\"out-");
+                    assert_eq!(rows.len(), h.messages.len(), "{kind:?} {lang:?}");
+                    assert!(rows.len() >= 8, "{lang:?}: alice's received mail");
+                    for row in rows {
+                        for cell in texts_of(row, "td") {
+                            for part in fragments(&cell) {
+                                assert!(
+                                    text.contains(&part),
+                                    "{kind:?} {lang:?}: {part:?} of the row {row:?} in\n{text}"
+                                );
+                                checked += 1;
+                            }
+                        }
+                    }
+                    // The day counts, and the quiet days folded.
+                    for table in html.split("<table class=\"rows counts\">").skip(1) {
+                        let table = table.split("</table>").next().unwrap();
+                        for cell in texts_of(table, "td") {
+                            let cell = squeeze(&strip_tags(&cell));
+                            assert!(text.contains(&cell), "{lang:?}: {cell:?} in the PDF");
+                            checked += 1;
+                        }
+                    }
+                }
             }
             // What the HTML explains, the PDF explains in the same words:
             // the tables' titles, what each column means, the legend of
@@ -310,7 +344,9 @@ async fn the_pdf_holds_the_htmls_headings_and_rows_in_both_languages() {
                         .map(|p| p.split("</p>").next().unwrap().to_owned()),
                 );
             }
-            assert!(words.len() > 5, "{kind:?} {lang:?}: {words:?}");
+            // (A received-mail report has the two tables' titles only.)
+            let least = if kind == Kind::Received { 2 } else { 6 };
+            assert!(words.len() >= least, "{kind:?} {lang:?}: {words:?}");
             for w in &words {
                 let w = squeeze(&strip_tags(w));
                 assert!(text.contains(&w), "{kind:?} {lang:?}: {w:?} in\n{text}");

@@ -442,6 +442,13 @@ const HOSTILE: &str = r#"{day}T10:05:51+08:00 mail postfix/submission/smtpd[2701
 {day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: expunge: box=<i>INBOX</i>, uid=1, msgid=<"><script>alert(4)</script>@evil.test>, size=248, from=<script>x</script>, subject=<script>alert(5)</script>, flags=(\Recent)
 {day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Mailbox deleted: <svg onload=alert(6)>
 {day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Disconnected: Logged out in=100 out=200 deleted=0 expunged=1 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0
+{day}T11:23:04+08:00 mail postfix/smtpd[300]: 9A1B2C3D4E: client=evil.test[192.0.2.9]
+{day}T11:23:04+08:00 mail postfix/cleanup[301]: 9A1B2C3D4E: info: header Subject: <script>alert(7)</script> from evil.test[192.0.2.9]; from=<x@evil.test> to=<alice@example.edu> proto=ESMTP helo=<evil.test>
+{day}T11:23:04+08:00 mail postfix/cleanup[301]: 9A1B2C3D4E: message-id=<"><img src=x onerror='alert(8)'>@evil.test>
+{day}T11:23:04+08:00 mail postfix/qmgr[302]: 9A1B2C3D4E: from=<x@evil.test>, size=500, nrcpt=1 (queue active)
+{day}T11:23:04+08:00 mail postfix/lmtp[303]: 9A1B2C3D4E: to=<alice@example.edu>, relay=mail.example.edu[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 2.0.0 <alice@example.edu> AbCdEfGh Saved)
+{day}T11:23:04+08:00 mail dovecot: lmtp(alice@example.edu)<304><AbCdEfGh>: sieve: msgid=<x@evil.test>: fileinto action: stored mail into mailbox '<b onclick=alert(10)>Box</b>'
+{day}T11:23:05+08:00 mail postfix/smtpd[300]: NOQUEUE: reject: RCPT from evil.test[192.0.2.9]: 554 5.7.1 <alice@example.edu>: Recipient address rejected: <svg onload=alert(11)>; from=<x@evil.test> to=<alice@example.edu> proto=ESMTP helo=<evil.test>
 "#;
 
 #[tokio::test]
@@ -453,7 +460,7 @@ async fn markup_from_log_lines_shows_as_text_in_every_html() {
     db.ingest(&[log]).await.unwrap();
     let tz = db.config.tz().unwrap();
     let limits = Limits::from_config(&db.config);
-    for kind in [Kind::Smtp, Kind::Access] {
+    for kind in [Kind::Smtp, Kind::Access, Kind::Received] {
         for lang in [Lang::En, Lang::ZhTw] {
             let s = spec("alice", kind, lang);
             let data = Data::load(&db.store, &s, tz).await.unwrap();
@@ -476,11 +483,22 @@ async fn markup_from_log_lines_shows_as_text_in_every_html() {
             let want = match kind {
                 Kind::Smtp => "&lt;script&gt;alert(&quot;owned&quot;)&lt;&#x2f;script&gt;",
                 Kind::Access => "&lt;svg onload=alert(6)&gt;",
+                Kind::Received => "&lt;script&gt;alert(7)&lt;&#x2f;script&gt;",
             };
             assert!(
                 attachment.contains(want),
                 "{kind:?}: {want} in\n{attachment}"
             );
+            if kind == Kind::Received {
+                // The folder, the Message-ID and the refusal's reply too.
+                for want in [
+                    "&lt;b onclick=alert(10)&gt;Box&lt;&#x2f;b&gt;",
+                    "onerror=&#x27;alert(8)&#x27;",
+                    "&lt;svg onload=alert(11)&gt;",
+                ] {
+                    assert!(attachment.contains(want), "{want} in\n{attachment}");
+                }
+            }
         }
     }
 }

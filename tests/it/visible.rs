@@ -33,6 +33,12 @@ const HOSTILE: &str = "{day}T10:05:51+08:00 mail postfix/submission/smtpd[27017]
 {day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: expunge: box=INBOX\u{202E}, uid=1, msgid=<\u{2066}\u{202E}fdp.exe\u{0}@evil.test>, size=248, from=<x@evil.test>, subject=x, flags=(\\Recent)
 {day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Mailbox deleted: Trash\u{1b}[8m\u{7f}\u{9b}
 {day}T11:23:03+08:00 mail dovecot: imap(alice@example.edu)<23214><R6eQHOlgS5t/AAAB>: Disconnected: Logged out in=100 out=200 deleted=0 expunged=1 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0
+{day}T12:00:01+08:00 mail postfix/smtpd[300]: 5A5A5A5A5A: client=evil.test[192.0.2.9]
+{day}T12:00:01+08:00 mail postfix/cleanup[301]: 5A5A5A5A5A: message-id=<r\u{202E}x@evil.test>
+{day}T12:00:01+08:00 mail postfix/qmgr[302]: 5A5A5A5A5A: from=<x@evil.test>, size=500, nrcpt=1 (queue active)
+{day}T12:00:01+08:00 mail postfix/lmtp[303]: 5A5A5A5A5A: to=<alice@example.edu>, relay=mail.example.edu[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 2.0.0 <alice@example.edu> QrStUvWx Saved)
+{day}T12:00:01+08:00 mail dovecot: lmtp(alice@example.edu)<304><QrStUvWx>: save: box=Inbox\u{1b}[5m, uid=7, msgid=<r\u{202E}x@evil.test>, size=900, vsize=910, from=Eve <x@evil.test>, subject=Pay\u{2067}now\u{1b}[31m, flags=()
+{day}T12:00:02+08:00 mail postfix/smtpd[300]: NOQUEUE: reject: RCPT from evil.test[192.0.2.9]: 554 5.7.1 <alice@example.edu>: Client host rejected: \u{1b}[2Jlisted\u{7}; from=<x@evil.test> to=<alice@example.edu> proto=ESMTP helo=<evil.test>
 ";
 
 /// What each rendering must show, as code points, for each kind.
@@ -50,6 +56,14 @@ fn shown(kind: Kind) -> &'static [&'static str] {
             "<U+2066><U+202E>fdp.exe?@evil.test",
             "INBOX<U+202E>",
             "Trash<U+001B>[8m<U+007F><U+009B>",
+        ],
+        // A received message's Message-ID, folder and subject (Dovecot's,
+        // decoded), and a refusal's reply.
+        Kind::Received => &[
+            "r<U+202E>x@evil.test",
+            "Inbox<U+001B>[5m",
+            "Pay<U+2067>now<U+001B>[31m",
+            "<U+001B>[2Jlisted<U+0007>",
         ],
     }
 }
@@ -111,7 +125,7 @@ fn unzip(bytes: &[u8]) -> Vec<(String, String)> {
 async fn controls_from_log_lines_are_shown_not_obeyed_in_reports_text_and_csv() {
     let db = hostile_db().await;
     let tz = db.config.tz().unwrap();
-    for kind in [Kind::Smtp, Kind::Access] {
+    for kind in [Kind::Smtp, Kind::Access, Kind::Received] {
         let data = Data::load(&db.store, &spec(kind, Lang::En), tz)
             .await
             .unwrap();
@@ -120,6 +134,7 @@ async fn controls_from_log_lines_are_shown_not_obeyed_in_reports_text_and_csv() 
         let (text, csv) = match &data {
             Data::Smtp(h) => (h.render(Format::Text), h.render(Format::Csv)),
             Data::Access(h) => (h.render(Format::Text), h.render(Format::Csv)),
+            Data::Received(h) => (h.render(Format::Text), h.render(Format::Csv)),
         };
         for (what, out) in [("text", &text), ("CSV", &csv)] {
             assert_inert(&format!("{kind:?} {what}"), out);
