@@ -1113,30 +1113,29 @@ impl Located {
     }
 }
 
-/// The CSV columns of `received`, in order (the JSON keys).
-pub const CSV_COLUMNS: [&str; 22] = [
-    "time",
-    "outcome",
-    "sender",
-    "bounce_notice",
-    "server",
-    "message_id",
-    "subject",
-    "size",
-    "queue_id",
-    "folder",
-    "rule",
-    "forwarded_to",
-    "forward_status",
-    "forward_reply",
-    "stage",
-    "reason",
-    "explanation",
-    "reply",
-    "spam_action",
-    "spam_score",
-    "deferrals",
-    "mailbox",
+/// The CSV header of `received`'s messages: the JSON keys, as words.
+pub const CSV_COLUMNS: [&str; 21] = [
+    "Time",
+    "Outcome",
+    "Sender",
+    "Bounce notice",
+    "Server",
+    "Message-ID",
+    "Subject",
+    "Size",
+    "Queue ID",
+    "Folder",
+    "Rule",
+    "Forwarded to",
+    "Forward status",
+    "Forward reply",
+    "Stage",
+    "Reason",
+    "Explanation",
+    "Reply",
+    "Spam action",
+    "Spam score",
+    "Deferrals",
 ];
 
 impl ReceivedMail {
@@ -1241,8 +1240,29 @@ impl ReceivedMail {
         o
     }
 
+    /// Two sections, as the other histories' CSV: the days (and their
+    /// total), then the messages.
     fn to_csv(&self) -> String {
-        let mut o = CSV_COLUMNS.join(",");
+        let mut o = String::from("Date,Received,Delivered,Refused,Held,Forwarded\r\n");
+        let mut total = [0u64; 5];
+        for d in &self.days {
+            let n = [d.received, d.delivered, d.refused, d.held, d.forwarded];
+            for (t, v) in total.iter_mut().zip(n) {
+                *t += v;
+            }
+            let _ = write!(
+                o,
+                "{},{},{},{},{},{}\r\n",
+                d.date, n[0], n[1], n[2], n[3], n[4]
+            );
+        }
+        let _ = write!(
+            o,
+            "Total,{},{},{},{},{}\r\n",
+            total[0], total[1], total[2], total[3], total[4]
+        );
+        o.push_str("\r\n");
+        o.push_str(&CSV_COLUMNS.join(","));
         o.push_str("\r\n");
         for e in &self.messages {
             let cells: Vec<String> = vec![
@@ -1267,7 +1287,6 @@ impl ReceivedMail {
                 e.spam_action.clone().unwrap_or_default(),
                 e.spam_score.clone().unwrap_or_default(),
                 e.deferrals.to_string(),
-                self.mailbox.clone(),
             ];
             let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
             o.push_str(&line.join(","));

@@ -910,36 +910,41 @@ fn real_mail_traffic_comes_back_as_reports_and_a_warning_in_real_mailboxes() {
     wait_ingested(&http, logged);
 
     // ---------------------------------------------------- the web form
-    let form = http.get("/?lang=en");
-    let at = form
-        .find("name=\"challenge\" value=\"")
-        .expect("a challenge")
-        + 24;
-    let token = form[at..].split('"').next().unwrap().to_owned();
-    // The code is read as web.rs reads it: with the key serve keeps in the
-    // database, opening the sealed token.
-    let code = http.rt.block_on(async {
-        let store =
-            mailtrail::store::Store::connect(&format!("sqlite://{CURRENT}/mailtrail.db?mode=rw"))
-                .await
-                .unwrap();
-        let code = crate::web::code_of(&store, &token).await;
-        store.close().await;
-        code
-    });
-    let (status, page) = http.post(
-        "/request",
-        &[
-            ("mailbox", alice.as_str()),
-            ("kind", "smtp"),
-            ("from", &today),
-            ("to", &today),
-            ("lang", "en"),
-            ("challenge", &token),
-            ("code", &code),
-            ("pow", &crate::web::pow_of(&token)),
-        ],
-    );
+    // A request as a person makes it: a fresh challenge, its code read as
+    // web.rs reads it (with the key serve keeps in the database, opening
+    // the sealed token), and the browser's proof of work.
+    let ask = |mailbox: &str, kind: &str| -> (u16, String) {
+        let form = http.get("/?lang=en");
+        let at = form
+            .find("name=\"challenge\" value=\"")
+            .expect("a challenge")
+            + 24;
+        let token = form[at..].split('"').next().unwrap().to_owned();
+        let code = http.rt.block_on(async {
+            let store = mailtrail::store::Store::connect(&format!(
+                "sqlite://{CURRENT}/mailtrail.db?mode=rw"
+            ))
+            .await
+            .unwrap();
+            let code = crate::web::code_of(&store, &token).await;
+            store.close().await;
+            code
+        });
+        http.post(
+            "/request",
+            &[
+                ("mailbox", mailbox),
+                ("kind", kind),
+                ("from", &today),
+                ("to", &today),
+                ("lang", "en"),
+                ("challenge", &token),
+                ("code", &code),
+                ("pow", &crate::web::pow_of(&token)),
+            ],
+        )
+    };
+    let (status, page) = ask(&alice, "smtp");
     assert_eq!(status, 200, "{page}");
     assert!(
         page.contains(&format!("will be mailed to {alice}")),
@@ -1041,6 +1046,73 @@ fn real_mail_traffic_comes_back_as_reports_and_a_warning_in_real_mailboxes() {
         "the Message-IDs bob deleted:\n{csv}"
     );
     step("bob's access report arrived in his mailbox and holds his sessions");
+
+    // ------------------------------------------ the received-mail report
+    let (status, page) = ask(&bob, "received");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(&format!("will be mailed to {bob}")), "{page}");
+    step("asked for bob's received-mail report with the form");
+    let subj = format!("Mail received by {bob}, {today} to {today}");
+    let raw = wait_mail(&bob, &subj);
+    let (text, html, csv) = unzip_report(&raw, &bob);
+    assert!(text.contains("on the web form from 127.0.0.1"), "{text}");
+    // What the test sent to bob: three mails from outside and one from
+    // alice, each delivered by LMTP into his INBOX, with its sender; the
+    // report mails mailtrail itself sent him may be there too.
+    let mut sent_to_bob: Vec<(String, String)> = (1..=3)
+        .map(|i| {
+            (
+                format!("<in{i}-{run}@outside.test>"),
+                "someone@outside.test".to_owned(),
+            )
+        })
+        .collect();
+    sent_to_bob.push((format!("<m{n}-{run}@client.example.net>"), alice.clone()));
+    let rows = csv_details(&csv);
+    for (msgid, sender) in &sent_to_bob {
+        let found: Vec<&Vec<String>> = rows.iter().filter(|r| r[5] == *msgid).collect();
+        assert_eq!(found.len(), 1, "one row for {msgid}:\n{csv}");
+        let r = found[0];
+        assert_eq!(
+            (r[1].as_str(), r[2].as_str(), r[9].as_str()),
+            ("delivered", sender.as_str(), "INBOX"),
+            "{msgid}: outcome, sender, folder:\n{csv}"
+        );
+        assert!(
+            html.contains(&msgid.replace('<', "&lt;").replace('>', "&gt;")),
+            "{msgid} in the HTML"
+        );
+    }
+    let day = csv_row(&csv, &today);
+    let delivered = numbers(&day, 2)[1];
+    assert!(
+        delivered >= sent_to_bob.len() as i64,
+        "bob's day counts every delivery:\n{csv}"
+    );
+    // Where they are now, by `mailtrail locate`: one downloaded and
+    // deleted by POP3, one expunged by IMAP, the others still in INBOX.
+    for (msgid, _) in &sent_to_bob {
+        let out = mailtrail(&[
+            "locate",
+            "--mailbox",
+            &bob,
+            "--message-id",
+            msgid,
+            "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let want = if *msgid == pop3_deleted {
+            "pop3_deleted"
+        } else if *msgid == imap_deleted {
+            "expunged"
+        } else {
+            "still_in_folder"
+        };
+        assert_eq!(v["state"], want, "{msgid}: {out}");
+        assert_eq!(v["saved_to"], "INBOX", "{msgid}: {out}");
+    }
+    step("bob's received-mail report arrived and locate says where each mail is");
 
     // -------------------------------------------------- the warning
     // The scheduler does complete past days only; the same work for today
