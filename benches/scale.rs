@@ -117,6 +117,8 @@ const DAY_SPAN_MAX_SECS: f64 = 23.0 * 3600.0;
 const BATCH_LINES: usize = 200_000;
 /// Targets of a report (load + render + compose).
 const TARGET_EVERY: Duration = Duration::from_secs(1);
+/// Target of a `locate` answer for one Message-ID.
+const TARGET_LOCATE: Duration = Duration::from_millis(50);
 const TARGET_MEDIAN: Duration = Duration::from_millis(50);
 const TARGET_P99: Duration = Duration::from_millis(200);
 /// Target of the purge of one day.
@@ -215,6 +217,8 @@ struct DayResult {
     deliveries: u64,
     smtp_other: u64,
     access: u64,
+    /// Stored `message_rows` (mail received by local mailboxes).
+    messages: u64,
     ingest: Duration,
     copied: bool,
 }
@@ -230,8 +234,9 @@ macro_rules! fetch_all {
     };
 }
 
-/// Stored rows of a day: (deliveries, other SMTP kinds, access).
-async fn day_counts(store: &Store, day: i32) -> (u64, u64, u64) {
+/// Stored rows of a day: (deliveries, other SMTP kinds, access, received
+/// mail).
+async fn day_counts(store: &Store, day: i32) -> (u64, u64, u64, u64) {
     // `kind` is a SMALLINT on PostgreSQL.
     let rows: Vec<(i32, i64)> = fetch_all!(
         store,
@@ -252,7 +257,12 @@ async fn day_counts(store: &Store, day: i32) -> (u64, u64, u64) {
         "SELECT COUNT(*) FROM access_rows WHERE day = $1",
         day
     );
-    (d, o, access[0].0 as u64)
+    let messages: Vec<(i64,)> = fetch_all!(
+        store,
+        "SELECT COUNT(*) FROM message_rows WHERE day = $1",
+        day
+    );
+    (d, o, access[0].0 as u64, messages[0].0 as u64)
 }
 
 /// Writes a day's log; returns its path and what the generator wrote.
@@ -313,18 +323,20 @@ async fn ingest_day(
         None
     };
     assert_eq!(report.stats.lines_read, stats.lines);
-    let (deliveries, smtp_other, access) = day_counts(store, Day::from_date(date).key()).await;
+    let (deliveries, smtp_other, access, messages) =
+        day_counts(store, Day::from_date(date).key()).await;
     let r = DayResult {
         lines: stats.lines,
         gen_deliveries: stats.deliveries + stats.expired,
         deliveries,
         smtp_other,
         access,
+        messages,
         ingest,
         copied: false,
     };
     println!(
-        "{date}: generated {} lines ({:.0} MB, {} delivery lines) in {:.1} s; ingested in {:.1} s = {:.0} lines/s, {:.0} deliveries/s; stored {} delivery rows, {} other smtp rows, {} access rows ({} new rows reported by the ingest){}",
+        "{date}: generated {} lines ({:.0} MB, {} delivery lines) in {:.1} s; ingested in {:.1} s = {:.0} lines/s, {:.0} deliveries/s; stored {} delivery rows, {} other smtp rows, {} access rows, {} received-mail rows ({} new rows reported by the ingest){}",
         stats.lines,
         size as f64 / 1e6,
         r.gen_deliveries,
@@ -335,6 +347,7 @@ async fn ingest_day(
         deliveries,
         smtp_other,
         access,
+        messages,
         report.rows_new,
         if kept.is_some() { "; log kept" } else { "" }
     );
@@ -344,12 +357,14 @@ async fn ingest_day(
 const SMTP_COLS: &str = "day, mailbox_id, sec, key, usec, kind, host, queue_id, sender_ip, relay, recipient, dsn, reply, reply_args";
 const ACCESS_COLS: &str = "day, mailbox_id, sec, key, usec, kind, host, protocol, remote_ip, local_ip, tls, session, client, \
      deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, downloaded, attempts, uid, message_id, folder, reason, reason_args, master_user";
+const MESSAGE_COLS: &str = "day, mailbox_id, sec, key, usec, kind, msgid_hash, host, queue_id, session, protocol, message_id, \
+     sender, subject, client, folder, other, size, uid, status, reply";
 
 /// Makes the PostgreSQL partitions of `day` (a `YYYYMMDD` key) of both
 /// event tables, unless they exist (as `src/store`'s partition management
 /// names them: `smtp_rows_YYYYMMDD`, `access_rows_YYYYMMDD`).
 async fn make_partitions(pool: &sqlx::PgPool, day: i32) {
-    for table in ["smtp_rows", "access_rows"] {
+    for table in ["smtp_rows", "access_rows", "message_rows"] {
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {table}_{day} PARTITION OF {table} FOR VALUES FROM ({day}) TO ({})",
             day + 1
@@ -368,13 +383,17 @@ async fn copy_day(store: &Store, from: NaiveDate, to: NaiveDate, source: &DayRes
     let shift_secs = (to - from).num_days() * 86_400;
     let (fk, tk) = (Day::from_date(from).key(), Day::from_date(to).key());
     let t = Instant::now();
-    let mut n = [0u64; 2];
+    let mut n = [0u64; 3];
     macro_rules! copy {
         ($p:expr) => {{
             let mut tx = $p.begin().await.unwrap();
-            for (i, (table, cols)) in [("smtp_rows", SMTP_COLS), ("access_rows", ACCESS_COLS)]
-                .iter()
-                .enumerate()
+            for (i, (table, cols)) in [
+                ("smtp_rows", SMTP_COLS),
+                ("access_rows", ACCESS_COLS),
+                ("message_rows", MESSAGE_COLS),
+            ]
+            .iter()
+            .enumerate()
             {
                 let select = cols
                     .split(", ")
@@ -407,10 +426,12 @@ async fn copy_day(store: &Store, from: NaiveDate, to: NaiveDate, source: &DayRes
     let el = t.elapsed();
     assert_eq!(n[0], source.deliveries + source.smtp_other);
     assert_eq!(n[1], source.access);
+    assert_eq!(n[2], source.messages);
     println!(
-        "{to}: copied {} smtp rows and {} access rows from {from} in {:.1} s",
+        "{to}: copied {} smtp rows, {} access rows and {} received-mail rows from {from} in {:.1} s",
         n[0],
         n[1],
+        n[2],
         el.as_secs_f64()
     );
     DayResult {
@@ -453,18 +474,20 @@ async fn db_size(store: &Store, sqlite_path: Option<&Path>) -> (u64, Option<u64>
             };
             let sql = format!(
                 "SELECT pg_database_size(current_database()), {}, {}, pg_total_relation_size('texts'), \
-                 (SELECT COUNT(*) FROM pg_inherits WHERE inhparent = CAST('smtp_rows' AS regclass))",
+                 (SELECT COUNT(*) FROM pg_inherits WHERE inhparent = CAST('smtp_rows' AS regclass)), {}",
                 parts("smtp_rows"),
-                parts("access_rows")
+                parts("access_rows"),
+                parts("message_rows")
             );
-            let (db, smtp, access, texts, parts): (i64, i64, i64, i64, i64) =
+            let (db, smtp, access, texts, parts, messages): (i64, i64, i64, i64, i64, i64) =
                 sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .fetch_one(p)
                     .await
                     .unwrap();
             println!(
                 "PostgreSQL: database {db} bytes; the {parts} partitions of smtp_rows with their indexes {smtp} bytes, \
-                 of access_rows {access} bytes; texts with its indexes {texts} bytes"
+                 of access_rows {access} bytes; texts with its indexes {texts} bytes; message_rows (received mail) \
+                 with its indexes {messages} bytes, not counted below"
             );
             (db as u64, Some((smtp + access + texts) as u64))
         }
@@ -595,6 +618,25 @@ impl Cold {
         Some(run)
     }
 
+    /// One locate after the OS cache is dropped, through new connections.
+    async fn locate(&mut self, mailbox: &Mailbox, id: &str) -> Option<Duration> {
+        if !self.possible {
+            return None;
+        }
+        let store = Store::connect(&self.url).await.unwrap();
+        match drop_caches() {
+            Ok(d) => self.drops.push(d),
+            Err(_) => {
+                self.possible = false;
+                store.close().await;
+                return None;
+            }
+        }
+        let d = locate_once(&store, mailbox, id).await;
+        store.close().await;
+        Some(d)
+    }
+
     fn describe(&self) -> String {
         let mut drops = self.drops.clone();
         drops.sort();
@@ -616,6 +658,45 @@ impl Cold {
                 .map_or(0.0, Duration::as_secs_f64)
         )
     }
+}
+
+/// One `locate` answer, as `mailtrail locate` makes it.
+async fn locate_once(store: &Store, mailbox: &Mailbox, id: &str) -> Duration {
+    let t = Instant::now();
+    let l = mailtrail::received::locate(store, mailbox, id, TZ)
+        .await
+        .unwrap();
+    let d = t.elapsed();
+    assert!(l.found, "{id} is in {mailbox}'s rows");
+    std::hint::black_box(l.render(mailtrail::history::Format::Json));
+    d
+}
+
+/// Message-IDs of the last day's deliveries to pick for `locate`: the
+/// busiest receiver's first, then a seeded random sample of all.
+async fn sample_message_ids(
+    store: &Store,
+    day: i32,
+    receivers: &[(String, i64)],
+    n: usize,
+    seed: u64,
+) -> Vec<(String, String)> {
+    let all: Vec<(String, String)> = fetch_all!(
+        store,
+        "SELECT m.address, e.message_id FROM message_rows e JOIN mailboxes m ON m.id = e.mailbox_id \
+         WHERE e.day = $1 AND e.kind = 1 AND e.message_id IS NOT NULL ORDER BY e.sec, e.key",
+        day
+    );
+    let busiest = receivers.first().map(|r| r.0.as_str());
+    let mut out: Vec<(String, String)> = all
+        .iter()
+        .filter(|(a, _)| Some(a.as_str()) == busiest)
+        .take(1)
+        .cloned()
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    out.extend(all.choose_multiple(&mut rng, n.saturating_sub(1)).cloned());
+    out
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -941,7 +1022,8 @@ async fn main() {
 
     let sum = |f: fn(&DayResult) -> u64| results.iter().map(f).sum::<u64>();
     let (lines_all, deliveries) = (sum(|r| r.lines), sum(|r| r.deliveries));
-    let rows_all = deliveries + sum(|r| r.smtp_other) + sum(|r| r.access);
+    // Every stored row of the event tables, received mail's included.
+    let rows_all = deliveries + sum(|r| r.smtp_other) + sum(|r| r.access) + sum(|r| r.messages);
     let ingest_time: Duration = results
         .iter()
         .filter(|r| !r.copied)
@@ -952,11 +1034,12 @@ async fn main() {
     let lastr = *results.last().unwrap();
     println!("== results");
     println!(
-        "whole load: {} days, {lines_all} lines, {deliveries} delivery rows, {} other smtp rows, {} access rows; \
+        "whole load: {} days, {lines_all} lines, {deliveries} delivery rows, {} other smtp rows, {} access rows, {} received-mail rows; \
          {:.0} s in ingest/copy ({:.0} s wall incl. generating and counting)",
         results.len(),
         sum(|r| r.smtp_other),
         sum(|r| r.access),
+        sum(|r| r.messages),
         ingest_time.as_secs_f64(),
         load_wall.as_secs_f64()
     );
@@ -1013,10 +1096,12 @@ async fn main() {
     let t = Instant::now();
     let senders = ranked(&store, "smtp_rows", "AND e.kind BETWEEN 1 AND 4", last_key).await;
     let mailboxes = ranked(&store, "access_rows", "", last_key).await;
+    let receivers = ranked(&store, "message_rows", "AND e.kind = 1", last_key).await;
     println!(
-        "{} senders and {} mailboxes with access rows on {last} (found in {:.1} s)",
+        "{} senders, {} mailboxes with access rows and {} with mail delivered on {last} (found in {:.1} s)",
         senders.len(),
         mailboxes.len(),
+        receivers.len(),
         t.elapsed().as_secs_f64()
     );
     let mut cold = Cold {
@@ -1035,6 +1120,7 @@ async fn main() {
             &mailboxes[mailboxes.len() / 2],
             Kind::Access,
         ),
+        ("busiest receiver", &receivers[0], Kind::Received),
     ];
     let grep_days = if keep_logs { logs.len() } else { 1 };
     let estimate = (results.len() as f64) / grep_days as f64;
@@ -1106,7 +1192,7 @@ async fn main() {
         sample.len(),
         cold_n.min(sample.len())
     );
-    for kind in [Kind::Smtp, Kind::Access] {
+    for kind in [Kind::Smtp, Kind::Access, Kind::Received] {
         let name = match kind {
             Kind::Smtp => "SMTP",
             Kind::Access => "access",
@@ -1144,26 +1230,64 @@ async fn main() {
     println!("{}", cold.describe());
     println!("sample measured in {:.0} s", t.elapsed().as_secs_f64());
 
+    // Locate: where one message is now, by its Message-ID, over all days.
+    let locate_n = env_u64("MAILTRAIL_SCALE_LOCATE", 200) as usize;
+    let ids = sample_message_ids(&store, last_key, &receivers, locate_n, seed).await;
+    let mut warm = Vec::new();
+    let mut cold_runs = Vec::new();
+    for (j, (address, id)) in ids.iter().enumerate() {
+        let mailbox = Mailbox::parse(address, "example.edu").unwrap();
+        if j < cold_n
+            && let Some(d) = cold.locate(&mailbox, id).await
+        {
+            cold_runs.push(d);
+        }
+        locate_once(&store, &mailbox, id).await;
+        warm.push(locate_once(&store, &mailbox, id).await);
+    }
+    for (label, runs) in [("warm", &mut warm), ("cold", &mut cold_runs)] {
+        if runs.is_empty() {
+            println!("locate, {label}: none");
+            continue;
+        }
+        runs.sort();
+        let (med, p99, max) = (
+            percentile(runs, 0.5),
+            percentile(runs, 0.99),
+            *runs.last().unwrap(),
+        );
+        println!(
+            "locate, {label}, {} Message-IDs (the busiest receiver's first): median {:.1} ms, p99 {:.1} ms, worst {:.1} ms \
+             ({} target {:.0} ms for every answer)",
+            runs.len(),
+            ms(med),
+            ms(p99),
+            ms(max),
+            if max <= TARGET_LOCATE { "met" } else { "MISSED" },
+            ms(TARGET_LOCATE)
+        );
+    }
+
     // Retention: the oldest day goes.
     if days >= 2 {
         let keep_from = Day::from_date(first.succ_opt().unwrap());
         let config = purge_config(&url);
-        let (d1, o1, a1) = day_counts(&store, keep_from.key()).await;
-        let before = d1 + o1 + a1;
+        let (d1, o1, a1, m1) = day_counts(&store, keep_from.key()).await;
+        let before = d1 + o1 + a1 + m1;
         let t = Instant::now();
         let purged = mailtrail::schedule::purge(&store, &config, keep_from)
             .await
             .unwrap();
         let took = t.elapsed();
-        let (d0, o0, a0) = day_counts(&store, Day::from_date(first).key()).await;
-        let (d1, o1, a1) = day_counts(&store, keep_from.key()).await;
+        let (d0, o0, a0, m0) = day_counts(&store, Day::from_date(first).key()).await;
+        let (d1, o1, a1, m1) = day_counts(&store, keep_from.key()).await;
         println!(
             "purge of {first} (keep_from {keep_from}): {:.2} s (target: under {:.0} s), {purged} rows reported; \
              left on {first}: {} rows; on {keep_from}: {} rows (before: {})",
             took.as_secs_f64(),
             TARGET_PURGE.as_secs_f64(),
-            d0 + o0 + a0,
-            d1 + o1 + a1,
+            d0 + o0 + a0 + m0,
+            d1 + o1 + a1 + m1,
             before
         );
     }
