@@ -81,7 +81,8 @@ pub(super) async fn insert_pg(
     Ok(insert_chunks!(sqlx::Postgres, conn, rows, ids))
 }
 
-const SELECT: &str = "SELECT day, sec, usec, key, kind, host, queue_id, session, protocol, message_id, \
+// `kind` is a SMALLINT on PostgreSQL: read as an INTEGER on both.
+const SELECT: &str = "SELECT day, sec, usec, key, CAST(kind AS INTEGER) AS kind, host, queue_id, session, protocol, message_id, \
     sender, subject, client, folder, other, size, uid, status, reply FROM message_rows";
 
 fn from_row<R>(mailbox: &str, r: &R) -> anyhow::Result<MessageRow>
