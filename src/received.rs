@@ -359,6 +359,19 @@ pub fn join(rows: &[MessageRow]) -> Vec<(i64, i32, Received)> {
         }
     }
     let mut used_spam: HashSet<*const MessageRow> = HashSet::new();
+    // The verdict on the message of a forward or a hold, which the
+    // filter scanned before the alias or the rule took it.
+    let verdict_of = |r: &MessageRow| -> Option<&MessageRow> {
+        let q = r.queue_id.as_ref()?;
+        spam_by_qid
+            .get(&(r.host.as_str(), q.as_str()))
+            .copied()
+            .or_else(|| {
+                r.message_id
+                    .as_ref()
+                    .and_then(|m| spam_by_msgid.get(&m.to_ascii_lowercase()).copied())
+            })
+    };
     let mut deferrals: HashMap<(&str, &str), u32> = HashMap::new();
     let mut out: Vec<(i64, i32, Received)> = Vec::new();
     // A deferred delivery is one entry, replaced by its final outcome.
@@ -442,6 +455,11 @@ pub fn join(rows: &[MessageRow]) -> Vec<(i64, i32, Received)> {
                 e.forwarded_to = r.other.clone();
                 e.forward_status = r.status.as_deref().map(str::to_owned);
                 e.forward_reply = r.reply.clone();
+                if let Some(s) = verdict_of(r) {
+                    used_spam.insert(s as *const _);
+                    e.spam_action = s.status.as_deref().map(str::to_owned);
+                    e.spam_score = s.reply.clone();
+                }
             }
             MsgKind::Refused => {
                 e.outcome = "refused";
@@ -496,6 +514,10 @@ pub fn join(rows: &[MessageRow]) -> Vec<(i64, i32, Received)> {
                 if action == "quarantine" {
                     e.spam_action = r.reply.clone();
                     e.queue_id = r.queue_id.as_deref().map(str::to_owned);
+                } else if let Some(s) = verdict_of(r) {
+                    used_spam.insert(s as *const _);
+                    e.spam_action = s.status.as_deref().map(str::to_owned);
+                    e.spam_score = s.reply.clone();
                 }
             }
             _ => continue,
