@@ -359,6 +359,19 @@ pub fn join(rows: &[MessageRow]) -> Vec<(i64, i32, Received)> {
         }
     }
     let mut used_spam: HashSet<*const MessageRow> = HashSet::new();
+    // The verdict on the message of a forward or a hold, which the
+    // filter scanned before the alias or the rule took it.
+    let verdict_of = |r: &MessageRow| -> Option<&MessageRow> {
+        let q = r.queue_id.as_ref()?;
+        spam_by_qid
+            .get(&(r.host.as_str(), q.as_str()))
+            .copied()
+            .or_else(|| {
+                r.message_id
+                    .as_ref()
+                    .and_then(|m| spam_by_msgid.get(&m.to_ascii_lowercase()).copied())
+            })
+    };
     let mut deferrals: HashMap<(&str, &str), u32> = HashMap::new();
     let mut out: Vec<(i64, i32, Received)> = Vec::new();
     // A deferred delivery is one entry, replaced by its final outcome.
@@ -442,6 +455,11 @@ pub fn join(rows: &[MessageRow]) -> Vec<(i64, i32, Received)> {
                 e.forwarded_to = r.other.clone();
                 e.forward_status = r.status.as_deref().map(str::to_owned);
                 e.forward_reply = r.reply.clone();
+                if let Some(s) = verdict_of(r) {
+                    used_spam.insert(s as *const _);
+                    e.spam_action = s.status.as_deref().map(str::to_owned);
+                    e.spam_score = s.reply.clone();
+                }
             }
             MsgKind::Refused => {
                 e.outcome = "refused";
@@ -496,6 +514,10 @@ pub fn join(rows: &[MessageRow]) -> Vec<(i64, i32, Received)> {
                 if action == "quarantine" {
                     e.spam_action = r.reply.clone();
                     e.queue_id = r.queue_id.as_deref().map(str::to_owned);
+                } else if let Some(s) = verdict_of(r) {
+                    used_spam.insert(s as *const _);
+                    e.spam_action = s.status.as_deref().map(str::to_owned);
+                    e.spam_score = s.reply.clone();
                 }
             }
             _ => continue,
@@ -769,6 +791,20 @@ fn normalize_id(id: &str) -> String {
     t.strip_suffix('>').unwrap_or(t).to_ascii_lowercase()
 }
 
+/// Where a row goes among the rows of the same instant: arrival first,
+/// then copies, flag changes, expunges, and the folder renamed or deleted.
+fn same_stamp_rank(r: &MessageRow) -> u8 {
+    match kind(r) {
+        Some(MsgKind::Copied) => 1,
+        Some(MsgKind::FlagsChanged | MsgKind::FlaggedDeleted) => 2,
+        Some(MsgKind::Undeleted) => 3,
+        Some(MsgKind::Expunged) => 4,
+        Some(MsgKind::FolderRenamed) => 5,
+        Some(MsgKind::FolderDeleted) => 6,
+        _ => 0,
+    }
+}
+
 /// Follows the message through its rows (and its folders' events), in time
 /// order.
 pub fn follow(
@@ -779,6 +815,13 @@ pub fn follow(
     mail_log_enabled: bool,
     tz: Tz,
 ) -> Located {
+    // Rows of one stamp come by key, not in the order of their lines (a
+    // classic syslog stamp has whole seconds): put them in the order
+    // Dovecot logs one message's events in, so that a move's copy comes
+    // before its expunge and a folder's last expunge before its deletion.
+    let mut rows = rows.to_vec();
+    rows.sort_by_key(|r| (r.time_us, same_stamp_rank(r)));
+    let rows = &rows[..];
     let own: Vec<&MessageRow> = rows.iter().filter(|r| r.message_id.is_some()).collect();
     let found = !own.is_empty();
     let received: Vec<Received> = join(rows)
@@ -1315,6 +1358,48 @@ mod tests {
         assert_eq!(decode_subject("=?iso-8859-1?q?caf=E9?="), "café");
         assert_eq!(decode_subject("plain ?= text =?"), "plain ?= text =?");
         assert_eq!(decode_subject("=?koi8-r?b?5dTP?="), "=?koi8-r?b?5dTP?=");
+    }
+
+    /// Rows of one whole-second stamp, in the order their keys put them
+    /// (the reverse of their lines'), as `locate` reads them from a classic
+    /// syslog file.
+    #[test]
+    fn rows_of_one_second_are_followed_in_the_order_dovecot_logs_them() {
+        let row = |t: i64, kind: MsgKind, protocol: &str, folder: &str| MessageRow {
+            time_us: t * 1_000_000,
+            kind: kind as i16,
+            session: Some(if protocol == "lmtp" { "L" } else { "S" }.into()),
+            protocol: Some(protocol.into()),
+            message_id: (kind != MsgKind::FolderDeleted).then(|| "<m@x.test>".to_owned()),
+            folder: Some(folder.to_owned()),
+            ..MessageRow::default()
+        };
+        let mailbox = Mailbox::parse("alice@example.edu", "example.edu").unwrap();
+        let tz = chrono_tz::Asia::Taipei;
+        // `copy from INBOX: box=Projects`, then `expunge: box=INBOX`.
+        let mut copy = row(20, MsgKind::Copied, "imap", "Projects");
+        copy.other = Some("INBOX".to_owned());
+        let rows = [
+            row(10, MsgKind::Saved, "lmtp", "INBOX"),
+            row(20, MsgKind::Expunged, "imap", "INBOX"),
+            copy,
+        ];
+        let l = follow(&mailbox, "<m@x.test>", &rows, &[], true, tz);
+        let steps: Vec<&str> = l.steps.iter().map(|s| s.action).collect();
+        assert_eq!((l.state, steps), ("moved", vec!["saved", "move"]));
+        assert_eq!(l.folders_now, ["Projects"]);
+        // `expunge: box=News`, then `Mailbox deleted: News`.
+        let rows = [
+            row(10, MsgKind::Saved, "lmtp", "News"),
+            row(20, MsgKind::FolderDeleted, "imap", "News"),
+            row(20, MsgKind::Expunged, "imap", "News"),
+        ];
+        let l = follow(&mailbox, "<m@x.test>", &rows, &[], true, tz);
+        let steps: Vec<&str> = l.steps.iter().map(|s| s.action).collect();
+        assert_eq!(
+            (l.state, steps),
+            ("folder_deleted", vec!["saved", "delete_folder"])
+        );
     }
 
     #[test]

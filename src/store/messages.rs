@@ -81,6 +81,7 @@ pub(super) async fn insert_pg(
     Ok(insert_chunks!(sqlx::Postgres, conn, rows, ids))
 }
 
+// `kind` is a SMALLINT on PostgreSQL: read as an INTEGER on both.
 const SELECT: &str = "SELECT day, sec, usec, key, CAST(kind AS INTEGER) AS kind, host, queue_id, session, protocol, message_id, \
     sender, subject, client, folder, other, size, uid, status, reply FROM message_rows";
 

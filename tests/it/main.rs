@@ -23,6 +23,7 @@ mod nightly;
 mod order;
 mod partitions;
 mod pdf;
+mod received;
 mod replies;
 mod report;
 mod resume;

@@ -36,6 +36,9 @@ pub enum Capture {
     Postfix,
     /// `tests/fixtures/dovecot/`: Dovecot IMAP/POP3 lines.
     Dovecot,
+    /// `tests/fixtures/received/`: mail received by local mailboxes
+    /// (Postfix, Dovecot LMTP/Sieve/mail_log, rspamd, postgrey).
+    Received,
 }
 
 impl Capture {
@@ -44,6 +47,7 @@ impl Capture {
         let name = match self {
             Capture::Postfix => "postfix",
             Capture::Dovecot => "dovecot",
+            Capture::Received => "received",
         };
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
@@ -72,6 +76,7 @@ impl Capture {
         let first = match self {
             Capture::Postfix => &m["submissions"][0]["submitted_at"],
             Capture::Dovecot => &m["runs"][0]["sessions"][0]["started"],
+            Capture::Received => &m["envelopes"][0]["sent_at"],
         };
         let (start, end) = (rfc3339(first).date_naive(), self.ended().date_naive());
         assert_eq!(
