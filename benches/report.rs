@@ -328,7 +328,12 @@ fn run_rows(
         let mut data = data.clone();
         let t = Instant::now();
         if let Some(rows) = rows {
-            data = Data::Received(mailtrail::received::build(&spec.mailbox, spec.range, tz, rows));
+            data = Data::Received(mailtrail::received::build(
+                &spec.mailbox,
+                spec.range,
+                tz,
+                rows,
+            ));
         }
         data.explain(&classifier, spec.lang);
         let r = match pdf {

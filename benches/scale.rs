@@ -1263,7 +1263,11 @@ async fn main() {
             ms(med),
             ms(p99),
             ms(max),
-            if max <= TARGET_LOCATE { "met" } else { "MISSED" },
+            if max <= TARGET_LOCATE {
+                "met"
+            } else {
+                "MISSED"
+            },
             ms(TARGET_LOCATE)
         );
     }

@@ -514,6 +514,12 @@ pub fn join(rows: &[MessageRow]) -> Vec<(i64, i32, Received)> {
                 if action == "quarantine" {
                     e.spam_action = r.reply.clone();
                     e.queue_id = r.queue_id.as_deref().map(str::to_owned);
+                    // The filter's verdict line is this entry's: not an
+                    // entry of its own below.
+                    if let Some(s) = verdict_of(r) {
+                        used_spam.insert(s as *const _);
+                        e.spam_score = s.reply.clone();
+                    }
                 } else if let Some(s) = verdict_of(r) {
                     used_spam.insert(s as *const _);
                     e.spam_action = s.status.as_deref().map(str::to_owned);
@@ -1400,6 +1406,39 @@ mod tests {
             (l.state, steps),
             ("folder_deleted", vec!["saved", "delete_folder"])
         );
+    }
+
+    #[test]
+    fn a_quarantined_message_is_one_entry() {
+        // amavis's `Blocked SPAM {DiscardedInbound,Quarantined}` line gives
+        // a verdict row and a quarantine row (ingest::received).
+        let row = |kind: MsgKind, status: &str, reply: &str| MessageRow {
+            key: kind as i64,
+            time_us: 1_796_650_000_000_000,
+            day: 20261207,
+            mailbox: "alice@example.edu".into(),
+            kind: kind as i16,
+            host: "mx1".into(),
+            queue_id: Some("3F2A1C0042".into()),
+            message_id: Some("<x1@bad.test>".into()),
+            protocol: Some("amavis".into()),
+            status: Some(status.into()),
+            reply: Some(reply.into()),
+            ..MessageRow::default()
+        };
+        let rows = [
+            row(MsgKind::Held, "quarantine", "Blocked SPAM"),
+            row(MsgKind::Spam, "Blocked SPAM", "12.3"),
+        ];
+        let entries = join(&rows);
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let e = &entries[0].2;
+        assert_eq!((e.outcome, e.reason), ("held", Some("quarantined")));
+        assert_eq!(e.spam_score.as_deref(), Some("12.3"));
+        // Blocked and not quarantined: dropped by the filter, one entry.
+        let entries = join(&rows[1..]);
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0].2.outcome, "dropped");
     }
 
     #[test]

@@ -1196,10 +1196,13 @@ async fn text_and_csv_are_inert() {
             "{out}"
         );
     }
-    let rows = csv_rows(&csv);
+    // Two sections, as every history's CSV: the days, then the messages.
+    let (days_csv, messages_csv) = csv.split_once("\r\n\r\n").expect("two CSV sections");
+    assert!(days_csv.starts_with("Date,Received,"), "{csv}");
+    let rows = csv_rows(messages_csv);
     let header = &rows[0];
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-    let (subject_col, id_col) = (col("subject"), col("message_id"));
+    let (subject_col, id_col) = (col("Subject"), col("Message-ID"));
     for row in &rows {
         assert_eq!(row.len(), header.len(), "{row:?}");
         for cell in row {
