@@ -416,6 +416,22 @@ pub fn join(rows: &[MessageRow]) -> Vec<(i64, i32, Received)> {
                             })
                             .unwrap_or_default(),
                     };
+                    // Postfix's own delivery agents say where: local(8)
+                    // `delivered to mailbox` / `maildir` / `file: PATH`,
+                    // virtual(8) `delivered to maildir`.
+                    if let Some(to) = r
+                        .reply
+                        .as_deref()
+                        .and_then(|x| x.strip_prefix("delivered to "))
+                    {
+                        e.folder = match to {
+                            "mailbox" | "maildir" => Some("INBOX".to_owned()),
+                            t => t.strip_prefix("file: ").map(str::to_owned),
+                        };
+                        if let Some(c) = to.strip_prefix("command: ") {
+                            e.rule = Some(format!("command {c}"));
+                        }
+                    }
                     apply_delivery(&mut e, &joined, &redirect_results);
                 }
                 if let Some(q) = &r.queue_id {
@@ -1405,6 +1421,46 @@ mod tests {
         assert_eq!(
             (l.state, steps),
             ("folder_deleted", vec!["saved", "delete_folder"])
+        );
+    }
+
+    #[test]
+    fn postfix_local_and_virtual_deliveries_name_their_folder() {
+        let row = |agent: &str, reply: &str| MessageRow {
+            key: 1,
+            time_us: 1_796_650_000_000_000,
+            day: 20261207,
+            mailbox: "alice@example.edu".into(),
+            kind: MsgKind::Delivered as i16,
+            host: "mx1".into(),
+            protocol: Some(agent.into()),
+            reply: Some(reply.into()),
+            ..MessageRow::default()
+        };
+        let one = |r: MessageRow| join(&[r]).remove(0).2;
+        assert_eq!(
+            one(row("local", "delivered to mailbox")).folder.as_deref(),
+            Some("INBOX")
+        );
+        assert_eq!(
+            one(row("virtual", "delivered to maildir"))
+                .folder
+                .as_deref(),
+            Some("INBOX")
+        );
+        assert_eq!(
+            one(row("local", "delivered to file: /home/alice/archive"))
+                .folder
+                .as_deref(),
+            Some("/home/alice/archive")
+        );
+        let e = one(row(
+            "local",
+            "delivered to command: procmail -a \"$EXTENSION\"",
+        ));
+        assert_eq!(
+            (e.folder, e.rule.as_deref()),
+            (None, Some("command procmail -a \"$EXTENSION\""))
         );
     }
 
