@@ -40,10 +40,19 @@ fn cut(b: &[u8], max: usize) -> String {
 }
 
 impl Correlator {
-    /// A local mailbox's address for `raw`, or `None`.
+    /// A local mailbox's address for `raw`, or `None`: decided on the
+    /// normalised address in the scratch buffer, so that the remote
+    /// recipients of outgoing mail (most deliveries) cost no allocation.
     fn local_mailbox(&self, raw: &[u8]) -> Option<Text> {
-        let a = self.address(raw)?;
-        self.em.settings.local.is_local_address(&a).then_some(a)
+        let mut s = self.scratch.borrow_mut();
+        if !normalize_logged_address_into(raw, &self.default_domain, &mut s)
+            || s.len() > MAX_ADDRESS
+            || !self.em.settings.local.is_local_address(&s)
+        {
+            return None;
+        }
+        strip_extension(&mut s, &self.delimiters);
+        Some(Text::from(s.as_str()))
     }
 
     fn message_row(
@@ -70,21 +79,15 @@ impl Correlator {
         use received::MsgKind;
         match ev {
             Event::Client {
-                qid,
-                client_name,
-                client_ip,
-                ..
+                qid, client_name, ..
             } => {
                 let key = (ctx.host, Qid::new(qid));
+                // The name alone (most fit inline in a `Text`); its address
+                // is the lifecycle's own client address.
                 if let Some(m) = self.state.messages.get_mut(&key)
                     && m.client_name.is_none()
                 {
-                    let mut c = String::with_capacity(client_name.len() + client_ip.len() + 2);
-                    c.push_str(&String::from_utf8_lossy(client_name));
-                    c.push('[');
-                    c.push_str(&String::from_utf8_lossy(client_ip));
-                    c.push(']');
-                    m.client_name = Some(Text::from(c));
+                    m.client_name = Some(lossy_text(client_name));
                 }
                 self.release_inbound(key, false);
             }
@@ -334,9 +337,11 @@ impl Correlator {
             if r.client.is_none() {
                 // A content filter's copy came from the filter: the client
                 // is the original's.
-                r.client = match &origin_ip {
-                    Some(ip) => Some(format!("[{ip}]")),
-                    None => m.client_name.as_ref().map(|c| c.to_string()),
+                r.client = match (&origin_ip, &m.client_name, &m.own.client_ip) {
+                    (Some(ip), _, _) => Some(format!("[{ip}]")),
+                    (None, Some(name), Some(ip)) => Some(format!("{name}[{ip}]")),
+                    (None, Some(name), None) => Some(name.to_string()),
+                    (None, None, _) => None,
                 };
             }
             if r.size.is_none() {
