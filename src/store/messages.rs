@@ -1,11 +1,11 @@
 //! `message_rows`: mail received by local mailboxes and what became of it
 //! (migrations 0010; the rows come from [`crate::ingest::received`]).
 //!
-//! They are far fewer than the SMTP and access rows on a site's hot path
-//! and written with multi-row `INSERT ... ON CONFLICT DO NOTHING` in the
-//! ingest's transaction, so they share its crash safety: a batch's rows,
-//! checkpoint and state commit together, and a line read twice stores
-//! nothing twice (same key).
+//! They are written by the bulk paths of the other event rows (SQLite's raw
+//! handle, PostgreSQL's binary COPY: [`MessageRecord`]) in the ingest's
+//! transaction, so they share its crash safety: a batch's rows, checkpoint
+//! and state commit together, and a line read twice stores nothing twice
+//! (same key).
 
 use super::{Store, days_between};
 use crate::ingest::received::{MessageRow, MsgKind, msgid_hash};
@@ -14,11 +14,31 @@ use crate::ingest::received::{MessageRow, MsgKind, msgid_hash};
 /// beside a message's own rows.
 pub const FOLDER_HASH: i64 = 1;
 
-/// Rows per statement: 21 values each, under SQLite's 32,766 parameters.
-const CHUNK: usize = 500;
+/// A message row as stored: its mailbox's id and the hash `locate` finds
+/// it by.
+pub(crate) struct MessageRecord<'a> {
+    pub row: &'a MessageRow,
+    pub mailbox_id: i64,
+    pub msgid_hash: i64,
+}
 
-const COLUMNS: &str = "INSERT INTO message_rows (day, mailbox_id, sec, key, usec, kind, msgid_hash, host, \
-    queue_id, session, protocol, message_id, sender, subject, client, folder, other, size, uid, status, reply) ";
+impl<'a> MessageRecord<'a> {
+    pub(crate) fn new(row: &'a MessageRow, mailbox_id: i64) -> MessageRecord<'a> {
+        MessageRecord {
+            row,
+            mailbox_id,
+            msgid_hash: row_hash(row),
+        }
+    }
+
+    pub(crate) fn sec(&self) -> i64 {
+        self.row.time_us.div_euclid(1_000_000)
+    }
+
+    pub(crate) fn usec(&self) -> i32 {
+        self.row.time_us.rem_euclid(1_000_000) as i32
+    }
+}
 
 /// The hash a row is found by (see [`FOLDER_HASH`]).
 pub fn row_hash(r: &MessageRow) -> i64 {
@@ -28,57 +48,6 @@ pub fn row_hash(r: &MessageRow) -> i64 {
         }
         _ => r.message_id.as_deref().map_or(0, msgid_hash),
     }
-}
-
-macro_rules! insert_chunks {
-    ($db:ty, $conn:expr, $rows:expr, $ids:expr) => {{
-        let mut n = 0u64;
-        for (rows, ids) in $rows.chunks(CHUNK).zip($ids.chunks(CHUNK)) {
-            let mut b = sqlx::QueryBuilder::<$db>::new(COLUMNS);
-            b.push_values(rows.iter().zip(ids), |mut v, (r, id)| {
-                v.push_bind(r.day)
-                    .push_bind(*id)
-                    .push_bind(r.time_us.div_euclid(1_000_000))
-                    .push_bind(r.key)
-                    .push_bind(r.time_us.rem_euclid(1_000_000) as i32)
-                    .push_bind(r.kind)
-                    .push_bind(row_hash(r))
-                    .push_bind(r.host.as_str())
-                    .push_bind(r.queue_id.as_deref())
-                    .push_bind(r.session.as_deref())
-                    .push_bind(r.protocol.as_deref())
-                    .push_bind(r.message_id.as_deref())
-                    .push_bind(r.sender.as_deref())
-                    .push_bind(r.subject.as_deref())
-                    .push_bind(r.client.as_deref())
-                    .push_bind(r.folder.as_deref())
-                    .push_bind(r.other.as_deref())
-                    .push_bind(r.size)
-                    .push_bind(r.uid)
-                    .push_bind(r.status.as_deref())
-                    .push_bind(r.reply.as_deref());
-            });
-            b.push(" ON CONFLICT DO NOTHING");
-            n += b.build().execute(&mut *$conn).await?.rows_affected();
-        }
-        n
-    }};
-}
-
-pub(super) async fn insert_sqlite(
-    conn: &mut sqlx::SqliteConnection,
-    rows: &[MessageRow],
-    ids: &[i64],
-) -> anyhow::Result<u64> {
-    Ok(insert_chunks!(sqlx::Sqlite, conn, rows, ids))
-}
-
-pub(super) async fn insert_pg(
-    conn: &mut sqlx::PgConnection,
-    rows: &[MessageRow],
-    ids: &[i64],
-) -> anyhow::Result<u64> {
-    Ok(insert_chunks!(sqlx::Postgres, conn, rows, ids))
 }
 
 // `kind` is a SMALLINT on PostgreSQL: read as an INTEGER on both.

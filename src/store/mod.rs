@@ -354,13 +354,17 @@ macro_rules! write_records {
     }};
 }
 
-/// Writes the batch's message rows ([`messages`]).
+/// Writes the batch's received-mail rows ([`messages`]), by the bulk path
+/// of the backend as the other event rows.
 macro_rules! write_messages {
-    (@sqlite $tx:expr, $rows:expr, $ids:expr) => {
-        messages::insert_sqlite(&mut **$tx, $rows, $ids).await?
-    };
-    (@pg $tx:expr, $rows:expr, $ids:expr) => {
-        messages::insert_pg(&mut **$tx, $rows, $ids).await?
+    (@sqlite $tx:expr, $rows:expr) => {{
+        let mut handle = $tx.lock_handle().await?;
+        // SAFETY: the handle lock gives this thread the connection alone,
+        // and the transaction opened by `begin_with` is still open.
+        unsafe { sqlite_bulk::insert_messages(handle.as_raw_handle(), $rows)? }
+    }};
+    (@pg $tx:expr, $rows:expr) => {
+        pg_copy::write_messages(&mut **$tx, $rows).await?
     };
 }
 
@@ -408,7 +412,10 @@ macro_rules! commit_in {
                 .ok_or_else(|| anyhow::anyhow!("a row to store names mailbox number {no:?}, which no batch has given"))
         };
         let Rows { smtp, access, messages } = rows;
-        let message_ids = messages.iter().map(|r| id_of(r.mailbox_no)).collect::<anyhow::Result<Vec<i64>>>()?;
+        let message_records = messages
+            .iter()
+            .map(|r| Ok(messages::MessageRecord::new(r, id_of(r.mailbox_no)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         // Each reply split once, for its pattern's id and for the record.
         let replies: Vec<_> = smtp
             .iter()
@@ -438,7 +445,8 @@ macro_rules! commit_in {
             access_records.push(records::AccessRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)?);
         }
         let n = write_records!(@ $insert tx, &smtp_records, &access_records)
-            + write_messages!(@ $insert tx, &messages, &message_ids);
+            + write_messages!(@ $insert tx, &message_records);
+        drop(message_records);
         // A complete day's table (`daily_counts`) is made by the nightly
         // job; rows that reach a day it has counted make it count again.
         let mut days: Vec<i32> = smtp.iter().map(|r| r.day).collect();

@@ -29,6 +29,7 @@
 use anyhow::Context;
 use sqlx::PgConnection;
 
+use super::messages::MessageRecord;
 use super::records::{AccessRecord, SmtpRecord};
 
 /// The 11-byte signature that opens a binary COPY stream.
@@ -304,6 +305,70 @@ impl Stored for AccessRecord<'_> {
         e.text(self.message_id, "message_id")?;
         e.text(self.reason_args.as_deref(), "reason_args")
     }
+}
+
+macro_rules! message_columns {
+    () => {
+        "sec, key, msgid_hash, size, uid, day, mailbox_id, usec, kind, host, queue_id, session, protocol, \
+         message_id, sender, subject, client, folder, other, status, reply"
+    };
+}
+
+impl Stored for MessageRecord<'_> {
+    const WHAT: &'static str = "received-mail rows";
+    const STAGE: &'static str = stage_sql!("mt_message_stage", "message_rows");
+    const COPY: &'static str = concat!(
+        "COPY message_rows (",
+        message_columns!(),
+        ") FROM STDIN (FORMAT binary)"
+    );
+    const COPY_STAGE: &'static str = concat!(
+        "COPY pg_temp.mt_message_stage (",
+        message_columns!(),
+        ") FROM STDIN (FORMAT binary)"
+    );
+    const MOVE: &'static str = concat!(
+        "INSERT INTO message_rows (",
+        message_columns!(),
+        ") SELECT ",
+        message_columns!(),
+        " FROM pg_temp.mt_message_stage ON CONFLICT DO NOTHING"
+    );
+    const FIELDS: i16 = 21;
+
+    fn encode(&self, e: &mut Encoder) -> anyhow::Result<()> {
+        let m = self.row;
+        e.row(Self::FIELDS);
+        e.int8(self.sec());
+        e.int8(m.key);
+        e.int8(self.msgid_hash);
+        e.opt_int8(m.size);
+        e.opt_int8(m.uid);
+        e.int4(m.day);
+        e.id(self.mailbox_id, "mailbox_id")?;
+        e.int4(self.usec());
+        e.int2(m.kind);
+        e.text(Some(m.host.as_str()), "host")?;
+        e.text(m.queue_id.as_deref(), "queue_id")?;
+        e.text(m.session.as_deref(), "session")?;
+        e.text(m.protocol.as_deref(), "protocol")?;
+        e.text(m.message_id.as_deref(), "message_id")?;
+        e.text(m.sender.as_deref(), "sender")?;
+        e.text(m.subject.as_deref(), "subject")?;
+        e.text(m.client.as_deref(), "client")?;
+        e.text(m.folder.as_deref(), "folder")?;
+        e.text(m.other.as_deref(), "other")?;
+        e.text(m.status.as_deref(), "status")?;
+        e.text(m.reply.as_deref(), "reply")
+    }
+}
+
+/// Stores received-mail rows, as [`write_smtp`] does SMTP rows.
+pub(crate) async fn write_messages(
+    conn: &mut PgConnection,
+    rows: &[MessageRecord<'_>],
+) -> anyhow::Result<u64> {
+    write(conn, rows).await
 }
 
 /// Stores SMTP rows in the connection's open transaction; returns how many

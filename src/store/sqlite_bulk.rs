@@ -68,6 +68,33 @@ const SMTP_ROWS: Table = Table {
     ],
 };
 
+const MESSAGE_ROWS: Table = Table {
+    name: "message_rows",
+    columns: &[
+        "day",
+        "mailbox_id",
+        "sec",
+        "key",
+        "usec",
+        "kind",
+        "msgid_hash",
+        "host",
+        "queue_id",
+        "session",
+        "protocol",
+        "message_id",
+        "sender",
+        "subject",
+        "client",
+        "folder",
+        "other",
+        "size",
+        "uid",
+        "status",
+        "reply",
+    ],
+};
+
 /// A prepared statement, finalized when dropped (also on early return).
 struct Stmt(*mut ffi::sqlite3_stmt);
 
@@ -462,6 +489,52 @@ pub unsafe fn insert_access(
                     b.int(26, r.reason),
                     b.text(27, r.reason_args.as_deref()),
                     b.int(28, r.master_user),
+                ]
+            },
+        )
+    }
+}
+
+/// Inserts received-mail rows, as [`insert_smtp`] does SMTP rows.
+///
+/// # Safety
+///
+/// As for [`insert_each`].
+pub unsafe fn insert_messages(
+    db: NonNull<ffi::sqlite3>,
+    rows: &[super::messages::MessageRecord<'_>],
+) -> anyhow::Result<u64> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        insert_each(
+            db,
+            &MESSAGE_ROWS,
+            rows,
+            |r| (r.row.day, r.mailbox_id, r.sec(), r.row.key),
+            |b, r| {
+                let m = r.row;
+                [
+                    b.int(1, Some(i64::from(m.day))),
+                    b.int(2, Some(r.mailbox_id)),
+                    b.int(3, Some(r.sec())),
+                    b.int(4, Some(m.key)),
+                    b.int(5, Some(i64::from(r.usec()))),
+                    b.int(6, Some(i64::from(m.kind))),
+                    b.int(7, Some(r.msgid_hash)),
+                    b.text(8, Some(m.host.as_str())),
+                    b.text(9, m.queue_id.as_deref()),
+                    b.text(10, m.session.as_deref()),
+                    b.text(11, m.protocol.as_deref()),
+                    b.text(12, m.message_id.as_deref()),
+                    b.text(13, m.sender.as_deref()),
+                    b.text(14, m.subject.as_deref()),
+                    b.text(15, m.client.as_deref()),
+                    b.text(16, m.folder.as_deref()),
+                    b.text(17, m.other.as_deref()),
+                    b.int(18, m.size),
+                    b.int(19, m.uid),
+                    b.text(20, m.status.as_deref()),
+                    b.text(21, m.reply.as_deref()),
                 ]
             },
         )

@@ -52,6 +52,12 @@ async fn rotated_file_overlapping_its_successor() {
     Capture::Postfix.date(&newer);
     db.ingest(&[older, newer]).await.unwrap();
     assert_eq!(db.dump().await, whole.dump().await);
+    let received = whole.dump_messages().await;
+    assert!(
+        !received.is_empty(),
+        "the capture has mail to local mailboxes"
+    );
+    assert_eq!(db.dump_messages().await, received);
 }
 
 #[tokio::test]

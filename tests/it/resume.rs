@@ -13,6 +13,12 @@ async fn killed_ingest_resumes_exactly() {
     clean.ingest(std::slice::from_ref(&log)).await.unwrap();
     let want = clean.dump().await;
     assert!(want.len() > 10_000, "{} rows", want.len());
+    let want_received = clean.dump_messages().await;
+    assert!(
+        want_received.len() > 1_000,
+        "{} received-mail rows",
+        want_received.len()
+    );
 
     // The same ingest as a separate process, killed with SIGKILL once it
     // has committed some batches but before it is done.
@@ -80,6 +86,11 @@ async fn killed_ingest_resumes_exactly() {
     let got = resumed.dump().await;
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
+    // Received mail too: the rows a killed batch had made, and those
+    // waiting in the saved state for their message's other lines.
+    let got = resumed.dump_messages().await;
+    assert_eq!(got.len(), want_received.len());
+    assert_eq!(got, want_received);
 }
 
 /// The committed offset of the (only) source, if any batch is committed

@@ -414,6 +414,44 @@ impl TestDb {
             .collect()
     }
 
+    /// Every stored row of received mail (`message_rows`), for comparing
+    /// databases.
+    pub async fn dump_messages(&self) -> Vec<String> {
+        type Head = (i64, i64, i64, String, i64, String);
+        type Texts = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        const SQL: &str = "SELECT e.key, CAST(e.day AS BIGINT), e.sec * 1000000 + e.usec, m.address, CAST(e.kind AS BIGINT), e.host, \
+            e.queue_id, e.session, e.protocol, e.message_id, e.sender, e.subject, e.client, e.folder, e.other, e.status, e.reply, e.size, e.uid \
+            FROM message_rows e JOIN mailboxes m ON m.id = e.mailbox_id ORDER BY e.day, m.address, e.key";
+        let got: Vec<(String,)> = crate::on_any_pool!(&self.store, p => {
+            let rows = sqlx::query(SQL).fetch_all(p).await.unwrap();
+            rows.iter()
+                .map(|r| {
+                    use sqlx::Row as _;
+                    let head: Head = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+                    let texts: Texts = (
+                        r.get(6), r.get(7), r.get(8), r.get(9), r.get(10), r.get(11),
+                        r.get(12), r.get(13), r.get(14), r.get(15), r.get(16),
+                    );
+                    let nums: (Option<i64>, Option<i64>) = (r.get(17), r.get(18));
+                    (format!("{head:?} {texts:?} {nums:?}"),)
+                })
+                .collect()
+        });
+        got.into_iter().map(|(s,)| s).collect()
+    }
+
     /// Every stored access row, for comparing databases.
     pub async fn dump_access(&self) -> Vec<String> {
         type AccessDump = (

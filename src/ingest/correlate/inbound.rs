@@ -276,11 +276,21 @@ impl Correlator {
             Status::Deferred => MsgKind::Deferred,
         };
         let mut row = self.message_row(ctx, self.line_key(ctx), mailbox, kind);
-        row.protocol = Some(lossy_text(daemon));
+        row.protocol = Some(self.dsns.get(daemon));
         row.session = received::lmtp_session(response).map(lossy_text);
-        row.other = Some(relay_text.to_string());
-        row.status = (!dsn.is_empty()).then(|| self.dsns.get(dsn));
-        row.reply = Some(lossy(response));
+        // A plain delivery keeps only what a report shows: the LMTP
+        // session (which joins Dovecot's lines), or local(8)'s and
+        // virtual(8)'s words on where it went. A failed one keeps the relay,
+        // its DSN and the whole reply.
+        if kind == MsgKind::Delivered {
+            if row.session.is_none() {
+                row.reply = Some(lossy(response));
+            }
+        } else {
+            row.other = Some(relay_text.to_string());
+            row.status = (!dsn.is_empty()).then(|| self.dsns.get(dsn));
+            row.reply = Some(lossy(response));
+        }
         self.wait_inbound(key, ctx, row);
     }
 
