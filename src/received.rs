@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::domain::{DateRange, Mailbox};
+use crate::domain::{DateRange, Day, Mailbox};
 use crate::history::{Format, csv_cell, format_time, to_json};
 use crate::ingest::received::{MessageRow, MsgKind};
 use crate::store::Store;
@@ -679,24 +679,98 @@ fn day_counts(range: DateRange, entries: &[(i64, i32, Received)]) -> Vec<DayCoun
     by_day.into_values().collect()
 }
 
-/// Reads a mailbox's received mail for a range of days.
+/// Reads a mailbox's received mail for a range of days: the newest days'
+/// rows until they hold [`MAX_ENTRIES`] entries; older days are counted
+/// from their stored rows without being read (see [`counts_of`]).
 pub async fn load(
     store: &Store,
     mailbox: &Mailbox,
     range: DateRange,
     tz: Tz,
 ) -> anyhow::Result<ReceivedMail> {
-    let rows = store
-        .message_rows(mailbox.as_str(), range.from.key(), range.to.key())
+    load_limited(store, mailbox, range, tz, MAX_ENTRIES).await
+}
+
+/// [`load`], listing at most `max_entries` entries.
+pub async fn load_limited(
+    store: &Store,
+    mailbox: &Mailbox,
+    range: DateRange,
+    tz: Tz,
+    max_entries: usize,
+) -> anyhow::Result<ReceivedMail> {
+    let (rows, counted) = store
+        .message_rows_newest(
+            mailbox.as_str(),
+            range.from.key(),
+            range.to.key(),
+            max_entries.min(MAX_ENTRIES),
+        )
         .await?;
-    Ok(build(mailbox, range, tz, &rows))
+    let mut r = build_limited(mailbox, range, tz, &rows, max_entries.min(MAX_ENTRIES));
+    for (day, kinds) in counted {
+        let c = counts_of(&kinds);
+        r.omitted += c.received as usize;
+        if let Some(d) = r
+            .days
+            .iter_mut()
+            .find(|d| Day::parse(&d.date).is_ok_and(|x| x.key() == day))
+        {
+            *d = DayCounts {
+                date: d.date.clone(),
+                ..c
+            };
+        }
+    }
+    Ok(r)
+}
+
+/// A day's counts from its rows counted by kind, for a day whose rows were
+/// not read: the entries a join would make, but for a delivery that Sieve
+/// redirected or discarded (counted delivered here) and a quarantine
+/// (counted held and, as amavis's verdict, not again).
+pub fn counts_of(kinds: &[(i32, i64)]) -> DayCounts {
+    let n = |k: MsgKind| {
+        kinds
+            .iter()
+            .filter(|(x, _)| *x == k as i32)
+            .map(|(_, c)| *c as u64)
+            .sum::<u64>()
+    };
+    let delivered = n(MsgKind::Delivered);
+    let forwarded = n(MsgKind::Forwarded) + n(MsgKind::Redirected);
+    let refused = n(MsgKind::Refused);
+    let held = n(MsgKind::Held);
+    DayCounts {
+        date: String::new(),
+        received: delivered
+            + n(MsgKind::Bounced)
+            + n(MsgKind::Forwarded)
+            + refused
+            + held
+            + n(MsgKind::Dropped),
+        delivered: delivered.saturating_sub(n(MsgKind::Redirected) + n(MsgKind::Discarded)),
+        refused,
+        held,
+        forwarded,
+    }
 }
 
 /// The answer from a mailbox's rows.
 pub fn build(mailbox: &Mailbox, range: DateRange, tz: Tz, rows: &[MessageRow]) -> ReceivedMail {
+    build_limited(mailbox, range, tz, rows, MAX_ENTRIES)
+}
+
+fn build_limited(
+    mailbox: &Mailbox,
+    range: DateRange,
+    tz: Tz,
+    rows: &[MessageRow],
+    max_entries: usize,
+) -> ReceivedMail {
     let entries = join(rows);
     let days = day_counts(range, &entries);
-    let omitted = entries.len().saturating_sub(MAX_ENTRIES);
+    let omitted = entries.len().saturating_sub(max_entries);
     let kept = &entries[omitted..];
     let mut messages = Vec::with_capacity(kept.len());
     let mut times_us = Vec::with_capacity(kept.len());
@@ -787,23 +861,40 @@ pub async fn locate(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let (first, last) = rows.iter().fold((i32::MAX, i32::MIN), |(a, b), r| {
-        (a.min(r.day), b.max(r.day))
-    });
-    let logins = if sessions.is_empty() {
-        Vec::new()
-    } else {
-        store
-            .session_logins(mailbox.as_str(), &sessions, first, last.saturating_add(1))
-            .await?
-    };
-    let mail_log = if first <= last {
-        store
-            .has_mail_log(mailbox.as_str(), first, last.saturating_add(30))
-            .await?
-    } else {
-        false
-    };
+    // The days of the message's own rows: where its sessions' logins and
+    // any mail_log row of the mailbox are looked for.
+    let mut days: Vec<i32> = rows
+        .iter()
+        .filter(|r| r.message_id.is_some())
+        .map(|r| r.day)
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    let mut session_days: Vec<i32> = rows
+        .iter()
+        .filter(|r| !by_delivery(r) && r.session.is_some())
+        .map(|r| r.day)
+        .collect();
+    session_days.sort_unstable();
+    session_days.dedup();
+    let logins = store
+        .session_logins(mailbox.as_str(), &sessions, &session_days)
+        .await?;
+    // A mail_log row of the message itself says mail_log is on; else any
+    // of the mailbox on those days.
+    let mail_log = rows.iter().any(|r| {
+        matches!(
+            kind(r),
+            Some(
+                MsgKind::Saved
+                    | MsgKind::Copied
+                    | MsgKind::Expunged
+                    | MsgKind::FlaggedDeleted
+                    | MsgKind::Undeleted
+                    | MsgKind::FlagsChanged
+            )
+        )
+    }) || store.has_mail_log(mailbox.as_str(), &days).await?;
     Ok(follow(mailbox, message_id, &rows, &logins, mail_log, tz))
 }
 

@@ -23,7 +23,7 @@ CREATE TABLE message_rows (
     other      TEXT,
     status     TEXT,
     reply      TEXT,
-    PRIMARY KEY (day, mailbox_id, sec, key)
+    -- `locate` seeks (day, mailbox_id, msgid_hash) in each day's
+    -- partition: see migrations/sqlite/0010_received.sql
+    PRIMARY KEY (day, mailbox_id, msgid_hash, sec, key)
 ) PARTITION BY RANGE (day);
-
-CREATE INDEX message_rows_by_msgid ON message_rows (mailbox_id, msgid_hash);

@@ -16,7 +16,10 @@ CREATE TABLE message_rows (
     -- src/ingest/received.rs MsgKind
     kind       INTEGER NOT NULL,
     -- the Message-ID's hash (received::msgid_hash), 1 for a folder's
-    -- event, 0 for a row without a Message-ID: how `locate` finds rows
+    -- event, 0 for a row without a Message-ID: `locate` finds a
+    -- message's rows of a day by (day, mailbox_id, msgid_hash), a seek in
+    -- the primary key, so no index spans the days (an index over all days
+    -- would be written all over at every ingest, and at every purge)
     msgid_hash INTEGER NOT NULL,
     host       TEXT    NOT NULL,
     queue_id   TEXT,
@@ -32,7 +35,5 @@ CREATE TABLE message_rows (
     uid        INTEGER,
     status     TEXT,
     reply      TEXT,
-    PRIMARY KEY (day, mailbox_id, sec, key)
+    PRIMARY KEY (day, mailbox_id, msgid_hash, sec, key)
 ) WITHOUT ROWID;
-
-CREATE INDEX message_rows_by_msgid ON message_rows (mailbox_id, msgid_hash);

@@ -167,7 +167,17 @@ impl Data {
                 )
                 .await?,
             ),
-            Kind::Access | Kind::Received => Data::load(store, spec, tz).await?,
+            Kind::Access => Data::load(store, spec, tz).await?,
+            Kind::Received => Data::Received(
+                crate::received::load_limited(
+                    store,
+                    &spec.mailbox,
+                    spec.range,
+                    tz,
+                    limits.max_rows().saturating_add(1),
+                )
+                .await?,
+            ),
         })
     }
 

@@ -92,86 +92,126 @@ where
 }
 
 impl Store {
-    /// A mailbox's message rows of the days `from_day..=to_day`, in time
-    /// order, a day at a time (each day's rows of a mailbox lie together).
-    pub async fn message_rows(
+    /// A mailbox's rows of the newest days of `from_day..=to_day` until
+    /// they hold more than `max_entries` rows that are entries of a
+    /// received report (deliveries, forwards, refusals, holds), in time
+    /// order; and for each older day, its rows counted by kind, unread.
+    pub async fn message_rows_newest(
         &self,
         mailbox: &str,
         from_day: i32,
         to_day: i32,
-    ) -> anyhow::Result<Vec<MessageRow>> {
+        max_entries: usize,
+    ) -> anyhow::Result<(Vec<MessageRow>, Vec<(i32, Vec<(i32, i64)>)>)> {
         let Some(id) = self.mailbox_id(mailbox).await? else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
-        let sql = format!("{SELECT} WHERE day = $1 AND mailbox_id = $2 ORDER BY sec, key");
-        let mut out = Vec::new();
-        for day in days_between(from_day, to_day) {
-            let rows = on_pool!(self, p => {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        let sql = format!("{SELECT} WHERE day = $1 AND mailbox_id = $2");
+        const COUNTS: &str = "SELECT CAST(kind AS INTEGER), COUNT(*) FROM message_rows \
+            WHERE day = $1 AND mailbox_id = $2 GROUP BY kind";
+        let mut rows = Vec::new();
+        let mut counted = Vec::new();
+        let mut entries = 0usize;
+        for day in days_between(from_day, to_day).into_iter().rev() {
+            if entries > max_entries {
+                let c: Vec<(i32, i64)> = on_pool!(self, p => sqlx::query_as(COUNTS).bind(day).bind(id).fetch_all(p).await?);
+                counted.push((day, c));
+                continue;
+            }
+            let got = on_pool!(self, p => {
+                let got = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                     .bind(day)
                     .bind(id)
                     .fetch_all(p)
                     .await?;
-                rows.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
+                got.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
             });
-            out.extend(rows);
+            entries += got.iter().filter(|r| (1..=7).contains(&r.kind)).count();
+            rows.extend(got);
         }
-        out.sort_by_key(|r| (r.time_us, r.key));
-        Ok(out)
+        rows.sort_by_key(|r| (r.time_us, r.key));
+        Ok((rows, counted))
     }
 
     /// A mailbox's rows that name the Message-ID `id`, and its folders'
-    /// events, over all days kept, in time order.
+    /// events, over all days kept, in time order: a seek of (day, mailbox,
+    /// hash) in each day's part of the primary key.
     pub async fn message_trail(&self, mailbox: &str, id: &str) -> anyhow::Result<Vec<MessageRow>> {
         let Some(mid) = self.mailbox_id(mailbox).await? else {
             return Ok(Vec::new());
         };
-        let sql = format!("{SELECT} WHERE mailbox_id = $1 AND msgid_hash IN ($2, $3)");
-        let mut rows = on_pool!(self, p => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(mid)
-                .bind(msgid_hash(id))
-                .bind(FOLDER_HASH)
-                .fetch_all(p)
-                .await?;
-            rows.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
-        });
+        const SPAN: &str = "SELECT MIN(day), MAX(day) FROM message_rows";
+        let (first, last): (Option<i32>, Option<i32>) =
+            on_pool!(self, p => sqlx::query_as(SPAN).fetch_one(p).await?);
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(Vec::new());
+        };
+        let sql = format!("{SELECT} WHERE day = $1 AND mailbox_id = $2 AND msgid_hash IN ($3, $4)");
+        let hash = msgid_hash(id);
+        let mut rows = Vec::new();
+        for day in days_between(first, last) {
+            let got = on_pool!(self, p => {
+                let got = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(day)
+                    .bind(mid)
+                    .bind(hash)
+                    .bind(FOLDER_HASH)
+                    .fetch_all(p)
+                    .await?;
+                got.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
+            });
+            rows.extend(got);
+        }
         rows.sort_by_key(|r| (r.time_us, r.key));
         Ok(rows)
     }
 
-    /// Whether the mailbox has any mail_log row (save, copy, expunge,
-    /// flags) in the days given: without any, the logs cannot tell what
+    /// Whether the mailbox has a `mail_log` row (save, copy, expunge,
+    /// flags) on any of `days`: without any, the logs cannot tell what
     /// became of a message after delivery.
-    pub async fn has_mail_log(
-        &self,
-        mailbox: &str,
-        from_day: i32,
-        to_day: i32,
-    ) -> anyhow::Result<bool> {
+    pub async fn has_mail_log(&self, mailbox: &str, days: &[i32]) -> anyhow::Result<bool> {
         let Some(id) = self.mailbox_id(mailbox).await? else {
             return Ok(false);
         };
-        const SQL: &str = "SELECT 1 FROM message_rows WHERE day >= $1 AND day <= $2 AND mailbox_id = $3 \
+        const SQL: &str = "SELECT 1 FROM message_rows WHERE day = $1 AND mailbox_id = $2 \
             AND kind >= 15 AND kind <= 20 LIMIT 1";
-        let found = on_pool!(self, p => sqlx::query(SQL).bind(from_day).bind(to_day).bind(id).fetch_optional(p).await?.is_some());
-        Ok(found)
+        for &day in days {
+            let found = on_pool!(self, p => sqlx::query(SQL).bind(day).bind(id).fetch_optional(p).await?.is_some());
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The login rows (session, remote IP, client) of the given Dovecot
-    /// sessions of a mailbox, from the access rows of the days given.
+    /// sessions of a mailbox, from the access rows of the days given
+    /// (those of the sessions' events, and the day before each, for a
+    /// session that began before midnight).
     pub async fn session_logins(
         &self,
         mailbox: &str,
         sessions: &[String],
-        from_day: i32,
-        to_day: i32,
+        days: &[i32],
     ) -> anyhow::Result<Vec<(String, Option<String>, Option<String>)>> {
         if sessions.is_empty() {
             return Ok(Vec::new());
         }
+        let mut wanted: Vec<i32> = days
+            .iter()
+            .flat_map(|&d| {
+                let before = crate::domain::Day::from_key(d).map(|x| x.minus(1).key());
+                std::iter::once(d).chain(before)
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut events = Vec::new();
+        for d in wanted {
+            events.extend(self.access_events(mailbox, d, d).await?);
+        }
         let mut out = Vec::new();
-        for e in self.access_events(mailbox, from_day, to_day).await? {
+        for e in events {
             if e.kind == Some(crate::ingest::access::AccessKind::Login)
                 && let Some(s) = &e.session
                 && sessions.iter().any(|x| x == s.as_str())

@@ -309,11 +309,11 @@ impl Binder<'_> {
 /// `db` must be an open connection that no other thread uses for the
 /// duration of the call (the caller holds sqlx's handle lock), with a write
 /// transaction open.
-unsafe fn insert_each<T, const N: usize>(
+unsafe fn insert_each<T, K: Ord, const N: usize>(
     db: NonNull<ffi::sqlite3>,
     table: &Table,
     rows: &[T],
-    primary_key: impl Fn(&T) -> (i32, i64, i64, i64),
+    primary_key: impl Fn(&T) -> K,
     bind: impl Fn(&Binder<'_>, &T) -> [c_int; N],
 ) -> anyhow::Result<u64> {
     debug_assert_eq!(N, table.columns.len());
@@ -510,7 +510,7 @@ pub unsafe fn insert_messages(
             db,
             &MESSAGE_ROWS,
             rows,
-            |r| (r.row.day, r.mailbox_id, r.sec(), r.row.key),
+            |r| (r.row.day, r.mailbox_id, r.msgid_hash, r.sec(), r.row.key),
             |b, r| {
                 let m = r.row;
                 [
