@@ -140,9 +140,15 @@ impl Store {
         let Some(mid) = self.mailbox_id(mailbox).await? else {
             return Ok(Vec::new());
         };
-        const SPAN: &str = "SELECT MIN(day), MAX(day) FROM message_rows";
-        let (first, last): (Option<i32>, Option<i32>) =
-            on_pool!(self, p => sqlx::query_as(SPAN).fetch_one(p).await?);
+        // Two statements: SQLite answers a lone MIN or MAX of the key's
+        // first column from the key's end, but both in one statement by
+        // reading every row.
+        const FIRST: &str = "SELECT MIN(day) FROM message_rows";
+        const LAST: &str = "SELECT MAX(day) FROM message_rows";
+        let first: Option<i32> =
+            on_pool!(self, p => sqlx::query_scalar(FIRST).fetch_one(p).await?);
+        let last: Option<i32> =
+            on_pool!(self, p => sqlx::query_scalar(LAST).fetch_one(p).await?);
         let (Some(first), Some(last)) = (first, last) else {
             return Ok(Vec::new());
         };
