@@ -145,10 +145,8 @@ impl Store {
         // reading every row.
         const FIRST: &str = "SELECT MIN(day) FROM message_rows";
         const LAST: &str = "SELECT MAX(day) FROM message_rows";
-        let first: Option<i32> =
-            on_pool!(self, p => sqlx::query_scalar(FIRST).fetch_one(p).await?);
-        let last: Option<i32> =
-            on_pool!(self, p => sqlx::query_scalar(LAST).fetch_one(p).await?);
+        let first: Option<i32> = on_pool!(self, p => sqlx::query_scalar(FIRST).fetch_one(p).await?);
+        let last: Option<i32> = on_pool!(self, p => sqlx::query_scalar(LAST).fetch_one(p).await?);
         let (Some(first), Some(last)) = (first, last) else {
             return Ok(Vec::new());
         };
