@@ -861,15 +861,8 @@ pub async fn locate(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    // The days of the message's own rows: where its sessions' logins and
-    // any mail_log row of the mailbox are looked for.
-    let mut days: Vec<i32> = rows
-        .iter()
-        .filter(|r| r.message_id.is_some())
-        .map(|r| r.day)
-        .collect();
-    days.sort_unstable();
-    days.dedup();
+    // The days of the sessions that touched the message: where their
+    // logins are looked for.
     let mut session_days: Vec<i32> = rows
         .iter()
         .filter(|r| !by_delivery(r) && r.session.is_some())
@@ -880,10 +873,10 @@ pub async fn locate(
     let logins = store
         .session_logins(mailbox.as_str(), &sessions, &session_days)
         .await?;
-    // A mail_log row of the message itself says mail_log is on; else any
-    // of the mailbox on the day it arrived (one day: a mailbox that gets
-    // tens of thousands of messages a day and logs no mail_log event would
-    // be read whole for each day).
+    // Whether mail_log speaks of this message at all. (Whether the mailbox
+    // logs mail_log events on other messages is not asked: for a mailbox
+    // that gets tens of thousands of messages a day and logs none, that
+    // meant reading a whole day of its rows.)
     let mail_log = rows.iter().any(|r| {
         matches!(
             kind(r),
@@ -896,9 +889,7 @@ pub async fn locate(
                     | MsgKind::FlagsChanged
             )
         )
-    }) || store
-        .has_mail_log(mailbox.as_str(), &days[..days.len().min(1)])
-        .await?;
+    });
     Ok(follow(mailbox, message_id, &rows, &logins, mail_log, tz))
 }
 
@@ -1156,9 +1147,9 @@ pub fn follow(
         Some("No record in this mailbox names this Message-ID in the days kept.".to_owned())
     } else if !mail_log_enabled && matches!(state, "still_in_folder" | "unknown") {
         Some(
-            "The mail service's logs do not record what is done with messages in mailboxes \
-             (Dovecot's mail_log is not enabled for these events), so they cannot tell whether \
-             it was moved or deleted after delivery."
+            "No Dovecot mail_log event names this message. Where the mail service does not \
+             log them (the mail_log plugin with its save, copy, expunge and flag_change \
+             events), the logs cannot tell whether it was moved or deleted after delivery."
                 .to_owned(),
         )
     } else {

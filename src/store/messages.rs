@@ -170,24 +170,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Whether the mailbox has a `mail_log` row (save, copy, expunge,
-    /// flags) on any of `days`: without any, the logs cannot tell what
-    /// became of a message after delivery.
-    pub async fn has_mail_log(&self, mailbox: &str, days: &[i32]) -> anyhow::Result<bool> {
-        let Some(id) = self.mailbox_id(mailbox).await? else {
-            return Ok(false);
-        };
-        const SQL: &str = "SELECT 1 FROM message_rows WHERE day = $1 AND mailbox_id = $2 \
-            AND kind >= 15 AND kind <= 20 LIMIT 1";
-        for &day in days {
-            let found = on_pool!(self, p => sqlx::query(SQL).bind(day).bind(id).fetch_optional(p).await?.is_some());
-            if found {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// The login rows (session, remote IP, client) of the given Dovecot
     /// sessions of a mailbox, from the access rows of the days given
     /// (those of the sessions' events, and the day before each, for a

@@ -111,7 +111,7 @@ impl Correlator {
             Event::Expired { qid, .. } => self.release_inbound((ctx.host, Qid::new(qid)), false),
             Event::Subject { qid, subject } => {
                 let key = (ctx.host, Qid::new(qid));
-                let m = self.msg(key, ctx, false, &mut Vec::new());
+                let m = self.lifecycle(key, ctx, true);
                 if m.subject.is_none() {
                     m.subject = Some(cut(subject, MAX_SUBJECT));
                 }
@@ -294,10 +294,23 @@ impl Correlator {
         self.wait_inbound(key, ctx, row);
     }
 
+    /// The lifecycle of `key` (made if new), as [`Correlator::msg`] gives
+    /// it: the rows of an old lifecycle of the same queue ID that this line
+    /// closes go out with the call's SMTP rows.
+    fn lifecycle(&mut self, key: MsgKey, ctx: &LineCtx<'_>, starts: bool) -> &mut Msg {
+        let mut spill = std::mem::take(&mut self.spill);
+        self.msg(key, ctx, starts, &mut spill);
+        self.spill = spill;
+        self.state
+            .messages
+            .get_mut(&key)
+            .expect("Correlator::msg made the lifecycle")
+    }
+
     /// Puts `row` in the lifecycle of `key` to wait for the message's other
     /// lines, and gives out what is ready.
     fn wait_inbound(&mut self, key: MsgKey, ctx: &LineCtx<'_>, row: MessageRow) {
-        let m = self.msg(key, ctx, false, &mut Vec::new());
+        let m = self.lifecycle(key, ctx, false);
         if m.inbound.is_empty() {
             m.inbound_at = ctx.now_us;
         }

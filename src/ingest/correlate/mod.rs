@@ -382,6 +382,9 @@ pub struct Correlator {
     /// Rows about received mail made by the current call, moved into its
     /// output at the end of it.
     msg_out: Vec<MessageRow>,
+    /// SMTP rows of lifecycles closed while received mail's rows were
+    /// being made (see `inbound.rs`), moved into the output likewise.
+    spill: Vec<Row>,
     pub stats: Stats,
 }
 
@@ -416,6 +419,7 @@ impl Correlator {
             scratch: RefCell::new(String::new()),
             idle_us: 0,
             msg_out: Vec::new(),
+            spill: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -565,6 +569,7 @@ impl Correlator {
     /// Counts what the last call gave: its SMTP rows (`out.smtp` had
     /// `before` then), and the mailbox access rows made final.
     fn count(&mut self, before: usize, out: &mut Rows) {
+        out.smtp.append(&mut self.spill);
         self.stats.rows += out.smtp.len().saturating_sub(before) as u64;
         self.stats.rows += self.msg_out.len() as u64;
         out.messages.append(&mut self.msg_out);
