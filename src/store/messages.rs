@@ -183,6 +183,9 @@ impl Store {
         if sessions.is_empty() {
             return Ok(Vec::new());
         }
+        // A session's login is on its first event's day, or the day
+        // before; each day is read once, and no more once every session
+        // is found.
         let mut wanted: Vec<i32> = days
             .iter()
             .flat_map(|&d| {
@@ -192,21 +195,23 @@ impl Store {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let mut events = Vec::new();
-        for d in wanted {
-            events.extend(self.access_events(mailbox, d, d).await?);
-        }
-        let mut out = Vec::new();
-        for e in events {
-            if e.kind == Some(crate::ingest::access::AccessKind::Login)
-                && let Some(s) = &e.session
-                && sessions.iter().any(|x| x == s.as_str())
-            {
-                out.push((
-                    s.to_string(),
-                    e.remote_ip.as_ref().map(|t| t.to_string()),
-                    e.client.as_ref().map(|t| t.to_string()),
-                ));
+        let mut out: Vec<(String, Option<String>, Option<String>)> = Vec::new();
+        for d in wanted.into_iter().rev() {
+            if sessions.iter().all(|s| out.iter().any(|(o, _, _)| o == s)) {
+                break;
+            }
+            for e in self.access_events(mailbox, d, d).await? {
+                if e.kind == Some(crate::ingest::access::AccessKind::Login)
+                    && let Some(s) = &e.session
+                    && sessions.iter().any(|x| x == s.as_str())
+                    && !out.iter().any(|(o, _, _)| o == s.as_str())
+                {
+                    out.push((
+                        s.to_string(),
+                        e.remote_ip.as_ref().map(|t| t.to_string()),
+                        e.client.as_ref().map(|t| t.to_string()),
+                    ));
+                }
             }
         }
         Ok(out)

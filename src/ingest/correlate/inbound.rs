@@ -97,7 +97,12 @@ impl Correlator {
                     && m.msgid_text.is_none()
                     && id.len() > 2
                 {
-                    m.msgid_text = Some(lossy_text(id));
+                    // As logged, cut like a subject: a stranger chooses it.
+                    m.msgid_text = Some(if id.len() > MAX_SUBJECT {
+                        Text::from(cut(id, MAX_SUBJECT))
+                    } else {
+                        lossy_text(id)
+                    });
                 }
                 self.release_inbound(key, false);
             }
