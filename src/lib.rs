@@ -12,7 +12,9 @@
 //!   [`domain::Day`], [`domain::DateRange`], local domains.
 //! * [`ingest`]: sources (files, compressed ones, stdin) → syslog envelope → Postfix /
 //!   Dovecot message shapes → correlation into per-mailbox rows (SMTP
-//!   events, and access events from Dovecot sessions), committed
+//!   events, access events from Dovecot sessions, and received mail's
+//!   facts from Postfix, Dovecot LMTP/Sieve/mail_log and the spam filter:
+//!   [`ingest::received`]), committed
 //!   in batches with the checkpoints and state that make it crash-safe.
 //! * [`store`]: the database (SQLite by default, PostgreSQL for large
 //!   sites): migrations, inserts, queries.
