@@ -338,7 +338,7 @@ fn logins_column(protocol: &str) -> &'static str {
 /// A value for the text output: `-` when absent, control characters and
 /// bidirectional controls shown as their code points, so log text cannot
 /// drive the terminal or reorder the line.
-fn safe(s: Option<&str>) -> String {
+pub(crate) fn safe(s: Option<&str>) -> String {
     visible(s.unwrap_or("-")).into_owned()
 }
 

@@ -16,9 +16,10 @@ use std::fmt::Write as _;
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::access::safe;
 use crate::domain::{DateRange, Day, Mailbox};
 use crate::history::{Format, csv_cell, format_time, to_json};
-use crate::ingest::received::{MessageRow, MsgKind};
+use crate::ingest::received::{MessageRow, MsgKind, msgid_key};
 use crate::store::Store;
 use crate::visible::visible;
 
@@ -791,10 +792,6 @@ fn build_limited(
     }
 }
 
-fn safe(s: Option<&str>) -> String {
-    visible(s.unwrap_or("-")).into_owned()
-}
-
 /// What a mailbox knows of where one message is now.
 #[derive(Debug, Clone, Serialize)]
 pub struct Located {
@@ -846,11 +843,11 @@ pub async fn locate(
     tz: Tz,
 ) -> anyhow::Result<Located> {
     let rows = store.message_trail(mailbox.as_str(), message_id).await?;
-    let want = normalize_id(message_id);
+    let want = msgid_key(message_id);
     let rows: Vec<MessageRow> = rows
         .into_iter()
         .filter(|r| match &r.message_id {
-            Some(m) => normalize_id(m) == want,
+            Some(m) => msgid_key(m) == want,
             None => true,
         })
         .collect();
@@ -891,12 +888,6 @@ pub async fn locate(
         )
     });
     Ok(follow(mailbox, message_id, &rows, &logins, mail_log, tz))
-}
-
-fn normalize_id(id: &str) -> String {
-    let t = id.trim();
-    let t = t.strip_prefix('<').unwrap_or(t);
-    t.strip_suffix('>').unwrap_or(t).to_ascii_lowercase()
 }
 
 /// Where a row goes among the rows of the same instant: arrival first,

@@ -192,11 +192,16 @@ impl MessageRow {
 /// logged, angle brackets included, ASCII case folded. Never 0 (rows
 /// without a Message-ID have 0).
 pub fn msgid_hash(id: &str) -> i64 {
+    let h = xxhash_rust::xxh3::xxh3_64(msgid_key(id).as_bytes()) as i64;
+    if h == 0 { 1 } else { h }
+}
+
+/// A Message-ID as rows are compared by: without its angle brackets and
+/// surrounding space, ASCII case folded.
+pub fn msgid_key(id: &str) -> String {
     let t = id.trim();
     let t = t.strip_prefix('<').unwrap_or(t);
-    let t = t.strip_suffix('>').unwrap_or(t);
-    let h = xxhash_rust::xxh3::xxh3_64(t.to_ascii_lowercase().as_bytes()) as i64;
-    if h == 0 { 1 } else { h }
+    t.strip_suffix('>').unwrap_or(t).to_ascii_lowercase()
 }
 
 /// A Dovecot line about a message or a folder of one mailbox.
