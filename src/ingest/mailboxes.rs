@@ -26,6 +26,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use super::access::AccessRow;
 use super::correlate::{Row, Rows, Text};
+use super::received::MessageRow;
 
 /// Numbers by address, and addresses by number.
 ///
@@ -94,7 +95,8 @@ impl Mailboxes {
     /// Readies `rows` for the writer: numbers every row's mailbox, and
     /// orders the rows by the id of their mailbox (mailboxes with no id
     /// yet after all others, by number), each mailbox's rows in the order
-    /// they came. Returns the mailboxes numbered since the last call, for
+    /// they came (received-mail rows by their hash, which is how they are
+    /// stored). Returns the mailboxes numbered since the last call, for
     /// the batch that holds the first rows naming them.
     pub fn prepare(&mut self, rows: &mut Rows) -> NewMailboxes {
         for r in &mut rows.smtp {
@@ -116,6 +118,11 @@ impl Mailboxes {
             };
             order(&mut rows.smtp, |r: &Row| key(r.mailbox_no));
             order(&mut rows.access, |r: &AccessRow| key(r.mailbox_no));
+            // Received-mail rows are clustered by Message-ID's hash after
+            // the mailbox (see `ready_rows`, which gives it).
+            order(&mut rows.messages, |r: &MessageRow| {
+                (key(r.mailbox_no), r.msgid_hash)
+            });
         });
         let first = self.sent;
         self.sent = self.names.len();

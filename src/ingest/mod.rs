@@ -721,6 +721,7 @@ fn parse_all(
     let read_before = correlator.stats.lines_read;
     let Channels { cp_req, out, spare } = *io;
     let mut send = |mut rows: Rows, checkpoint: Option<Checkpoint>, state: Vec<u8>| {
+        crate::store::records::ready_rows(&mut rows);
         let new = mailboxes.prepare(&mut rows);
         out.blocking_send(Batch {
             rows,

@@ -156,6 +156,10 @@ pub struct MessageRow {
     pub mailbox: Text,
     #[serde(skip)]
     pub mailbox_no: Option<u32>,
+    /// The hash the row is found by, once it joins a batch
+    /// ([`crate::store::records::ready_rows`]); 0 before.
+    #[serde(skip)]
+    pub msgid_hash: i64,
     pub kind: i16,
     pub host: Text,
     pub queue_id: Option<Text>,

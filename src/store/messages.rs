@@ -27,7 +27,13 @@ impl<'a> MessageRecord<'a> {
         MessageRecord {
             row,
             mailbox_id,
-            msgid_hash: row_hash(row),
+            // As the parser's thread hashed it (never 0 for a row with a
+            // Message-ID or a folder's), or now.
+            msgid_hash: if row.msgid_hash != 0 {
+                row.msgid_hash
+            } else {
+                row_hash(row)
+            },
         }
     }
 
@@ -73,6 +79,7 @@ where
         day: r.try_get("day")?,
         mailbox: mailbox.into(),
         mailbox_no: None,
+        msgid_hash: 0,
         kind: kind as i16,
         host: r.try_get::<String, _>("host")?.into(),
         queue_id: text("queue_id")?.map(Into::into),

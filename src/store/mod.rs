@@ -417,10 +417,7 @@ macro_rules! commit_in {
             .map(|r| Ok(messages::MessageRecord::new(r, id_of(r.mailbox_no)?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // Each reply split once, for its pattern's id and for the record.
-        let replies: Vec<_> = smtp
-            .iter()
-            .map(|r| r.response.as_deref().map_or((None, None), records::split_reply))
-            .collect();
+        let replies: Vec<_> = smtp.iter().map(records::reply_parts).collect();
         let reasons: Vec<_> = access
             .iter()
             .map(|r| r.reason.as_deref().map_or((None, None), records::split_reply))

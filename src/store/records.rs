@@ -101,6 +101,62 @@ pub fn split_reply(reply: &str) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) 
     (Some(Cow::Owned(pattern)), Some(Cow::Owned(args)))
 }
 
+/// A row's reply as [`split_reply`] split it, kept with the row: the
+/// ingest's parser thread splits the replies of a batch before sending it
+/// (see [`ready_rows`]), so that the writer's thread, the slower of the
+/// two, does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplySplit {
+    /// No word varies: the pattern is the reply.
+    Whole,
+    /// The reply holds [`MARK`]: stored whole, as its words.
+    Marked,
+    /// The pattern and the variable words.
+    Parts(String, String),
+}
+
+impl ReplySplit {
+    pub fn of(reply: &str) -> ReplySplit {
+        match split_reply(reply) {
+            (None, _) => ReplySplit::Marked,
+            (Some(_), None) => ReplySplit::Whole,
+            (Some(p), Some(a)) => ReplySplit::Parts(p.into_owned(), a.into_owned()),
+        }
+    }
+}
+
+/// The pattern and variable words of a row's reply: as split already, or
+/// split now (a row that did not come through [`ready_rows`]).
+pub fn reply_parts(r: &Row) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) {
+    let Some(reply) = r.response.as_deref() else {
+        return (None, None);
+    };
+    match &r.reply_split {
+        Some(ReplySplit::Whole) => (Some(Cow::Borrowed(reply)), None),
+        Some(ReplySplit::Marked) => (None, Some(Cow::Borrowed(reply))),
+        Some(ReplySplit::Parts(p, a)) => (Some(Cow::Borrowed(p)), Some(Cow::Borrowed(a))),
+        None => split_reply(reply),
+    }
+}
+
+/// Readies a batch's rows for the store where they are made, on the
+/// parser's thread: SMTP replies split ([`ReplySplit`]) and received-mail
+/// rows given the hash they are found by
+/// ([`crate::store::messages::row_hash`]). The writer would do the same
+/// for rows that come without.
+pub fn ready_rows(rows: &mut crate::ingest::correlate::Rows) {
+    for r in &mut rows.smtp {
+        if r.reply_split.is_none()
+            && let Some(reply) = r.response.as_deref()
+        {
+            r.reply_split = Some(ReplySplit::of(reply));
+        }
+    }
+    for r in &mut rows.messages {
+        r.msgid_hash = super::messages::row_hash(r);
+    }
+}
+
 /// The reply [`split_reply`] split, whole again.
 pub fn join_reply(pattern: Option<&str>, args: Option<&str>) -> Option<String> {
     match (pattern, args) {
@@ -410,6 +466,32 @@ mod tests {
             "abcdefghijklmnopqrstuvwxyz0123 end",
         ] {
             assert_eq!(round(s), s, "{s:?}");
+            // Split ahead on the parser's thread, the same parts.
+            let row = Row {
+                response: Some(s.to_owned()),
+                reply_split: Some(ReplySplit::of(s)),
+                ..blank_row()
+            };
+            assert_eq!(reply_parts(&row), split_reply(s), "{s:?}");
+        }
+    }
+
+    fn blank_row() -> Row {
+        Row {
+            key: 0,
+            time_us: 0,
+            day: 0,
+            mailbox: "a@example.edu".into(),
+            mailbox_no: None,
+            kind: crate::ingest::correlate::Kind::Sent,
+            host: "mx".into(),
+            queue_id: None,
+            sender_ip: None,
+            relay: None,
+            recipient: None,
+            dsn: None,
+            response: None,
+            reply_split: None,
         }
     }
 

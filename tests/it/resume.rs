@@ -133,6 +133,7 @@ fn row(key: i64, mailbox: &str, no: u32) -> mailtrail::ingest::correlate::Row {
         recipient: None,
         dsn: None,
         response: None,
+        reply_split: None,
     }
 }
 

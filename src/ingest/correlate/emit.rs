@@ -118,6 +118,7 @@ impl Emitter {
             recipient: p.recipient,
             dsn: p.dsn,
             response: p.response,
+            reply_split: None,
         };
         match (sender, user) {
             (Some(s), Some(u)) => {

@@ -172,6 +172,9 @@ pub struct Row {
     pub dsn: Option<Text>,
     /// The remote server's answer or Postfix's reason, whole.
     pub response: Option<String>,
+    /// `response` split for storage, once the row joins a batch
+    /// ([`crate::store::records::ready_rows`]).
+    pub reply_split: Option<crate::store::records::ReplySplit>,
 }
 
 /// What lines turn into: SMTP rows and mailbox access rows.
