@@ -23,6 +23,8 @@
 //! Every row belongs to the recipient's mailbox alone: the senders and
 //! subjects in it are that owner's own mail.
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
 use serde::{Deserialize, Serialize};
 
@@ -402,6 +404,15 @@ pub fn dovecot_fact(msg: &[u8]) -> Option<DovecotFact<'_>> {
     Some(fact)
 }
 
+/// Searchers for the fields of a mail_log line, made once: one made for
+/// each search cost as much as the search.
+static FLAGS: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(b"flags=("));
+static SUBJECT: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(b"subject="));
+static FROM: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"from="));
+static MSGID: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"msgid=<"));
+
 /// The fields of a mail_log line. Values end at the next `, KEY=` of the
 /// fields mail_log writes, in its order; `from` and `subject` may hold
 /// anything, so the ones after them are looked for from the end.
@@ -409,7 +420,7 @@ fn mail_log_fields<'a>(s: &'a [u8], fact: &mut DovecotFact<'a>) {
     let mut s = s;
     // `flags=(...)` is last when logged.
     if s.ends_with(b")")
-        && let Some(i) = memmem::rfind(s, b"flags=(")
+        && let Some(i) = FLAGS.rfind(s)
         && (i == 0 || s[..i].ends_with(b", "))
     {
         let flags = &s[i + 7..s.len() - 1];
@@ -419,13 +430,13 @@ fn mail_log_fields<'a>(s: &'a [u8], fact: &mut DovecotFact<'a>) {
         s = &s[..i.saturating_sub(2)];
     }
     // `subject=` then `from=` (from the end: the subject may hold `, from=`).
-    if let Some(i) = memmem::rfind(s, b"subject=")
+    if let Some(i) = SUBJECT.rfind(s)
         && (i == 0 || s[..i].ends_with(b", "))
     {
         fact.subject = Some(&s[i + 8..]);
         s = &s[..i.saturating_sub(2)];
     }
-    if let Some(i) = memmem::find(s, b"from=")
+    if let Some(i) = FROM.find(s)
         && (i == 0 || s[..i].ends_with(b", "))
     {
         fact.from = Some(&s[i + 5..]);
@@ -449,7 +460,7 @@ fn mail_log_fields<'a>(s: &'a [u8], fact: &mut DovecotFact<'a>) {
         }
     }
     // A Message-ID with a comma in it was split above: take it whole.
-    if let Some(i) = memmem::find(s, b"msgid=<") {
+    if let Some(i) = MSGID.find(s) {
         let v = &s[i + 6..];
         if let Some(e) = memchr::memchr(b'>', v) {
             fact.message_id = Some(&v[..e + 1]);

@@ -31,6 +31,17 @@ fn vary(key: i64, role: i64) -> i64 {
     key ^ role.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64)
 }
 
+/// `NAME[ADDR]`, as Postfix names a client, in one allocation (`format!`
+/// grew it in several, once per row of received mail).
+fn client_text(name: &str, ip: &str) -> String {
+    let mut s = String::with_capacity(name.len() + ip.len() + 2);
+    s.push_str(name);
+    s.push('[');
+    s.push_str(ip);
+    s.push(']');
+    s
+}
+
 fn cut(b: &[u8], max: usize) -> String {
     let mut end = b.len().min(max);
     while end < b.len() && end > 0 && (b[end] & 0xC0) == 0x80 {
@@ -84,19 +95,22 @@ impl Correlator {
                 let key = (ctx.host, Qid::new(qid));
                 // The name alone (most fit inline in a `Text`); its address
                 // is the lifecycle's own client address.
-                if let Some(m) = self.state.messages.get_mut(&key)
-                    && m.client_name.is_none()
-                {
+                let Some(m) = self.state.messages.get_mut(&key) else {
+                    return;
+                };
+                if m.client_name.is_none() {
                     m.client_name = Some(lossy_text(client_name));
                 }
-                self.release_inbound(key, false);
+                if !m.inbound.is_empty() {
+                    self.release_inbound(key, false);
+                }
             }
             Event::MessageId { qid, id } => {
                 let key = (ctx.host, Qid::new(qid));
-                if let Some(m) = self.state.messages.get_mut(&key)
-                    && m.msgid_text.is_none()
-                    && id.len() > 2
-                {
+                let Some(m) = self.state.messages.get_mut(&key) else {
+                    return;
+                };
+                if m.msgid_text.is_none() && id.len() > 2 {
                     // As logged, cut like a subject: a stranger chooses it.
                     m.msgid_text = Some(if id.len() > MAX_SUBJECT {
                         Text::from(cut(id, MAX_SUBJECT))
@@ -104,14 +118,21 @@ impl Correlator {
                         lossy_text(id)
                     });
                 }
-                self.release_inbound(key, false);
+                if !m.inbound.is_empty() {
+                    self.release_inbound(key, false);
+                }
             }
             Event::QueueActive { qid, size, .. } => {
                 let key = (ctx.host, Qid::new(qid));
-                if let (Some(m), Some(n)) = (self.state.messages.get_mut(&key), size) {
+                let Some(m) = self.state.messages.get_mut(&key) else {
+                    return;
+                };
+                if let Some(n) = size {
                     m.size = Some(n as i64);
                 }
-                self.release_inbound(key, false);
+                if !m.inbound.is_empty() {
+                    self.release_inbound(key, false);
+                }
             }
             Event::Expired { qid, .. } => self.release_inbound((ctx.host, Qid::new(qid)), false),
             Event::Subject { qid, subject } => {
@@ -166,10 +187,9 @@ impl Correlator {
                 row.status = (!stage.is_empty()).then(|| lossy_text(stage));
                 row.sender = Some(from.map(lossy).unwrap_or_default());
                 row.client = client_ip.map(|ip| {
-                    format!(
-                        "{}[{}]",
-                        String::from_utf8_lossy(client_name.unwrap_or_default()),
-                        String::from_utf8_lossy(ip)
+                    client_text(
+                        &String::from_utf8_lossy(client_name.unwrap_or_default()),
+                        &String::from_utf8_lossy(ip),
                     )
                 });
                 row.reply = Some(lossy(reply));
@@ -366,8 +386,8 @@ impl Correlator {
                 // A content filter's copy came from the filter: the client
                 // is the original's.
                 r.client = match (&origin_ip, &m.client_name, &m.own.client_ip) {
-                    (Some(ip), _, _) => Some(format!("[{ip}]")),
-                    (None, Some(name), Some(ip)) => Some(format!("{name}[{ip}]")),
+                    (Some(ip), _, _) => Some(client_text("", ip)),
+                    (None, Some(name), Some(ip)) => Some(client_text(name, ip)),
                     (None, Some(name), None) => Some(name.to_string()),
                     (None, None, _) => None,
                 };
@@ -443,7 +463,7 @@ impl Correlator {
             row.sender = v.from.map(lossy);
             row.client = v
                 .client_ip
-                .map(|ip| format!("[{}]", String::from_utf8_lossy(ip)));
+                .map(|ip| client_text("", &String::from_utf8_lossy(ip)));
             row.status = Some(Text::from(v.action.as_str()));
             row.reply = v.score.clone();
             if v.quarantined {
