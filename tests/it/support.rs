@@ -260,6 +260,11 @@ pub fn fresh_postgres(server: &str) -> String {
                     .await
                     .unwrap();
                     for db in old {
+                        // Another test run's, still going (two runs on one
+                        // server: its databases are in use).
+                        if running_test_process(&db) {
+                            continue;
+                        }
                         // Housekeeping only: a database that autovacuum is
                         // visiting (a backend this role may not end) is
                         // left for the next run.
@@ -284,6 +289,16 @@ pub fn fresh_postgres(server: &str) -> String {
     .expect("creating a test database");
     *swept = true;
     url
+}
+
+/// Whether the test database `db` (`mtt_PID_N`) belongs to a process still
+/// running on this machine (the server is on loopback). Where `/proc` is
+/// not there to say, no process is taken for running.
+fn running_test_process(db: &str) -> bool {
+    db.strip_prefix("mtt_")
+        .and_then(|r| r.split_once('_'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Runs `$body` with `$pool` bound to the test store's own pool, whichever
@@ -507,4 +522,14 @@ pub fn generated_log(dir: &Path, lines: u64, seed: u64) -> PathBuf {
     .unwrap();
     drop(w);
     path
+}
+
+#[test]
+fn a_running_test_process_keeps_its_databases_from_the_sweep() {
+    let own = format!("mtt_{}_0", std::process::id());
+    assert!(running_test_process(&own), "{own}");
+    // No process has this number (Linux's pids stay below 2^22).
+    assert!(!running_test_process("mtt_4194305_0"));
+    assert!(!running_test_process("mtt_notapid_0"));
+    assert!(!running_test_process("other_1_0"));
 }
