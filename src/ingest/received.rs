@@ -86,6 +86,13 @@ pub enum MsgKind {
 }
 
 impl MsgKind {
+    /// Postfix's own outcome for the recipient (delivered, bounced,
+    /// deferred, forwarded, refused, held, dropped): a row that is an entry
+    /// of the received mail; the others are joined to one.
+    pub fn is_entry(self) -> bool {
+        (self as i16) <= MsgKind::Dropped as i16
+    }
+
     pub fn from_i64(v: i64) -> Option<MsgKind> {
         use MsgKind::*;
         Some(match v {

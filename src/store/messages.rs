@@ -133,7 +133,10 @@ impl Store {
                     .await?;
                 got.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
             });
-            entries += got.iter().filter(|r| (1..=7).contains(&r.kind)).count();
+            entries += got
+                .iter()
+                .filter(|r| r.kind().is_some_and(MsgKind::is_entry))
+                .count();
             rows.extend(got);
         }
         rows.sort_by_key(|r| (r.time_us, r.key));
