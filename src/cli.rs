@@ -505,11 +505,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match crate::schedule::tick(&store, &c, chrono::Utc::now()).await {
                     Ok(t) => write_stdout(
                         format!(
-                            "aggregated {} day(s), evaluated alerts for {} ({} warning(s)), {} too old to warn, purged {} row(s)\n",
+                            "aggregated {} day(s), evaluated alerts for {} ({} warning(s)), {} too old to warn, packed the access rows of {} day(s), purged {} row(s)\n",
                             t.aggregated.len(),
                             t.alerted.len(),
                             t.warnings,
                             t.not_warned.len(),
+                            t.packed.len(),
                             t.purged
                         )
                         .as_bytes(),

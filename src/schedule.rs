@@ -65,6 +65,8 @@ pub struct Tick {
     pub warnings: usize,
     /// Days whose rows were laid out in key order (PostgreSQL).
     pub clustered: Vec<Day>,
+    /// Days whose plain access rows were packed ([`Store::pack_day`]).
+    pub packed: Vec<Day>,
     pub purged: u64,
 }
 
@@ -115,6 +117,20 @@ pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> anyhow:
                         )
                         .await?;
                     out.not_warned.push(d);
+                }
+            }
+            // A complete day's access rows, and any that reached a packed
+            // day later, into the day's packs. Not a failure of the tick
+            // either: the rows stay plain (and read as such) until the next.
+            if store.has_plain_access(d.key()).await? {
+                match store.pack_day(d.key()).await {
+                    Ok(p) => {
+                        tracing::info!(%d, rows = p.rows, packs = p.packs, "access rows packed");
+                        out.packed.push(d);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%d, "the day's access rows stay unpacked for now: {e:#}")
+                    }
                 }
             }
             if store.is_postgres() && !is_done(d, CLUSTER_JOB) {

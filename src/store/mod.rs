@@ -93,6 +93,9 @@ macro_rules! on_writer {
 
 pub mod messages;
 mod nightly;
+#[macro_use]
+mod packs;
+pub use packs::Packed;
 mod outbox;
 pub use nightly::{DayCounts, Guess, Limits, Post, PostOutcome};
 pub use outbox::{MailCap, NewMail, NewRequest, OutboxRow, Queued, RequestRow};
@@ -440,6 +443,22 @@ macro_rules! commit_in {
         let mut access_records: Vec<records::AccessRecord<'_>> = std::mem::take(&mut $self.spare_access);
         for (r, (pattern, args)) in access.iter().zip(reasons) {
             access_records.push(records::AccessRecord::new(r, id_of(r.mailbox_no)?, (pattern.as_deref(), args), texts)?);
+        }
+        // Rows of a day packed already (logs read late): a row its pack
+        // holds is stored already.
+        let mut access_days: Vec<i32> = access_records.iter().map(|r| r.day).collect();
+        access_days.sort_unstable();
+        access_days.dedup();
+        for day in access_days {
+            let held = packed_keys!(&mut **tx, day, {
+                let mut ids: Vec<i64> = access_records.iter().filter(|r| r.day == day).map(|r| r.mailbox_id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            });
+            if !held.is_empty() {
+                access_records.retain(|r| r.day != day || !held.contains(&(r.mailbox_id, r.sec, r.key)));
+            }
         }
         let n = write_records!(@ $insert tx, &smtp_records, &access_records)
             + write_messages!(@ $insert tx, &message_records);
@@ -1103,64 +1122,61 @@ impl Store {
         from_day: i32,
         to_day: i32,
     ) -> anyhow::Result<Vec<AccessRow>> {
-        const SQL: &str = "SELECT key, day, sec, usec, CAST(kind AS INTEGER), CAST(host AS BIGINT), \
-            CAST(protocol AS BIGINT), CAST(remote_ip AS BIGINT), CAST(local_ip AS BIGINT), tls, session, \
-            CAST(client AS BIGINT), deleted, retained, size_bytes, in_bytes, out_bytes, expunged, trashed, \
-            downloaded, uid, message_id, CAST(folder AS BIGINT), CAST(reason AS BIGINT), attempts, \
-            CAST(master_user AS BIGINT), reason_args \
-            FROM access_rows WHERE day = $1 AND mailbox_id = $2 ORDER BY sec, key";
-        /// The text columns, by their place in `SQL`.
-        const TEXTS: [usize; 8] = [5, 6, 7, 8, 11, 22, 23, 25];
+        use packs::col;
         let Some(id) = self.mailbox_id(mailbox).await? else {
             return Ok(Vec::new());
         };
         let mut rows = Vec::new();
         for day in days_between(from_day, to_day) {
-            on_pool!(self, p => {
-                for r in sqlx::query(SQL).bind(day).bind(id).fetch_all(p).await? {
-                    let mut ids = [None; 8];
-                    for (slot, i) in ids.iter_mut().zip(TEXTS) {
-                        *slot = r.try_get::<Option<i64>, _>(i)?;
-                    }
-                    let num = |i: usize| r.try_get::<Option<i64>, _>(i);
-                    rows.push((
-                        ids,
-                        AccessRow {
-                            key: r.try_get(0)?,
-                            day: r.try_get(1)?,
-                            time_us: r.try_get::<i64, _>(2)? * 1_000_000
-                                + i64::from(r.try_get::<i32, _>(3)?),
-                            mailbox: Text::from(mailbox),
-                            mailbox_no: None,
-                            kind: crate::ingest::access::AccessKind::from_i64(i64::from(
-                                r.try_get::<i32, _>(4)?,
-                            )),
-                            host: Text::from(""),
-                            protocol: None,
-                            remote_ip: None,
-                            local_ip: None,
-                            tls: r.try_get(9)?,
-                            session: r.try_get::<Option<String>, _>(10)?.map(Text::from),
-                            client: None,
-                            deleted: num(12)?,
-                            retained: num(13)?,
-                            size_bytes: num(14)?,
-                            in_bytes: num(15)?,
-                            out_bytes: num(16)?,
-                            expunged: num(17)?,
-                            trashed: num(18)?,
-                            downloaded: num(19)?,
-                            uid: num(20)?,
-                            message_id: r.try_get(21)?,
-                            folder: None,
-                            // The pattern is joined below, with the texts.
-                            reason: r.try_get::<Option<String>, _>(26)?.map(Text::from),
-                            attempts: num(24)?,
-                            master_user: None,
-                        },
-                    ));
-                }
-            });
+            for mut r in self.access_day(day, id).await? {
+                let ids = [
+                    col::HOST,
+                    col::PROTOCOL,
+                    col::REMOTE_IP,
+                    col::LOCAL_IP,
+                    col::CLIENT,
+                    col::FOLDER,
+                    col::REASON,
+                    col::MASTER_USER,
+                ]
+                .map(|i| r[i].int());
+                rows.push((
+                    ids,
+                    AccessRow {
+                        key: r[col::KEY].int().unwrap_or_default(),
+                        day,
+                        time_us: r[col::SEC].int().unwrap_or_default() * 1_000_000
+                            + r[col::USEC].int().unwrap_or_default(),
+                        mailbox: Text::from(mailbox),
+                        mailbox_no: None,
+                        kind: crate::ingest::access::AccessKind::from_i64(
+                            r[col::KIND].int().unwrap_or_default(),
+                        ),
+                        host: Text::from(""),
+                        protocol: None,
+                        remote_ip: None,
+                        local_ip: None,
+                        tls: r[col::TLS].int().map(|t| t != 0),
+                        session: r[col::SESSION].take_text().map(Text::from),
+                        client: None,
+                        deleted: r[col::DELETED].int(),
+                        retained: r[col::RETAINED].int(),
+                        size_bytes: r[col::SIZE_BYTES].int(),
+                        in_bytes: r[col::IN_BYTES].int(),
+                        out_bytes: r[col::OUT_BYTES].int(),
+                        expunged: r[col::EXPUNGED].int(),
+                        trashed: r[col::TRASHED].int(),
+                        downloaded: r[col::DOWNLOADED].int(),
+                        uid: r[col::UID].int(),
+                        message_id: r[col::MESSAGE_ID].take_text(),
+                        folder: None,
+                        // The pattern is joined below, with the texts.
+                        reason: r[col::REASON_ARGS].take_text().map(Text::from),
+                        attempts: r[col::ATTEMPTS].int(),
+                        master_user: None,
+                    },
+                ));
+            }
         }
         let texts = self
             .text_values(

@@ -206,7 +206,7 @@ impl Store {
     ) -> anyhow::Result<u64> {
         match self {
             Store::Sqlite(p) => {
-                for table in ["smtp_rows", "access_rows", "message_rows"] {
+                for table in ["smtp_rows", "access_rows", "message_rows", "access_packs"] {
                     let oldest = format!("SELECT MIN(day) FROM {table}");
                     let day: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(oldest))
                         .fetch_one(p)

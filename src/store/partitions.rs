@@ -1,7 +1,8 @@
 //! PostgreSQL's day partitions of the event tables: made before the
 //! ingest writes a day's first row, dropped whole at retention.
 //!
-//! `smtp_rows`, `access_rows` and `message_rows` (0010) are partitioned by range of `day`
+//! `smtp_rows`, `access_rows`, `message_rows` (0010) and `access_packs` (0011) are
+//! partitioned by range of `day`
 //! (migrations/postgres/0009), one partition per day, named
 //! `smtp_rows_YYYYMMDD` and `access_rows_YYYYMMDD`, holding the rows with
 //! `day` from YYYYMMDD up to YYYYMMDD + 1. There is no DEFAULT partition:
@@ -32,7 +33,7 @@ use chrono::{Datelike, NaiveDate};
 use sqlx::PgPool;
 
 /// The partitioned tables, each with a partition per day.
-const PARENTS: [&str; 3] = ["smtp_rows", "access_rows", "message_rows"];
+const PARENTS: [&str; 4] = ["smtp_rows", "access_rows", "message_rows", "access_packs"];
 
 /// The first key of the advisory lock of a day's partitions (the second is
 /// the day), so that no other use of advisory locks meets it: "mtpd".
@@ -128,7 +129,7 @@ async fn partitions(
 ) -> anyhow::Result<Vec<(String, String)>> {
     const SQL: &str = "SELECT p.relname::text, c.relname::text FROM pg_inherits i \
         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
-        WHERE i.inhparent IN ('smtp_rows'::regclass, 'access_rows'::regclass, 'message_rows'::regclass) \
+        WHERE i.inhparent IN ('smtp_rows'::regclass, 'access_rows'::regclass, 'message_rows'::regclass, 'access_packs'::regclass) \
         AND ($1::text[] IS NULL OR c.relname = ANY($1))";
     sqlx::query_as(SQL)
         .bind(names)
@@ -310,7 +311,8 @@ pub(crate) async fn cluster_day(
     let day = Day::parse(day)?;
     let what = || format!("clustering the partitions of day {}", day.0);
     let mut any = false;
-    for parent in PARENTS {
+    // Packs are written in key order, a mailbox's day at once.
+    for parent in PARENTS.into_iter().filter(|p| *p != "access_packs") {
         let name = day.name(parent);
         let mut tx = pool.begin().await.with_context(what)?;
         // `name` is a table name and digits (`Day::name`).

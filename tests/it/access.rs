@@ -48,10 +48,28 @@ async fn history(db: &TestDb, mailbox: &str) -> AccessHistory {
     .unwrap()
 }
 
-async fn check_run(log: &str) {
+/// Packs every day of [`crate::support::range`] that has plain access
+/// rows, as the nightly job does once a day is complete; returns the rows
+/// moved, after checking that no plain row is left.
+async fn pack_all(db: &TestDb) -> u64 {
+    let mut moved = 0;
+    for day in crate::support::range().days() {
+        let day = day.key();
+        if db.store.has_plain_access(day).await.unwrap() {
+            moved += db.store.pack_day(day).await.unwrap().rows;
+            assert!(!db.store.has_plain_access(day).await.unwrap(), "{day}");
+        }
+    }
+    moved
+}
+
+async fn check_run(log: &str, packed: bool) {
     let db = db_with("").await;
     let r = db.ingest(&[fixture(log)]).await.unwrap();
     assert_eq!(r.stats.lines_unrecognised, 0, "{:?}", r.stats.examples);
+    if packed {
+        assert!(pack_all(&db).await > 0, "nothing was packed");
+    }
     let run = run_of(log);
     for (user, want) in run["users"].as_object().unwrap() {
         let h = history(&db, user).await;
@@ -190,12 +208,108 @@ async fn check_run(log: &str) {
 
 #[tokio::test]
 async fn syslog_capture_matches_what_the_clients_did() {
-    check_run("mail.log").await;
+    check_run("mail.log", false).await;
 }
 
 #[tokio::test]
 async fn dovecot_own_log_file_matches_what_the_clients_did() {
-    check_run("dovecot.log").await;
+    check_run("dovecot.log", false).await;
+}
+
+#[tokio::test]
+async fn packed_days_match_what_the_clients_did() {
+    check_run("mail.log", true).await;
+    check_run("dovecot.log", true).await;
+}
+
+/// Every user's whole access history, as the JSON output holds it.
+async fn every_history(db: &TestDb) -> Vec<Value> {
+    let mut out = Vec::new();
+    for run in manifest()["runs"].as_array().unwrap() {
+        for user in run["users"].as_object().unwrap().keys() {
+            out.push(serde_json::to_value(history(db, user).await).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn packing_keeps_every_row_and_a_line_read_again_is_stored_once() {
+    let db = db_with("").await;
+    let log = std::fs::read_to_string(fixture("mail.log")).unwrap();
+    let first = db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let before = every_history(&db).await;
+    assert!(
+        before
+            .iter()
+            .any(|h| !h["events"].as_array().unwrap().is_empty()),
+        "the capture gave no access events"
+    );
+    let moved = pack_all(&db).await;
+    assert!(moved > 0);
+    assert_eq!(
+        every_history(&db).await,
+        before,
+        "packing changed a history"
+    );
+    // Packing again finds nothing to move.
+    assert_eq!(pack_all(&db).await, 0);
+
+    // The second half of the log again, as another file (a rotated copy
+    // read by another agent): its access rows are in the packs already.
+    let lines: Vec<&str> = log.lines().collect();
+    let half = lines[lines.len() / 2..].join("\n") + "\n";
+    let dir = tempfile::tempdir().unwrap();
+    let again = dir.path().join("again.log");
+    std::fs::write(&again, &half).unwrap();
+    let r = db.ingest(std::slice::from_ref(&again)).await.unwrap();
+    for day in crate::support::range().days() {
+        assert!(
+            !db.store.has_plain_access(day.key()).await.unwrap(),
+            "a row of {day} the packs hold was stored again"
+        );
+    }
+    assert_eq!(
+        every_history(&db).await,
+        before,
+        "reading lines again changed a history"
+    );
+
+    // The same half into an unpacked database stores exactly as many rows
+    // anew: packs hold back what rows held back, no more, no less.
+    let plain = db_with("").await;
+    plain.ingest(&[fixture("mail.log")]).await.unwrap();
+    let r_plain = plain.ingest(std::slice::from_ref(&again)).await.unwrap();
+    assert_eq!(r.rows_new, r_plain.rows_new);
+    assert!(first.rows_new > r.rows_new);
+
+    // A line the packs do not hold, for a packed day (a log read late): a
+    // plain row, read with the day's pack, and packed by the next packing.
+    let login = lines
+        .iter()
+        .find(|l| l.contains("imap-login: Login: user=<"))
+        .expect("an IMAP login in the capture");
+    let user = login
+        .split("user=<")
+        .nth(1)
+        .and_then(|r| r.split('>').next())
+        .unwrap()
+        .to_owned();
+    let late = login.replace("session=<", "session=<late");
+    let late_file = dir.path().join("late.log");
+    std::fs::write(&late_file, format!("{late}\n")).unwrap();
+    let logins = |h: &AccessHistory| h.events.iter().filter(|e| e.kind == "login").count();
+    let had = logins(&history(&db, &user).await);
+    let r = db.ingest(std::slice::from_ref(&late_file)).await.unwrap();
+    assert_eq!(r.rows_new, 1, "{:?}", r.stats);
+    assert_eq!(logins(&history(&db, &user).await), had + 1);
+    let with_late = every_history(&db).await;
+    assert_eq!(pack_all(&db).await, 1);
+    assert_eq!(
+        every_history(&db).await,
+        with_late,
+        "packing the late row changed a history"
+    );
 }
 
 #[tokio::test]
