@@ -26,8 +26,8 @@
 //! * ingest rate (lines/s, deliveries/s) of the whole load, of the first
 //!   day (into an empty database) and of the last day alone, which goes
 //!   into a database already holding the others;
-//! * database size (SQLite: the file, WAL and shared-memory file after a
-//!   checkpoint; PostgreSQL: `pg_database_size`, and the summed
+//! * database size (SQLite: the file less its free pages, WAL and
+//!   shared-memory file after a checkpoint; PostgreSQL: `pg_database_size`, and the summed
 //!   `pg_total_relation_size` of the day partitions of `smtp_rows` and of
 //!   `access_rows`, and of `texts`), and per million stored delivery rows
 //!   (`smtp_rows` of kinds sent, bounced, deferred, expired), with the
@@ -237,8 +237,8 @@ macro_rules! fetch_all {
     };
 }
 
-/// Stored rows of a day: (deliveries, other SMTP kinds, access, received
-/// mail).
+/// Stored rows of a day: (deliveries, other SMTP kinds, access (plain and
+/// packed), received mail).
 async fn day_counts(store: &Store, day: i32) -> (u64, u64, u64, u64) {
     // `kind` is a SMALLINT on PostgreSQL.
     let rows: Vec<(i32, i64)> = fetch_all!(
@@ -257,7 +257,8 @@ async fn day_counts(store: &Store, day: i32) -> (u64, u64, u64, u64) {
     }
     let access: Vec<(i64,)> = fetch_all!(
         store,
-        "SELECT COUNT(*) FROM access_rows WHERE day = $1",
+        "SELECT CAST((SELECT COUNT(*) FROM access_rows WHERE day = $1) \
+         + (SELECT COALESCE(SUM(rows), 0) FROM access_packs WHERE day = $1) AS BIGINT)",
         day
     );
     let messages: Vec<(i64,)> = fetch_all!(
@@ -465,8 +466,23 @@ async fn db_size(store: &Store, sqlite_path: Option<&Path>) -> (u64, Option<u64>
                 .await
                 .unwrap();
             let (db, wal, shm) = (file(""), file("-wal"), file("-shm"));
-            println!("SQLite after checkpoint: file {db} bytes, WAL {wal} bytes, shm {shm} bytes");
-            (db + wal + shm, None)
+            let page = |pragma: &str| {
+                let sql = format!("PRAGMA {pragma}");
+                async move {
+                    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                        .fetch_one(p)
+                        .await
+                        .unwrap() as u64
+                }
+            };
+            let free = page("freelist_count").await * page("page_size").await;
+            println!(
+                "SQLite after checkpoint: file {db} bytes ({free} of them free pages), WAL {wal} bytes, shm {shm} bytes"
+            );
+            // Free pages (rows deleted: packed, purged) are reused by the
+            // rows written next, not returned to the file system: the
+            // size counted is the pages in use.
+            (db - free + wal + shm, None)
         }
         Store::Postgres(p) => {
             let parts = |table: &str| {

@@ -16,14 +16,14 @@
 //! it, so a line read twice is still stored once: [`Store::packed_keys`]);
 //! the next nightly tick packs them into the day's pack.
 //!
-//! The encoding of a pack: a format byte, then a raw deflate stream of the
-//! row count and the rows, each a bit mask of its non-NULL columns and
+//! The encoding of a pack: a format byte, then (deflated, unless that would
+//! gain nothing or the pack is small) the row count and the rows, each a bit mask of its non-NULL columns and
 //! those columns' values: integers as the zigzag varint of their difference
 //! from the same column in the row before (seconds, ids and counters
 //! mostly repeat or grow a little), the key as its eight bytes, texts as a
 //! varint length and their bytes.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 
 use anyhow::Context as _;
 use sqlx::Row as _;
@@ -169,8 +169,9 @@ where
     Ok(out)
 }
 
-/// The format byte of a pack as [`encode`] writes it.
-const FORMAT: u8 = 1;
+/// The format byte of a pack: its bytes deflated, or as they are.
+const FORMAT_DEFLATE: u8 = 1;
+const FORMAT_RAW: u8 = 2;
 
 /// Rows a pack may say it holds, at most (a bound on what a damaged value
 /// can make [`decode`] allocate; a mailbox's day of a large site is far
@@ -229,25 +230,61 @@ pub(crate) fn encode(rows: &[AccessVals]) -> anyhow::Result<Vec<u8>> {
             }
         }
     }
-    let mut z = flate2::write::DeflateEncoder::new(
-        Vec::with_capacity(raw.len() / 2 + 16),
-        flate2::Compression::new(6),
-    );
-    let mut out = vec![FORMAT];
-    z.write_all(&raw)?;
-    out.extend_from_slice(&z.finish()?);
-    Ok(out)
+    if raw.len() < DEFLATE_FROM {
+        let mut out = Vec::with_capacity(raw.len() + 1);
+        out.push(FORMAT_RAW);
+        out.extend_from_slice(&raw);
+        return Ok(out);
+    }
+    DEFLATE.with_borrow_mut(|z| {
+        z.reset();
+        let mut out = Vec::with_capacity(raw.len() / 2 + 64);
+        out.push(FORMAT_DEFLATE);
+        loop {
+            let read = z.total_in() as usize;
+            match z.compress_vec(&raw[read..], &mut out, flate2::FlushCompress::Finish)? {
+                flate2::Status::StreamEnd => break,
+                _ => out.reserve(out.capacity().max(64)),
+            }
+        }
+        if out.len() > raw.len() {
+            // Incompressible: kept as it is.
+            out.clear();
+            out.push(FORMAT_RAW);
+            out.extend_from_slice(&raw);
+        }
+        Ok(out)
+    })
+}
+
+/// Packs with fewer bytes than this before deflating are kept as they are:
+/// deflating a few rows gains little and costs a compressor's setting up.
+const DEFLATE_FROM: usize = 256;
+
+thread_local! {
+    /// A compressor, reset for each pack rather than made anew (its tables
+    /// take hundreds of kilobytes to set up).
+    static DEFLATE: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::new(6), false));
 }
 
 /// Reads what [`encode`] wrote; a damaged pack is an error, never a panic.
 pub(crate) fn decode(pack: &[u8]) -> anyhow::Result<Vec<AccessVals>> {
     let (&format, body) = pack.split_first().context("an empty pack")?;
-    anyhow::ensure!(format == FORMAT, "a pack of format {format}, not {FORMAT}");
-    let mut raw = Vec::with_capacity(body.len() * 3);
-    flate2::read::DeflateDecoder::new(body)
-        .read_to_end(&mut raw)
-        .context("inflating a pack")?;
-    let mut r = Reader { buf: &raw, at: 0 };
+    let inflated;
+    let raw: &[u8] = match format {
+        FORMAT_RAW => body,
+        FORMAT_DEFLATE => {
+            let mut out = Vec::with_capacity(body.len() * 3);
+            flate2::read::DeflateDecoder::new(body)
+                .read_to_end(&mut out)
+                .context("inflating a pack")?;
+            inflated = out;
+            &inflated
+        }
+        other => anyhow::bail!("a pack of format {other}, not {FORMAT_RAW} or {FORMAT_DEFLATE}"),
+    };
+    let mut r = Reader { buf: raw, at: 0 };
     let n = r.varint()?;
     anyhow::ensure!(n <= MAX_ROWS, "a pack of {n} rows");
     let mut rows = Vec::with_capacity((n as usize).min(raw.len()));
@@ -348,17 +385,8 @@ impl Store {
     /// both or neither; returns what was moved. Call it for a complete
     /// day: today's rows are still coming.
     pub async fn pack_day(&self, day: i32) -> anyhow::Result<Packed> {
-        const BOUNDS: &str = "SELECT CAST(MIN(mailbox_id) AS BIGINT), CAST(MAX(mailbox_id) AS BIGINT) FROM access_rows WHERE day = $1";
-        const PACKS: &str = "SELECT CAST(mailbox_id AS BIGINT), data FROM access_packs WHERE day = $1 AND mailbox_id >= $2 AND mailbox_id < $3";
-        const PUT: &str = "INSERT INTO access_packs (day, mailbox_id, rows, data) VALUES ($1, $2, $3, $4) \
-            ON CONFLICT (day, mailbox_id) DO UPDATE SET rows = excluded.rows, data = excluded.data";
-        const DELETE: &str =
-            "DELETE FROM access_rows WHERE day = $1 AND mailbox_id >= $2 AND mailbox_id < $3";
-        let rows_sql = format!(
-            "SELECT CAST(mailbox_id AS BIGINT), {} FROM access_rows WHERE day = $1 AND mailbox_id >= $2 AND mailbox_id < $3 \
-             ORDER BY mailbox_id, sec, key",
-            access_select()
-        );
+        const BOUNDS: &str = "SELECT CAST(MIN(mailbox_id) AS BIGINT), CAST(MAX(mailbox_id) AS BIGINT) \
+            FROM access_rows WHERE day = $1";
         let (lo, hi): (Option<i64>, Option<i64>) = on_pool!(self, p => sqlx::query_as(BOUNDS)
             .bind(day)
             .fetch_one(p)
@@ -366,105 +394,30 @@ impl Store {
         let (Some(lo), Some(hi)) = (lo, hi) else {
             return Ok(Packed::default());
         };
-        if let Store::Postgres(p) = self {
-            // Days stored before packs existed have no pack partition yet.
-            partitions::ensure_days(p, &[day]).await?;
-        }
-        let partition = format!("access_rows_{day}");
         let mut done = Packed::default();
         let mut from = lo;
-        while from <= hi {
-            let to = from.saturating_add(PACK_RANGE);
-            // The rows read are the rows deleted: on SQLite the write lock
-            // keeps the ingest out; on PostgreSQL the lock on the day's
-            // partition does (readers go on).
-            let moved = in_tx!(self, tx => {
-                if self.is_postgres() {
-                    // `day` went through `ensure_days`, a checked date: the
-                    // name is the table's and digits.
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "SET LOCAL lock_timeout = '30s'; LOCK TABLE {partition} IN EXCLUSIVE MODE"
-                    )))
-                    .execute(&mut *tx)
-                    .await
-                    .with_context(|| format!("locking {partition}"))?;
+        match self {
+            Store::Sqlite(p) => {
+                while from <= hi {
+                    let to = from.saturating_add(PACK_RANGE);
+                    let moved = pack_range_sqlite(p, day, from, to).await?;
+                    done.rows += moved.rows;
+                    done.packs += moved.packs;
+                    from = to;
                 }
-                let plain = sqlx::query(sqlx::AssertSqlSafe(rows_sql.clone()))
-                    .bind(day)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                if plain.is_empty() {
-                    Packed::default()
-                } else {
-                    let mut by_mailbox: std::collections::BTreeMap<i64, Vec<AccessVals>> =
-                        std::collections::BTreeMap::new();
-                    for r in &plain {
-                        let id: i64 = r.try_get(0)?;
-                        by_mailbox.entry(id).or_default().push(access_vals(r, 1)?);
-                    }
-                    let moved = plain.len() as u64;
-                    drop(plain);
-                    let old: Vec<(i64, Vec<u8>)> = sqlx::query_as(PACKS)
-                        .bind(day)
-                        .bind(from)
-                        .bind(to)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    for (id, data) in old {
-                        if let Some(rows) = by_mailbox.get_mut(&id) {
-                            rows.extend(decode(&data).with_context(|| {
-                                format!("the pack of mailbox {id} on {day}")
-                            })?);
-                        }
-                    }
-                    let mut packs = 0u64;
-                    for (id, mut rows) in by_mailbox {
-                        sort_dedup(&mut rows);
-                        sqlx::query(PUT)
-                            .bind(day)
-                            .bind(id)
-                            .bind(rows.len() as i64)
-                            .bind(encode(&rows)?)
-                            .execute(&mut *tx)
-                            .await?;
-                        packs += 1;
-                    }
-                    sqlx::query(DELETE)
-                        .bind(day)
-                        .bind(from)
-                        .bind(to)
-                        .execute(&mut *tx)
-                        .await?;
-                    Packed { rows: moved, packs }
-                }
-            });
-            done.rows += moved.rows;
-            done.packs += moved.packs;
-            from = to;
-        }
-        if let Store::Postgres(p) = self {
-            // The deletes left the partition's pages full of dead rows;
-            // an empty partition is emptied for good (a row that came
-            // meanwhile keeps it as it is, until the next packing).
-            let mut tx = p.begin().await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "SET LOCAL lock_timeout = '5s'; LOCK TABLE {partition} IN EXCLUSIVE MODE"
-            )))
-            .execute(&mut *tx)
-            .await?;
-            let any: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT 1 FROM {partition} LIMIT 1"
-            )))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if any.is_none() {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("TRUNCATE {partition}")))
-                    .execute(&mut *tx)
-                    .await?;
             }
-            tx.commit().await?;
+            Store::Postgres(p) => {
+                // Days stored before packs existed have no pack partition yet.
+                partitions::ensure_days(p, &[day]).await?;
+                while from <= hi {
+                    let to = from.saturating_add(PACK_RANGE);
+                    let moved = pack_range_pg(p, day, from, to).await?;
+                    done.rows += moved.rows;
+                    done.packs += moved.packs;
+                    from = to;
+                }
+                empty_partition_pg(p, day).await?;
+            }
         }
         Ok(done)
     }
@@ -515,6 +468,219 @@ impl Store {
             Ok(rows)
         })
     }
+}
+
+const OLD_PACKS: &str = "SELECT CAST(mailbox_id AS BIGINT), data FROM access_packs \
+    WHERE day = $1 AND mailbox_id >= $2 AND mailbox_id < $3";
+const DELETE_RANGE: &str =
+    "DELETE FROM access_rows WHERE day = $1 AND mailbox_id >= $2 AND mailbox_id < $3";
+
+/// Packs written per statement (four values each).
+const PUT_CHUNK: usize = 64;
+
+fn put_sql(packs: usize) -> String {
+    let mut s = String::from("INSERT INTO access_packs (day, mailbox_id, rows, data) VALUES ");
+    for i in 0..packs {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let b = i * 4;
+        s.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+    }
+    s.push_str(
+        " ON CONFLICT (day, mailbox_id) DO UPDATE SET rows = excluded.rows, data = excluded.data",
+    );
+    s
+}
+
+/// Writes `$packs` ((mailbox id, rows, data) each) for `$day` in the open
+/// transaction `$tx`, replacing the packs they hold the rows of.
+macro_rules! put_packs {
+    ($tx:expr, $day:expr, $packs:expr) => {{
+        let full = put_sql(PUT_CHUNK);
+        for chunk in $packs.chunks(PUT_CHUNK) {
+            let sql = if chunk.len() == PUT_CHUNK {
+                full.clone()
+            } else {
+                put_sql(chunk.len())
+            };
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, n, data) in chunk {
+                q = q.bind($day).bind(*id).bind(*n).bind(data.as_slice());
+            }
+            q.execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+/// The packs of a range: its plain rows (mailbox id, values; by mailbox),
+/// with the rows of the range's packs (`old`), each mailbox's rows put in
+/// order and encoded. Returns (mailbox id, rows, pack) for each mailbox
+/// with plain rows.
+fn build_packs(
+    day: i32,
+    plain: Vec<(i64, AccessVals)>,
+    old: Vec<(i64, Vec<u8>)>,
+) -> anyhow::Result<Vec<(i64, i64, Vec<u8>)>> {
+    let mut by_mailbox: std::collections::BTreeMap<i64, Vec<AccessVals>> =
+        std::collections::BTreeMap::new();
+    for (id, row) in plain {
+        by_mailbox.entry(id).or_default().push(row);
+    }
+    for (id, data) in old {
+        if let Some(rows) = by_mailbox.get_mut(&id) {
+            rows.extend(
+                decode(&data).with_context(|| format!("the pack of mailbox {id} on {day}"))?,
+            );
+        }
+    }
+    by_mailbox
+        .into_iter()
+        .map(|(id, mut rows)| {
+            sort_dedup(&mut rows);
+            Ok((id, rows.len() as i64, encode(&rows)?))
+        })
+        .collect()
+}
+
+/// One range of [`Store::pack_day`] on SQLite: read, packed and deleted in
+/// one write transaction (the ingest waits its turn meanwhile).
+async fn pack_range_sqlite(
+    p: &sqlx::SqlitePool,
+    day: i32,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Packed> {
+    let sql = std::ffi::CString::new(format!(
+        "SELECT mailbox_id, {} FROM access_rows WHERE day = ?1 AND mailbox_id >= ?2 AND mailbox_id < ?3 \
+         ORDER BY mailbox_id, sec, key",
+        access_select()
+    ))
+    .expect("no NUL in the query");
+    let _turn = super::SQLITE_WRITE.lock().await;
+    let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+    let plain = {
+        let mut handle = tx.lock_handle().await?;
+        // SAFETY: the handle lock gives this thread the connection alone
+        // until the read returns; the transaction is open on it.
+        unsafe {
+            super::sqlite_bulk::read_vals(
+                handle.as_raw_handle(),
+                &sql,
+                &[i64::from(day), from, to],
+            )?
+        }
+    };
+    if plain.is_empty() {
+        return Ok(Packed::default());
+    }
+    let moved = plain.len() as u64;
+    let plain = plain
+        .into_iter()
+        .map(|mut r| {
+            let id = r.remove(0).int().context("a row without its mailbox")?;
+            Ok((id, r))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let old: Vec<(i64, Vec<u8>)> = sqlx::query_as(OLD_PACKS)
+        .bind(day)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?;
+    let packs = build_packs(day, plain, old)?;
+    put_packs!(tx, day, packs);
+    sqlx::query(DELETE_RANGE)
+        .bind(day)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Packed {
+        rows: moved,
+        packs: packs.len() as u64,
+    })
+}
+
+/// One range of [`Store::pack_day`] on PostgreSQL: the day's partition is
+/// locked against writers (readers go on) while the range's rows are read,
+/// packed and deleted, so the rows deleted are the rows read.
+async fn pack_range_pg(p: &sqlx::PgPool, day: i32, from: i64, to: i64) -> anyhow::Result<Packed> {
+    let sql = format!(
+        "SELECT CAST(mailbox_id AS BIGINT), {} FROM access_rows WHERE day = $1 AND mailbox_id >= $2 AND mailbox_id < $3 \
+         ORDER BY mailbox_id, sec, key",
+        access_select()
+    );
+    // `day` went through `ensure_days`, a checked date: the name is the
+    // table's and digits.
+    let partition = format!("access_rows_{day}");
+    let mut tx = p.begin().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL lock_timeout = '30s'; LOCK TABLE {partition} IN EXCLUSIVE MODE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .with_context(|| format!("locking {partition}"))?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(day)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?;
+    if rows.is_empty() {
+        return Ok(Packed::default());
+    }
+    let moved = rows.len() as u64;
+    let plain = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<i64, _>(0)?, access_vals(r, 1)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    drop(rows);
+    let old: Vec<(i64, Vec<u8>)> = sqlx::query_as(OLD_PACKS)
+        .bind(day)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?;
+    let packs = build_packs(day, plain, old)?;
+    put_packs!(tx, day, packs);
+    sqlx::query(DELETE_RANGE)
+        .bind(day)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Packed {
+        rows: moved,
+        packs: packs.len() as u64,
+    })
+}
+
+/// After packing on PostgreSQL: the deletes left the day's partition full
+/// of dead rows, so an empty partition is emptied for good (a row that
+/// came meanwhile keeps it as it is, until the next packing).
+async fn empty_partition_pg(p: &sqlx::PgPool, day: i32) -> anyhow::Result<()> {
+    let partition = format!("access_rows_{day}");
+    let mut tx = p.begin().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL lock_timeout = '5s'; LOCK TABLE {partition} IN EXCLUSIVE MODE"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    let any: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {partition} LIMIT 1"
+    )))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if any.is_none() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("TRUNCATE {partition}")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The (mailbox, second, key) of every row the packs of `$day` hold for
@@ -596,8 +762,14 @@ mod tests {
             };
         }
         let rows = vec![a, b, c, row(5, 5)];
+        // A few rows are kept as they are, many deflated: both read back.
         let pack = encode(&rows).unwrap();
+        assert_eq!(pack[0], FORMAT_RAW);
         assert_eq!(decode(&pack).unwrap(), rows);
+        let many: Vec<AccessVals> = rows.iter().cycle().take(400).cloned().collect();
+        let pack = encode(&many).unwrap();
+        assert_eq!(pack[0], FORMAT_DEFLATE);
+        assert_eq!(decode(&pack).unwrap(), many);
         assert_eq!(
             decode(&encode(&[]).unwrap()).unwrap(),
             Vec::<AccessVals>::new()
@@ -608,8 +780,19 @@ mod tests {
     fn a_damaged_pack_is_an_error() {
         let rows: Vec<AccessVals> = (0..50).map(|i| row(i, i * 31)).collect();
         let pack = encode(&rows).unwrap();
+        assert_eq!(pack[0], FORMAT_DEFLATE);
         assert!(decode(&[]).is_err());
-        assert!(decode(&[2]).is_err());
+        assert!(decode(&[FORMAT_DEFLATE]).is_err());
+        assert!(decode(&[FORMAT_RAW]).is_err());
+        assert!(decode(&[3, 0]).is_err());
+        let small = encode(&rows[..2]).unwrap();
+        assert_eq!(small[0], FORMAT_RAW);
+        for cut in 1..small.len() {
+            assert!(decode(&small[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = small.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_err());
         for cut in [1, 2, pack.len() / 2, pack.len() - 1] {
             assert!(decode(&pack[..cut]).is_err(), "cut at {cut}");
         }

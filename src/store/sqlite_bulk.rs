@@ -655,3 +655,61 @@ pub unsafe fn read_smtp(
     }
     Ok(out)
 }
+
+/// Every row of `sql` (its `?N` parameters bound to `params` in order),
+/// each as its values in column order: an integer, a text or NULL, as
+/// stored. Read on this thread as the statement steps, like
+/// [`read_smtp`]: packing a day reads millions of values.
+///
+/// # Safety
+///
+/// As for [`read_smtp`].
+pub unsafe fn read_vals(
+    db: NonNull<ffi::sqlite3>,
+    sql: &CStr,
+    params: &[i64],
+) -> anyhow::Result<Vec<Vec<super::packs::Val>>> {
+    use super::packs::Val;
+    let db = db.as_ptr();
+    // SAFETY: the caller's contract.
+    let stmt = unsafe { prepare(db, sql)? };
+    let b = Binder {
+        stmt: &stmt,
+        base: 0,
+    };
+    for (i, &v) in params.iter().enumerate() {
+        if b.int(i as c_int + 1, Some(v)) != ffi::SQLITE_OK {
+            return Err(error(db, "bind"));
+        }
+    }
+    // SAFETY: a prepared statement.
+    let columns = unsafe { ffi::sqlite3_column_count(stmt.0) };
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: a valid statement with its parameters bound.
+        let rc = unsafe { ffi::sqlite3_step(stmt.0) };
+        if rc == ffi::SQLITE_DONE {
+            break;
+        }
+        if rc != ffi::SQLITE_ROW {
+            return Err(error(db, "read"));
+        }
+        let mut row = Vec::with_capacity(columns as usize);
+        for i in 0..columns {
+            // SAFETY: the step above gave a row; each column is read (and
+            // its text copied) before the next step.
+            row.push(unsafe {
+                match ffi::sqlite3_column_type(stmt.0, i) {
+                    ffi::SQLITE_NULL => Val::Null,
+                    ffi::SQLITE_INTEGER => Val::Int(ffi::sqlite3_column_int64(stmt.0, i)),
+                    ffi::SQLITE_TEXT => Val::Text(opt_text(&stmt, i).unwrap_or_default()),
+                    other => anyhow::bail!(
+                        "a value of SQLite type {other} where an integer or text was stored"
+                    ),
+                }
+            });
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
