@@ -156,9 +156,11 @@ impl Store {
         Ok(rows)
     }
 
-    /// The first day with SMTP events, if any.
+    /// The first day with SMTP or plain access rows, if any (a site that
+    /// stores only Dovecot's logs has its days packed too).
     pub async fn first_event_day(&self) -> anyhow::Result<Option<i32>> {
-        const SQL: &str = "SELECT MIN(day) FROM smtp_rows";
+        const SQL: &str = "SELECT MIN(d) FROM (SELECT MIN(day) AS d FROM smtp_rows \
+            UNION ALL SELECT MIN(day) AS d FROM access_rows) AS firsts";
         let d: Option<i32> = on_pool!(self, p => sqlx::query_scalar(SQL).fetch_one(p).await?);
         Ok(d)
     }

@@ -972,3 +972,33 @@ async fn the_captures_master_user_login_is_marked() {
         "the capture has a master-user login"
     );
 }
+
+#[tokio::test]
+async fn the_nightly_job_packs_a_day_once_it_is_complete() {
+    let db = db_with("").await;
+    db.ingest(&[fixture("mail.log")]).await.unwrap();
+    let before = every_history(&db).await;
+    let tz = db.config.tz().unwrap();
+    let day = Capture::Dovecot.day();
+    assert!(db.store.has_plain_access(day.key()).await.unwrap());
+    // During the day: not complete, nothing packed.
+    let during = mailtrail::schedule::start_of(day, tz) + chrono::Duration::hours(23);
+    let t = mailtrail::schedule::tick(&db.store, &db.config, during)
+        .await
+        .unwrap();
+    assert!(!t.packed.contains(&day));
+    assert!(db.store.has_plain_access(day.key()).await.unwrap());
+    // Once complete: packed, and every history as it was.
+    let after = mailtrail::schedule::start_of(day.succ(), tz) + chrono::Duration::hours(1);
+    let t = mailtrail::schedule::tick(&db.store, &db.config, after)
+        .await
+        .unwrap();
+    assert!(t.packed.contains(&day), "{:?}", t.packed);
+    assert!(!db.store.has_plain_access(day.key()).await.unwrap());
+    assert_eq!(every_history(&db).await, before);
+    // The next tick finds nothing left to pack.
+    let t = mailtrail::schedule::tick(&db.store, &db.config, after + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(t.packed.is_empty(), "{:?}", t.packed);
+}
