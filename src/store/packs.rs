@@ -443,12 +443,11 @@ impl Store {
             "SELECT {} FROM access_rows WHERE day = $1 AND mailbox_id = $2 ORDER BY sec, key",
             access_select()
         );
+        // The plain rows first, then the pack: a packing that commits in
+        // between moved rows already read into the pack read after (read
+        // twice, kept once), never rows not yet read out of the plain
+        // table into a pack already read.
         on_pool!(self, p => {
-            let pack: Option<Vec<u8>> = sqlx::query_scalar(PACK)
-                .bind(day)
-                .bind(mailbox_id)
-                .fetch_optional(p)
-                .await?;
             let mut rows = Vec::new();
             for r in sqlx::query(sqlx::AssertSqlSafe(plain_sql))
                 .bind(day)
@@ -458,6 +457,11 @@ impl Store {
             {
                 rows.push(access_vals(&r, 0)?);
             }
+            let pack: Option<Vec<u8>> = sqlx::query_scalar(PACK)
+                .bind(day)
+                .bind(mailbox_id)
+                .fetch_optional(p)
+                .await?;
             if let Some(pack) = pack {
                 rows.extend(
                     decode(&pack)
