@@ -94,7 +94,7 @@ macro_rules! on_writer {
 pub mod messages;
 mod nightly;
 #[macro_use]
-mod packs;
+pub mod packs;
 pub use packs::Packed;
 mod outbox;
 pub use nightly::{DayCounts, Guess, Limits, Post, PostOutcome};

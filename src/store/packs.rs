@@ -32,14 +32,14 @@ use super::{Store, partitions};
 
 /// A column's value, as the table holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Val {
+pub enum Val {
     Null,
     Int(i64),
     Text(String),
 }
 
 impl Val {
-    pub(crate) fn int(&self) -> Option<i64> {
+    pub fn int(&self) -> Option<i64> {
         match self {
             Val::Int(v) => Some(*v),
             _ => None,
@@ -47,7 +47,7 @@ impl Val {
     }
 
     /// The text, leaving NULL in its place.
-    pub(crate) fn take_text(&mut self) -> Option<String> {
+    pub fn take_text(&mut self) -> Option<String> {
         match std::mem::replace(self, Val::Null) {
             Val::Text(s) => Some(s),
             _ => None,
@@ -98,7 +98,7 @@ const ACCESS_COLUMNS: [(&str, Ty); 26] = [
 ];
 
 /// Where each value is in a row of [`ACCESS_COLUMNS`].
-pub(crate) mod col {
+pub mod col {
     pub const KEY: usize = 0;
     pub const SEC: usize = 1;
     pub const USEC: usize = 2;
@@ -128,7 +128,7 @@ pub(crate) mod col {
 }
 
 /// An access row as a pack holds it: [`ACCESS_COLUMNS`]' values.
-pub(crate) type AccessVals = Vec<Val>;
+pub type AccessVals = Vec<Val>;
 
 /// The select list of [`ACCESS_COLUMNS`] for both backends: integers as
 /// BIGINT (PostgreSQL keeps some as INTEGER, SMALLINT or BOOLEAN).
@@ -269,7 +269,7 @@ thread_local! {
 }
 
 /// Reads what [`encode`] wrote; a damaged pack is an error, never a panic.
-pub(crate) fn decode(pack: &[u8]) -> anyhow::Result<Vec<AccessVals>> {
+pub fn decode(pack: &[u8]) -> anyhow::Result<Vec<AccessVals>> {
     let (&format, body) = pack.split_first().context("an empty pack")?;
     let inflated;
     let raw: &[u8] = match format {

@@ -467,7 +467,7 @@ impl TestDb {
         got.into_iter().map(|(s,)| s).collect()
     }
 
-    /// Every stored access row, for comparing databases.
+    /// Every stored access row, plain or packed, for comparing databases.
     pub async fn dump_access(&self) -> Vec<String> {
         type AccessDump = (
             i64,
@@ -489,10 +489,52 @@ impl TestDb {
             FROM access_rows e JOIN mailboxes m ON m.id = e.mailbox_id JOIN texts h ON h.id = e.host LEFT JOIN texts pr ON pr.id = e.protocol \
             LEFT JOIN texts ri ON ri.id = e.remote_ip LEFT JOIN texts f ON f.id = e.folder LEFT JOIN texts re ON re.id = e.reason \
             ORDER BY e.day, e.key";
-        let rows: Vec<AccessDump> = crate::on_any_pool!(&self.store, p => sqlx::query_as(SQL)
+        let mut rows: Vec<AccessDump> = crate::on_any_pool!(&self.store, p => sqlx::query_as(SQL)
             .fetch_all(p)
             .await
             .unwrap());
+        // And the rows of packed days (the nightly job packs a complete
+        // day's access rows), decoded into the same shape.
+        let packs: Vec<(i64, String, Vec<u8>)> = crate::on_any_pool!(&self.store, p => sqlx::query_as(
+            "SELECT CAST(p.day AS BIGINT), m.address, p.data FROM access_packs p JOIN mailboxes m ON m.id = p.mailbox_id",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap());
+        if !packs.is_empty() {
+            let texts: std::collections::HashMap<i64, String> =
+                crate::on_any_pool!(&self.store, p => sqlx::query_as::<_, (i64, String)>(
+                    "SELECT CAST(id AS BIGINT), value FROM texts"
+                )
+                .fetch_all(p)
+                .await
+                .unwrap())
+                .into_iter()
+                .collect();
+            let text = |v: &mailtrail::store::packs::Val| v.int().map(|id| texts[&id].clone());
+            use mailtrail::store::packs::col;
+            for (day, address, data) in packs {
+                for mut r in mailtrail::store::packs::decode(&data).unwrap() {
+                    rows.push((
+                        r[col::KEY].int().unwrap(),
+                        day,
+                        r[col::SEC].int().unwrap() * 1_000_000 + r[col::USEC].int().unwrap(),
+                        address.clone(),
+                        r[col::KIND].int().unwrap(),
+                        text(&r[col::HOST]).unwrap(),
+                        text(&r[col::PROTOCOL]),
+                        text(&r[col::REMOTE_IP]),
+                        r[col::SESSION].take_text(),
+                        r[col::DELETED].int(),
+                        r[col::RETAINED].int(),
+                        r[col::MESSAGE_ID].take_text(),
+                        text(&r[col::FOLDER]),
+                        text(&r[col::REASON]),
+                    ));
+                }
+            }
+            rows.sort_by_key(|r| (r.1, r.0));
+        }
         rows.into_iter()
             .map(|r| {
                 let a = (r.0, r.1, r.2, r.3, r.4, r.5, r.6);
