@@ -13,15 +13,15 @@
 //!
 //! Rows that reach a packed day later (logs read late) are stored as
 //! plain rows, except those the day's pack holds already (the ingest checks
-//! it, so a line read twice is still stored once: [`Store::packed_keys`]);
+//! it, so a line read twice is still stored once: `packed_keys!`);
 //! the next nightly tick packs them into the day's pack.
 //!
 //! The encoding of a pack: a format byte, then (deflated, unless that would
-//! gain nothing or the pack is small) the row count and the rows, each a bit mask of its non-NULL columns and
-//! those columns' values: integers as the zigzag varint of their difference
-//! from the same column in the row before (seconds, ids and counters
-//! mostly repeat or grow a little), the key as its eight bytes, texts as a
-//! varint length and their bytes.
+//! gain nothing or the pack is small) the row count and the rows, each a
+//! bit mask of its non-NULL columns and those columns' values: integers as
+//! the zigzag varint of their difference from the same column in the row
+//! before (seconds, ids and counters mostly repeat or grow a little), the
+//! key as its eight bytes, texts as a varint length and their bytes.
 
 use std::io::Read as _;
 
@@ -404,6 +404,9 @@ impl Store {
                     done.rows += moved.rows;
                     done.packs += moved.packs;
                     from = to;
+                    if to == i64::MAX {
+                        break;
+                    }
                 }
             }
             Store::Postgres(p) => {
@@ -415,6 +418,9 @@ impl Store {
                     done.rows += moved.rows;
                     done.packs += moved.packs;
                     from = to;
+                    if to == i64::MAX {
+                        break;
+                    }
                 }
                 empty_partition_pg(p, day).await?;
             }
