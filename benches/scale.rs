@@ -1103,19 +1103,18 @@ async fn main() {
         sqlx::query("ANALYZE").execute(p).await.unwrap();
         println!("ANALYZE in {:.1} s", t.elapsed().as_secs_f64());
     }
-    let (size, tables) = db_size(&store, sqlite_path.as_deref()).await;
-    println!(
-        "database size: {size} bytes ({:.2} GB) = {:.0} MB per million delivery rows ({:.0} bytes per stored row)",
-        size as f64 / 1e9,
-        size as f64 / 1e6 / (deliveries as f64 / 1e6),
-        size as f64 / rows_all as f64
-    );
-    if let Some(tables) = tables {
+    let per_row = |what: &str, bytes: u64| {
         println!(
-            "event tables and texts: {tables} bytes = {:.0} MB per million delivery rows ({:.0} bytes per stored row)",
-            tables as f64 / 1e6 / (deliveries as f64 / 1e6),
-            tables as f64 / rows_all as f64
-        );
+            "{what}: {bytes} bytes ({:.2} GB) = {:.0} MB per million delivery rows ({:.0} bytes per stored row)",
+            bytes as f64 / 1e9,
+            bytes as f64 / 1e6 / (deliveries as f64 / 1e6),
+            bytes as f64 / rows_all as f64
+        )
+    };
+    let (size, tables) = db_size(&store, sqlite_path.as_deref()).await;
+    per_row("database size", size);
+    if let Some(tables) = tables {
+        per_row("event tables and texts", tables);
     }
 
     // The nightly job's packing of every complete day's access rows
@@ -1157,18 +1156,9 @@ async fn main() {
         );
     }
     let (size, tables) = db_size(&store, sqlite_path.as_deref()).await;
-    println!(
-        "database size, access rows packed: {size} bytes ({:.2} GB) = {:.0} MB per million delivery rows ({:.0} bytes per stored row)",
-        size as f64 / 1e9,
-        size as f64 / 1e6 / (deliveries as f64 / 1e6),
-        size as f64 / rows_all as f64
-    );
+    per_row("database size, access rows packed", size);
     if let Some(tables) = tables {
-        println!(
-            "event tables, packs and texts, access rows packed: {tables} bytes = {:.0} MB per million delivery rows ({:.0} bytes per stored row)",
-            tables as f64 / 1e6 / (deliveries as f64 / 1e6),
-            tables as f64 / rows_all as f64
-        );
+        per_row("event tables, packs and texts, access rows packed", tables);
     }
     // Bytes per stored row of the tables issue 18 measured (everything but
     // received mail), where the backend tells the tables apart.

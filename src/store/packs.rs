@@ -503,12 +503,24 @@ fn put_sql(packs: usize) -> String {
     s
 }
 
-/// Writes `$packs` ((mailbox id, rows, data) each) for `$day` in the open
-/// transaction `$tx`, replacing the packs they hold the rows of.
-macro_rules! put_packs {
-    ($tx:expr, $day:expr, $packs:expr) => {{
+/// The rest of a range of [`Store::pack_day`], the same on both backends,
+/// in the open transaction `$tx`: the range's plain rows `$plain`
+/// ((mailbox id, values) each) merged with its packs, the packs written,
+/// the plain rows deleted, and the transaction committed; evaluates to
+/// what was moved.
+macro_rules! finish_range {
+    ($tx:expr, $day:expr, $from:expr, $to:expr, $plain:expr) => {{
+        let plain: Vec<(i64, AccessVals)> = $plain;
+        let moved = plain.len() as u64;
+        let old: Vec<(i64, Vec<u8>)> = sqlx::query_as(OLD_PACKS)
+            .bind($day)
+            .bind($from)
+            .bind($to)
+            .fetch_all(&mut *$tx)
+            .await?;
+        let packs = build_packs($day, plain, old)?;
         let full = put_sql(PUT_CHUNK);
-        for chunk in $packs.chunks(PUT_CHUNK) {
+        for chunk in packs.chunks(PUT_CHUNK) {
             let sql = if chunk.len() == PUT_CHUNK {
                 full.clone()
             } else {
@@ -519,6 +531,17 @@ macro_rules! put_packs {
                 q = q.bind($day).bind(*id).bind(*n).bind(data.as_slice());
             }
             q.execute(&mut *$tx).await?;
+        }
+        sqlx::query(DELETE_RANGE)
+            .bind($day)
+            .bind($from)
+            .bind($to)
+            .execute(&mut *$tx)
+            .await?;
+        $tx.commit().await?;
+        Packed {
+            rows: moved,
+            packs: packs.len() as u64,
         }
     }};
 }
@@ -584,7 +607,6 @@ async fn pack_range_sqlite(
     if plain.is_empty() {
         return Ok(Packed::default());
     }
-    let moved = plain.len() as u64;
     let plain = plain
         .into_iter()
         .map(|mut r| {
@@ -592,25 +614,7 @@ async fn pack_range_sqlite(
             Ok((id, r))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let old: Vec<(i64, Vec<u8>)> = sqlx::query_as(OLD_PACKS)
-        .bind(day)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *tx)
-        .await?;
-    let packs = build_packs(day, plain, old)?;
-    put_packs!(tx, day, packs);
-    sqlx::query(DELETE_RANGE)
-        .bind(day)
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Packed {
-        rows: moved,
-        packs: packs.len() as u64,
-    })
+    Ok(finish_range!(tx, day, from, to, plain))
 }
 
 /// One range of [`Store::pack_day`] on PostgreSQL: the day's partition is
@@ -641,31 +645,12 @@ async fn pack_range_pg(p: &sqlx::PgPool, day: i32, from: i64, to: i64) -> anyhow
     if rows.is_empty() {
         return Ok(Packed::default());
     }
-    let moved = rows.len() as u64;
     let plain = rows
         .iter()
         .map(|r| Ok((r.try_get::<i64, _>(0)?, access_vals(r, 1)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     drop(rows);
-    let old: Vec<(i64, Vec<u8>)> = sqlx::query_as(OLD_PACKS)
-        .bind(day)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *tx)
-        .await?;
-    let packs = build_packs(day, plain, old)?;
-    put_packs!(tx, day, packs);
-    sqlx::query(DELETE_RANGE)
-        .bind(day)
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Packed {
-        rows: moved,
-        packs: packs.len() as u64,
-    })
+    Ok(finish_range!(tx, day, from, to, plain))
 }
 
 /// After packing on PostgreSQL: the deletes left the day's partition full
