@@ -17,8 +17,9 @@
 //! [`visible`] shows each of them as its code point, `<U+202E>`, so the
 //! reader sees that it is there and nothing is reordered. It is the one
 //! function every rendering of log text goes through: the HTML and text
-//! templates (as their formatter), `history` and `access` as text and as
-//! CSV. JSON output keeps the text exact: it is for programs, and JSON
+//! templates (as their formatter), a report's detail rows (written apart
+//! from the template, `report::rows`), `history` and `access` as text and
+//! as CSV. JSON output keeps the text exact: it is for programs, and JSON
 //! escapes control characters itself.
 //!
 //! A tab is shown too: no field of a log line holds one on purpose, and in

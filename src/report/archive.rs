@@ -32,6 +32,8 @@ enum Piece {
     /// The next file of the ZIP, by name.
     File(String),
     Bytes(Vec<u8>),
+    /// A ZIP whose files are added as they are (deflated already).
+    Zip(Vec<u8>),
 }
 
 /// Bytes handed on to the zipping thread at a time.
@@ -98,11 +100,13 @@ impl<'scope, 'env> Page<'scope, 'env> {
     }
 
     /// The page as it is, when it stayed small and `extra` is not wanted;
-    /// otherwise the ZIP of the page and of the files `extra` makes (made
-    /// here while the page is still being deflated).
+    /// otherwise the ZIP of the page and of the files of the ZIP `extra`
+    /// gives ([`zip_files`], made while the page is still being deflated:
+    /// on another thread, it deflates at the same time), copied in as they
+    /// are.
     pub fn finish(
         mut self,
-        extra: impl FnOnce() -> Vec<(String, Vec<u8>)>,
+        extra: impl FnOnce() -> anyhow::Result<Vec<u8>>,
     ) -> anyhow::Result<Rendered> {
         if self.zipper.is_none() {
             if !self.always && self.held.len() <= self.zip_over {
@@ -116,15 +120,14 @@ impl<'scope, 'env> Page<'scope, 'env> {
         if !self.held.is_empty() {
             send(&z.to, Piece::Bytes(std::mem::take(&mut self.held)))?;
         }
-        for (name, bytes) in extra() {
-            send(&z.to, Piece::File(name))?;
-            send(&z.to, Piece::Bytes(bytes))?;
-        }
+        let extra = extra().and_then(|zip| Ok(send(&z.to, Piece::Zip(zip))?));
         drop(z.to);
         let bytes = z
             .done
             .join()
             .map_err(|_| anyhow::anyhow!("the thread zipping the report stopped"))??;
+        // The page's own failure first: it says more.
+        extra?;
         Ok(Rendered::Zipped(bytes))
     }
 }
@@ -168,7 +171,27 @@ fn deflate(from: Receiver<Piece>, modified: NaiveDateTime) -> anyhow::Result<Vec
                 anyhow::ensure!(open, "bytes before any file");
                 w.write_all(&b)?;
             }
+            Piece::Zip(z) => {
+                w.merge_archive(zip::ZipArchive::new(Cursor::new(z))?)?;
+                open = false;
+            }
         }
+    }
+    Ok(w.finish()?.into_inner())
+}
+
+/// A ZIP of `files`, each stamped with `modified`: files a [`Page`] adds
+/// to its own ZIP, deflated apart (on a thread of their own while the page
+/// is deflated on another).
+pub fn zip_files(
+    files: Vec<(String, Vec<u8>)>,
+    modified: NaiveDateTime,
+) -> anyhow::Result<Vec<u8>> {
+    let size: usize = files.iter().map(|(_, b)| b.len()).sum();
+    let mut w = ZipWriter::new(Cursor::new(Vec::with_capacity(size / 8 + 1024)));
+    for (name, bytes) in files {
+        w.start_file(name, options(modified))?;
+        w.write_all(&bytes)?;
     }
     Ok(w.finish()?.into_inner())
 }
@@ -193,11 +216,12 @@ mod tests {
                 p.write_all(chunk).unwrap();
             }
             p.finish(|| {
-                if extra {
+                let files = if extra {
                     vec![("r.csv".to_owned(), b"a,b\n".to_vec())]
                 } else {
                     Vec::new()
-                }
+                };
+                zip_files(files, when())
             })
             .unwrap()
         })

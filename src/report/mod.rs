@@ -25,8 +25,10 @@ pub mod chart;
 pub mod layout;
 pub mod pdf;
 pub mod render;
+pub mod rows;
 
 use std::fmt;
+use std::io::Write as _;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -554,8 +556,6 @@ struct View<'a> {
     smtp: Option<SmtpTables<'a>>,
     access: Option<AccessTables<'a>>,
     received: Option<ReceivedTables<'a>>,
-    /// One per access event (not in the JSON output of `access`).
-    access_facts: Option<&'a [crate::access::EventFacts]>,
     /// The thresholds crossed, for a warning.
     warning: Option<&'a [Crossed]>,
     /// Why deliveries failed: each category of the rows shown, with its
@@ -567,8 +567,9 @@ struct View<'a> {
     help_url: Option<&'a str>,
     /// Minutes the records may be behind the logs, when known.
     behind_minutes: Option<i64>,
-    /// The SMTP details as messages, each with its recipients' outcomes.
-    messages: Vec<layout::Message<'a>>,
+    /// How many messages the SMTP details are (their rows are written by
+    /// [`rows`]).
+    message_count: usize,
     /// The daily table, runs of days with nothing collapsed into one line.
     day_lines: Vec<layout::DayLine>,
     /// The picture: days for SMTP, remote addresses for access.
@@ -587,19 +588,18 @@ struct SmtpTables<'a> {
 }
 
 /// What the templates read of an access history: the daily summary, and
-/// the events when the rendering shows them.
+/// how many events there are (their rows are written by [`rows`]).
 #[derive(Serialize)]
 struct AccessTables<'a> {
     days: &'a [crate::access::DaySummary],
-    events: &'a [crate::access::Event],
+    count: usize,
 }
 
-/// What the templates read of received mail: the daily counts, and the
-/// messages when the rendering shows them.
+/// What the templates read of received mail: the daily counts, and how
+/// many messages there are (their rows are written by [`rows`]).
 #[derive(Serialize)]
 struct ReceivedTables<'a> {
     days: &'a [crate::received::DayCounts],
-    messages: &'a [crate::received::Received],
     total: usize,
 }
 
@@ -824,7 +824,12 @@ fn render_with(
     let zone = zone_name(tz, now);
     let behind_minutes = notes.behind_minutes(now);
     let modified = now.with_timezone(&tz).naive_local();
-    let view = |data: &'_ Data, cover: bool, zipped: bool, truncated: Option<&Truncation>| {
+    // `message_count`: the SMTP details' messages, when the rows are shown.
+    let view = |data: &'_ Data,
+                cover: bool,
+                zipped: bool,
+                truncated: Option<&Truncation>,
+                message_count: usize| {
         let name = if zipped {
             format!("{stem}.zip")
         } else {
@@ -835,9 +840,6 @@ fn render_with(
             Data::Access(h) => (None, Some(h), None),
             Data::Received(h) => (None, None, Some(h)),
         };
-        // The mail's parts (`cover`) show the header and the daily
-        // table, not the rows.
-        let rows = |n: usize| if cover { 0 } else { n };
         let v = View {
             kind: spec.kind.as_str(),
             mailbox: spec.mailbox.as_str(),
@@ -859,12 +861,10 @@ fn render_with(
             }),
             access: access.map(|h| AccessTables {
                 days: &h.days,
-                events: &h.events[..rows(h.events.len())],
+                count: h.events.len(),
             }),
-            access_facts: access.map(|h| &h.facts[..rows(h.facts.len())]),
             received: received.map(|h| ReceivedTables {
                 days: &h.days,
-                messages: &h.messages[..rows(h.messages.len())],
                 total: h.messages.len() + h.omitted,
             }),
             warning,
@@ -873,10 +873,7 @@ fn render_with(
             help_address: notes.help_address.as_deref(),
             help_url: notes.help_url.as_deref(),
             behind_minutes,
-            messages: smtp
-                .filter(|_| !cover)
-                .map(|h| layout::messages(&h.details))
-                .unwrap_or_default(),
+            message_count,
             day_lines: match data {
                 Data::Smtp(h) => layout::smtp_days(&h.days),
                 Data::Access(h) => layout::access_days(&h.days),
@@ -893,23 +890,42 @@ fn render_with(
         |data: &Data, zip: bool, truncated: Option<&Truncation>| -> anyhow::Result<Attachment> {
             let zip_over = (!zip).then_some(limits.zip_over_bytes);
             let page = std::thread::scope(|s| {
-                // The CSV goes in the ZIP too: made meanwhile on a thread of
-                // its own when the rows are many (a small page is sent as it
-                // is, and this CSV not used).
-                let csv = (data.rows() >= 1000).then(|| s.spawn(|| data.csv()));
+                // The CSV goes in the ZIP too: made and deflated meanwhile on
+                // a thread of its own when the rows are many (a small page is
+                // sent as it is, and this CSV not used).
+                let csv_zip = || {
+                    archive::zip_files(
+                        vec![(format!("{stem}.csv"), data.csv().into_bytes())],
+                        modified,
+                    )
+                };
+                let csv = (data.rows() >= 1000).then(|| s.spawn(csv_zip));
                 let mut page = archive::Page::new(s, &format!("{stem}.html"), zip_over, modified);
-                render::render_to(
+                // The page around the rows, then the rows in their place.
+                let messages = match data {
+                    Data::Smtp(h) => layout::messages(&h.details),
+                    _ => Vec::new(),
+                };
+                let shell = render::render(
                     "report.html",
                     spec.lang,
-                    view(data, false, zip, truncated),
-                    &mut page,
+                    view(data, false, zip, truncated, messages.len()),
                 )?;
-                page.finish(|| {
-                    let csv = match csv {
-                        Some(t) => t.join().unwrap_or_else(|_| data.csv()),
-                        None => data.csv(),
-                    };
-                    vec![(format!("{stem}.csv"), csv.into_bytes())]
+                match shell.split_once(rows::MARK) {
+                    Some((head, tail)) => {
+                        page.write_all(head.as_bytes())?;
+                        match data {
+                            Data::Smtp(_) => rows::smtp(&mut page, spec.lang, &messages)?,
+                            Data::Access(h) => rows::access(&mut page, spec.lang, h)?,
+                            Data::Received(h) => rows::received(&mut page, spec.lang, h)?,
+                        }
+                        page.write_all(tail.as_bytes())?;
+                    }
+                    None => page.write_all(shell.as_bytes())?,
+                }
+                page.finish(|| match csv {
+                    Some(t) => t.join().unwrap_or_else(|_| csv_zip()),
+                    None => csv_zip(),
                 })
             })?;
             Ok(match page {
@@ -936,8 +952,8 @@ fn render_with(
                 Some(_) => ("alert.txt", "alert.html"),
                 None => ("report.txt", "report.html"),
             };
-            let text = render::render(txt, spec.lang, view(data, true, zipped, truncated))?;
-            let html = render::render(html, spec.lang, view(data, true, zipped, truncated))?;
+            let text = render::render(txt, spec.lang, view(data, true, zipped, truncated, 0))?;
+            let html = render::render(html, spec.lang, view(data, true, zipped, truncated, 0))?;
             Ok((text, html))
         };
     let (mut text, mut html) = parts(zipped, truncated.as_ref())?;

@@ -155,16 +155,22 @@ fn fill(s: String, kwargs: Kwargs) -> Result<String, Error> {
     let mut args = Vec::new();
     for k in kwargs.args() {
         let v: Value = kwargs.get(k)?;
-        args.push((k.to_owned(), v.to_string()));
+        args.push((k, v.to_string()));
     }
-    if let Some(missing) = placeholders(&s).find(|p| !args.iter().any(|(k, _)| k == p)) {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("no value for {{{missing}}} in {s:?}"),
-        ));
+    let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fill_all(&s, &args).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))
+}
+
+/// `s` with every `{name}` placeholder filled from `args`; a placeholder
+/// without a value is a bug in a template or a string, and an error.
+pub(crate) fn fill_all(s: &str, args: &[(&str, &str)]) -> Result<String, String> {
+    if let Some(missing) = placeholders(s).find(|p| !args.iter().any(|(k, _)| k == p)) {
+        return Err(format!("no value for {{{missing}}} in {s:?}"));
     }
-    Ok(fill_str(&s, |name| {
-        args.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    Ok(fill_str(s, |name| {
+        args.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
     }))
 }
 
