@@ -308,16 +308,6 @@ pub fn render_page(name: &str, lang: Lang, ctx: Value) -> anyhow::Result<String>
     Ok(tmpl.render(minijinja::context! { t => words(lang), lang => lang.as_str(), ..ctx })?)
 }
 
-/// [`render`], written to `w` as it goes.
-pub fn render_to(name: &str, lang: Lang, r: Value, w: impl std::io::Write) -> anyhow::Result<()> {
-    let tmpl = env().get_template(name)?;
-    tmpl.render_captured_to(
-        minijinja::context! { t => words(lang), lang => lang.as_str(), r => r },
-        w,
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
