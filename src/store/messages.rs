@@ -7,7 +7,8 @@
 //! and state commit together, and a line read twice stores nothing twice
 //! (same key).
 
-use super::{Store, days_between};
+use super::packs::Val;
+use super::{Store, days_between, sqlite_bulk};
 use crate::ingest::received::{MessageRow, MsgKind, msgid_hash};
 
 /// The `msgid_hash` of a folder's event, so that `locate` finds them
@@ -98,7 +99,82 @@ where
     })
 }
 
+/// A row read through SQLite's raw handle ([`SELECT`]'s columns, in
+/// order), as [`from_row`] reads one through sqlx.
+fn from_vals(mailbox: &str, mut v: Vec<Val>) -> anyhow::Result<MessageRow> {
+    anyhow::ensure!(v.len() == 19, "a message row of {} columns", v.len());
+    let int = |v: &Val, c: &str| {
+        v.int()
+            .ok_or_else(|| anyhow::anyhow!("{c} is not an integer"))
+    };
+    let (day, sec, usec, key, kind) = (
+        int(&v[0], "day")?,
+        int(&v[1], "sec")?,
+        int(&v[2], "usec")?,
+        int(&v[3], "key")?,
+        int(&v[4], "kind")?,
+    );
+    let (size, uid) = (v[15].int(), v[16].int());
+    let mut text = |i: usize| v[i].take_text();
+    Ok(MessageRow {
+        key,
+        time_us: sec * 1_000_000 + usec,
+        day: i32::try_from(day)?,
+        mailbox: mailbox.into(),
+        mailbox_no: None,
+        msgid_hash: 0,
+        kind: i16::try_from(kind)?,
+        host: text(5).unwrap_or_default().into(),
+        queue_id: text(6).map(Into::into),
+        session: text(7).map(Into::into),
+        protocol: text(8).map(Into::into),
+        message_id: text(9),
+        sender: text(10),
+        subject: text(11),
+        client: text(12),
+        folder: text(13),
+        other: text(14),
+        size,
+        uid,
+        status: text(17).map(Into::into),
+        reply: text(18),
+    })
+}
+
 impl Store {
+    /// The message rows `{SELECT} WHERE {filter}` picks, `params` bound to
+    /// its `$1`, `$2` ... in order. SQLite's are read on this thread as
+    /// the statement steps (through sqlx, each value is boxed and handed
+    /// over from its worker thread: most of a large received report's
+    /// load).
+    async fn message_rows_where(
+        &self,
+        mailbox: &str,
+        filter: &str,
+        params: &[i64],
+    ) -> anyhow::Result<Vec<MessageRow>> {
+        let sql = format!("{SELECT} WHERE {filter}");
+        match self {
+            Store::Sqlite(p) => {
+                let sql = std::ffi::CString::new(sql)?;
+                let mut conn = p.acquire().await?;
+                let mut handle = conn.lock_handle().await?;
+                // SAFETY: the handle lock gives this thread the connection
+                // alone until the read returns.
+                let vals = unsafe { sqlite_bulk::read_vals(handle.as_raw_handle(), &sql, params)? };
+                vals.into_iter().map(|v| from_vals(mailbox, v)).collect()
+            }
+            Store::Postgres(p) => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                for &v in params {
+                    q = q.bind(v);
+                }
+                let got = q.fetch_all(p).await?;
+                got.iter().map(|r| from_row(mailbox, r)).collect()
+            }
+        }
+    }
+
     /// A mailbox's rows of the newest days of `from_day..=to_day` until
     /// they hold more than `max_entries` rows that are entries of a
     /// received report (deliveries, forwards, refusals, holds), in time
@@ -113,7 +189,6 @@ impl Store {
         let Some(id) = self.mailbox_id(mailbox).await? else {
             return Ok((Vec::new(), Vec::new()));
         };
-        let sql = format!("{SELECT} WHERE day = $1 AND mailbox_id = $2");
         const COUNTS: &str = "SELECT CAST(kind AS INTEGER), COUNT(*) FROM message_rows \
             WHERE day = $1 AND mailbox_id = $2 GROUP BY kind";
         let mut rows = Vec::new();
@@ -125,14 +200,13 @@ impl Store {
                 counted.push((day, c));
                 continue;
             }
-            let got = on_pool!(self, p => {
-                let got = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                    .bind(day)
-                    .bind(id)
-                    .fetch_all(p)
-                    .await?;
-                got.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
-            });
+            let got = self
+                .message_rows_where(
+                    mailbox,
+                    "day = $1 AND mailbox_id = $2",
+                    &[i64::from(day), id],
+                )
+                .await?;
             entries += got
                 .iter()
                 .filter(|r| r.kind().is_some_and(MsgKind::is_entry))
@@ -160,20 +234,16 @@ impl Store {
         let (Some(first), Some(last)) = (first, last) else {
             return Ok(Vec::new());
         };
-        let sql = format!("{SELECT} WHERE day = $1 AND mailbox_id = $2 AND msgid_hash IN ($3, $4)");
         let hash = msgid_hash(id);
         let mut rows = Vec::new();
         for day in days_between(first, last) {
-            let got = on_pool!(self, p => {
-                let got = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                    .bind(day)
-                    .bind(mid)
-                    .bind(hash)
-                    .bind(FOLDER_HASH)
-                    .fetch_all(p)
-                    .await?;
-                got.iter().map(|r| from_row(mailbox, r)).collect::<anyhow::Result<Vec<_>>>()?
-            });
+            let got = self
+                .message_rows_where(
+                    mailbox,
+                    "day = $1 AND mailbox_id = $2 AND msgid_hash IN ($3, $4)",
+                    &[i64::from(day), mid, hash, FOLDER_HASH],
+                )
+                .await?;
             rows.extend(got);
         }
         rows.sort_by_key(|r| (r.time_us, r.key));
