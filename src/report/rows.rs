@@ -60,7 +60,14 @@ struct Out<'w> {
     w: &'w mut dyn io::Write,
 }
 
-impl Out<'_> {
+impl<'w> Out<'w> {
+    fn new(w: &'w mut dyn io::Write) -> Out<'w> {
+        Out {
+            buf: String::with_capacity(CHUNK + 4096),
+            w,
+        }
+    }
+
     /// Markup, as it is.
     fn raw(&mut self, s: &str) -> &mut Self {
         self.buf.push_str(s);
@@ -159,10 +166,7 @@ pub fn access(w: &mut dyn io::Write, lang: Lang, h: &AccessHistory) -> anyhow::R
     let l_ip = t.label("col_remote_ip")?;
     let l_client = t.label("col_client")?;
     let l_what = t.label("col_what")?;
-    let mut out = Out {
-        buf: String::with_capacity(CHUNK + 4096),
-        w,
-    };
+    let mut out = Out::new(w);
     for (i, (e, f)) in h.events.iter().zip(&h.facts).enumerate() {
         out.raw("\n<tr class=\"ev-").text(e.kind);
         if e.master_user.is_some() {
@@ -326,10 +330,7 @@ pub fn smtp(w: &mut dyn io::Write, lang: Lang, messages: &[Message<'_>]) -> anyh
     let l_response = t.label("col_response")?;
     let ip_unknown = t.get("ip_unknown")?;
     let next_hop_word = t.get("col_next_hop")?;
-    let mut out = Out {
-        buf: String::with_capacity(CHUNK + 4096),
-        w,
-    };
+    let mut out = Out::new(w);
     for m in messages {
         out.raw("\n<tbody>\n<tr class=\"mline ")
             .text(m.status)
@@ -452,10 +453,7 @@ pub fn received(w: &mut dyn io::Write, lang: Lang, h: &ReceivedMail) -> anyhow::
     let l_sender = t.label("col_sender")?;
     let l_subject = t.label("col_subject")?;
     let l_outcome = t.label("col_outcome")?;
-    let mut out = Out {
-        buf: String::with_capacity(CHUNK + 4096),
-        w,
-    };
+    let mut out = Out::new(w);
     for (i, e) in h.messages.iter().enumerate() {
         received_row(
             &mut out,
